@@ -1,0 +1,1 @@
+"""Shared utilities: datasets, masking, metrics, checkpoints and the training engine."""
