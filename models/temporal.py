@@ -1,0 +1,109 @@
+"""Temporal branch: a per-pixel Transformer over dates (reference_method.md §1.4-1.5).
+
+The authors call it ``LTAE2d`` but it runs a stack of standard post-norm Transformer encoder
+layers on every pixel's sequence. Attention goes through ``scaled_dot_product_attention`` so fused
+kernels can be used (the reference asked for attention weights and could not).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SinusoidalPositions(nn.Module):
+    """U-TAE's positional encoding: a d_head-dim sinusoid repeated n_heads times to fill d_model."""
+
+    def __init__(self, d_model: int, n_heads: int, period: float):
+        super().__init__()
+        d_head = d_model // n_heads
+        exponent = 2 * torch.div(torch.arange(d_head), 2, rounding_mode="floor") / d_head
+        self.register_buffer("denom", torch.pow(period, exponent.float()), persistent=False)
+        self.n_heads = n_heads
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        """(B, T) positions (date index or day) -> (B, T, D) encodings."""
+        angles = positions.float()[..., None] / self.denom  # (B, T, d_head)
+        table = torch.empty_like(angles)
+        table[..., 0::2] = torch.sin(angles[..., 0::2])
+        table[..., 1::2] = torch.cos(angles[..., 1::2])
+        return table.repeat(1, 1, self.n_heads)  # (B, T, d_head) -> (B, T, D)
+
+
+class TransformerLayer(nn.Module):
+    """Post-norm encoder layer: x = LN(x + MHA(x)); x = LN(x + FFN(x)), dropout everywhere."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ffn: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.linear1 = nn.Linear(d_model, d_ffn)
+        self.linear2 = nn.Linear(d_ffn, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """(N, T, D) -> (N, T, D); ``attn_mask`` (N, 1, 1, T) bool, True = may attend."""
+        N, T, D = x.shape
+        q, k, v = self.qkv(x).view(N, T, 3, self.n_heads, D // self.n_heads).unbind(2)  # 3 x (N, T, nh, dh)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (N, T, nh, dh) -> (N, nh, T, dh)
+        dropout_p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        return self.proj(out.transpose(1, 2).reshape(N, T, D))  # (N, nh, T, dh) -> (N, T, D)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T, D) -> (N, T, D)."""
+        x = self.norm1(x + self.drop(self.attention(x, attn_mask)))
+        return self.norm2(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
+
+
+def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None) -> torch.Tensor:
+    """GroupNorm of every pixel sequence over (channels of a group) x (valid dates).
+
+    Matches ``norm`` applied to the (N, D, T) layout as the reference does; with ``valid`` the
+    statistics ignore padded dates, so padding cannot shift the features of real dates.
+
+    Args:
+        x: (B, L, T, D) features, L = pixels.
+        norm: the GroupNorm holding groups, eps and the affine parameters.
+        valid: (B, T) bool, True for real dates, or None (all real).
+    """
+    B, L, T, D = x.shape
+    groups = norm.num_groups
+    xg = x.view(B, L, T, groups, D // groups)  # (B, L, T, D) -> (B, L, T, G, D/G)
+    if valid is None:
+        mean = xg.mean(dim=(2, 4), keepdim=True)
+        var = xg.var(dim=(2, 4), keepdim=True, unbiased=False)
+    else:
+        weight = valid.to(x.dtype).view(B, 1, T, 1, 1)  # (B, T) -> (B, 1, T, 1, 1)
+        count = weight.sum(dim=2, keepdim=True) * (D // groups)
+        mean = (xg * weight).sum(dim=(2, 4), keepdim=True) / count
+        var = ((xg - mean).square() * weight).sum(dim=(2, 4), keepdim=True) / count
+    xg = (xg - mean) * torch.rsqrt(var + norm.eps)
+    return xg.view(B, L, T, D) * norm.weight + norm.bias  # (B, L, T, G, D/G) -> (B, L, T, D)
+
+
+class TemporalEncoder(nn.Module):
+    """GroupNorm + positional encoding + n_layers Transformer layers, for every pixel."""
+
+    def __init__(self, d_model: int, n_heads: int, n_layers: int, d_ffn: int, dropout: float, pe_period: float):
+        super().__init__()
+        self.in_norm = nn.GroupNorm(n_heads, d_model)
+        self.positional = SinusoidalPositions(d_model, n_heads, pe_period)
+        self.layers = nn.ModuleList(TransformerLayer(d_model, n_heads, d_ffn, dropout) for _ in range(n_layers))
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, T, D) per-pixel sequences -> (B, L, T, D); ``pad_mask`` (B, T) True = padding."""
+        B, L, T, D = x.shape
+        valid = None if pad_mask is None else ~pad_mask
+        x = group_norm_over_time(x, self.in_norm, valid)
+        x = x + self.positional(positions)[:, None]  # (B, T, D) -> (B, 1, T, D), broadcast over L
+        x = x.reshape(B * L, T, D)  # (B, L, T, D) -> (B*L, T, D)
+        attn_mask = None
+        if valid is not None:
+            attn_mask = valid[:, None, None, None, :].expand(B, L, 1, 1, T).reshape(B * L, 1, 1, T)
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+        return x.view(B, L, T, D)  # (B*L, T, D) -> (B, L, T, D)

@@ -1,0 +1,220 @@
+"""Checkpoint I/O: atomic writes, resumable training state, and ``--pretrain_pth`` loading.
+
+Our ``.tar`` files are plain dicts of plain types (loadable with ``weights_only=True``):
+``model`` (state dict), ``optimizer``, ``epoch``, ``metrics``, ``model_config`` (dict),
+``args`` (dict), ``kind`` ('full' | 'backbone').
+
+``load_pretrained_backbone`` accepts three kinds of file:
+  * our full checkpoints (pre-training or fine-tuning): keeps the ``backbone.*`` tensors;
+  * our backbone exports ``checkpoint_<epoch>.<name>.tar`` (``kind='backbone'``);
+  * the authors' released ``checkpoint_99.utae.tar`` / ``checkpoint_99.sttrans.tar``: a bare
+    state dict of their ``utae`` module, mapped key by key (reference_method.md §1.8).
+Any missing, unexpected or mis-shaped key is an error that lists them: never a silent
+from-scratch model.
+"""
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models import STCLNConfig
+from utils.errors import CheckpointError
+
+# The authors' modules that are built but never executed: dropped on load.
+AUTHORS_UNUSED_PREFIXES = (
+    "up3.",
+    "temporal_encoder.inconv.",
+    "temporal_encoder.out_norm.",
+    "temporal_encoder.mlp.",
+    "temporal_encoder.transformer_encoder.",
+)
+
+# (authors' key pattern, our key template), tried in order. Backbone keys are relative to STCLN.
+AUTHORS_BACKBONE_KEYS = (
+    (r"inc\.double_conv\.(\d)\.(.+)", "spatial.block1.{0}.{1}"),
+    (r"down1\.maxpool_conv\.0\.double_conv\.(\d)\.(.+)", "spatial.block2.{0}.{1}"),
+    (r"temporal_encoder\.in_norm\.(weight|bias)", "temporal.in_norm.{0}"),
+    (r"temporal_encoder\.layer_stack\.(\d+)\.self_attn\.in_proj_(weight|bias)", "temporal.layers.{0}.qkv.{1}"),
+    (r"temporal_encoder\.layer_stack\.(\d+)\.self_attn\.out_proj\.(weight|bias)", "temporal.layers.{0}.proj.{1}"),
+    (r"temporal_encoder\.layer_stack\.(\d+)\.(linear1|linear2|norm1|norm2)\.(weight|bias)", "temporal.layers.{0}.{1}.{2}"),
+)
+
+# The authors' UTAEClassification head tensors -> our STCLNSegmenter names (1x1 convs become linears).
+AUTHORS_HEAD_KEYS = {
+    "conv1.weight": "sta.query.weight",
+    "conv2.weight": "sta.key.weight",
+    "conv3.weight": "sta.value.weight",
+    "l": "sta.gate",
+    "outlinear.weight": "classifier.weight",
+    "outlinear.bias": "classifier.bias",
+}
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then rename.
+
+    A crash mid-write leaves the previous file intact, never a half-written one.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise CheckpointError(f"{path.parent}: cannot write checkpoints here ({err.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, trusted: bool = False) -> dict:
+    """Load a checkpoint on CPU. ``trusted=True`` allows pickled objects (only for files you trust)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = "" if trusted else " (if this file is from a source you trust, pass --trust_checkpoint)"
+        raise CheckpointError(f"{path}: not a readable checkpoint: {reason[:200]}{hint}") from None
+
+
+def strip_wrapper_prefixes(state_dict: dict) -> dict:
+    """Remove ``module.`` (DDP/DataParallel) and ``_orig_mod.`` (torch.compile) prefixes."""
+    out = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def is_authors_backbone(state_dict: dict) -> bool:
+    """True for a bare state dict of the authors' ``utae`` module."""
+    return any(k.startswith("inc.double_conv.") for k in state_dict)
+
+
+def map_authors_backbone(state_dict: dict, source: str = "state dict") -> dict:
+    """Map the authors' backbone keys to ours; unused modules are dropped, unknown keys rejected."""
+    mapped, unknown = {}, []
+    for key, value in state_dict.items():
+        if key.startswith(AUTHORS_UNUSED_PREFIXES):
+            continue
+        for pattern, template in AUTHORS_BACKBONE_KEYS:
+            match = re.fullmatch(pattern, key)
+            if match:
+                mapped[template.format(*match.groups())] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise CheckpointError(f"{source}: keys not in the authors' STCLN layout: {_preview(unknown)}")
+    return mapped
+
+
+def map_authors_head(state_dict: dict, source: str = "state dict") -> dict:
+    """Map the authors' STA/classifier tensors to :class:`STCLNSegmenter` names."""
+    unknown = sorted(set(state_dict) - set(AUTHORS_HEAD_KEYS))
+    if unknown:
+        raise CheckpointError(f"{source}: keys not in the authors' STA head layout: {_preview(unknown)}")
+    out = {}
+    for key, value in state_dict.items():
+        ours = AUTHORS_HEAD_KEYS[key]
+        out[ours] = value.flatten(1) if value.dim() == 4 else value  # (D, D, 1, 1) -> (D, D)
+    return out
+
+
+def extract_backbone_state(ckpt: object, source: str) -> tuple[dict, dict | None]:
+    """Return (backbone state dict in our names, model_config dict or None) from any supported file."""
+    if not isinstance(ckpt, dict) or not ckpt:
+        raise CheckpointError(f"{source}: expected a state dict or an STCLN checkpoint dict, got {type(ckpt).__name__}")
+    if "model" in ckpt and isinstance(ckpt["model"], dict):  # our full or backbone checkpoint
+        state = strip_wrapper_prefixes(ckpt["model"])
+        if ckpt.get("kind") != "backbone":
+            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+            if not state:
+                raise CheckpointError(f"{source}: checkpoint holds no 'backbone.*' tensors")
+        return state, ckpt.get("model_config")
+    if not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(f"{source}: neither an STCLN checkpoint (no 'model' entry) nor a tensor state dict")
+    state = strip_wrapper_prefixes(ckpt)
+    if is_authors_backbone(state):
+        return map_authors_backbone(state, source), None
+    if any(k.startswith("backbone.") for k in state):
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state, None
+
+
+def load_pretrained_backbone(model: nn.Module, path: str | Path, trusted: bool = False) -> int:
+    """Load a pre-trained backbone into ``model.backbone``; return how many tensors were loaded.
+
+    Checks the model configuration stored in our checkpoints and every key and shape, raising
+    :class:`CheckpointError` with the offending keys (missing, unexpected, shape mismatches).
+    """
+    source = str(path)
+    state, saved_config = extract_backbone_state(load_checkpoint(path, trusted), source)
+    config: STCLNConfig = model.config
+    if saved_config is not None:
+        architecture = ("in_channels", "widths", "n_heads", "n_layers", "d_ffn")
+        saved = STCLNConfig.from_dict({k: v for k, v in saved_config.items() if k != "num_classes"} | {"num_classes": config.num_classes})
+        diff = [f"{k}: file {getattr(saved, k)} vs model {getattr(config, k)}" for k in architecture if getattr(saved, k) != getattr(config, k)]
+        if diff:
+            raise CheckpointError(f"{source}: backbone was trained with a different architecture ({'; '.join(diff)})")
+    load_state_checked(model.backbone, state, source)
+    return len(state)
+
+
+def load_state_checked(module: nn.Module, state: dict, source: str) -> None:
+    """``load_state_dict`` that requires the exact key set and shapes, with a readable error."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_preview(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatch {_preview(shapes)}")
+    if problems:
+        raise CheckpointError(f"{source}: does not fit the model: {'; '.join(problems)}")
+    module.load_state_dict(state, strict=True)
+
+
+def backbone_export(model: nn.Module, config: STCLNConfig, epoch: int) -> dict:
+    """The backbone-only file ``checkpoint_<epoch>.<name>.tar`` that ``--pretrain_pth`` accepts."""
+    return {
+        "kind": "backbone",
+        "model": {k: v.detach().cpu() for k, v in unwrap(model).backbone.state_dict().items()},
+        "model_config": config.to_dict(),
+        "epoch": epoch,
+    }
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under DDP and torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+def _preview(items: list, limit: int = 6) -> str:
+    shown = ", ".join(map(str, items[:limit]))
+    return f"[{shown}{f', ... ({len(items)} in all)' if len(items) > limit else ''}]"
