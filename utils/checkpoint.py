@@ -35,8 +35,8 @@ AUTHORS_UNUSED_PREFIXES = (
 
 # (authors' key pattern, our key template), tried in order. Backbone keys are relative to STCLN.
 AUTHORS_BACKBONE_KEYS = (
-    (r"inc\.double_conv\.(\d)\.(.+)", "spatial.block1.{0}.{1}"),
-    (r"down1\.maxpool_conv\.0\.double_conv\.(\d)\.(.+)", "spatial.block2.{0}.{1}"),
+    (r"inc\.double_conv\.([0134])\.(.+)", "spatial.block1.{0}.{1}"),
+    (r"down1\.maxpool_conv\.0\.double_conv\.([0134])\.(.+)", "spatial.block2.{0}.{1}"),
     (r"temporal_encoder\.in_norm\.(weight|bias)", "temporal.in_norm.{0}"),
     (r"temporal_encoder\.layer_stack\.(\d+)\.self_attn\.in_proj_(weight|bias)", "temporal.layers.{0}.qkv.{1}"),
     (r"temporal_encoder\.layer_stack\.(\d+)\.self_attn\.out_proj\.(weight|bias)", "temporal.layers.{0}.proj.{1}"),

@@ -1,0 +1,214 @@
+"""Checkpoint tests: atomic bit-exact round trip, the authors' layout, loud failures."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import STCLNPretrain, STCLNSegmenter, paper_config, tiny_config
+from utils.checkpoint import (
+    backbone_export,
+    load_checkpoint,
+    load_pretrained_backbone,
+    save_checkpoint,
+)
+from utils.errors import CheckpointError
+
+REPO = Path(__file__).resolve().parents[1]
+PARITY_FIXTURE = REPO.parent / "shared" / "fixtures" / "authors_parity"
+
+
+def double_conv_entries(prefix: str, c_in: int, c_out: int, c_mid: int | None = None) -> dict:
+    """Keys and shapes of one authors' DoubleConv, written from reference_method.md §1.8."""
+    c_mid = c_mid or c_out
+    out = {}
+    for conv, bn, cin, cout in ((0, 1, c_in, c_mid), (3, 4, c_mid, c_out)):
+        out[f"{prefix}.{conv}.weight"] = (cout, cin, 3, 3)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{prefix}.{bn}.{name}"] = (cout,)
+        out[f"{prefix}.{bn}.num_batches_tracked"] = ()
+    return out
+
+
+def transformer_layer_entries(prefix: str, d: int = 256, ffn: int = 1024) -> dict:
+    return {
+        f"{prefix}.self_attn.in_proj_weight": (3 * d, d),
+        f"{prefix}.self_attn.in_proj_bias": (3 * d,),
+        f"{prefix}.self_attn.out_proj.weight": (d, d),
+        f"{prefix}.self_attn.out_proj.bias": (d,),
+        f"{prefix}.linear1.weight": (ffn, d),
+        f"{prefix}.linear1.bias": (ffn,),
+        f"{prefix}.linear2.weight": (d, ffn),
+        f"{prefix}.linear2.bias": (d,),
+        f"{prefix}.norm1.weight": (d,),
+        f"{prefix}.norm1.bias": (d,),
+        f"{prefix}.norm2.weight": (d,),
+        f"{prefix}.norm2.bias": (d,),
+    }
+
+
+def authors_backbone_state(in_channels: int, seed: int = 0) -> dict:
+    """A random state dict with every key and shape of the authors' released backbone files."""
+    shapes = {}
+    shapes |= double_conv_entries("inc.double_conv", in_channels, 32)
+    shapes |= double_conv_entries("down1.maxpool_conv.0.double_conv", 32, 256)
+    shapes |= double_conv_entries("up3.conv.double_conv", 288, 32, c_mid=144)  # dead U-Net block
+    shapes |= {"temporal_encoder.inconv.weight": (256, 256, 1), "temporal_encoder.inconv.bias": (256,)}
+    for i in range(3):
+        shapes |= transformer_layer_entries(f"temporal_encoder.layer_stack.{i}")
+        shapes |= transformer_layer_entries(f"temporal_encoder.transformer_encoder.layers.{i}")
+    for name in ("in_norm", "out_norm", "transformer_encoder.norm"):
+        shapes |= {f"temporal_encoder.{name}.weight": (256,), f"temporal_encoder.{name}.bias": (256,)}
+    shapes |= {"temporal_encoder.mlp.0.weight": (256, 256), "temporal_encoder.mlp.0.bias": (256,)}
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        shapes[f"temporal_encoder.mlp.1.{name}"] = (256,)
+    shapes["temporal_encoder.mlp.1.num_batches_tracked"] = ()
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.randint(0, 100, s, generator=gen) if k.endswith("num_batches_tracked") else torch.randn(s, generator=gen)
+        for k, s in shapes.items()
+    }
+
+
+def test_documented_authors_layout_has_documented_parameter_count():
+    state = authors_backbone_state(10)
+    n = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    assert n == 5_964_064  # reference_method.md §1.8, PASTIS backbone file
+
+
+@pytest.mark.parametrize("dataset,channels,suffix", [("pastis", 10, "sttrans"), ("mtlcc", 13, "utae")])
+def test_authors_backbone_maps_every_used_key(tmp_path, dataset, channels, suffix):
+    state = authors_backbone_state(channels)
+    path = tmp_path / f"checkpoint_99.{suffix}.tar"
+    torch.save(state, path)
+    model = STCLNSegmenter(paper_config(dataset))
+    n_loaded = load_pretrained_backbone(model, path)
+    ours = model.backbone.state_dict()
+    assert n_loaded == len(ours)
+    # independent spot checks of the mapping, one per key family
+    assert torch.equal(ours["spatial.block1.0.weight"], state["inc.double_conv.0.weight"])
+    assert torch.equal(ours["spatial.block2.4.running_var"], state["down1.maxpool_conv.0.double_conv.4.running_var"])
+    assert torch.equal(ours["temporal.in_norm.bias"], state["temporal_encoder.in_norm.bias"])
+    for i in range(3):
+        prefix = f"temporal_encoder.layer_stack.{i}"
+        assert torch.equal(ours[f"temporal.layers.{i}.qkv.weight"], state[f"{prefix}.self_attn.in_proj_weight"])
+        assert torch.equal(ours[f"temporal.layers.{i}.proj.bias"], state[f"{prefix}.self_attn.out_proj.bias"])
+        assert torch.equal(ours[f"temporal.layers.{i}.linear2.weight"], state[f"{prefix}.linear2.weight"])
+        assert torch.equal(ours[f"temporal.layers.{i}.norm1.weight"], state[f"{prefix}.norm1.weight"])
+    used = [k for k in state if not k.startswith(("up3.", "temporal_encoder.inconv", "temporal_encoder.out_norm", "temporal_encoder.mlp", "temporal_encoder.transformer_encoder"))]
+    assert len(used) == len(ours)
+    assert sorted(v.numel() for k, v in state.items() if k in used) == sorted(v.numel() for v in ours.values())
+
+
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (lambda s: s.pop("temporal_encoder.layer_stack.2.linear1.weight"), "missing"),
+        (lambda s: s.update({"temporal_encoder.layer_stack.0.linear1.weight": torch.zeros(1024, 128)}), "shape mismatch"),
+        (lambda s: s.update({"inc.double_conv.9.weight": torch.zeros(3)}), "inc.double_conv.9.weight"),
+        (lambda s: s.update({"some_other_head.weight": torch.zeros(3)}), "some_other_head.weight"),
+    ],
+)
+def test_wrong_authors_file_is_rejected_clearly(tmp_path, corrupt, message):
+    state = authors_backbone_state(10)
+    corrupt(state)
+    path = tmp_path / "checkpoint_99.sttrans.tar"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_pretrained_backbone(STCLNSegmenter(paper_config("pastis")), path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_wrong_band_count_is_rejected(tmp_path):
+    path = tmp_path / "checkpoint_99.utae.tar"
+    torch.save(authors_backbone_state(13), path)
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_pretrained_backbone(STCLNSegmenter(paper_config("pastis")), path)
+
+
+def test_missing_and_garbage_files(tmp_path):
+    model = STCLNSegmenter(tiny_config())
+    with pytest.raises(CheckpointError, match="not found"):
+        load_pretrained_backbone(model, tmp_path / "nope.tar")
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_pretrained_backbone(model, garbage)
+
+
+def test_round_trip_is_bit_exact_and_plain(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = STCLNPretrain(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(1, 3, 10, 4, 4), torch.arange(3)[None], torch.rand(1, 3, 4, 4) < 0.5)["loss"].backward()
+    optimizer.step()
+    state = {"kind": "full", "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3,
+             "model_config": config.to_dict(), "args": {"lr": 1e-3}, "metrics": {"loss": 0.5}}
+    path = tmp_path / "run" / "last.tar"
+    save_checkpoint(path, state)
+    loaded = load_checkpoint(path)  # weights_only=True
+    assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+    for k, v in state["model"].items():
+        assert torch.equal(loaded["model"][k], v) and loaded["model"][k].dtype == v.dtype
+    assert loaded["optimizer"]["state"][0]["exp_avg"].equal(state["optimizer"]["state"][0]["exp_avg"])
+    assert loaded["model_config"] == config.to_dict() and loaded["epoch"] == 3
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.tar"
+    save_checkpoint(path, {"epoch": 1})
+
+    def exploding_save(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch, "save", exploding_save)
+    with pytest.raises(RuntimeError):
+        save_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.tar"]
+
+
+def test_every_checkpoint_kind_gives_the_same_backbone(tmp_path):
+    torch.manual_seed(0)
+    config = tiny_config()
+    pretrain = STCLNPretrain(config)
+    full = tmp_path / "last.tar"
+    save_checkpoint(full, {"kind": "full", "model": pretrain.state_dict(), "model_config": config.to_dict()})
+    export = tmp_path / "checkpoint_0.stcln.tar"
+    save_checkpoint(export, backbone_export(pretrain, config, 0))
+    wrapped = tmp_path / "ddp_compiled.tar"
+    torch.save({"module._orig_mod." + k: v for k, v in pretrain.state_dict().items()}, wrapped)
+    reference = pretrain.backbone.state_dict()
+    for path in (full, export, wrapped):
+        model = STCLNSegmenter(config)
+        load_pretrained_backbone(model, path)
+        for k, v in model.backbone.state_dict().items():
+            assert torch.equal(v, reference[k]), (path.name, k)
+
+
+def test_architecture_mismatch_named(tmp_path):
+    config = tiny_config()
+    path = tmp_path / "export.tar"
+    save_checkpoint(path, backbone_export(STCLNPretrain(config), config, 0))
+    with pytest.raises(CheckpointError, match="in_channels: file 10 vs model 13"):
+        load_pretrained_backbone(STCLNSegmenter(tiny_config(in_channels=13)), path)
+
+
+@pytest.mark.skipif(not PARITY_FIXTURE.is_dir(), reason="shared authors_parity fixture not present")
+def test_parity_command_fails_on_a_wrong_expectation(tmp_path):
+    fixture = tmp_path / "fixture"
+    shutil.copytree(PARITY_FIXTURE, fixture)
+    (fixture / "io.pt").chmod(0o644)
+    io = torch.load(fixture / "io.pt", weights_only=True)
+    io["expected_logits"] = io["expected_logits"] + 1e-3
+    torch.save(io, fixture / "io.pt")
+    result = subprocess.run([sys.executable, "-m", "utils.check_parity", "--fixture", str(fixture)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert float(result.stdout.strip().splitlines()[-1].split("=")[1]) >= 1e-4

@@ -1,0 +1,154 @@
+"""Model tests on tiny configs: shapes, padding invariance, gradients, STA gate, parity."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import STCLNPretrain, STCLNSegmenter, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+PARITY_FIXTURE = REPO.parent / "shared" / "fixtures" / "authors_parity"
+
+
+def index_positions(B: int, T: int) -> torch.Tensor:
+    return torch.arange(T).expand(B, T)
+
+
+@pytest.mark.parametrize("B,T,C,H,W", [(1, 1, 10, 8, 8), (2, 5, 10, 16, 16), (3, 7, 13, 12, 20), (2, 4, 4, 20, 6)])
+def test_output_shapes(B, T, C, H, W):
+    torch.manual_seed(0)
+    config = tiny_config(in_channels=C, num_classes=7)
+    x = torch.randn(B, T, C, H, W)
+    logits = STCLNSegmenter(config)(x, index_positions(B, T))
+    assert logits.shape == (B, 7, H, W)
+    mask = torch.rand(B, T, H, W) < 0.4
+    out = STCLNPretrain(config)(x, index_positions(B, T), mask)
+    assert out["pred"].shape == (B, T, C, H, W)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("sta_scale", ["d_model", "d_model_t"])
+@pytest.mark.parametrize("positions", ["index", "doy"])
+def test_padded_steps_do_not_change_outputs(sta_scale, positions):
+    """A T=4 series alone and the same series padded to T=7 in a batch give the same logits."""
+    torch.manual_seed(0)
+    config = tiny_config(in_channels=5, num_classes=6, use_pad_mask=True, sta_scale=sta_scale, positions=positions)
+    model = STCLNSegmenter(config).eval()
+    with torch.no_grad():
+        model.sta.gate.fill_(0.8)  # make the STA path count
+    short = torch.randn(1, 4, 5, 9, 11)
+    other = torch.randn(1, 7, 5, 9, 11)
+    days_short = torch.tensor([[3, 20, 41, 70]])
+    days_other = torch.arange(7)[None] * 10
+    batch = torch.cat([torch.cat([short, torch.full((1, 3, 5, 9, 11), 123.0)], dim=1), other])
+    pad_mask = torch.tensor([[False] * 4 + [True] * 3, [False] * 7])
+    days = torch.cat([torch.cat([days_short, torch.tensor([[999, 999, 999]])], 1), days_other])
+    pos = days if positions == "doy" else index_positions(2, 7)
+    with torch.no_grad():
+        alone = model(short, days_short if positions == "doy" else index_positions(1, 4))
+        padded = model(batch, pos, pad_mask)
+    torch.testing.assert_close(padded[:1], alone, atol=1e-5, rtol=1e-5)
+    # train mode with dropout off: BatchNorm statistics must ignore padded frames too
+    config_train = tiny_config(in_channels=5, num_classes=6, use_pad_mask=True, dropout=0.0)
+    torch.manual_seed(1)
+    model = STCLNSegmenter(config_train).train()
+    with torch.no_grad():
+        alone = model(short, index_positions(1, 4))
+        padded = model(torch.cat([short, torch.zeros(1, 3, 5, 9, 11)], 1), index_positions(1, 7), pad_mask[:1])
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_without_pad_mask_padding_changes_outputs():
+    """The faithful default (no pad mask) lets padded steps leak in, as the reference does."""
+    torch.manual_seed(0)
+    model = STCLNSegmenter(tiny_config(in_channels=5, num_classes=6)).eval()
+    short = torch.randn(1, 4, 5, 8, 8)
+    padded = torch.cat([short, torch.zeros(1, 3, 5, 8, 8)], dim=1)
+    with torch.no_grad():
+        diff = (model(short, index_positions(1, 4)) - model(padded, index_positions(1, 7))).abs().max()
+    assert diff > 1e-3
+
+
+def test_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    config = tiny_config(in_channels=6, num_classes=5, mask_token="band")
+    x = torch.randn(2, 5, 6, 8, 8)
+    segmenter = STCLNSegmenter(config)
+    with torch.no_grad():
+        segmenter.sta.gate.fill_(0.5)  # at 0 the attention branch is (correctly) cut off
+    segmenter(x, index_positions(2, 5)).square().mean().backward()
+    pretrain = STCLNPretrain(config)
+    mask = torch.rand(2, 5, 8, 8) < 0.5
+    pretrain(x, index_positions(2, 5), mask)["loss"].backward()
+    for model in (segmenter, pretrain):
+        for name, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_zero_gate_equals_no_fusion_path():
+    torch.manual_seed(0)
+    model = STCLNSegmenter(tiny_config(in_channels=4, num_classes=3)).eval()
+    assert model.sta.gate.item() == 0.0
+    x = torch.randn(2, 5, 4, 6, 10)
+    pos = index_positions(2, 5)
+    with torch.no_grad():
+        logits = model(x, pos)
+        feats = model.backbone(x, pos)
+        pooled = feats["temporal"].amax(dim=3)  # (B, H, W, D)
+        manual = model.classifier(model.sta.value(pooled)).permute(0, 3, 1, 2)
+    torch.testing.assert_close(logits, manual, atol=1e-6, rtol=1e-6)
+
+
+def test_chunked_sta_is_exact():
+    torch.manual_seed(0)
+    config = tiny_config(in_channels=4, num_classes=3)
+    model = STCLNSegmenter(config).eval()
+    with torch.no_grad():
+        model.sta.gate.fill_(1.0)
+        x = torch.randn(1, 3, 4, 10, 10)
+        full = model(x, index_positions(1, 3))
+        model.sta.chunk = 7
+        chunked = model(x, index_positions(1, 3))
+    torch.testing.assert_close(chunked, full, atol=1e-6, rtol=1e-6)
+
+
+def test_masked_loss_ignores_unmasked_cells_and_handles_empty_mask():
+    torch.manual_seed(0)
+    model = STCLNPretrain(tiny_config(in_channels=3, num_classes=2))
+    x = torch.randn(1, 2, 3, 4, 4)
+    pos = index_positions(1, 2)
+    empty = torch.zeros(1, 2, 4, 4, dtype=torch.bool)
+    out = model(x, pos, empty)
+    assert out["loss"].item() == 0.0
+    out["loss"].backward()  # still differentiable, no NaN
+    mask = empty.clone()
+    mask[0, 1, 2, 3] = True
+    out = model(x, pos, mask)
+    expected = (out["pred"][0, 1, :, 2, 3] - x[0, 1, :, 2, 3]).square().mean()
+    torch.testing.assert_close(out["loss"], expected)
+
+
+@pytest.mark.skipif(not PARITY_FIXTURE.is_dir(), reason="shared authors_parity fixture not present")
+def test_authors_parity_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "utils.check_parity", "--fixture", str(PARITY_FIXTURE)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("max_abs_diff="), result.stdout + result.stderr
+    assert float(last.split("=")[1]) < 1e-4
+    assert result.returncode == 0
+
+
+def test_paper_parameter_count():
+    from models import paper_config
+
+    pastis = STCLNSegmenter(paper_config("pastis"))
+    mtlcc = STCLNSegmenter(paper_config("mtlcc"))
+    # reference_method.md §1.8: used backbone = inc + down1 + layer_stack + in_norm
+    assert sum(p.numel() for p in pastis.backbone.parameters()) == 12_224 + 664_576 + 2_369_280 + 512
+    assert sum(p.numel() for p in pastis.parameters()) == 3_248_341
+    assert sum(p.numel() for p in mtlcc.backbone.parameters()) == 13_088 + 664_576 + 2_369_280 + 512
