@@ -1,0 +1,1 @@
+"""MTLCC experiment scripts (run from the repository root)."""

@@ -1,0 +1,21 @@
+# The two commands of the README. Both install what they need first.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install demo test parity bench
+
+install:
+	$(PIP) install -q -r requirements.txt
+
+demo: install  ## pre-train on the synthetic data set, fine-tune with 2% labels (scratch vs pre-trained), print the table
+	$(PYTHON) -m experiments.demo
+
+test: install  ## the whole test suite on CPU (what CI runs)
+	$(PYTHON) -m pytest -q
+
+parity: install  ## our STCLN vs the authors' model output
+	$(PYTHON) -m utils.check_parity --fixture ../shared/fixtures/authors_parity
+
+bench: install
+	$(PYTHON) -m bench.train_step
+	$(PYTHON) -m bench.data_loading

@@ -1,0 +1,1 @@
+"""PASTIS experiment scripts (run from the repository root)."""

@@ -1,0 +1,114 @@
+"""Spatiotemporal masked pre-training of STCLN (reference_method.md §2).
+
+    python pretrain_STCLN.py                                   # embedded synthetic data set
+    python pretrain_STCLN.py --dataset pastis --data_root data/PASTIS --folds 5
+    python pretrain_STCLN.py --dataset mtlcc --data_root data/MTLCC/480 --year 2016 --n_dates 30 --crop_size 0
+    torchrun --nproc_per_node 4 pretrain_STCLN.py --dataset pastis --data_root data/PASTIS --folds 5
+
+Writes <output_dir>/last.tar (resumable), checkpoint_<epoch>.<export_name>.tar (the backbone
+that fine-tuning's --pretrain_pth takes), tensorboard logs in tb/ and reconstruction.png.
+"""
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from models import STCLNPretrain
+from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
+from utils.checkpoint import backbone_export, save_checkpoint, unwrap
+from utils.data import build_pretrain_data
+from utils.distributed import setup_runtime, seed_everything, shutdown
+from utils.engine import LoopOptions, pretrain_one_epoch, reconstruct_preview
+from utils.errors import STCLNError
+from utils.masking import MASK_MODES, MaskingConfig
+from utils.runner import (epoch_seed, full_state, make_loader, make_optimizer, open_writer, prepare_output_dir,
+                          resume_state, setup_logging, start_epoch, wrap_model)
+from utils.visualize import reconstruction_figure, save_figure
+
+log = logging.getLogger("stcln")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="STCLN masked pre-training", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_args(parser)
+    parser.add_argument_group("data").add_argument(
+        "--folds", type=int, nargs="+", default=[5], help="PASTIS/synthetic folds used for pre-training (paper: fold 5)")
+    add_model_args(parser)
+    group = parser.add_argument_group("masking (reference_method.md §2.2-2.3)")
+    group.add_argument("--mask_ratio", type=float, default=0.4, help="probability that a (pixel, date) cell is masked (paper: 0.4)")
+    group.add_argument("--mask_mode", choices=MASK_MODES, default="cell",
+                       help="'cell': spatiotemporal cells (paper); 'frame': whole dates (temporal-only ablation)")
+    group.add_argument("--ndvi_threshold", type=float, default=0.2, help="a pixel is vegetated if NDVI > this (paper: 0.2)")
+    group.add_argument("--veg_fraction", type=float, default=0.9,
+                       help="a date may be masked only if more than this fraction of its pixels is vegetated (paper: 0.9)")
+    group.add_argument("--authors_ndvi", action="store_true",
+                       help="compute NDVI on the normalised model input as the authors' code does (default: raw reflectance)")
+    add_optim_args(parser, epochs=100, lr=1e-4, grad_clip=5.0)
+    add_runtime_args(parser, output_dir="checkpoints/pretrain/synthetic")
+    parser.add_argument_group("runtime, logging and checkpoints").add_argument(
+        "--export_name", default="stcln", help="backbone export file name: checkpoint_<epoch>.<export_name>.tar")
+    return parser
+
+
+def pretrain(args: argparse.Namespace, runtime) -> dict:
+    seed_everything(args.seed)
+    data = build_pretrain_data(args)
+    config = model_config_from_args(args, data.info.in_channels, data.info.num_classes)
+    out = prepare_output_dir(args, runtime)
+    model = wrap_model(STCLNPretrain(config), runtime, args.compile)
+    optimizer = make_optimizer(model, args)
+    first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
+    loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
+    masking = MaskingConfig(args.mask_ratio, args.mask_mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi)
+    generator = torch.Generator(device=runtime.device)
+    options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
+    writer = open_writer(out, runtime)
+    log.info("pre-training %s: %d samples, %d steps/epoch, %.2fM parameters, device %s x%d",
+             args.dataset, len(data.train), len(loader), sum(p.numel() for p in model.parameters()) / 1e6,
+             runtime.device, runtime.world_size)
+    stats = {}
+    for epoch in range(first_epoch, args.epochs):
+        start_epoch(loader, args.seed, epoch)
+        generator.manual_seed(epoch_seed(args.seed, epoch) + runtime.rank)
+        stats = pretrain_one_epoch(model, loader, optimizer, epoch, config=config, masking=masking,
+                                   red_index=data.info.red_index, nir_index=data.info.nir_index,
+                                   generator=generator, options=options)
+        log.info("epoch %d/%d  loss %.5f  masked %.3f  %.1f samples/s", epoch + 1, args.epochs, stats["loss"],
+                 stats["masked_fraction"], stats["samples_per_s"] * runtime.world_size)
+        if not runtime.is_main:
+            continue
+        for key, value in stats.items():
+            writer.add_scalar(f"pretrain/{key}", value, epoch)
+        writer.add_scalar("pretrain/lr", optimizer.param_groups[0]["lr"], epoch)
+        preview = reconstruct_preview(unwrap(model), data.train, config, masking, data.info, runtime.device, args.seed)
+        fig = reconstruction_figure(*preview, rgb_indices=data.info.rgb_indices, title=f"epoch {epoch + 1}")
+        writer.add_figure("pretrain/reconstruction", fig, epoch)
+        last = epoch + 1 == args.epochs
+        if (epoch + 1) % args.save_every == 0 or last:
+            save_checkpoint(out / "last.tar", full_state(model, optimizer, config, args, epoch, stats))
+            save_checkpoint(out / f"checkpoint_{epoch}.{args.export_name}.tar", backbone_export(model, config, epoch))
+        if last:
+            fig = reconstruction_figure(*preview, rgb_indices=data.info.rgb_indices, title=f"epoch {epoch + 1}")
+            save_figure(fig, out / "reconstruction.png")
+    if writer is not None:
+        writer.close()
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        runtime = setup_runtime(args.device)
+        setup_logging(runtime)
+        pretrain(args, runtime)
+    except (STCLNError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    shutdown(runtime)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

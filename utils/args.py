@@ -1,0 +1,112 @@
+"""Shared argparse builders (style.md H13). Per-dataset scripts only change defaults."""
+
+import argparse
+import json
+from pathlib import Path
+
+from models import STCLNConfig, tiny_config
+from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
+
+DATASETS = ("synthetic", "pastis", "mtlcc")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                       help="'synthetic' (default) writes the embedded crop-phenology data set in PASTIS format and uses it")
+    group.add_argument("--data_root", type=Path, default=None,
+                       help="dataset folder (PASTIS: holds metadata.geojson; MTLCC: holds tileids/ and classes.txt). "
+                            "Synthetic: where the generated data set is cached (default data_cache/synthetic)")
+    group.add_argument("--year", type=int, default=2016, choices=(2016, 2017), help="MTLCC year")
+    group.add_argument("--crop_size", type=int, default=32,
+                       help="training crop size in pixels (paper: 32 on PASTIS; MTLCC uses whole 48-px tiles, 0 = no crop)")
+    group.add_argument("--n_dates", type=int, default=0,
+                       help="dates per series (0 = all). MTLCC: random N sorted dates per access in training, evenly spaced in evaluation")
+    group.add_argument("--temporal", default=None,
+                       help="temporal subset: first:N | even:N | random:N | window:M1-M2 (calendar months, e.g. window:2-6)")
+    group.add_argument("--batch_size", type=int, default=4, help="samples per process and step")
+    group.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
+    group.add_argument("--cache_dir", type=Path, default=None, help="MTLCC: one-time .npy cache of the TFRecord/GeoTIFF tiles")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model (STCLNConfig)")
+    group.add_argument("--preset", choices=("paper", "tiny"), default="paper",
+                       help="'paper': widths 32/256, 8 heads, 3 layers, FFN 1024 (reference_method.md §1.2); 'tiny': for CPU demos/tests")
+    group.add_argument("--positions", choices=POSITION_MODES, default="index",
+                       help="positional encoding input: date index 0..T-1 (paper) or acquisition day")
+    group.add_argument("--use_pad_mask", action="store_true",
+                       help="padded dates never change outputs (the paper's model attends to padding)")
+    group.add_argument("--sta_scale", choices=STA_SCALES, default="d_model",
+                       help="STA softmax scale: 1/sqrt(D) (paper) or 1/sqrt(D*T)")
+    group.add_argument("--sta_chunk", type=int, default=0, help="STA queries per chunk at evaluation (0 = all); exact")
+    group.add_argument("--mask_token", choices=MASK_TOKEN_MODES, default="scalar",
+                       help="one learnable mask value for all bands (paper) or one per band")
+    group.add_argument("--dropout", type=float, default=None, help="override the preset's dropout (paper 0.1)")
+
+
+def add_optim_args(parser: argparse.ArgumentParser, epochs: int, lr: float, grad_clip: float | None) -> None:
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (paper: {epochs})")
+    group.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (paper: {lr:g}), constant")
+    group.add_argument("--weight_decay", type=float, default=0.0, help="Adam weight decay (paper: 0)")
+    group.add_argument("--grad_clip", type=float, default=grad_clip,
+                       help="max global gradient norm (paper: 5 in pre-training, none in fine-tuning)")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    group = parser.add_argument_group("runtime, logging and checkpoints")
+    group.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cuda' or 'cpu'")
+    group.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch, crops, masks and date sampling")
+    group.add_argument("--output_dir", type=Path, default=Path(output_dir),
+                       help="run folder: config.json, last.tar, exports, tensorboard logs (tb/) and figures")
+    group.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.tar")
+    group.add_argument("--save_every", type=int, default=10, help="write last.tar every N epochs (and at the end)")
+    group.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model on CUDA")
+    group.add_argument("--skip_nonfinite", action="store_true",
+                       help="skip batches with NaN/inf inputs or loss with a warning instead of stopping")
+    group.add_argument("--trust_checkpoint", action="store_true",
+                       help="allow pickled objects when loading --pretrain_pth / --resume files (only files you trust)")
+    group.add_argument("--no_progress", action="store_true", help="no tqdm progress bars")
+    group.add_argument("--smoke", action="store_true",
+                       help="tiny sizes end to end (CI): tiny model, few samples, 1-2 epochs")
+
+
+def model_config_from_args(args: argparse.Namespace, in_channels: int, num_classes: int) -> STCLNConfig:
+    """Build the STCLNConfig from the preset and the model flags."""
+    overrides = dict(
+        in_channels=in_channels, num_classes=num_classes, positions=args.positions, use_pad_mask=args.use_pad_mask,
+        sta_scale=args.sta_scale, sta_chunk=args.sta_chunk, mask_token=args.mask_token,
+    )
+    if args.dropout is not None:
+        overrides["dropout"] = args.dropout
+    if args.preset == "tiny" or args.smoke:
+        return tiny_config(**overrides)
+    return STCLNConfig(**overrides)  # the defaults are the paper's sizes
+
+
+def parse_temporal(spec: str | None):
+    """``first:N`` / ``even:N`` / ``random:N`` / ``window:M1-M2`` -> TemporalSubset or None."""
+    if not spec:
+        return None
+    from utils.datasets.protocols import TemporalSubset
+
+    mode, _, value = spec.partition(":")
+    try:
+        if mode == "window":
+            first, last = (int(v) for v in value.split("-"))
+            return TemporalSubset("window", months=(first, last))
+        return TemporalSubset(mode, n=int(value))
+    except ValueError as err:
+        raise ValueError(f"--temporal {spec!r}: {err}") from None
+
+
+def dump_args(args: argparse.Namespace, path: Path) -> None:
+    """Write the resolved arguments as JSON (plain types only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(args_dict(args), indent=2, sort_keys=True))
+
+
+def args_dict(args: argparse.Namespace) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}

@@ -1,0 +1,77 @@
+"""Device selection, seeding and DDP set-up (launched by ``torchrun``, never by hand).
+
+``torchrun --nproc_per_node=N script.py ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; without
+them everything runs in one process. Backend: nccl on CUDA, gloo on CPU.
+"""
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Runtime:
+    """Where this process runs: its rank, the world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """'auto' picks CUDA when available, else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda requested but no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def setup_runtime(device: str = "auto") -> Runtime:
+    """Initialise the process group when launched by torchrun; return this process's Runtime."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch_device = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        if torch_device.type == "cuda":
+            torch.cuda.set_device(torch_device)
+        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return Runtime(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
+
+
+def shutdown(runtime: Runtime) -> None:
+    """Tear the process group down. gloo can abort at interpreter exit, so distributed workers exit hard."""
+    if runtime.distributed and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+        os._exit(0)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: derive numpy/python seeds from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

@@ -1,0 +1,199 @@
+"""Fine-tuning and testing shared by ``PASTIS/`` and ``MTLCC/`` scripts (style.md A1 remedy).
+
+The per-dataset scripts only set their defaults and call :func:`main`.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from models import STCLNConfig, STCLNSegmenter
+from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
+from utils.checkpoint import load_checkpoint, load_pretrained_backbone, load_state_checked, save_checkpoint, unwrap
+from utils.data import build_finetune_data
+from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
+from utils.engine import LoopOptions, evaluate, train_one_epoch
+from utils.errors import CheckpointError, STCLNError
+from utils.metrics import evaluate_protocol
+from utils.report import plot_confusion_matrix, plot_prediction_maps, rgb_composite, write_results
+from utils.runner import (full_state, make_loader, make_optimizer, open_writer, prepare_output_dir, resume_state,
+                          setup_logging, start_epoch, wrap_model, write_json)
+
+log = logging.getLogger("stcln")
+SELECT_METRICS = ("mIoU", "OA")
+
+
+def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_data_args(parser)
+    parser.set_defaults(dataset=dataset)
+    group = parser.add_argument_group("labels and splits")
+    group.add_argument("--label_subset", choices=("authors", "ratio", "all"), default="authors",
+                       help="'authors': the hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
+                            "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'all': every label")
+    group.add_argument("--label_ratio", type=float, default=0.02, help="fraction of training samples labelled with --label_subset ratio")
+    group.add_argument("--train_folds", type=int, nargs="+", default=[1], help="PASTIS/synthetic training folds (paper: 1)")
+    group.add_argument("--val_folds", type=int, nargs="+", default=[2], help="PASTIS/synthetic validation folds (paper: 2)")
+    group.add_argument("--test_folds", type=int, nargs="+", default=[4], help="PASTIS/synthetic test folds (paper: 4)")
+    group.add_argument("--protocol", choices=("stcln", "utae"), default="stcln",
+                       help="test metrics: 'stcln' excludes background and void (paper); 'utae' scores 19 classes, void ignored (PASTIS leaderboard)")
+    add_model_args(parser)
+    add_optim_args(parser, epochs=100, lr=1e-4, grad_clip=None)
+    group = parser.add_argument_group("fine-tuning")
+    group.add_argument("--pretrain_pth", type=Path, default=None,
+                       help="pre-trained backbone: our checkpoint_<epoch>.<name>.tar or last.tar, or the authors' "
+                            "checkpoint_99.utae.tar / checkpoint_99.sttrans.tar. Omit to train from scratch (STCLN vs STCLN_wp)")
+    group.add_argument("--freeze_backbone", action="store_true", help="train only the STA head and classifier (linear probing)")
+    group.add_argument("--select_metric", choices=SELECT_METRICS, default="mIoU",
+                       help="validation metric that picks best.tar (the authors used OA)")
+    group.add_argument("--eval_only", action="store_true", help="only test --checkpoint (default <output_dir>/best.tar)")
+    group.add_argument("--checkpoint", type=Path, default=None, help="fine-tuned checkpoint to test with --eval_only")
+    group.add_argument("--n_maps", type=int, default=4, help="prediction-map panels written with the test results")
+    add_runtime_args(parser, output_dir=f"checkpoints/finetune/{dataset}")
+    return parser
+
+
+def class_weights(info, num_classes: int) -> torch.Tensor:
+    """1 for every class, 0 for the ignored class and (PASTIS) background, as the reference trains."""
+    weight = torch.ones(num_classes)
+    for index in (info.ignore_index, info.background_index):
+        if index is not None:
+            weight[index] = 0.0
+    return weight
+
+
+def build_model(args, info, runtime: Runtime) -> tuple[STCLNSegmenter, STCLNConfig]:
+    config = model_config_from_args(args, info.in_channels, info.num_classes)
+    model = STCLNSegmenter(config)
+    if args.pretrain_pth is not None:
+        n = load_pretrained_backbone(model, args.pretrain_pth, trusted=args.trust_checkpoint)
+        log.info("loaded %d backbone tensors from %s", n, args.pretrain_pth)
+    else:
+        log.info("no --pretrain_pth: training from scratch (STCLN without pre-training)")
+    if args.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    return model, config
+
+
+def validation_score(model, loader, config, info, options, select: str) -> dict:
+    matrix = evaluate(model, loader, config=config, num_classes=info.num_classes, ignore_index=info.ignore_index, options=options)
+    return evaluate_protocol(matrix.matrix.cpu().numpy(), info.protocols["stcln"], info.classes)
+
+
+def train(args, runtime: Runtime) -> Path:
+    """Fine-tune, keep best.tar by validation ``--select_metric``; return the best checkpoint path."""
+    data = build_finetune_data(args)
+    info = data.info
+    model, config = build_model(args, info, runtime)
+    out = prepare_output_dir(args, runtime)
+    model = wrap_model(model, runtime, args.compile)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay)
+    first_epoch, extra = resume_state(out, model, optimizer, config, args.trust_checkpoint) if args.resume else (0, {})
+    best = extra.get("best", float("-inf"))
+    train_loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
+    val_loader = make_loader(data.val, 1, runtime, train=False, seed=args.seed, workers=args.num_workers)
+    options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
+    weight = class_weights(info, info.num_classes)
+    writer = open_writer(out, runtime)
+    log.info("fine-tuning on %d labelled samples (%s), validating on %d, %d epochs", len(data.train), args.label_subset, len(data.val), args.epochs)
+    for epoch in range(first_epoch, args.epochs):
+        start_epoch(train_loader, args.seed, epoch)
+        stats = train_one_epoch(model, train_loader, optimizer, epoch, config=config, class_weight=weight, options=options)
+        val = validation_score(model, val_loader, config, info, options, args.select_metric)
+        score = val[args.select_metric]
+        log.info("epoch %d/%d  loss %.4f  val OA %.4f  mIoU %.4f  mF1 %.4f  %.1f samples/s", epoch + 1, args.epochs,
+                 stats["loss"], val["OA"], val["mIoU"], val["mF1"], stats["samples_per_s"] * runtime.world_size)
+        if not runtime.is_main:
+            continue
+        for key, value in stats.items():
+            writer.add_scalar(f"train/{key}", value, epoch)
+        for key in ("OA", "mIoU", "mF1", "kappa"):
+            writer.add_scalar(f"val/{key}", val[key], epoch)
+        improved = score > best
+        best = max(best, score)
+        state = full_state(model, optimizer, config, args, epoch, {"train": stats, "val": _scalars(val)}, {"best": best})
+        if improved:
+            save_checkpoint(out / "best.tar", state)
+        if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
+            save_checkpoint(out / "last.tar", state)
+    if writer is not None:
+        writer.close()
+    return out / "best.tar"
+
+
+def test(args, runtime: Runtime, checkpoint: Path) -> dict:
+    """Evaluate ``checkpoint`` on the test split; write metrics.json/.md, confusion matrix and maps."""
+    data = build_finetune_data(args, splits=("test",))
+    info = data.info
+    ckpt = load_checkpoint(checkpoint, args.trust_checkpoint)
+    if "model_config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{checkpoint}: not a fine-tuned STCLN checkpoint (no model/model_config)")
+    config = STCLNConfig.from_dict(ckpt["model_config"])
+    if args.sta_chunk:
+        config.sta_chunk = args.sta_chunk
+    if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):
+        raise CheckpointError(f"{checkpoint}: model has {config.in_channels} bands/{config.num_classes} classes, "
+                              f"data has {info.in_channels}/{info.num_classes}")
+    model = STCLNSegmenter(config)
+    load_state_checked(model, ckpt["model"], str(checkpoint))
+    model = wrap_model(model, runtime, False)
+    loader = make_loader(data.test, 1, runtime, train=False, seed=args.seed, workers=args.num_workers)
+    options = LoopOptions(runtime.device, None, args.amp, False, not args.no_progress, runtime.distributed)
+    maps = []
+
+    def keep_maps(batch, pred):
+        for i in range(pred.shape[0]):
+            if len(maps) < args.n_maps:
+                valid = ~batch["pad_mask"][i]
+                image = batch["image"][i][valid].cpu().numpy()
+                maps.append((rgb_composite(image, info.rgb_indices), batch["label"][i].cpu().numpy(), pred[i].cpu().numpy()))
+
+    matrix = evaluate(model, loader, config=config, num_classes=info.num_classes, ignore_index=info.ignore_index,
+                      options=options, on_batch=keep_maps)
+    cm = matrix.matrix.cpu().numpy()
+    metrics = evaluate_protocol(cm, info.protocols[args.protocol], info.classes)
+    if runtime.is_main:
+        out = Path(args.output_dir) / f"test_{args.protocol}"
+        run_info = {"checkpoint": str(checkpoint), "dataset": args.dataset, "test_samples": len(data.test),
+                    "test_folds": args.test_folds, "year": args.year}
+        write_results(out, metrics, cm, info.classes, args.protocol, run_info)
+        plot_confusion_matrix(cm, info.classes, out / "confusion_matrix.png")
+        if maps:
+            images, labels, preds = (list(x) for x in zip(*maps))
+            plot_prediction_maps(images, labels, preds, out / "prediction_maps.png", info.colormap, info.ignore_index)
+        log.info("test (%s protocol): OA %.4f  mIoU %.4f  mF1 %.4f  kappa %.4f  -> %s", args.protocol,
+                 metrics["OA"], metrics["mIoU"], metrics["mF1"], metrics["kappa"], out)
+    return metrics
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def main(dataset: str, description: str, argv: list[str] | None = None, **defaults) -> int:
+    """Entry point of the per-dataset fine-tuning/test scripts; returns the exit status."""
+    parser = get_parser(dataset, description)
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    try:
+        runtime = setup_runtime(args.device)
+        setup_logging(runtime)
+        seed_everything(args.seed)
+        best = args.checkpoint or Path(args.output_dir) / "best.tar"
+        if not args.eval_only:
+            best = train(args, runtime)
+        metrics = test(args, runtime, best)
+        if runtime.is_main:
+            write_json(Path(args.output_dir) / "summary.json", {"checkpoint": str(best), "protocol": args.protocol,
+                                                                "test": _scalars(metrics)})
+    except (STCLNError, ValueError) as err:
+        if os.environ.get("STCLN_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    shutdown(runtime)
+    return 0
