@@ -1,0 +1,394 @@
+"""PASTIS (Sainte Fare Garnot & Landrieu, 2021) semantic-segmentation loader, real on-disk format.
+
+Folder layout (Zenodo record 5012942)::
+
+    root/metadata.geojson              FeatureCollection, one Feature per patch
+    root/NORM_S2_patch.json            Fold_1..Fold_5 -> {"mean": [10], "std": [10]}
+    root/DATA_S2/S2_<ID_PATCH>.npy     int16 (T, 10, H, W), reflectance x 10000
+    root/ANNOTATIONS/TARGET_<ID>.npy   (3, H, W), channel 0 = class 0..19 (dtype varies: cast)
+
+Samples follow utils/datasets/CONTRACT.md. Unlike utae-paps, the normalisation statistics are
+chosen explicitly (``norm_folds``): validation and test sets must pass the TRAINING folds, so no
+statistic of the evaluated fold leaks into its inputs (reference_method.md §5.1, data_formats §3.4).
+"""
+
+import datetime
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils.errors import DataError
+
+PASTIS_BAND_NAMES = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+PASTIS_CLASSES = [  # documentation/label_names.json of the release, verbatim (double space included)
+    "Background", "Meadow", "Soft winter wheat", "Corn", "Winter barley", "Winter rapeseed",
+    "Spring barley", "Sunflower", "Grapevine", "Beet", "Winter triticale", "Winter durum wheat",
+    "Fruits,  vegetables, flowers", "Potatoes", "Leguminous fodder", "Soybeans", "Orchard",
+    "Mixed cereal", "Sorghum", "Void label",
+]
+BACKGROUND_INDEX = 0
+VOID_INDEX = 19  # parcels mostly outside the patch; never trained on nor scored
+PASTIS_COLORMAP = (  # colormap.txt of the release: tab20-like, black background, white void
+    (0, 0, 0),
+    (0.6823529411764706, 0.7803921568627451, 0.9098039215686274),
+    (1.0, 0.4980392156862745, 0.054901960784313725),
+    (1.0, 0.7333333333333333, 0.47058823529411764),
+    (0.17254901960784313, 0.6274509803921569, 0.17254901960784313),
+    (0.596078431372549, 0.8745098039215686, 0.5411764705882353),
+    (0.8392156862745098, 0.15294117647058825, 0.1568627450980392),
+    (1.0, 0.596078431372549, 0.5882352941176471),
+    (0.5803921568627451, 0.403921568627451, 0.7411764705882353),
+    (0.7725490196078432, 0.6901960784313725, 0.8352941176470589),
+    (0.5490196078431373, 0.33725490196078434, 0.29411764705882354),
+    (0.7686274509803922, 0.611764705882353, 0.5803921568627451),
+    (0.8901960784313725, 0.4666666666666667, 0.7607843137254902),
+    (0.9686274509803922, 0.7137254901960784, 0.8235294117647058),
+    (0.4980392156862745, 0.4980392156862745, 0.4980392156862745),
+    (0.7803921568627451, 0.7803921568627451, 0.7803921568627451),
+    (0.7372549019607844, 0.7411764705882353, 0.13333333333333333),
+    (0.8588235294117647, 0.8588235294117647, 0.5529411764705883),
+    (0.09019607843137255, 0.7450980392156863, 0.8117647058823529),
+    (1, 1, 1),
+)
+PASTIS_FOLDS = (1, 2, 3, 4, 5)
+PASTIS_FOLD_SPLITS = (  # utae-paps / TSViT 5-fold cross-validation (data_formats.md §3.4)
+    {"train": (1, 2, 3), "val": (4,), "test": (5,)},
+    {"train": (2, 3, 4), "val": (5,), "test": (1,)},
+    {"train": (3, 4, 5), "val": (1,), "test": (2,)},
+    {"train": (4, 5, 1), "val": (2,), "test": (3,)},
+    {"train": (5, 1, 2), "val": (3,), "test": (4,)},
+)
+PASTIS_REFERENCE_DATE = "2018-09-01"
+METADATA_FILE = "metadata.geojson"
+NORM_FILE = "NORM_S2_patch.json"
+S2_DIR, TARGET_DIR = "DATA_S2", "ANNOTATIONS"
+TARGET_CHANNELS = 3
+SEMANTIC_CHANNEL = 0
+NDVI_EPS = 1e-6
+CROP_MODES = ("random", "grid", "cells")
+
+
+def s2_path(root: Path, patch_id: int) -> Path:
+    return Path(root) / S2_DIR / f"S2_{patch_id}.npy"
+
+
+def target_path(root: Path, patch_id: int) -> Path:
+    return Path(root) / TARGET_DIR / f"TARGET_{patch_id}.npy"
+
+
+@dataclass(frozen=True)
+class PatchMeta:
+    """One Feature of metadata.geojson."""
+
+    patch_id: int
+    fold: int
+    tile: str
+    dates: tuple[datetime.date, ...]
+
+
+def _parse_yyyymmdd(value, path: Path, patch_id) -> datetime.date:
+    try:
+        text = str(int(value))
+        return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: patch {patch_id}: bad date {value!r} in dates-S2 (expected YYYYMMDD)") from None
+
+
+def _parse_dates(raw, path: Path, patch_id) -> tuple[datetime.date, ...]:
+    """``dates-S2`` (dict or JSON string of a dict "0".."T-1" -> YYYYMMDD) -> dates ordered by int(key)."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            raise DataError(f"{path}: patch {patch_id}: dates-S2 is a string that is not JSON") from None
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(f"{path}: patch {patch_id}: dates-S2 missing or empty")
+    try:
+        keys = sorted(raw, key=int)  # "10" after "9", never lexicographic
+    except ValueError:
+        raise DataError(f"{path}: patch {patch_id}: dates-S2 keys must be integers, got {list(raw)[:3]}") from None
+    dates = tuple(_parse_yyyymmdd(raw[key], path, patch_id) for key in keys)
+    if any(later < earlier for earlier, later in zip(dates, dates[1:])):
+        raise DataError(f"{path}: patch {patch_id}: dates-S2 are not in chronological order of their index")
+    return dates
+
+
+def read_pastis_metadata(path: str | Path) -> list[PatchMeta]:
+    """Parse metadata.geojson into :class:`PatchMeta` records sorted by ``ID_PATCH``.
+
+    Patches without ``dates-S2`` are kept with empty dates (an error only if they are selected).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: metadata file not found (expected the PASTIS metadata.geojson)")
+    try:
+        features = json.loads(path.read_text())["features"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a GeoJSON FeatureCollection ({type(err).__name__})") from None
+    patches = []
+    for feature in features:
+        props = feature.get("properties") or {}
+        try:
+            patch_id, fold = int(props["ID_PATCH"]), int(props["Fold"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{path}: a feature lacks an integer ID_PATCH or Fold: {sorted(props)[:6]}") from None
+        raw_dates = props.get("dates-S2")
+        dates = _parse_dates(raw_dates, path, patch_id) if raw_dates else ()
+        tile = str(props.get("TILE", "")).upper().removeprefix("T")  # 't30uxv' / '30UXV' -> '30UXV'
+        patches.append(PatchMeta(patch_id, fold, tile, dates))
+    return sorted(patches, key=lambda patch: patch.patch_id)
+
+
+def read_norm_stats(path: str | Path, folds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Band mean and std (10,) float32: the average of the given folds' statistics (as utae-paps)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: normalisation file not found")
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({type(err).__name__})") from None
+    means, stds = [], []
+    for fold in folds:
+        entry = stats.get(f"Fold_{fold}") if isinstance(stats, dict) else None
+        if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
+            raise DataError(f"{path}: no mean/std for Fold_{fold}")
+        mean, std = np.asarray(entry["mean"], dtype=np.float64), np.asarray(entry["std"], dtype=np.float64)
+        if mean.shape != (len(PASTIS_BAND_NAMES),) or std.shape != mean.shape or not (std > 0).all():
+            raise DataError(f"{path}: Fold_{fold} needs 10 means and 10 positive stds, got {mean.shape}, {std.shape}")
+        means.append(mean)
+        stds.append(std)
+    return np.mean(means, axis=0).astype(np.float32), np.mean(stds, axis=0).astype(np.float32)
+
+
+def open_npy(path: Path, mmap: bool = True) -> np.ndarray:
+    """``np.load`` with one-line DataErrors for missing, truncated or unreadable files."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        reason = " ".join(str(err).split())  # one line
+        raise DataError(f"{path}: truncated or unreadable .npy ({reason})") from None
+
+
+@dataclass(frozen=True)
+class _Patch:
+    meta: PatchMeta
+    height: int
+    width: int
+
+
+class PASTISDataset(Dataset):
+    """PASTIS patches (or crops of them) as CONTRACT.md sample dicts.
+
+    Args:
+        root: folder holding metadata.geojson, NORM_S2_patch.json, DATA_S2/ and ANNOTATIONS/.
+        folds: folds (1..5) whose patches are loaded.
+        norm_folds: folds whose NORM_S2_patch.json statistics are averaged for the z-score.
+            Defaults to ``folds``; validation and test sets must pass the training folds.
+        crop_size: crop side in pixels, or None for full patches.
+        crop_mode: 'random' (one random crop per patch and access, reproducible from seed, epoch
+            and index; see :meth:`set_epoch`), 'grid' (every non-overlapping crop; index = patch x
+            cell) or 'cells' (only the grid ``cells``, e.g. [(0, 0), (1, 1)] as the authors).
+        ids: restrict to these ID_PATCH values, in order, duplicates kept. Every id must belong to
+            ``folds`` (a DataError otherwise: the authors' lists are never checked upstream).
+        temporal: callable mapping the patch's list of dates to sorted frame indices.
+        reference_date: ``days`` are counted from this date (ISO string or date).
+        mmap: memory-map the .npy files and slice the crop before reading (else read whole files).
+    """
+
+    classes = PASTIS_CLASSES
+    num_classes = len(PASTIS_CLASSES)
+    ignore_index = VOID_INDEX
+    background_index = BACKGROUND_INDEX
+    band_names = PASTIS_BAND_NAMES
+    in_channels = len(PASTIS_BAND_NAMES)
+    red_index = PASTIS_BAND_NAMES.index("B04")
+    nir_index = PASTIS_BAND_NAMES.index("B08")
+
+    def __init__(
+        self,
+        root: str | Path,
+        folds: Sequence[int],
+        norm_folds: Sequence[int] | None = None,
+        crop_size: int | None = None,
+        crop_mode: str = "random",
+        cells: Sequence[tuple[int, int]] | None = None,
+        ids: Sequence[int] | None = None,
+        temporal: Callable[[list[datetime.date]], Sequence[int]] | None = None,
+        reference_date: str | datetime.date = PASTIS_REFERENCE_DATE,
+        seed: int = 0,
+        mmap: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: PASTIS root folder not found")
+        self.folds = tuple(int(fold) for fold in folds)
+        bad_folds = [fold for fold in self.folds + tuple(norm_folds or ()) if fold not in PASTIS_FOLDS]
+        if not self.folds or bad_folds:
+            raise DataError(f"{self.root}: folds must be a non-empty subset of {PASTIS_FOLDS}, got {list(folds)}")
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
+        self.norm_folds = tuple(norm_folds) if norm_folds else self.folds
+        self.crop_size, self.crop_mode = crop_size, crop_mode
+        self.cells = [tuple(cell) for cell in cells] if cells is not None else None
+        if crop_size is not None and crop_mode == "cells" and not self.cells:
+            raise ValueError("crop_mode='cells' needs a non-empty cells list, e.g. [(0, 0), (1, 1)]")
+        self.temporal, self.seed, self.mmap, self.epoch = temporal, seed, mmap, 0
+        self.reference_date = (
+            reference_date if isinstance(reference_date, datetime.date) else datetime.date.fromisoformat(reference_date)
+        )
+        self.mean, self.std = read_norm_stats(self.root / NORM_FILE, self.norm_folds)
+        self.patches = self._select_patches(ids)
+        self.entries = self._build_entries()
+
+    # ---- construction helpers ----
+    def _select_patches(self, ids: Sequence[int] | None) -> list[_Patch]:
+        metadata_path = self.root / METADATA_FILE
+        in_folds = {meta.patch_id: meta for meta in read_pastis_metadata(metadata_path) if meta.fold in self.folds}
+        if not in_folds:
+            raise DataError(f"{metadata_path}: no patches in folds {list(self.folds)}")
+        if ids is None:
+            selected = list(in_folds.values())
+        else:
+            outside = sorted({int(patch_id) for patch_id in ids} - set(in_folds))
+            if outside:
+                raise DataError(f"{metadata_path}: ids not in folds {list(self.folds)}: {outside[:10]}"
+                                f"{' ...' if len(outside) > 10 else ''}")
+            selected = [in_folds[int(patch_id)] for patch_id in ids]
+            if not selected:
+                raise DataError(f"{metadata_path}: empty id list")
+        shapes: dict[int, _Patch] = {}
+        for meta in selected:  # duplicates validated once
+            if meta.patch_id not in shapes:
+                shapes[meta.patch_id] = self._check_files(meta)
+        return [shapes[meta.patch_id] for meta in selected]
+
+    def _check_files(self, meta: PatchMeta) -> _Patch:
+        """Validate the headers of one patch's files (memory-mapped: no pixel is read)."""
+        if not meta.dates:
+            raise DataError(f"{self.root / METADATA_FILE}: patch {meta.patch_id} has no dates-S2")
+        image_path, label_path = s2_path(self.root, meta.patch_id), target_path(self.root, meta.patch_id)
+        image, target = open_npy(image_path), open_npy(label_path)
+        if image.dtype != np.int16 or image.ndim != 4 or image.shape[1] != self.in_channels:
+            raise DataError(f"{image_path}: expected int16 array of shape (T, {self.in_channels}, H, W), "
+                            f"got {image.dtype} {image.shape}")
+        if image.shape[0] == 0:
+            raise DataError(f"{image_path}: empty time series (T = 0)")
+        if image.shape[0] != len(meta.dates):
+            raise DataError(f"{image_path}: {image.shape[0]} frames but metadata.geojson lists "
+                            f"{len(meta.dates)} dates-S2 for patch {meta.patch_id}")
+        if not np.issubdtype(target.dtype, np.integer) or target.ndim != 3 or target.shape[1:] != image.shape[2:]:
+            raise DataError(f"{label_path}: expected integer array of shape ({TARGET_CHANNELS}, "
+                            f"{image.shape[2]}, {image.shape[3]}), got {target.dtype} {target.shape}")
+        height, width = image.shape[2:]
+        if self.crop_size is not None and not 0 < self.crop_size <= min(height, width):
+            raise DataError(f"{image_path}: crop_size {self.crop_size} does not fit a {height}x{width} patch")
+        return _Patch(meta, height, width)
+
+    def _build_entries(self) -> list[tuple[int, tuple[int, int] | None]]:
+        """(patch position, grid cell or None) per sample."""
+        if self.crop_size is None or self.crop_mode == "random":
+            return [(position, None) for position in range(len(self.patches))]
+        entries = []
+        for position, patch in enumerate(self.patches):
+            grid_rows, grid_cols = patch.height // self.crop_size, patch.width // self.crop_size
+            if self.crop_mode == "grid":
+                cells = [(row, col) for row in range(grid_rows) for col in range(grid_cols)]
+            else:
+                cells = self.cells
+                outside = [cell for cell in cells if not (0 <= cell[0] < grid_rows and 0 <= cell[1] < grid_cols)]
+                if outside:
+                    raise DataError(f"{s2_path(self.root, patch.meta.patch_id)}: cells {outside} outside the "
+                                    f"{grid_rows}x{grid_cols} grid of {self.crop_size}-px crops")
+            entries.extend((position, cell) for cell in cells)
+        return entries
+
+    # ---- public helpers ----
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random crops (crop_mode='random') deterministically for a new epoch."""
+        self.epoch = int(epoch)
+
+    @property
+    def patch_ids(self) -> list[int]:
+        """ID_PATCH of every sample, in sample order."""
+        return [self.patches[position].meta.patch_id for position, _ in self.entries]
+
+    def dates(self, index: int) -> list[datetime.date]:
+        """All acquisition dates of the patch behind sample ``index`` (before any temporal subset)."""
+        return list(self.patches[self.entries[index][0]].meta.dates)
+
+    def dominant_classes(self) -> np.ndarray:
+        """Most frequent crop class (not background or void) of each sample's window; background if none.
+
+        Random crops use the full patch. Reads only TARGET files (small).
+        """
+        classes = np.empty(len(self), dtype=np.int64)
+        for index in range(len(self)):
+            rows, cols = self._window(index, self._generator(index))
+            label = self._read_label(self.patches[self.entries[index][0]].meta.patch_id, rows, cols)
+            counts = np.bincount(label.ravel(), minlength=self.num_classes)
+            counts[[self.background_index, self.ignore_index]] = 0
+            classes[index] = counts.argmax() if counts.any() else self.background_index
+        return classes
+
+    # ---- sample access ----
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _generator(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _window(self, index: int, rng: np.random.Generator) -> tuple[slice, slice]:
+        position, cell = self.entries[index]
+        patch, size = self.patches[position], self.crop_size
+        if size is None:
+            return slice(0, patch.height), slice(0, patch.width)
+        if cell is None:  # random crop
+            top = int(rng.integers(0, patch.height - size + 1))
+            left = int(rng.integers(0, patch.width - size + 1))
+        else:
+            top, left = cell[0] * size, cell[1] * size
+        return slice(top, top + size), slice(left, left + size)
+
+    def _read_label(self, patch_id: int, rows: slice, cols: slice) -> np.ndarray:
+        path = target_path(self.root, patch_id)
+        label = np.asarray(open_npy(path, self.mmap)[SEMANTIC_CHANNEL, rows, cols]).astype(np.int64)
+        if label.size and (label.min() < 0 or label.max() >= self.num_classes):
+            raise DataError(f"{path}: class values must be in 0..{self.num_classes - 1}, "
+                            f"found {label.min()}..{label.max()}")
+        return label
+
+    def __getitem__(self, index: int) -> dict:
+        position, _ = self.entries[index]
+        meta = self.patches[position].meta
+        rng = self._generator(index)
+        rows, cols = self._window(index, rng)
+        frames = np.arange(len(meta.dates))
+        series = open_npy(s2_path(self.root, meta.patch_id), self.mmap)
+        if self.temporal is None:
+            raw = np.asarray(series[:, :, rows, cols], dtype=np.float32)  # (T, C, h, w), only this crop is read
+        else:
+            frames = np.asarray(self.temporal(list(meta.dates)), dtype=np.int64)
+            raw = np.asarray(series[frames, :, rows, cols], dtype=np.float32)  # (T', C, h, w)
+        red, nir = raw[:, self.red_index], raw[:, self.nir_index]
+        ndvi = (nir - red) / (nir + red + NDVI_EPS)
+        image = (raw - self.mean[:, None, None]) / self.std[:, None, None]
+        days = [(meta.dates[frame] - self.reference_date).days for frame in frames]
+        sample_id = str(meta.patch_id)
+        if self.crop_size is not None:
+            sample_id += f"@{rows.start},{cols.start}"
+        return {
+            "image": torch.from_numpy(image),
+            "ndvi": torch.from_numpy(ndvi),
+            "days": torch.tensor(days, dtype=torch.int64),
+            "label": torch.from_numpy(self._read_label(meta.patch_id, rows, cols)),
+            "id": sample_id,
+        }

@@ -1,0 +1,424 @@
+"""TFRecord files without TensorFlow: record framing, CRC32C and the ``tf.train.Example`` protobuf.
+
+A TFRecord file is a sequence of records (data_formats.md §5)::
+
+    uint64 length (little endian) | uint32 masked_crc32c(length) | payload | uint32 masked_crc32c(payload)
+
+optionally gzip-compressed as a whole (MTLCC: ``<tileid>.tfrecord.gz``, one record per file). The
+payload of every MTLCC record is a serialised ``tf.train.Example``::
+
+    Example   { Features features = 1; }
+    Features  { map<string, Feature> feature = 1; }       (map entry: key = 1, value = 2)
+    Feature   { oneof { BytesList bytes_list = 1; FloatList float_list = 2; Int64List int64_list = 3; } }
+    BytesList { repeated bytes value = 1; }
+    FloatList { repeated float value = 1 [packed = true]; }
+    Int64List { repeated int64 value = 1 [packed = true]; }
+
+Only the protobuf wire types used there are needed (varint, 64-bit, length-delimited, 32-bit);
+unknown fields are skipped, and both packed and unpacked repeated numbers are read.
+
+CRC32C (Castagnoli) is verified on read. The ``crc32c`` PyPI package is used when it is installed;
+otherwise a table-driven implementation vectorised with numpy over 512-byte blocks (then combined with
+a precomputed "advance over one block" operator) checks a 10 MB record in well under a second.
+"""
+
+import gzip
+import os
+import struct
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from utils.errors import DataError
+
+try:  # optional accelerator (ICRAR's `crc32c` package), never required
+    from crc32c import crc32c as _fast_crc32c
+except ImportError:  # pragma: no cover - depends on the environment
+    _fast_crc32c = None
+
+CRC32C_POLY_REFLECTED = 0x82F63B78
+CRC_MASK_DELTA = 0xA282EAD8  # TFRecord's masked CRC: rotate right by 15 bits, then add this
+CRC_ROTATE = 15
+UINT32_MASK = 0xFFFFFFFF
+UINT64_MASK = (1 << 64) - 1
+BYTE_BITS = 8
+CRC_BITS = 32
+BYTE_SHIFT_1, BYTE_SHIFT_2, BYTE_SHIFT_3 = BYTE_BITS, 2 * BYTE_BITS, 3 * BYTE_BITS  # register byte offsets
+BYTE_VALUES = 256
+BYTE_MASK = 0xFF
+CRC_BYTES = 4
+LENGTH_BYTES = 8
+VECTOR_BLOCK = 512  # bytes per block of the numpy CRC (blocks are processed in parallel; even)
+WORD_BYTES, WORD_BITS = 2, 16
+WORD_VALUES, WORD_MASK = 1 << 16, 0xFFFF
+VECTOR_MIN_BYTES = 16 * VECTOR_BLOCK  # below this the plain loop is faster
+GZIP_MAGIC = b"\x1f\x8b"
+
+# protobuf wire types and the field numbers of the Example schema above
+WIRE_VARINT, WIRE_FIXED64, WIRE_LEN, WIRE_FIXED32 = 0, 1, 2, 5
+FIXED64_BYTES, FIXED32_BYTES = 8, 4
+VARINT_PAYLOAD_BITS, VARINT_CONTINUE, VARINT_MAX_BYTES = 7, 0x80, 10
+FIELD_FEATURES = 1  # Example.features and Features.feature
+FIELD_KEY, FIELD_VALUE = 1, 2  # map entry
+FIELD_BYTES_LIST, FIELD_FLOAT_LIST, FIELD_INT64_LIST = 1, 2, 3
+FIELD_LIST_VALUE = 1
+FIELD_NUMBER_SHIFT = 3
+WIRE_TYPE_MASK = 0x7
+KIND_FIELDS = {"bytes_list": FIELD_BYTES_LIST, "float_list": FIELD_FLOAT_LIST, "int64_list": FIELD_INT64_LIST}
+
+FeatureValue = list[bytes] | np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# CRC32C
+# ---------------------------------------------------------------------------------------------
+def _make_table() -> np.ndarray:
+    """Byte table of the reflected CRC32C polynomial, uint32 (256,)."""
+    table = np.arange(BYTE_VALUES, dtype=np.uint32)
+    for _ in range(BYTE_BITS):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(CRC32C_POLY_REFLECTED), table >> 1).astype(np.uint32)
+    return table
+
+
+CRC_TABLE = _make_table()
+_CRC_TABLE_LIST = CRC_TABLE.tolist()
+
+
+def _crc_update_python(register: int, data: bytes) -> int:
+    """Advance the raw CRC register over ``data`` (no pre/post inversion), one byte at a time."""
+    table = _CRC_TABLE_LIST
+    for byte in data:
+        register = table[(register ^ byte) & BYTE_MASK] ^ (register >> BYTE_BITS)
+    return register
+
+
+@lru_cache(maxsize=4)
+def _advance_tables(n_bytes: int) -> tuple[list[int], ...]:
+    """Byte tables of the linear map "advance the register over ``n_bytes`` zero bytes".
+
+    The map is linear over GF(2), so it is applied to a register as the XOR of four lookups, one per
+    register byte: ``tables[k][b]`` is the image of ``b << 8k``.
+    """
+    n_tables = CRC_BYTES
+    basis = np.arange(BYTE_VALUES, dtype=np.uint32)
+    registers = np.concatenate([basis << np.uint32(BYTE_BITS * k) for k in range(n_tables)])  # (4*256,)
+    for _ in range(n_bytes):
+        registers = CRC_TABLE[registers & BYTE_MASK] ^ (registers >> BYTE_BITS)
+    return tuple(registers[k * BYTE_VALUES:(k + 1) * BYTE_VALUES].tolist() for k in range(n_tables))
+
+
+def _make_table16() -> np.ndarray:
+    """uint32 (65536,): the register after two zero bytes, for every 16-bit register value."""
+    registers = np.arange(WORD_VALUES, dtype=np.uint32)
+    for _ in range(WORD_BYTES):
+        registers = CRC_TABLE[registers & BYTE_MASK] ^ (registers >> BYTE_BITS)
+    return registers
+
+
+CRC_TABLE16 = _make_table16()
+
+
+def _crc_update_numpy(register: int, data: bytes) -> int:
+    """Advance the raw CRC register over ``data``: all blocks in parallel, then chained.
+
+    For a block B, ``raw(r, B) = advance(r) ^ raw(0, B)``: the block CRCs from a zero register are
+    computed two bytes per step over every block at once (a 16-bit table halves the lookups), then
+    chained with the advance-over-one-block operator.
+    """
+    n_blocks = len(data) // VECTOR_BLOCK
+    words = np.frombuffer(data, dtype="<u2", count=n_blocks * VECTOR_BLOCK // WORD_BYTES)
+    columns = np.ascontiguousarray(words.reshape(n_blocks, -1).T)  # (N/2,) -> (words per block, blocks)
+    block_crc = np.zeros(n_blocks, dtype=np.uint32)
+    index = np.empty(n_blocks, dtype=np.uint32)
+    for column in columns:
+        np.bitwise_xor(block_crc, column, out=index)
+        np.bitwise_and(index, WORD_MASK, out=index)
+        block_crc >>= WORD_BITS
+        block_crc ^= CRC_TABLE16[index]
+    table0, table1, table2, table3 = _advance_tables(VECTOR_BLOCK)
+    for crc in block_crc.tolist():
+        register = (table0[register & BYTE_MASK] ^ table1[(register >> BYTE_SHIFT_1) & BYTE_MASK]
+                    ^ table2[(register >> BYTE_SHIFT_2) & BYTE_MASK] ^ table3[register >> BYTE_SHIFT_3] ^ crc)
+    return _crc_update_python(register, data[n_blocks * VECTOR_BLOCK:])
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32C (Castagnoli) of ``data``; ``crc32c(b"123456789") == 0xE3069283``."""
+    if _fast_crc32c is not None:
+        return _fast_crc32c(data)
+    data = bytes(data)
+    update = _crc_update_numpy if len(data) >= VECTOR_MIN_BYTES else _crc_update_python
+    return update(UINT32_MASK, data) ^ UINT32_MASK
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC stored in TFRecord files (rotate right 15, add a constant)."""
+    crc = crc32c(data)
+    return (((crc >> CRC_ROTATE) | (crc << (CRC_BITS - CRC_ROTATE))) + CRC_MASK_DELTA) & UINT32_MASK
+
+
+# ---------------------------------------------------------------------------------------------
+# record framing
+# ---------------------------------------------------------------------------------------------
+def _read_bytes(path: Path) -> bytes:
+    """The uncompressed file content; gzip is detected by its magic bytes."""
+    if not path.is_file():
+        raise DataError(f"{path}: TFRecord file not found")
+    try:
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if raw[:len(GZIP_MAGIC)] == GZIP_MAGIC else raw
+    except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise DataError(f"{path}: corrupted or truncated gzip stream ({reason})") from None
+
+
+def iter_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
+    """Yield the payload of every record of a (gzipped or plain) TFRecord file.
+
+    Raises:
+        DataError: missing file, broken gzip stream, truncated record or CRC mismatch.
+    """
+    path = Path(path)
+    content = memoryview(_read_bytes(path))
+    offset, index = 0, 0
+    header_bytes = LENGTH_BYTES + CRC_BYTES
+    while offset < len(content):
+        if offset + header_bytes > len(content):
+            raise DataError(f"{path}: record {index} truncated in its header at byte {offset}")
+        length_bytes = bytes(content[offset:offset + LENGTH_BYTES])
+        (length,) = struct.unpack("<Q", length_bytes)
+        (length_crc,) = struct.unpack("<I", content[offset + LENGTH_BYTES:offset + header_bytes])
+        if verify and masked_crc32c(length_bytes) != length_crc:
+            raise DataError(f"{path}: record {index}: CRC32C mismatch on the length field (corrupted file)")
+        start = offset + header_bytes
+        end = start + length
+        if end + CRC_BYTES > len(content):
+            raise DataError(f"{path}: record {index} truncated: {length} payload bytes announced, "
+                            f"{max(len(content) - start - CRC_BYTES, 0)} present")
+        payload = bytes(content[start:end])
+        (payload_crc,) = struct.unpack("<I", content[end:end + CRC_BYTES])
+        if verify and masked_crc32c(payload) != payload_crc:
+            raise DataError(f"{path}: record {index}: CRC32C mismatch on the payload (corrupted file)")
+        yield payload
+        offset, index = end + CRC_BYTES, index + 1
+
+
+def temporary_sibling(path: Path) -> str:
+    """A fresh hidden name next to ``path``: written first, then ``os.replace``d onto it (atomic)."""
+    return str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
+
+
+def frame_record(payload: bytes) -> bytes:
+    """One TFRecord record (length, masked CRCs) around ``payload``."""
+    length_bytes = struct.pack("<Q", len(payload))
+    return (length_bytes + struct.pack("<I", masked_crc32c(length_bytes)) + payload
+            + struct.pack("<I", masked_crc32c(payload)))
+
+
+def write_records(path: str | Path, payloads: Iterable[bytes], compress: bool = True) -> Path:
+    """Write payloads as a TFRecord file (gzip like MTLCC when ``compress``), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = b"".join(frame_record(payload) for payload in payloads)
+    if compress:
+        content = gzip.compress(content)
+    temp_name = temporary_sibling(path)
+    try:
+        with open(temp_name, "xb") as handle:
+            handle.write(content)
+        os.replace(temp_name, path)
+    except BaseException:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# protobuf (wire format subset)
+# ---------------------------------------------------------------------------------------------
+class _ProtoError(ValueError):
+    """Malformed protobuf; converted to a DataError naming the file by the caller."""
+
+
+def _read_varint(buffer: bytes, offset: int) -> tuple[int, int]:
+    """(value, next offset) of the base-128 varint at ``offset``."""
+    value, shift = 0, 0
+    while True:
+        if offset >= len(buffer):
+            raise _ProtoError("varint runs past the end of the message")
+        byte = buffer[offset]
+        offset += 1
+        value |= (byte & ~VARINT_CONTINUE & BYTE_MASK) << shift
+        if not byte & VARINT_CONTINUE:
+            return value, offset
+        shift += VARINT_PAYLOAD_BITS
+        if shift >= VARINT_MAX_BYTES * VARINT_PAYLOAD_BITS:
+            raise _ProtoError(f"varint longer than {VARINT_MAX_BYTES} bytes")
+
+
+def _iter_fields(buffer: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of every field; LEN values are bytes, others ints."""
+    offset = 0
+    while offset < len(buffer):
+        tag, offset = _read_varint(buffer, offset)
+        field, wire = tag >> FIELD_NUMBER_SHIFT, tag & WIRE_TYPE_MASK
+        if wire == WIRE_VARINT:
+            value, offset = _read_varint(buffer, offset)
+        elif wire == WIRE_LEN:
+            length, offset = _read_varint(buffer, offset)
+            if offset + length > len(buffer):
+                raise _ProtoError(f"field {field}: {length} bytes announced, {len(buffer) - offset} left")
+            value, offset = buffer[offset:offset + length], offset + length
+        elif wire in (WIRE_FIXED64, WIRE_FIXED32):
+            size = FIXED64_BYTES if wire == WIRE_FIXED64 else FIXED32_BYTES
+            if offset + size > len(buffer):
+                raise _ProtoError(f"field {field}: fixed-width value runs past the end")
+            value, offset = int.from_bytes(buffer[offset:offset + size], "little"), offset + size
+        else:
+            raise _ProtoError(f"field {field}: unsupported wire type {wire}")
+        yield field, wire, value
+
+
+def _signed64(value: int) -> int:
+    """Two's-complement reading of a 64-bit varint (protobuf int64)."""
+    return value - (1 << 64) if value >> 63 else value  # bit 63 set: negative
+
+
+def _parse_feature(buffer: bytes) -> FeatureValue:
+    """A Feature message -> list of bytes, float32 array or int64 array (empty Feature -> [])."""
+    for kind, _, body in _iter_fields(buffer):
+        if not isinstance(body, bytes):
+            continue
+        if kind == FIELD_BYTES_LIST:
+            return [value for field, wire, value in _iter_fields(body) if field == FIELD_LIST_VALUE and wire == WIRE_LEN]
+        if kind == FIELD_FLOAT_LIST:
+            parts = []
+            for field, wire, value in _iter_fields(body):
+                if field != FIELD_LIST_VALUE:
+                    continue
+                if wire == WIRE_LEN:  # packed
+                    parts.append(np.frombuffer(value, dtype="<f4"))
+                else:  # unpacked fixed32
+                    parts.append(np.frombuffer(int(value).to_bytes(FIXED32_BYTES, "little"), dtype="<f4"))
+            return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+        if kind == FIELD_INT64_LIST:
+            values = []
+            for field, wire, value in _iter_fields(body):
+                if field != FIELD_LIST_VALUE:
+                    continue
+                if wire == WIRE_LEN:  # packed varints
+                    offset = 0
+                    while offset < len(value):
+                        number, offset = _read_varint(value, offset)
+                        values.append(_signed64(number))
+                else:
+                    values.append(_signed64(value))
+            return np.asarray(values, dtype=np.int64)
+    return []
+
+
+def parse_example(payload: bytes, source: str | Path = "<bytes>") -> dict[str, FeatureValue]:
+    """Decode a serialised ``tf.train.Example`` into ``{key: list[bytes] | float32 array | int64 array}``.
+
+    Raises:
+        DataError: the payload is not a valid Example (names ``source``).
+    """
+    features: dict[str, FeatureValue] = {}
+    try:
+        for field, wire, features_body in _iter_fields(payload):
+            if field != FIELD_FEATURES or wire != WIRE_LEN:
+                continue
+            for entry_field, entry_wire, entry in _iter_fields(features_body):
+                if entry_field != FIELD_FEATURES or entry_wire != WIRE_LEN:
+                    continue
+                key, value = None, []
+                for part_field, part_wire, part in _iter_fields(entry):
+                    if part_wire != WIRE_LEN:
+                        continue
+                    if part_field == FIELD_KEY:
+                        key = part.decode("utf-8")
+                    elif part_field == FIELD_VALUE:
+                        value = _parse_feature(part)
+                if key is None:
+                    raise _ProtoError("feature map entry without a key")
+                features[key] = value
+    except (_ProtoError, UnicodeDecodeError) as err:
+        raise DataError(f"{source}: not a valid tf.train.Example ({err})") from None
+    return features
+
+
+def _varint(value: int) -> bytes:
+    """Base-128 varint of a non-negative int (negative int64 as its 64-bit two's complement)."""
+    value &= UINT64_MASK
+    out = bytearray()
+    while True:
+        low = value & ~VARINT_CONTINUE & BYTE_MASK
+        value >>= VARINT_PAYLOAD_BITS
+        if value:
+            out.append(low | VARINT_CONTINUE)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _field(number: int, wire: int, body: bytes) -> bytes:
+    """Tag plus body; length-delimited bodies get their length prefix."""
+    tag = _varint((number << FIELD_NUMBER_SHIFT) | wire)
+    return tag + (_varint(len(body)) + body if wire == WIRE_LEN else body)
+
+
+def _serialise_feature(value, packed: bool) -> bytes:
+    """Feature message of bytes (or a list of bytes), a float array or an integer array."""
+    if isinstance(value, (bytes, bytearray)):
+        value = [bytes(value)]
+    if isinstance(value, (list, tuple)) and all(isinstance(item, (bytes, bytearray)) for item in value):
+        body = b"".join(_field(FIELD_LIST_VALUE, WIRE_LEN, bytes(item)) for item in value)
+        return _field(FIELD_BYTES_LIST, WIRE_LEN, body)
+    array = np.asarray(value).ravel()
+    if np.issubdtype(array.dtype, np.floating):
+        floats = array.astype("<f4")
+        if packed:
+            body = _field(FIELD_LIST_VALUE, WIRE_LEN, floats.tobytes())
+        else:
+            body = b"".join(_field(FIELD_LIST_VALUE, WIRE_FIXED32, item.tobytes()) for item in floats)
+        return _field(FIELD_FLOAT_LIST, WIRE_LEN, body)
+    if np.issubdtype(array.dtype, np.integer):
+        varints = [_varint(int(item)) for item in array]
+        if packed:
+            body = _field(FIELD_LIST_VALUE, WIRE_LEN, b"".join(varints))
+        else:
+            body = b"".join(_field(FIELD_LIST_VALUE, WIRE_VARINT, item) for item in varints)
+        return _field(FIELD_INT64_LIST, WIRE_LEN, body)
+    raise TypeError(f"cannot serialise a feature of type {type(value).__name__} / dtype {array.dtype}")
+
+
+def serialise_example(features: Mapping[str, object], packed: bool = True) -> bytes:
+    """Encode ``{key: bytes | list[bytes] | float array | int array}`` as a ``tf.train.Example``.
+
+    Args:
+        packed: write repeated numbers packed (what TensorFlow writes); False writes one field per
+            value, which readers must accept as well.
+    """
+    entries = b"".join(
+        _field(FIELD_FEATURES, WIRE_LEN,
+               _field(FIELD_KEY, WIRE_LEN, key.encode("utf-8"))
+               + _field(FIELD_VALUE, WIRE_LEN, _serialise_feature(value, packed)))
+        for key, value in features.items()
+    )
+    return _field(FIELD_FEATURES, WIRE_LEN, entries)
+
+
+def read_examples(path: str | Path, verify: bool = True) -> list[dict[str, FeatureValue]]:
+    """Every Example of a TFRecord file, parsed (see :func:`parse_example`)."""
+    return [parse_example(payload, source=path) for payload in iter_records(path, verify=verify)]
+
+
+def write_examples(path: str | Path, examples: Iterable[Mapping[str, object]], compress: bool = True,
+                   packed: bool = True) -> Path:
+    """Write Examples as a (gzipped) TFRecord file, atomically."""
+    return write_records(path, (serialise_example(example, packed=packed) for example in examples), compress)

@@ -1,0 +1,167 @@
+"""Writers of synthetic data sets in the exact on-disk format of the real ones.
+
+``write_pastis_like`` emits the PASTIS layout (data_formats.md §3.2): ``DATA_S2/S2_<id>.npy``
+int16 (T, 10, H, W), ``ANNOTATIONS/TARGET_<id>.npy`` uint8 (3, H, W), ``ANNOTATIONS/ParcelIDs_<id>.npy``
+int32 (H, W), ``metadata.geojson`` with the real property names and ``NORM_S2_patch.json`` computed
+as utae-paps' ``compute_norm_vals``. The imagery comes from :mod:`utils.datasets.synthetic`.
+
+The MTLCC writer lives in ``utils/datasets/mtlcc_writers.py`` (``write_mtlcc_like``).
+"""
+
+import datetime
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from utils.datasets.pastis import (
+    METADATA_FILE, NORM_FILE, PASTIS_BAND_NAMES, PASTIS_FOLDS, S2_DIR, TARGET_CHANNELS, TARGET_DIR, VOID_INDEX,
+    PatchMeta, read_pastis_metadata, s2_path, target_path,
+)
+from utils.datasets.synthetic import generate_scene, synthetic_dates
+
+PASTIS_TILES = ("t30uxv", "t31tfj", "t31tfm", "t32ulu")  # leading ID digit 1..4 = tile, as in the release
+PATCH_ID_BASE = 10_000  # ID_PATCH = tile number * 10000 + running index
+SEASON_START, SEASON_END = datetime.date(2018, 9, 1), datetime.date(2019, 10, 31)
+PIXEL_SIZE_M = 10.0
+LAMBERT93_ORIGIN = (350_000.0, 6_850_000.0)  # footprints in EPSG:2154 like the release
+EPSG_LAMBERT93 = "urn:ogc:def:crs:EPSG::2154"
+SEED_STRIDE = 1_000_000  # scene seed = seed * SEED_STRIDE + ID_PATCH (ids stay below it)
+VOID_EDGE_PROB = 0.3  # parcels touching the patch edge that become void ("mostly outside the patch")
+
+
+def _patch_footprint(index: int, size: int) -> dict:
+    """A square MultiPolygon (EPSG:2154) for patch number ``index``; patches laid out on a row."""
+    side = size * PIXEL_SIZE_M
+    x0, y0 = LAMBERT93_ORIGIN[0] + index * side, LAMBERT93_ORIGIN[1]
+    ring = [[x0, y0], [x0 + side, y0], [x0 + side, y0 + side], [x0, y0 + side], [x0, y0]]
+    return {"type": "MultiPolygon", "coordinates": [[ring]]}
+
+
+def _synthetic_metadata(n_patches: int, n_dates: tuple[int, int], seed: int, folds: Sequence[int]) -> list[PatchMeta]:
+    """Patch ids grouped by tile, one date series per tile (T is a tile property in PASTIS), folds balanced."""
+    rng = np.random.default_rng(seed)
+    tile_dates = []
+    for tile_number in range(len(PASTIS_TILES)):
+        length = int(rng.integers(n_dates[0], n_dates[1] + 1))
+        tile_dates.append(tuple(synthetic_dates(seed * len(PASTIS_TILES) + tile_number, SEASON_START, SEASON_END, length)))
+    fold_of = np.asarray(folds)[rng.permutation(n_patches) % len(folds)]
+    patches = []
+    for index in range(n_patches):
+        tile_number = index % len(PASTIS_TILES)
+        patch_id = (tile_number + 1) * PATCH_ID_BASE + index // len(PASTIS_TILES)
+        patches.append(PatchMeta(patch_id, int(fold_of[index]), PASTIS_TILES[tile_number], tile_dates[tile_number]))
+    return patches
+
+
+def _semantic_target(label: np.ndarray, parcel_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """TARGET (3, H, W) uint8: crop type k -> PASTIS class k, some edge parcels void (19).
+
+    The release documents channel 0 only; channels 1 and 2 are copies here.
+    """
+    semantic = label.astype(np.uint8)
+    edge_ids = np.unique(np.concatenate([parcel_ids[0], parcel_ids[-1], parcel_ids[:, 0], parcel_ids[:, -1]]))
+    edge_ids = edge_ids[edge_ids > 0]
+    void_ids = edge_ids[rng.random(edge_ids.size) < VOID_EDGE_PROB]
+    semantic[np.isin(parcel_ids, void_ids)] = VOID_INDEX
+    return np.repeat(semantic[None], TARGET_CHANNELS, axis=0)  # (H, W) -> (3, H, W)
+
+
+def _norm_stats(images: dict[int, np.ndarray], folds: dict[int, int]) -> dict:
+    """utae-paps ``compute_norm_vals``: per fold, average over patches of per-patch band mean/std.
+
+    The per-patch std is torch's default (unbiased, ddof=1) over T, H, W. Folds without patches
+    are left out.
+    """
+    stats = {}
+    for fold in sorted(set(folds.values())):
+        means, stds = [], []
+        for patch_id, image in images.items():
+            if folds[patch_id] != fold:
+                continue
+            per_band = image.transpose(1, 0, 2, 3).reshape(image.shape[1], -1).astype(np.float64)  # (T,C,H,W) -> (C, T*H*W)
+            means.append(per_band.mean(axis=1))
+            stds.append(per_band.std(axis=1, ddof=1))
+        stats[f"Fold_{fold}"] = {"mean": np.mean(means, axis=0).tolist(), "std": np.mean(stds, axis=0).tolist()}
+    return stats
+
+
+def _feature(meta: PatchMeta, index: int, size: int, parcel_ids: np.ndarray) -> dict:
+    return {
+        "id": str(index),
+        "type": "Feature",
+        "properties": {
+            "Fold": meta.fold,
+            "ID_PATCH": meta.patch_id,
+            "N_Parcel": int(np.unique(parcel_ids[parcel_ids > 0]).size),
+            "Parcel_Cover": float((parcel_ids > 0).mean()),
+            "TILE": meta.tile,
+            "dates-S2": {str(k): int(date.strftime("%Y%m%d")) for k, date in enumerate(meta.dates)},
+        },
+        "geometry": _patch_footprint(index, size),
+    }
+
+
+def write_pastis_like(
+    root: str | Path,
+    n_patches: int = 60,
+    size: int = 128,
+    n_dates: tuple[int, int] = (38, 61),
+    seed: int = 0,
+    metadata: str | Path | None = None,
+    folds: Sequence[int] = PASTIS_FOLDS,
+    n_crop_types: int = 8,
+    return_arrays: bool = True,
+) -> dict:
+    """Write a synthetic data set in the exact PASTIS layout.
+
+    Args:
+        n_patches, n_dates, folds: layout of a fully synthetic set (ignored with ``metadata``):
+            patch ids grouped in 4 tiles, T drawn per tile in ``n_dates`` (inclusive), folds balanced.
+        metadata: path of a real metadata.geojson; imagery and targets are then written for exactly
+            its ids, folds and dates, and the file is copied unchanged.
+        size: patch side in pixels (128 in the release).
+        return_arrays: include the written arrays in the result (for tests).
+
+    Returns:
+        ``root``, ``ids``, ``folds`` {id: fold}, ``dates`` {id: list[date]}, ``norm`` (the JSON
+        written) and, with ``return_arrays``, ``images`` {id: int16 (T, 10, H, W)} and
+        ``targets`` {id: uint8 (3, H, W)}.
+    """
+    root = Path(root)
+    if metadata is not None:
+        patches = [meta for meta in read_pastis_metadata(metadata) if meta.dates]
+    else:
+        patches = _synthetic_metadata(n_patches, n_dates, seed, folds)
+    (root / S2_DIR).mkdir(parents=True, exist_ok=True)
+    (root / TARGET_DIR).mkdir(parents=True, exist_ok=True)
+    images, targets, features = {}, {}, []
+    for index, meta in enumerate(patches):
+        scene = generate_scene(seed * SEED_STRIDE + meta.patch_id, size, size, meta.dates, PASTIS_BAND_NAMES, n_crop_types)
+        target = _semantic_target(scene["label"], scene["parcel_ids"], np.random.default_rng([seed, meta.patch_id]))
+        np.save(s2_path(root, meta.patch_id), scene["reflectance"])
+        np.save(target_path(root, meta.patch_id), target)
+        np.save(root / TARGET_DIR / f"ParcelIDs_{meta.patch_id}.npy", scene["parcel_ids"])
+        images[meta.patch_id], targets[meta.patch_id] = scene["reflectance"], target
+        features.append(_feature(meta, index, size, scene["parcel_ids"]))
+    fold_of = {meta.patch_id: meta.fold for meta in patches}
+    norm = _norm_stats(images, fold_of)
+    (root / NORM_FILE).write_text(json.dumps(norm, indent=4))
+    if metadata is not None:
+        shutil.copyfile(metadata, root / METADATA_FILE)
+    else:
+        collection = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": EPSG_LAMBERT93}},
+                      "features": features}
+        (root / METADATA_FILE).write_text(json.dumps(collection, indent=4))
+    result = {
+        "root": root,
+        "ids": [meta.patch_id for meta in patches],
+        "folds": fold_of,
+        "dates": {meta.patch_id: list(meta.dates) for meta in patches},
+        "norm": norm,
+    }
+    if return_arrays:
+        result.update(images=images, targets=targets)
+    return result
