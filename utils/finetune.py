@@ -14,7 +14,7 @@ import torch
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
 from utils.checkpoint import load_checkpoint, load_pretrained_backbone, load_state_checked, save_checkpoint, unwrap
-from utils.data import build_finetune_data
+from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import LoopOptions, evaluate, train_one_epoch
 from utils.errors import CheckpointError, STCLNError
@@ -32,8 +32,8 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     add_data_args(parser)
     parser.set_defaults(dataset=dataset)
     group = parser.add_argument_group("labels and splits")
-    group.add_argument("--label_subset", choices=("authors", "ratio", "all"), default="authors",
-                       help="'authors': the hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
+    group.add_argument("--label_subset", choices=("authors", "ratio", "all"), default=None,
+                       help="default: 'authors' on real data, 'ratio' on synthetic PASTIS-format data. 'authors': the hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
                             "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'all': every label")
     group.add_argument("--label_ratio", type=float, default=0.02, help="fraction of training samples labelled with --label_subset ratio")
     group.add_argument("--train_folds", type=int, nargs="+", default=[1], help="PASTIS/synthetic training folds (paper: 1)")
@@ -99,7 +99,8 @@ def train(args, runtime: Runtime) -> Path:
     options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
     weight = class_weights(info, info.num_classes)
     writer = open_writer(out, runtime)
-    log.info("fine-tuning on %d labelled samples (%s), validating on %d, %d epochs", len(data.train), args.label_subset, len(data.val), args.epochs)
+    log.info("fine-tuning on %d labelled samples (%s), validating on %d, %d epochs", len(data.train),
+             resolve_label_subset(args), len(data.val), args.epochs)
     for epoch in range(first_epoch, args.epochs):
         start_epoch(train_loader, args.seed, epoch)
         stats = train_one_epoch(model, train_loader, optimizer, epoch, config=config, class_weight=weight, options=options)

@@ -1,0 +1,213 @@
+"""Build the data sets each script needs from its flags (one place for every data decision).
+
+Without ``--data_root`` the embedded synthetic data set is written once (PASTIS format for
+``--dataset synthetic|pastis``, MTLCC TFRecord format for ``--dataset mtlcc``) under
+``data_cache/`` and then read through the same loaders as the real data.
+"""
+
+import argparse
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset, Subset
+
+from utils.args import parse_temporal
+from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic, label_ratio_subset
+from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
+from utils.datasets.mtlcc_writers import write_mtlcc_like
+from utils.errors import DataError
+from utils.metrics import PROTOCOLS, EvalProtocol
+
+log = logging.getLogger("stcln")
+CACHE_ROOT = Path("data_cache")
+SYNTHETIC_PASTIS = {"full": dict(n_patches=200, size=32, n_dates=(24, 40)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))}
+SYNTHETIC_MTLCC = {"full": dict(size=24, n_dates=(30, 40)), "smoke": dict(size=12, n_dates=(6, 10))}
+SYNTHETIC_MTLCC_EVAL_TILES = {"full": 60, "smoke": 6}
+SYNTHETIC_MTLCC_FIRST_EVAL_ID = 20_000  # above every id of the authors' lists
+MTLCC_RGB = (0, 1, 2)  # B04, B03, B02
+PASTIS_RGB = (2, 1, 0)
+COMPLETE_MARKER = "COMPLETE.json"
+SMOKE_CROP = 8  # --smoke patches are 16x16: crops of 8 keep the crop/grid code paths
+
+
+@dataclass
+class DataInfo:
+    """What the model, loss and reports need to know about a data set."""
+
+    in_channels: int
+    num_classes: int
+    classes: list
+    ignore_index: int | None
+    background_index: int | None
+    red_index: int
+    nir_index: int
+    rgb_indices: tuple
+    colormap: tuple
+    protocols: dict[str, EvalProtocol]
+
+
+@dataclass
+class DataBundle:
+    train: Dataset | None
+    val: Dataset | None
+    test: Dataset | None
+    info: DataInfo
+
+
+def size_key(args) -> str:
+    return "smoke" if getattr(args, "smoke", False) else "full"
+
+
+def is_pastis_format(args) -> bool:
+    return args.dataset in ("synthetic", "pastis")
+
+
+def uses_synthetic(args) -> bool:
+    return args.dataset == "synthetic" or args.data_root is None
+
+
+def info_for(args) -> DataInfo:
+    if is_pastis_format(args):
+        cls, rgb, cmap, protocols = PASTISDataset, PASTIS_RGB, PASTIS_COLORMAP, PROTOCOLS["pastis"]
+    else:
+        cls, rgb, protocols = MTLCCDataset, MTLCC_RGB, PROTOCOLS["mtlcc"]
+        cmap = tuple(tuple(c) for c in _tab20(cls.num_classes))
+    return DataInfo(cls.in_channels, cls.num_classes, list(cls.classes), cls.ignore_index, cls.background_index,
+                    cls.red_index, cls.nir_index, rgb, cmap, protocols)
+
+
+def _tab20(n: int) -> np.ndarray:
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"](np.arange(n) % 20)[:, :3]
+    colours[0] = 0.0  # unknown in black
+    return colours
+
+
+def pastis_root(args) -> Path:
+    if not uses_synthetic(args):
+        return Path(args.data_root)
+    root = Path(args.data_root) if args.data_root else CACHE_ROOT / f"synthetic_pastis_{size_key(args)}"
+    return build_pastis_synthetic(root, **SYNTHETIC_PASTIS[size_key(args)])
+
+
+def mtlcc_root(args) -> Path:
+    """The MTLCC root; the synthetic one holds the authors' tile ids (train/val) and extra eval tiles."""
+    if args.data_root is not None:
+        return Path(args.data_root)
+    key = size_key(args)
+    root = CACHE_ROOT / f"synthetic_mtlcc_{key}"
+    marker = root / COMPLETE_MARKER
+    params = json.loads(json.dumps(SYNTHETIC_MTLCC[key] | {"eval_tiles": SYNTHETIC_MTLCC_EVAL_TILES[key]}))
+    if marker.is_file() and json.loads(marker.read_text()) == params:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    eval_ids = range(SYNTHETIC_MTLCC_FIRST_EVAL_ID, SYNTHETIC_MTLCC_FIRST_EVAL_ID + params["eval_tiles"])
+    tile_ids = {"train_fold0": authors_mtlcc_subset("train"), "test_fold0": list(dict.fromkeys(authors_mtlcc_subset("val"))),
+                "eval": list(eval_ids)}
+    log.info("writing the synthetic MTLCC data set (2016 and 2017) to %s", root)
+    for year in (2016, 2017):
+        write_mtlcc_like(staging, tile_ids=tile_ids, size=SYNTHETIC_MTLCC[key]["size"],
+                         n_dates=SYNTHETIC_MTLCC[key]["n_dates"], year=year, seed=year, return_arrays=False)
+    (staging / COMPLETE_MARKER).write_text(json.dumps(params))
+    staging.rename(root)
+    return root
+
+
+def pastis_set(args, root, folds, norm_folds, crop: int | None, mode: str = "grid", ids=None, cells=None) -> PASTISDataset:
+    if crop and getattr(args, "smoke", False):
+        crop = SMOKE_CROP
+    return PASTISDataset(root, folds=folds, norm_folds=norm_folds, crop_size=crop or None, crop_mode=mode, cells=cells,
+                         ids=ids, temporal=parse_temporal(args.temporal), seed=args.seed)
+
+
+def mtlcc_set(args, root, split, tile_ids=None, sampling=None) -> MTLCCDataset:
+    return MTLCCDataset(root, split=split, year=args.year, tile_ids=tile_ids, n_dates=args.n_dates or None,
+                        temporal=parse_temporal(args.temporal), date_sampling=sampling, seed=args.seed,
+                        cache_dir=args.cache_dir)
+
+
+def build_pretrain_data(args: argparse.Namespace) -> DataBundle:
+    """Unlabelled training series: PASTIS folds (every grid crop each epoch, as the authors) or MTLCC tiles."""
+    if is_pastis_format(args):
+        root = pastis_root(args)
+        train = pastis_set(args, root, args.folds, args.folds, args.crop_size, "grid")
+    else:
+        train = mtlcc_set(args, mtlcc_root(args), "train", sampling="random")
+    return DataBundle(train, None, None, info_for(args))
+
+
+def resolve_label_subset(args) -> str:
+    if args.label_subset is None:
+        return "ratio" if args.dataset == "synthetic" or (is_pastis_format(args) and args.data_root is None) else "authors"
+    return args.label_subset
+
+
+def labelled_subset(args, full: Dataset, classes: np.ndarray) -> Dataset:
+    if not 0.0 < args.label_ratio <= 1.0:
+        raise ValueError(f"--label_ratio must be in (0, 1], got {args.label_ratio}")
+    index = label_ratio_subset(classes, args.label_ratio, args.seed)
+    log.info("labelled subset: %d of %d samples (--label_ratio %g, class-stratified, seed %d)",
+             len(index), len(full), args.label_ratio, args.seed)
+    return Subset(full, [int(i) for i in index])
+
+
+def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test")) -> DataBundle:
+    """Labelled training subset, validation and test sets. All PASTIS splits use the training folds' statistics."""
+    subset = resolve_label_subset(args)
+    out = {}
+    if is_pastis_format(args):
+        root = pastis_root(args)
+        overlap = set(args.test_folds) & (set(args.train_folds) | set(args.val_folds))
+        if overlap:
+            raise ValueError(f"--test_folds {args.test_folds} overlap the training/validation folds (fold {sorted(overlap)})")
+        norm = args.train_folds
+        if "train" in splits:
+            if subset == "authors":
+                ids, cells = authors_pastis_subset("train")
+                out["train"] = pastis_set(args, root, args.train_folds, norm, args.crop_size, "cells", ids=ids, cells=cells)
+            else:
+                full = pastis_set(args, root, args.train_folds, norm, args.crop_size, "grid")
+                out["train"] = full if subset == "all" else labelled_subset(args, full, full.dominant_classes())
+        if "val" in splits:
+            if subset == "authors":
+                ids, cells = authors_pastis_subset("val")
+                out["val"] = pastis_set(args, root, args.val_folds, norm, args.crop_size, "cells", ids=ids, cells=cells)
+            else:
+                out["val"] = pastis_set(args, root, args.val_folds, norm, None)
+        if "test" in splits:
+            out["test"] = pastis_set(args, root, args.test_folds, norm, None)
+    else:
+        root = mtlcc_root(args)
+        if "train" in splits:
+            if subset == "authors":
+                out["train"] = mtlcc_set(args, root, "train", authors_mtlcc_subset("train"), "random")
+            else:
+                full = mtlcc_set(args, root, "train", sampling="random")
+                out["train"] = full if subset == "all" else labelled_subset(args, full, dominant_tile_classes(full))
+        if "val" in splits:
+            out["val"] = mtlcc_set(args, root, "test", authors_mtlcc_subset("val") if subset == "authors" else None, "even")
+        if "test" in splits:
+            out["test"] = mtlcc_set(args, root, "eval", sampling="even")
+    for name, dataset in out.items():
+        if len(dataset) == 0:
+            raise DataError(f"{name} split is empty (check --*_folds / tile lists)")
+    return DataBundle(out.get("train"), out.get("val"), out.get("test"), info_for(args))
+
+
+def dominant_tile_classes(dataset: MTLCCDataset) -> np.ndarray:
+    """Most frequent crop class of every tile (unknown excluded), for stratified label subsets."""
+    classes = np.zeros(len(dataset), dtype=np.int64)
+    for index in range(len(dataset)):
+        counts = np.bincount(dataset[index]["label"].numpy().ravel(), minlength=dataset.num_classes)
+        counts[dataset.ignore_index] = 0
+        classes[index] = counts.argmax()
+    return classes
