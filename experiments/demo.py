@@ -16,7 +16,7 @@ from pathlib import Path
 
 from experiments.common import SMOKE_ARGS, comparison_table, export_path, run_finetune, run_pretrain, write_markdown
 
-COMMON = ["--dataset", "synthetic", "--preset", "tiny", "--crop_size", "16", "--num_workers", "1", "--no_progress"]
+COMMON = ["--dataset", "synthetic", "--preset", "tiny", "--dropout", "0", "--crop_size", "16", "--num_workers", "1", "--no_progress"]
 PRETRAIN = ["--folds", "1", "2", "3", "--batch_size", "8", "--lr", "1e-3", "--save_every", "100"]
 FINETUNE = ["--label_subset", "ratio", "--label_ratio", "0.02", "--train_folds", "1", "2", "3", "--val_folds", "5",
             "--test_folds", "4", "--batch_size", "4", "--lr", "1e-3", "--save_every", "100"]
