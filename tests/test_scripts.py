@@ -1,0 +1,86 @@
+"""End-to-end tests of the entry scripts and experiment commands (tiny sizes, CPU)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.metrics import PROTOCOLS, evaluate_protocol
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ["pretrain_STCLN.py", "PASTIS/finetuning_STCLN.py", "PASTIS/test_STCLN.py", "MTLCC/finetuning_STCLN.py",
+           "MTLCC/test_STCLN.py"]
+MODULES = ["experiments.demo", "experiments.table1_mtlcc2017", "experiments.early_season", "experiments.label_limited",
+           "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.data_loading"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One working directory for the module, so the synthetic data sets are written once."""
+    return tmp_path_factory.mktemp("scripts")
+
+
+def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("target", SCRIPTS + [f"-m {m}" for m in MODULES])
+def test_help(target, workdir):
+    args = target.split() if target.startswith("-m") else [str(REPO / target)]
+    result = run(args + ["--help"], workdir)
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+
+
+@pytest.mark.parametrize("experiment", ["demo", "table1_mtlcc2017", "early_season", "label_limited --dataset pastis",
+                                        "label_limited --dataset mtlcc"])
+def test_experiment_smoke(experiment, workdir):
+    name = experiment.split()[0]
+    out = workdir / f"out_{experiment.replace(' ', '_')}"
+    result = run(["-m", f"experiments.{name}", *experiment.split()[1:], "--smoke", "--output_dir", str(out)], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "STCLN_wp" in result.stdout
+    text = (out / "results.md").read_text()
+    assert "STCLN" in text
+    for summary in out.glob("*/summary.json"):  # every fine-tune tested its best checkpoint
+        assert set(json.loads(summary.read_text())["test"]) >= {"OA", "mIoU", "mF1", "kappa"}
+
+
+def test_finetune_outputs_are_consistent(workdir):
+    """metrics.json equals a recomputation from its own confusion matrix; test-only reruns agree."""
+    out = workdir / "ft"
+    base = ["--smoke", "--epochs", "2", "--num_workers", "0", "--no_progress", "--output_dir", str(out), "--label_ratio", "0.5"]
+    result = run([str(REPO / "PASTIS/finetuning_STCLN.py"), *base], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((out / "test_stcln" / "metrics.json").read_text())
+    cm = np.array(saved["confusion_matrix"])
+    recomputed = evaluate_protocol(cm, PROTOCOLS["pastis"]["stcln"])
+    for key in ("OA", "mIoU", "mF1", "kappa"):
+        assert saved["metrics"][key] == pytest.approx(recomputed[key], abs=1e-12)
+    for name in ("best.tar", "last.tar", "config.json", "test_stcln/confusion_matrix.png", "test_stcln/prediction_maps.png",
+                 "test_stcln/metrics.md"):
+        assert (out / name).is_file(), name
+    # the test script alone, with the other protocol, on the saved best checkpoint
+    result = run([str(REPO / "PASTIS/test_STCLN.py"), "--smoke", "--num_workers", "0", "--no_progress",
+                  "--output_dir", str(out), "--protocol", "utae"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    utae = json.loads((out / "test_utae" / "metrics.json").read_text())
+    assert utae["metrics"]["protocol"] == "utae"
+    assert np.array_equal(np.array(utae["confusion_matrix"]), cm)  # same predictions, other scoring
+
+
+def test_pretraining_writes_everything_and_lowers_loss(workdir):
+    out = workdir / "pt"
+    result = run([str(REPO / "pretrain_STCLN.py"), "--smoke", "--epochs", "3", "--num_workers", "0", "--no_progress",
+                  "--output_dir", str(out), "--save_every", "1", "--folds", "1", "2", "3", "5", "--lr", "3e-3"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = [float(line.split("loss ")[1].split()[0]) for line in result.stdout.splitlines() if " loss " in line]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    for name in ("last.tar", "checkpoint_2.stcln.tar", "reconstruction.png", "config.json"):
+        assert (out / name).is_file(), name
+    assert any((out / "tb").iterdir())
