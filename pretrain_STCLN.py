@@ -11,6 +11,7 @@ that fine-tuning's --pretrain_pth takes), tensorboard logs in tb/ and reconstruc
 
 import argparse
 import logging
+import os
 import sys
 
 import torch
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(runtime)
         pretrain(args, runtime)
     except (STCLNError, ValueError) as err:
+        if os.environ.get("STCLN_DEBUG"):  # full traceback for debugging
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     shutdown(runtime)

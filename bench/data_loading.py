@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--dates", type=int, nargs=2, default=(38, 61), help="min and max T per tile")
     parser.add_argument("--epochs", type=int, default=3, help="timed passes per row")
     parser.add_argument("--workers", type=int, nargs="+", default=(0, 2), help="DataLoader worker counts")
+    parser.add_argument("--skip_mtlcc", action="store_true", help="PASTIS rows only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -74,6 +75,13 @@ def main() -> None:
             for workers in args.workers:
                 rate, megabytes = time_loader(dataset, workers, args.epochs)
                 print(f"{name:<28} {workers:>7} {len(dataset):>7} {rate:>10.1f} {megabytes:>8.1f}")
+    if not args.skip_mtlcc:
+        from bench.data_loading_mtlcc import bench_rows  # imports this module's time_loader
+
+        print("\nMTLCC, 48x48 tiles, 30 random dates per access")
+        print(f"{'source':<36} {'samples/s':>10} {'MB/s':>8}")
+        for name, rate, megabytes in bench_rows(workers=tuple(args.workers)):
+            print(f"{name:<36} {rate:>10.1f} {megabytes:>8.1f}")
 
 
 if __name__ == "__main__":
