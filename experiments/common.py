@@ -1,5 +1,6 @@
 """Helpers shared by the experiment commands: run the entry scripts in-process, print tables."""
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -54,3 +55,24 @@ def comparison_table(results: dict[str, dict], reference: dict[str, dict] | None
 def write_markdown(path: Path, title: str, body: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {title}\n\n{body}\n")
+
+
+def experiment_parser(doc: str, data_help: str) -> argparse.ArgumentParser:
+    """The flags every experiment command shares."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--data_root", type=Path, default=None, help=f"{data_help} (default: the synthetic data set)")
+    parser.add_argument("--pretrain_pth", type=Path, default=None,
+                        help="start STCLN_wp from this backbone (e.g. the authors' release) instead of pre-training here")
+    parser.add_argument("--output_dir", type=Path, default=None, help="where every run of the experiment goes")
+    parser.add_argument("--epochs", type=int, default=100, help="pre-training and fine-tuning epochs (paper: 100)")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, synthetic data, one epoch (CI)")
+    return parser
+
+
+def mtlcc_2016_backbone(args, data: list, out: Path, smoke: list) -> Path:
+    """The cross-year backbone: ``--pretrain_pth`` or a pre-training on MTLCC 2016 with 30 dates (mask 0.4)."""
+    if args.pretrain_pth is not None:
+        return args.pretrain_pth
+    run_pretrain(data + ["--year", "2016", "--n_dates", "6" if args.smoke else "30", "--mask_ratio", "0.4",
+                         "--epochs", args.epochs, "--output_dir", out / "pretrain_2016"] + smoke)
+    return export_path(out / "pretrain_2016")

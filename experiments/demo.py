@@ -25,8 +25,8 @@ FINETUNE = ["--label_subset", "ratio", "--label_ratio", "0.02", "--train_folds",
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", type=Path, default=Path("checkpoints/demo"))
-    parser.add_argument("--pretrain_epochs", type=int, default=4)
-    parser.add_argument("--finetune_epochs", type=int, default=30)
+    parser.add_argument("--pretrain_epochs", type=int, default=10)
+    parser.add_argument("--finetune_epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one epoch each (CI)")
     args = parser.parse_args(argv)

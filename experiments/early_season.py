@@ -10,10 +10,9 @@ with the authors' 6 tiles per class. Writes results.md (a table per month) and c
 (mIoU against cut-off month), the figure of the authors' README.
 """
 
-import argparse
 from pathlib import Path
 
-from experiments.common import METRICS, SMOKE_ARGS, export_path, run_finetune, run_pretrain, write_markdown
+from experiments.common import METRICS, SMOKE_ARGS, experiment_parser, mtlcc_2016_backbone, run_finetune, write_markdown
 from utils.report import format_table
 
 MONTHS = range(3, 11)  # March .. October
@@ -36,21 +35,12 @@ def plot_curve(rows: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_root", type=Path, default=None, help="MTLCC root with data16/ and data17/ (default: synthetic)")
-    parser.add_argument("--pretrain_pth", type=Path, default=None, help="use this 2016 backbone instead of pre-training")
-    parser.add_argument("--output_dir", type=Path, default=Path("checkpoints/early_season"))
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--smoke", action="store_true")
+    parser = experiment_parser(__doc__, "MTLCC root with data16/ and data17/")
     args = parser.parse_args(argv)
-    out = args.output_dir
+    out = args.output_dir or Path("checkpoints/early_season")
     data = (["--data_root", args.data_root] if args.data_root else []) + ["--dataset", "mtlcc", "--crop_size", "0"]
     smoke = SMOKE_ARGS if args.smoke else []
-    backbone = args.pretrain_pth
-    if backbone is None:
-        run_pretrain(data + ["--year", "2016", "--n_dates", "6" if args.smoke else "30", "--epochs", args.epochs,
-                             "--output_dir", out / "pretrain_2016"] + smoke)
-        backbone = export_path(out / "pretrain_2016")
+    backbone = mtlcc_2016_backbone(args, data, out, smoke)
     rows = []
     for month in SMOKE_MONTHS if args.smoke else MONTHS:
         finetune = data + ["--year", "2017", "--temporal", f"window:2-{month}", "--label_subset", "authors",

@@ -14,10 +14,10 @@ STCLN_wp +6.49 mIoU (PASTIS) and +4.04 mIoU (MTLCC) over the previous state of t
 subset replaces them there).
 """
 
-import argparse
 from pathlib import Path
 
-from experiments.common import SMOKE_ARGS, comparison_table, export_path, run_finetune, run_pretrain, write_markdown
+from experiments.common import (SMOKE_ARGS, comparison_table, experiment_parser, export_path, run_finetune,
+                                run_pretrain, write_markdown)
 
 SETTINGS = {
     "pastis": {"pretrain": ["--folds", "5", "--crop_size", "32"], "finetune": ["--crop_size", "32"]},
@@ -27,13 +27,8 @@ SETTINGS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = experiment_parser(__doc__, "dataset root")
     parser.add_argument("--dataset", choices=sorted(SETTINGS), required=True)
-    parser.add_argument("--data_root", type=Path, default=None, help="dataset root (default: synthetic)")
-    parser.add_argument("--pretrain_pth", type=Path, default=None, help="use this backbone (e.g. the authors') instead of pre-training")
-    parser.add_argument("--output_dir", type=Path, default=None)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     out = args.output_dir or Path("checkpoints/label_limited") / args.dataset
     data = (["--data_root", args.data_root] if args.data_root else []) + ["--dataset", args.dataset]

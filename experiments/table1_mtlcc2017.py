@@ -11,30 +11,20 @@ training, 12 evenly spaced at validation/test: the released code does not say ho
 chosen), Adam 1e-4 for 100 epochs, and tested on the eval tiles.
 """
 
-import argparse
 from pathlib import Path
 
-from experiments.common import SMOKE_ARGS, comparison_table, export_path, run_finetune, run_pretrain, write_markdown
+from experiments.common import SMOKE_ARGS, comparison_table, experiment_parser, mtlcc_2016_backbone, run_finetune, write_markdown
 
 PAPER = {"STCLN": {"OA": 0.7674, "mIoU": 0.3896, "mF1": 0.4881}, "STCLN_wp": {"OA": 0.8018, "mIoU": 0.4870, "mF1": 0.5914}}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data_root", type=Path, default=None, help="MTLCC root with data16/ and data17/ (default: synthetic)")
-    parser.add_argument("--pretrain_pth", type=Path, default=None, help="use this 2016 backbone instead of pre-training")
-    parser.add_argument("--output_dir", type=Path, default=Path("checkpoints/table1_mtlcc2017"))
-    parser.add_argument("--epochs", type=int, default=100, help="pre-training and fine-tuning epochs (paper: 100)")
-    parser.add_argument("--smoke", action="store_true")
+    parser = experiment_parser(__doc__, "MTLCC root with data16/ and data17/")
     args = parser.parse_args(argv)
-    out = args.output_dir
+    out = args.output_dir or Path("checkpoints/table1_mtlcc2017")
     data = (["--data_root", args.data_root] if args.data_root else []) + ["--dataset", "mtlcc", "--crop_size", "0"]
     smoke = SMOKE_ARGS if args.smoke else []
-    backbone = args.pretrain_pth
-    if backbone is None:
-        run_pretrain(data + ["--year", "2016", "--n_dates", "6" if args.smoke else "30", "--mask_ratio", "0.4",
-                             "--epochs", args.epochs, "--output_dir", out / "pretrain_2016"] + smoke)
-        backbone = export_path(out / "pretrain_2016")
+    backbone = mtlcc_2016_backbone(args, data, out, smoke)
     finetune = data + ["--year", "2017", "--n_dates", "6" if args.smoke else "12", "--label_subset", "authors",
                        "--epochs", args.epochs] + smoke
     results = {

@@ -17,6 +17,19 @@ class STCLNSegmenter(nn.Module):
         self.backbone = STCLN(config)
         self.sta = STAFusion(config.d_model, config.sta_scale, config.sta_chunk)
         self.classifier = nn.Linear(config.d_model, config.num_classes)
+        self.backbone_frozen = False
+
+    def freeze_backbone(self) -> None:
+        """Linear probing: no gradient to the backbone, and its BatchNorm statistics stay fixed."""
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "STCLNSegmenter":
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C, H, W) series, (B, T) positions -> (B, K, H, W) logits."""

@@ -45,7 +45,7 @@ class STAFusion(nn.Module):
         query = self.query(temporal).reshape(B, 1, H * W, T * D)  # (B, H, W, T, D) -> (B, 1, HW, T*D)
         key = self.key(spatial).reshape(B, 1, H * W, T * D)  # (B, H, W, T, D) -> (B, 1, HW, T*D)
         value = self.value(pooled_in.amax(dim=3)).reshape(B, 1, H * W, D)  # (B, H, W, D) -> (B, 1, HW, D)
-        query = query * self._scale(B, T, D, pad_mask, query).view(B, 1, 1, 1)
+        query = query * self._scale(B, T, D, pad_mask, query).view(B, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
         context = torch.cat(
             [
                 F.scaled_dot_product_attention(q, key, value, scale=1.0)

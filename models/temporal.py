@@ -103,7 +103,7 @@ class TemporalEncoder(nn.Module):
         x = x.reshape(B * L, T, D)  # (B, L, T, D) -> (B*L, T, D)
         attn_mask = None
         if valid is not None:
-            attn_mask = valid[:, None, None, None, :].expand(B, L, 1, 1, T).reshape(B * L, 1, 1, T)
+            attn_mask = valid[:, None, None, None, :].expand(B, L, 1, 1, T).reshape(B * L, 1, 1, T)  # (B, T) -> (B*L, 1, 1, T)
         for layer in self.layers:
             x = layer(x, attn_mask)
         return x.view(B, L, T, D)  # (B*L, T, D) -> (B, L, T, D)

@@ -84,3 +84,22 @@ def test_pretraining_writes_everything_and_lowers_loss(workdir):
     for name in ("last.tar", "checkpoint_2.stcln.tar", "reconstruction.png", "config.json"):
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
+
+
+def test_freeze_backbone_keeps_pretrained_weights_exactly(workdir):
+    import torch
+
+    pt = workdir / "pt_freeze"
+    common = ["--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress"]
+    assert run([str(REPO / "pretrain_STCLN.py"), *common, "--output_dir", str(pt)], workdir).returncode == 0
+    export = pt / "checkpoint_0.stcln.tar"
+    out = workdir / "ft_freeze"
+    result = run([str(REPO / "PASTIS/finetuning_STCLN.py"), *common, "--epochs", "2", "--output_dir", str(out),
+                  "--pretrain_pth", str(export), "--freeze_backbone", "--label_ratio", "0.5"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    backbone = torch.load(export, weights_only=True)["model"]
+    tuned = torch.load(out / "last.tar", weights_only=True)["model"]
+    for key, value in backbone.items():
+        assert torch.equal(tuned[f"backbone.{key}"], value), key
+    head = torch.load(out / "last.tar", weights_only=True)["model"]["classifier.weight"]
+    assert not torch.equal(head, torch.zeros_like(head))

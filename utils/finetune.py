@@ -13,7 +13,7 @@ import torch
 
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
-from utils.checkpoint import load_checkpoint, load_pretrained_backbone, load_state_checked, save_checkpoint, unwrap
+from utils.checkpoint import load_checkpoint, load_pretrained_backbone, load_state_checked, save_checkpoint
 from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import LoopOptions, evaluate, train_one_epoch
@@ -75,11 +75,12 @@ def build_model(args, info, runtime: Runtime) -> tuple[STCLNSegmenter, STCLNConf
     else:
         log.info("no --pretrain_pth: training from scratch (STCLN without pre-training)")
     if args.freeze_backbone:
-        model.backbone.requires_grad_(False)
+        model.freeze_backbone()
     return model, config
 
 
-def validation_score(model, loader, config, info, options, select: str) -> dict:
+def validation_score(model, loader, config, info, options) -> dict:
+    """Validation metrics under the paper's protocol (model selection)."""
     matrix = evaluate(model, loader, config=config, num_classes=info.num_classes, ignore_index=info.ignore_index, options=options)
     return evaluate_protocol(matrix.matrix.cpu().numpy(), info.protocols["stcln"], info.classes)
 
@@ -91,7 +92,7 @@ def train(args, runtime: Runtime) -> Path:
     model, config = build_model(args, info, runtime)
     out = prepare_output_dir(args, runtime)
     model = wrap_model(model, runtime, args.compile)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = make_optimizer(model, args)
     first_epoch, extra = resume_state(out, model, optimizer, config, args.trust_checkpoint) if args.resume else (0, {})
     best = extra.get("best", float("-inf"))
     train_loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
@@ -104,7 +105,7 @@ def train(args, runtime: Runtime) -> Path:
     for epoch in range(first_epoch, args.epochs):
         start_epoch(train_loader, args.seed, epoch)
         stats = train_one_epoch(model, train_loader, optimizer, epoch, config=config, class_weight=weight, options=options)
-        val = validation_score(model, val_loader, config, info, options, args.select_metric)
+        val = validation_score(model, val_loader, config, info, options)
         score = val[args.select_metric]
         log.info("epoch %d/%d  loss %.4f  val OA %.4f  mIoU %.4f  mF1 %.4f  %.1f samples/s", epoch + 1, args.epochs,
                  stats["loss"], val["OA"], val["mIoU"], val["mF1"], stats["samples_per_s"] * runtime.world_size)

@@ -316,7 +316,7 @@ def authors_sklearn_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequ
     """
     from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
 
-    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)  # any shape -> (N,)
     keep = np.isin(y_true, np.asarray(labels))
     if drop_predicted_zero:
         keep &= y_pred > 0

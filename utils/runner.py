@@ -70,7 +70,8 @@ def wrap_model(model: nn.Module, runtime: Runtime, compile_model: bool) -> nn.Mo
 
 
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    """Adam over the trainable parameters (frozen ones, e.g. --freeze_backbone, are left out)."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay)
 
 
 def prepare_output_dir(args: argparse.Namespace, runtime: Runtime) -> Path:

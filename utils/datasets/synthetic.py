@@ -172,7 +172,7 @@ def _voronoi(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndar
         cell[chunk] = dist.argmin(axis=1)
         gap[chunk] = two_nearest[:, 1] - two_nearest[:, 0]
     # (H*W,) -> (H, W) for both
-    return cell.reshape(height, width), gap.reshape(height, width) < 2 * BORDER_WIDTH_PX
+    return cell.reshape(height, width), gap.reshape(height, width) < 2 * BORDER_WIDTH_PX  # (H*W,) -> (H, W)
 
 
 def _smooth_field(rng: np.random.Generator, n: int, height: int, width: int, scale: int) -> np.ndarray:
