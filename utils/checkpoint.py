@@ -73,6 +73,8 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
+            stale.unlink(missing_ok=True)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
