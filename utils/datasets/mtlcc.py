@@ -39,7 +39,6 @@ import argparse
 import datetime
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.datasets.tfrecord import read_examples, temporary_sibling
+from utils.datasets.tfrecord import atomic_write, read_examples
 from utils.errors import DataError
 
 log = logging.getLogger("stcln")
@@ -331,27 +330,11 @@ def source_dates(path: Path, layout: str) -> list[datetime.date]:
 # cache
 # ---------------------------------------------------------------------------------------------
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    temp_name = temporary_sibling(path)
-    try:
-        with open(temp_name, "xb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    temp_name = temporary_sibling(path)
-    try:
-        with open(temp_name, "x") as handle:
-            handle.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+    atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
 def cache_path(folder: Path, tile_id: int, part: str) -> Path:

@@ -226,16 +226,21 @@ def write_records(path: str | Path, payloads: Iterable[bytes], compress: bool = 
     content = b"".join(frame_record(payload) for payload in payloads)
     if compress:
         content = gzip.compress(content)
+    atomic_write(path, lambda handle: handle.write(content))
+    return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(binary_handle)`` on a temporary sibling of ``path``, then rename it into place."""
     temp_name = temporary_sibling(path)
     try:
         with open(temp_name, "xb") as handle:
-            handle.write(content)
+            write(handle)
         os.replace(temp_name, path)
     except BaseException:
         if os.path.exists(temp_name):
             os.unlink(temp_name)
         raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
