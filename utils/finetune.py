@@ -115,8 +115,8 @@ def train(args, runtime: Runtime) -> Path:
             writer.add_scalar(f"train/{key}", value, epoch)
         for key in ("OA", "mIoU", "mF1", "kappa"):
             writer.add_scalar(f"val/{key}", val[key], epoch)
-        improved = score > best
-        best = max(best, score)
+        improved = score > best or not (out / "best.tar").exists()  # NaN scores still leave a best.tar
+        best = max(best, score) if score == score else best
         state = full_state(model, optimizer, config, args, epoch, {"train": stats, "val": _scalars(val)}, {"best": best})
         if improved:
             save_checkpoint(out / "best.tar", state)
