@@ -56,6 +56,13 @@ AUTHORS_HEAD_KEYS = {
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, 'w')`` would give (mkstemp files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_checkpoint(path: str | Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: a temp file in the same folder, then rename.
 
@@ -72,6 +79,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
         for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
             stale.unlink(missing_ok=True)

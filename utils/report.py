@@ -19,6 +19,8 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from utils.checkpoint import default_file_mode
+
 STRETCH_PERCENTILES = (2.0, 98.0)
 UINT8_MAX = 255
 RGB_CHANNELS = 3
@@ -51,6 +53,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
