@@ -85,14 +85,11 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
         writer.add_scalar("pretrain/lr", optimizer.param_groups[0]["lr"], epoch)
         preview = reconstruct_preview(unwrap(model), data.train, config, masking, data.info, runtime.device, args.seed)
         fig = reconstruction_figure(*preview, rgb_indices=data.info.rgb_indices, title=f"epoch {epoch + 1}")
-        writer.add_figure("pretrain/reconstruction", fig, epoch)
-        last = epoch + 1 == args.epochs
-        if (epoch + 1) % args.save_every == 0 or last:
+        writer.add_figure("pretrain/reconstruction", fig, epoch, close=False)
+        save_figure(fig, out / "reconstruction.png")  # the latest epoch's figure; closes it
+        if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
             save_checkpoint(out / "last.tar", full_state(model, optimizer, config, args, epoch, stats))
             save_checkpoint(out / f"checkpoint_{epoch}.{args.export_name}.tar", backbone_export(model, config, epoch))
-        if last:
-            fig = reconstruction_figure(*preview, rgb_indices=data.info.rgb_indices, title=f"epoch {epoch + 1}")
-            save_figure(fig, out / "reconstruction.png")
     if writer is not None:
         writer.close()
     return stats

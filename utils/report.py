@@ -60,7 +60,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
@@ -132,8 +132,8 @@ def write_results(out_dir: str | Path, metrics: dict, cm, class_names: Sequence[
     payload = {"protocol": protocol, "run_info": run_info, "class_names": list(class_names),
                "metrics": metrics, "confusion_matrix": matrix}
     json_path, md_path = out_dir / "metrics.json", out_dir / "metrics.md"
-    _write_text(json_path, json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
-    _write_text(md_path, metrics_markdown(metrics, protocol, _json_safe(run_info)))
+    write_text_atomic(json_path, json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(md_path, metrics_markdown(metrics, protocol, _json_safe(run_info)))
     return json_path, md_path
 
 

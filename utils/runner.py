@@ -18,10 +18,11 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from models import STCLNConfig
 from utils.args import args_dict, dump_args
-from utils.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from utils.checkpoint import load_checkpoint, unwrap
 from utils.datasets.collate import pad_collate
 from utils.distributed import Runtime, seed_worker
 from utils.errors import CheckpointError, STCLNError
+from utils.report import write_text_atomic
 
 log = logging.getLogger("stcln")
 EPOCH_SEED_STRIDE = 1_000_003  # a prime: seeds of different epochs never collide for seeds < stride
@@ -118,12 +119,10 @@ def full_state(model: nn.Module, optimizer, config: STCLNConfig, args, epoch: in
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 __all__ = [
     "epoch_seed", "full_state", "make_loader", "make_optimizer", "open_writer", "prepare_output_dir",
-    "resume_state", "save_checkpoint", "setup_logging", "start_epoch", "wrap_model", "write_json",
+    "resume_state", "setup_logging", "start_epoch", "wrap_model", "write_json",
 ]
