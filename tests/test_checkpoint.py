@@ -1,8 +1,6 @@
 """Checkpoint tests: atomic bit-exact round trip, the authors' layout, loud failures."""
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,12 +11,14 @@ from utils.checkpoint import (
     backbone_export,
     load_checkpoint,
     load_pretrained_backbone,
+    map_authors_head,
     save_checkpoint,
 )
+from utils import check_parity
 from utils.errors import CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
-PARITY_FIXTURE = REPO.parent / "shared" / "fixtures" / "authors_parity"
+SMALL_PARITY_FIXTURE = REPO / "tests" / "data" / "authors_parity_small"  # 13 bands, widths 8/32, FFN 128
 
 
 def double_conv_entries(prefix: str, c_in: int, c_out: int, c_mid: int | None = None) -> dict:
@@ -200,15 +200,114 @@ def test_architecture_mismatch_named(tmp_path):
         load_pretrained_backbone(STCLNSegmenter(tiny_config(in_channels=13)), path)
 
 
-@pytest.mark.skipif(not PARITY_FIXTURE.is_dir(), reason="shared authors_parity fixture not present")
-def test_parity_command_fails_on_a_wrong_expectation(tmp_path):
+def small_fixture_copy(tmp_path: Path) -> Path:
     fixture = tmp_path / "fixture"
-    shutil.copytree(PARITY_FIXTURE, fixture)
-    (fixture / "io.pt").chmod(0o644)
+    shutil.copytree(SMALL_PARITY_FIXTURE, fixture)
+    for path in fixture.iterdir():
+        path.chmod(0o644)
+    return fixture
+
+
+def with_dead_transformer(state: dict) -> dict:
+    """Put back the never-run ``transformer_encoder`` of the authors' layout, at its fixed sizes (256/1024)."""
+    state = dict(state)
+    for i in range(3):
+        state |= {k: torch.zeros(v) for k, v in transformer_layer_entries(f"temporal_encoder.transformer_encoder.layers.{i}").items()}
+    state |= {f"temporal_encoder.transformer_encoder.norm.{n}": torch.zeros(256) for n in ("weight", "bias")}
+    return state
+
+
+def test_parity_command_fails_on_a_wrong_expectation(tmp_path, capsys):
+    fixture = small_fixture_copy(tmp_path)
     io = torch.load(fixture / "io.pt", weights_only=True)
     io["expected_logits"] = io["expected_logits"] + 1e-3
     torch.save(io, fixture / "io.pt")
-    result = subprocess.run([sys.executable, "-m", "utils.check_parity", "--fixture", str(fixture)],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1
-    assert float(result.stdout.strip().splitlines()[-1].split("=")[1]) >= 1e-4
+    assert check_parity.main(["--fixture", str(fixture)]) == 1
+    assert float(capsys.readouterr().out.strip().splitlines()[-1].split("=")[1]) >= 1e-4
+
+
+def finetune_args(*argv: str):
+    from utils.finetune import get_parser
+
+    return get_parser("mtlcc", "test").parse_args(["--data_root", "unused", *argv])
+
+
+def test_authors_layout_of_other_sizes_through_pretrain_pth(tmp_path):
+    """13 bands, widths 8/32, feed-forward 4 x 32 = 128, dead modules at 256/1024: sizes come from the tensors."""
+    from types import SimpleNamespace
+
+    from utils.finetune import build_model
+
+    path = tmp_path / "checkpoint_99.utae.tar"
+    torch.save(with_dead_transformer(torch.load(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", weights_only=True)), path)
+    args = finetune_args("--pretrain_pth", str(path))  # the paper preset: widths 32/256, FFN 1024
+    model, config = build_model(args, SimpleNamespace(in_channels=13, num_classes=18), runtime=None)
+    assert (config.widths, config.d_ffn, config.n_layers, config.n_heads) == ((8, 32), 128, 3, 8)
+    head = map_authors_head(torch.load(SMALL_PARITY_FIXTURE / "head_state_dict.pt", weights_only=True))
+    model.load_state_dict(model.state_dict() | head)
+    io = torch.load(SMALL_PARITY_FIXTURE / "io.pt", weights_only=True)
+    with torch.no_grad():
+        logits = model.eval()(io["input"], io["positions"])
+    assert (logits - io["expected_logits"]).abs().max().item() < 1e-4  # the authors' own output
+
+
+def test_authors_layout_with_other_band_count_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from utils.finetune import build_model
+
+    path = tmp_path / "checkpoint_99.utae.tar"
+    shutil.copyfile(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", path)
+    with pytest.raises(CheckpointError, match="backbone expects 13 bands, the data has 10"):
+        build_model(finetune_args("--pretrain_pth", str(path)), SimpleNamespace(in_channels=10, num_classes=20), runtime=None)
+
+
+@pytest.mark.parametrize("saved,flags,field", [
+    (dict(positions="doy"), [], "positions: backbone 'doy' vs model 'index'"),
+    (dict(pe_period=500.0), [], "pe_period: backbone 500.0 vs model 1000.0"),
+    (dict(), ["--positions", "doy"], "positions: backbone 'index' vs model 'doy'"),
+])
+def test_backbone_with_another_positional_encoding_is_refused(tmp_path, saved, flags, field):
+    from types import SimpleNamespace
+
+    from utils.finetune import build_model
+
+    config = tiny_config(**saved)
+    path = tmp_path / "export.tar"
+    save_checkpoint(path, backbone_export(STCLNPretrain(config), config, 0))
+    info = SimpleNamespace(in_channels=10, num_classes=20)
+    args = finetune_args("--preset", "tiny", "--pretrain_pth", str(path), *flags)
+    if not saved:  # the authors' files: date indices, period 1000
+        path = tmp_path / "checkpoint_99.utae.tar"
+        torch.save(torch.load(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", weights_only=True), path)
+        args.pretrain_pth, info = path, SimpleNamespace(in_channels=13, num_classes=18)
+    with pytest.raises(CheckpointError, match=field.replace("(", r"\(")):
+        build_model(args, info, runtime=None)
+    args.allow_encoding_change = True
+    model, loaded = build_model(args, info, runtime=None)
+    assert loaded.positions == args.positions  # the flags decide, the weights are the file's
+    assert torch.equal(model.backbone.spatial.block1[0].weight, load_checkpoint(path)["model"]["spatial.block1.0.weight"]
+                       if saved else torch.load(path, weights_only=True)["inc.double_conv.0.weight"])
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("config.json", "{not json", "not valid JSON"),
+    ("config.json", "[1, 2]", "expected a JSON object"),
+    ("config.json", '{"n_channels": 13}', "missing keys"),
+    ("config.json", '{"n_channels": 13, "n_classes": 18, "d_model": 64, "n_head": 8, "widths": [8, 64]}', "differ from the tensors"),
+    ("config.json", '{"n_channels": 13, "n_classes": 18, "d_model": 32, "n_head": "8", "widths": [8, 32]}', "positive integers"),
+    ("io.pt", {"input": torch.zeros(1)}, "expected a dict of tensors"),
+    ("io.pt", {"input": torch.zeros(2, 7, 13, 4, 4), "positions": torch.zeros(3), "expected_logits": torch.zeros(1, 18, 4, 4)}, "shapes"),
+    ("io.pt", "truncated", "not a readable checkpoint"),
+])
+def test_parity_command_bad_fixture_files(tmp_path, capsys, name, content, message):
+    fixture = small_fixture_copy(tmp_path)
+    if isinstance(content, dict):
+        torch.save(content, fixture / name)
+    elif name == "io.pt":
+        (fixture / name).write_bytes((SMALL_PARITY_FIXTURE / name).read_bytes()[:1000])
+    else:
+        (fixture / name).write_text(content)
+    assert check_parity.main(["--fixture", str(fixture)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {fixture / name}") and message in err and err.count("\n") == 1, err

@@ -11,6 +11,7 @@ from models import STCLNPretrain, STCLNSegmenter, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 PARITY_FIXTURE = REPO.parent / "shared" / "fixtures" / "authors_parity"
+SMALL_PARITY_FIXTURE = REPO / "tests" / "data" / "authors_parity_small"  # 13 bands, widths 8/32
 
 
 def index_positions(B: int, T: int) -> torch.Tensor:
@@ -131,10 +132,13 @@ def test_masked_loss_ignores_unmasked_cells_and_handles_empty_mask():
     torch.testing.assert_close(out["loss"], expected)
 
 
-@pytest.mark.skipif(not PARITY_FIXTURE.is_dir(), reason="shared authors_parity fixture not present")
-def test_authors_parity_command():
+@pytest.mark.parametrize("fixture", [
+    SMALL_PARITY_FIXTURE,
+    pytest.param(PARITY_FIXTURE, marks=pytest.mark.skipif(not PARITY_FIXTURE.is_dir(), reason="24 MB shared fixture absent")),
+], ids=["small", "paper"])
+def test_authors_parity_command(fixture):
     result = subprocess.run(
-        [sys.executable, "-m", "utils.check_parity", "--fixture", str(PARITY_FIXTURE)],
+        [sys.executable, "-m", "utils.check_parity", "--fixture", str(fixture)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     last = result.stdout.strip().splitlines()[-1]

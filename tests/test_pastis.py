@@ -14,9 +14,7 @@ from utils.datasets.pastis import PASTIS_CLASSES, PASTIS_COLORMAP, PASTIS_FOLD_S
 from utils.datasets.protocols import TemporalSubset
 from utils.errors import DataError
 
-REAL_META = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pastis_real_meta"
-needs_real = pytest.mark.skipif(not (REAL_META / "metadata.geojson").is_file(),
-                                reason=f"real PASTIS side files not found in {REAL_META}")
+REAL_META = Path(__file__).resolve().parent / "data" / "pastis_real_meta"
 REFERENCE = datetime.date(2018, 9, 1)
 SIZE = 16
 
@@ -126,7 +124,6 @@ def test_class_attributes():
     assert PASTISDataset.band_names[PASTISDataset.nir_index] == "B08"
 
 
-@needs_real
 def test_real_side_files_match_constants():
     names = json.loads((REAL_META / "label_names.json").read_text())
     assert [names[str(k)] for k in range(len(names))] == PASTIS_CLASSES
@@ -135,7 +132,6 @@ def test_real_side_files_match_constants():
     assert colours == [tuple(float(v) for v in rgb) for rgb in PASTIS_COLORMAP]
 
 
-@needs_real
 def test_real_metadata_and_norm_round_trip(tmp_path):
     metas = read_pastis_metadata(REAL_META / "metadata.geojson")
     assert [m.patch_id for m in metas] == [10000, 10001, 10002, 10003, 10004, 10005, 10006, 10007, 10009]
@@ -154,7 +150,6 @@ def test_real_metadata_and_norm_round_trip(tmp_path):
         assert sample["days"].tolist() == [(d - REFERENCE).days for d in meta.dates]
 
 
-@needs_real
 def test_dates_given_as_json_string(tmp_path):
     collection = json.loads((REAL_META / "metadata.geojson").read_text())
     for feature in collection["features"]:

@@ -12,7 +12,7 @@ from utils.datasets.protocols import (
 )
 from utils.errors import DataError
 
-REAL_META = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pastis_real_meta"
+REAL_META = Path(__file__).resolve().parent / "data" / "pastis_real_meta"
 
 
 def test_authors_lists():
@@ -26,7 +26,6 @@ def test_authors_lists():
         authors_pastis_subset("test")
 
 
-@pytest.mark.skipif(not (REAL_META / "metadata.geojson").is_file(), reason=f"no real metadata in {REAL_META}")
 def test_authors_ids_known_in_real_metadata_are_in_their_fold():
     folds = {f["properties"]["ID_PATCH"]: f["properties"]["Fold"]
              for f in json.loads((REAL_META / "metadata.geojson").read_text())["features"]}

@@ -16,6 +16,7 @@ from-scratch model.
 import os
 import re
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -160,7 +161,10 @@ def extract_backbone_state(ckpt: object, source: str) -> tuple[dict, dict | None
             state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
             if not state:
                 raise CheckpointError(f"{source}: checkpoint holds no 'backbone.*' tensors")
-        return state, ckpt.get("model_config")
+        saved = ckpt.get("model_config")
+        if saved is not None and not isinstance(saved, dict):
+            raise CheckpointError(f"{source}: 'model_config' is a {type(saved).__name__}, not a dict")
+        return state, saved
     if not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         raise CheckpointError(f"{source}: neither an STCLN checkpoint (no 'model' entry) nor a tensor state dict")
     state = strip_wrapper_prefixes(ckpt)
@@ -171,23 +175,108 @@ def extract_backbone_state(ckpt: object, source: str) -> tuple[dict, dict | None
     return state, None
 
 
-def load_pretrained_backbone(model: nn.Module, path: str | Path, trusted: bool = False) -> int:
+@dataclass
+class PretrainedBackbone:
+    """A backbone read from any supported file, with what the file says about its architecture.
+
+    ``sizes``: the architecture fields (``in_channels``, ``widths``, ``n_layers``, ``d_ffn``) read from
+    the tensors themselves, so a file of any size is understood. ``saved_config``: the
+    ``model_config`` our checkpoints store (None for the authors' files and bare state dicts).
+    """
+
+    state: dict
+    sizes: dict
+    saved_config: dict | None
+    authors: bool
+    source: str
+
+
+def sizes_from_tensors(state: dict, source: str) -> dict:
+    """Read in_channels, widths, n_layers and d_ffn of a backbone state dict (our key names).
+
+    The feed-forward width comes from the live Transformer layers (``temporal.layers.*``); in the
+    authors' files it is 4 x d_model, while their never-run modules keep fixed sizes and are not
+    looked at (they were dropped by :func:`map_authors_backbone`).
+    """
+    try:
+        block1, block2 = state["spatial.block1.0.weight"], state["spatial.block2.3.weight"]
+        layers = {int(m.group(1)) for k in state if (m := re.fullmatch(r"temporal\.layers\.(\d+)\..+", k))}
+        ffn = state["temporal.layers.0.linear1.weight"]
+    except KeyError as err:
+        raise CheckpointError(f"{source}: no backbone tensor {err.args[0]!r}; not an STCLN backbone") from None
+    return {"in_channels": int(block1.shape[1]), "widths": (int(block1.shape[0]), int(block2.shape[0])),
+            "n_layers": len(layers), "d_ffn": int(ffn.shape[0])}
+
+
+def read_pretrained_backbone(path: str | Path, trusted: bool = False) -> PretrainedBackbone:
+    """Read any ``--pretrain_pth`` file (see the module docstring) without building a model."""
+    source = str(path)
+    raw = load_checkpoint(path, trusted)
+    state, saved_config = extract_backbone_state(raw, source)
+    authors = saved_config is None and isinstance(raw, dict) and is_authors_backbone(strip_wrapper_prefixes(raw))
+    return PretrainedBackbone(state, sizes_from_tensors(state, source), saved_config, authors, source)
+
+
+# What the authors' released backbones were trained with (their n_head, date-index positions,
+# period 1000); their files do not store it.
+AUTHORS_N_HEADS = 8
+AUTHORS_ENCODING = {"positions": "index", "pe_period": 1000.0}
+ENCODING_FIELDS = ("positions", "pe_period")
+
+
+def config_for_backbone(config: STCLNConfig, backbone: PretrainedBackbone, allow_encoding_change: bool = False) -> STCLNConfig:
+    """The model configuration that fits ``backbone``, starting from ``config`` (flags and data).
+
+    The authors' files and bare state dicts give their sizes through the tensors: the widths, layer
+    count and feed-forward width are taken from there (the authors' head count is 8). Our
+    checkpoints store their configuration: any architecture difference is an error. The number of
+    bands must always match the data. A backbone pre-trained with another positional encoding
+    (``positions``, ``pe_period``) is refused unless ``allow_encoding_change``.
+    """
+    source = backbone.source
+    if backbone.saved_config is not None:
+        try:
+            saved = STCLNConfig.from_dict({k: v for k, v in backbone.saved_config.items() if k != "num_classes"}
+                                          | {"num_classes": config.num_classes})
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: invalid model_config ({err})") from None
+        architecture = ("in_channels", "widths", "n_heads", "n_layers", "d_ffn")
+        diff = [f"{k}: file {getattr(saved, k)} vs model {getattr(config, k)}" for k in architecture if getattr(saved, k) != getattr(config, k)]
+        if diff:
+            raise CheckpointError(f"{source}: backbone was trained with a different architecture ({'; '.join(diff)})")
+        encoding = {k: getattr(saved, k) for k in ENCODING_FIELDS}
+    else:
+        if backbone.sizes["in_channels"] != config.in_channels:
+            raise CheckpointError(f"{source}: backbone expects {backbone.sizes['in_channels']} bands, "
+                                  f"the data has {config.in_channels}")
+        n_heads = AUTHORS_N_HEADS if backbone.authors else config.n_heads
+        try:
+            config = replace(config, widths=backbone.sizes["widths"], n_layers=backbone.sizes["n_layers"],
+                             d_ffn=backbone.sizes["d_ffn"], n_heads=n_heads)
+        except ValueError as err:
+            raise CheckpointError(f"{source}: backbone sizes {backbone.sizes} do not make a model ({err})") from None
+        encoding = AUTHORS_ENCODING if backbone.authors else None
+    if encoding is not None and not allow_encoding_change:
+        diff = [f"{k}: backbone {encoding[k]!r} vs model {getattr(config, k)!r}" for k in ENCODING_FIELDS
+                if encoding[k] != getattr(config, k)]
+        if diff:
+            raise CheckpointError(f"{source}: backbone was pre-trained with another positional encoding ({'; '.join(diff)}); "
+                                  "use the same flags, or pass --allow_encoding_change to fine-tune it anyway")
+    return config
+
+
+def load_pretrained_backbone(model: nn.Module, path: str | Path | PretrainedBackbone, trusted: bool = False) -> int:
     """Load a pre-trained backbone into ``model.backbone``; return how many tensors were loaded.
 
     Checks the model configuration stored in our checkpoints and every key and shape, raising
     :class:`CheckpointError` with the offending keys (missing, unexpected, shape mismatches).
     """
-    source = str(path)
-    state, saved_config = extract_backbone_state(load_checkpoint(path, trusted), source)
+    backbone = path if isinstance(path, PretrainedBackbone) else read_pretrained_backbone(path, trusted)
     config: STCLNConfig = model.config
-    if saved_config is not None:
-        architecture = ("in_channels", "widths", "n_heads", "n_layers", "d_ffn")
-        saved = STCLNConfig.from_dict({k: v for k, v in saved_config.items() if k != "num_classes"} | {"num_classes": config.num_classes})
-        diff = [f"{k}: file {getattr(saved, k)} vs model {getattr(config, k)}" for k in architecture if getattr(saved, k) != getattr(config, k)]
-        if diff:
-            raise CheckpointError(f"{source}: backbone was trained with a different architecture ({'; '.join(diff)})")
-    load_state_checked(model.backbone, state, source)
-    return len(state)
+    if backbone.saved_config is not None:
+        config_for_backbone(config, backbone, allow_encoding_change=True)  # architecture check only
+    load_state_checked(model.backbone, backbone.state, backbone.source)
+    return len(backbone.state)
 
 
 def load_state_checked(module: nn.Module, state: dict, source: str) -> None:

@@ -13,7 +13,8 @@ import torch
 
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
-from utils.checkpoint import load_checkpoint, load_pretrained_backbone, load_state_checked, save_checkpoint
+from utils.checkpoint import (config_for_backbone, load_checkpoint, load_pretrained_backbone, load_state_checked,
+                              read_pretrained_backbone, save_checkpoint)
 from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import LoopOptions, evaluate, train_one_epoch
@@ -47,6 +48,8 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     group.add_argument("--pretrain_pth", type=Path, default=None,
                        help="pre-trained backbone: our checkpoint_<epoch>.<name>.tar or last.tar, or the authors' "
                             "checkpoint_99.utae.tar / checkpoint_99.sttrans.tar. Omit to train from scratch (STCLN vs STCLN_wp)")
+    group.add_argument("--allow_encoding_change", action="store_true",
+                       help="fine-tune a backbone pre-trained with another --positions or pe_period (refused by default)")
     group.add_argument("--freeze_backbone", action="store_true", help="train only the STA head and classifier (linear probing)")
     group.add_argument("--select_metric", choices=SELECT_METRICS, default="mIoU",
                        help="validation metric that picks best.tar (the authors used OA)")
@@ -68,11 +71,15 @@ def class_weights(info, num_classes: int) -> torch.Tensor:
 
 def build_model(args, info, runtime: Runtime) -> tuple[STCLNSegmenter, STCLNConfig]:
     config = model_config_from_args(args, info.in_channels, info.num_classes)
-    model = STCLNSegmenter(config)
     if args.pretrain_pth is not None:
-        n = load_pretrained_backbone(model, args.pretrain_pth, trusted=args.trust_checkpoint)
-        log.info("loaded %d backbone tensors from %s", n, args.pretrain_pth)
+        backbone = read_pretrained_backbone(args.pretrain_pth, trusted=args.trust_checkpoint)
+        config = config_for_backbone(config, backbone, args.allow_encoding_change)
+        model = STCLNSegmenter(config)
+        n = load_pretrained_backbone(model, backbone)
+        log.info("loaded %d backbone tensors from %s (widths %s, %d layers, feed-forward %d)", n, args.pretrain_pth,
+                 list(config.widths), config.n_layers, config.d_ffn)
     else:
+        model = STCLNSegmenter(config)
         log.info("no --pretrain_pth: training from scratch (STCLN without pre-training)")
     if args.freeze_backbone:
         model.freeze_backbone()
