@@ -40,7 +40,10 @@ def get_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("masking (reference_method.md §2.2-2.3)")
     group.add_argument("--mask_ratio", type=float, default=0.4, help="probability that a (pixel, date) cell is masked (paper: 0.4)")
     group.add_argument("--mask_mode", choices=MASK_MODES, default="cell",
-                       help="'cell': spatiotemporal cells (paper); 'frame': whole dates (temporal-only ablation)")
+                       help="'cell': independent (pixel, date) cells (paper); 'block': --mask_block x --mask_block pixel "
+                            "blocks of a date, so same-date neighbours are hidden too and the model must use other dates; "
+                            "'frame': whole dates (temporal-only ablation). Same expected masked fraction in every mode")
+    group.add_argument("--mask_block", type=int, default=4, help="block side in pixels for --mask_mode block")
     group.add_argument("--ndvi_threshold", type=float, default=0.2, help="a pixel is vegetated if NDVI > this (paper: 0.2)")
     group.add_argument("--veg_fraction", type=float, default=0.9,
                        help="a date may be masked only if more than this fraction of its pixels is vegetated (paper: 0.9)")
@@ -62,7 +65,8 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     optimizer = make_optimizer(model, args)
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
     loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
-    masking = MaskingConfig(args.mask_ratio, args.mask_mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi)
+    masking = MaskingConfig(args.mask_ratio, args.mask_mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi,
+                            args.mask_block)
     generator = torch.Generator(device=runtime.device)
     options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
     writer = open_writer(out, runtime)
@@ -76,12 +80,13 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
         stats = pretrain_one_epoch(model, loader, optimizer, epoch, config=config, masking=masking,
                                    red_index=data.info.red_index, nir_index=data.info.nir_index,
                                    generator=generator, options=options)
-        log.info("epoch %d/%d  loss %.5f  masked %.3f  %.1f samples/s", epoch + 1, args.epochs, stats["loss"],
-                 stats["masked_fraction"], stats["samples_per_s"] * runtime.world_size)
+        log.info("epoch %d/%d  loss %.5f  masked %.3f  %.1f samples/s  %s", epoch + 1, args.epochs, stats["loss"],
+                 stats["masked_fraction"], stats["samples_per_s"] * runtime.world_size, pretext_summary(stats))
         if not runtime.is_main:
             continue
         for key, value in stats.items():
-            writer.add_scalar(f"pretrain/{key}", value, epoch)
+            group, _, name = key.partition("_") if key.startswith("pretext_") else ("pretrain", "", key)
+            writer.add_scalar(f"{group}/{name}", value, epoch)
         writer.add_scalar("pretrain/lr", optimizer.param_groups[0]["lr"], epoch)
         preview = reconstruct_preview(unwrap(model), data.train, config, masking, data.info, runtime.device, args.seed)
         fig = reconstruction_figure(*preview, rgb_indices=data.info.rgb_indices, title=f"epoch {epoch + 1}")
@@ -92,11 +97,30 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
             save_checkpoint(out / f"checkpoint_{epoch}.{args.export_name}.tar", backbone_export(model, config, epoch))
     if writer is not None:
         writer.close()
+    if stats and not beats_baselines(stats):
+        log.warning("the model's masked-cell MSE (%.5f) does not beat both non-learned baselines (same-date 3x3 "
+                    "neighbour mean %.5f, per-pixel temporal interpolation %.5f): the pretext may teach little; "
+                    "train longer or try --mask_mode block", stats["pretext_model"], stats["pretext_neighbour_mean"],
+                    stats["pretext_temporal_interp"])
     return stats
 
 
+def beats_baselines(stats: dict) -> bool:
+    return stats["pretext_model"] < min(stats["pretext_neighbour_mean"], stats["pretext_temporal_interp"])
+
+
+def pretext_summary(stats: dict) -> str:
+    """Masked-cell MSE of the model and of the non-learned baselines (utils.pretext_baselines), one line."""
+    verdict = "" if beats_baselines(stats) else "  (model does not beat both baselines)"
+    return (f"pretext MSE model {stats['pretext_model']:.5f} / neighbour mean {stats['pretext_neighbour_mean']:.5f} / "
+            f"temporal interp {stats['pretext_temporal_interp']:.5f}{verdict}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = get_parser().parse_args(argv)
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if args.mask_block < 1:
+        parser.error(f"--mask_block must be >= 1 pixel, got {args.mask_block}")
     try:
         runtime = setup_runtime(args.device)
         setup_logging(runtime)

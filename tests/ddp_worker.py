@@ -40,7 +40,8 @@ def main(out: Path) -> None:
         return {k: v.detach() for k, v in unwrap(model).named_parameters()}
 
     torch.save({"pretrain": params(pretrain), "segmenter": params(segmenter),
-                "loss": stats["loss"], "cm": matrix.matrix.cpu()}, out / f"rank{runtime.rank}.pt")
+                "loss": stats["loss"], "cm": matrix.matrix.cpu(),
+                "pretext": torch.tensor([stats[k] for k in sorted(stats) if k.startswith("pretext_")])}, out / f"rank{runtime.rank}.pt")
     shutdown(runtime)
 
 

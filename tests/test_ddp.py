@@ -27,3 +27,6 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
     # the evaluation confusion matrix is summed over ranks: every pixel of the 8 samples counted once
     assert torch.equal(rank0["cm"], rank1["cm"])
     assert rank0["cm"].sum().item() == len(FakeSITS(n=8)) * 8 * 8
+    # pretext diagnostics are reduced over ranks (each rank draws its own masks, so local values differ)
+    assert len(rank0["pretext"]) == 3 and torch.isfinite(rank0["pretext"]).all()
+    assert torch.equal(rank0["pretext"], rank1["pretext"])

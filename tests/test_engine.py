@@ -5,10 +5,12 @@ import torch
 
 from fakes import FakeSITS
 from models import STCLNPretrain, STCLNSegmenter, tiny_config
+from models.heads import masked_mse
 from utils.distributed import Runtime
 from utils.engine import LoopOptions, evaluate, pretrain_one_epoch, train_one_epoch
 from utils.errors import STCLNError
-from utils.masking import MaskingConfig
+from utils.masking import MaskingConfig, build_mask
+from utils.pretext_baselines import neighbour_mean, temporal_interpolation
 from utils.runner import make_loader, start_epoch
 
 RUNTIME = Runtime()
@@ -90,3 +92,29 @@ def test_batch_without_labelled_pixels_is_skipped_not_nan():
 
 def test_same_seed_same_result():
     assert pretrain_epochs(2) == pretrain_epochs(2)
+
+
+def test_pretext_diagnostics_are_masked_cell_weighted_mses_of_the_same_cells():
+    data, config, loader = setup(n=7)  # batches of 4 and 3: unequal weights
+    config.dropout = 0.0
+    model = STCLNPretrain(config)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the model stays what it was
+    start_epoch(loader, 0, 0)
+    stats = pretrain_one_epoch(model, loader, optimizer, 0, config=config, masking=MaskingConfig(), red_index=0,
+                               nir_index=1, generator=torch.Generator().manual_seed(3), options=OPTIONS)
+    start_epoch(loader, 0, 0)
+    generator = torch.Generator().manual_seed(3)
+    totals = {"model": 0.0, "neighbour_mean": 0.0, "temporal_interp": 0.0}
+    n_masked = 0
+    for batch in loader:  # the same batches and masks, recomputed by hand
+        x, pad = batch["image"], batch["pad_mask"]
+        mask = build_mask(x, batch["ndvi"], pad, MaskingConfig(), 0, 1, generator)
+        with torch.no_grad():
+            preds = {"model": model(x, batch["positions"], mask, pad)["pred"], "neighbour_mean": neighbour_mean(x, mask, pad),
+                     "temporal_interp": temporal_interpolation(x, mask, batch["days"], pad)}
+        for key, pred in preds.items():
+            totals[key] += masked_mse(pred, x, mask).item() * mask.sum().item()
+        n_masked += mask.sum().item()
+    for key, total in totals.items():
+        assert abs(stats[f"pretext_{key}"] - total / n_masked) < 1e-5 * total / n_masked, key
+    assert stats["pretext_neighbour_mean"] != stats["pretext_temporal_interp"]

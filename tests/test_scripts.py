@@ -81,9 +81,26 @@ def test_pretraining_writes_everything_and_lowers_loss(workdir):
     assert result.returncode == 0, result.stderr[-3000:]
     losses = [float(line.split("loss ")[1].split()[0]) for line in result.stdout.splitlines() if " loss " in line]
     assert len(losses) == 3 and losses[-1] < losses[0]
+    assert sum("pretext MSE model" in line for line in result.stdout.splitlines()) == 3
     for name in ("last.tar", "checkpoint_2.stcln.tar", "reconstruction.png", "config.json"):
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
+
+
+def test_block_masking_pretraining_logs_the_pretext_baselines(workdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = workdir / "pt_block"
+    result = run([str(REPO / "pretrain_STCLN.py"), "--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress",
+                  "--output_dir", str(out), "--mask_mode", "block", "--mask_block", "3"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if "pretext MSE model" in line)
+    model, neighbour, interp = (float(line.split(name)[1].split()[0]) for name in ("model", "neighbour mean", "temporal interp"))
+    assert ("does not beat both" in line) == (model >= min(neighbour, interp))
+    tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
+    assert {"pretext/model", "pretext/neighbour_mean", "pretext/temporal_interp", "pretrain/loss"} <= set(tags)
+    bad = run([str(REPO / "pretrain_STCLN.py"), "--smoke", "--mask_block", "0"], workdir)
+    assert bad.returncode == 2 and "--mask_block" in bad.stderr
 
 
 def test_freeze_backbone_keeps_pretrained_weights_exactly(workdir):

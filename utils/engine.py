@@ -19,6 +19,7 @@ from models import STCLNConfig
 from utils.errors import STCLNError
 from utils.masking import MaskingConfig, build_mask
 from utils.metrics import ConfusionMatrix
+from utils.pretext_baselines import baseline_sse
 
 log = logging.getLogger("stcln")
 
@@ -112,9 +113,17 @@ def pretrain_one_epoch(
     generator: torch.Generator,
     options: LoopOptions,
 ) -> dict[str, float]:
-    """One epoch of masked reconstruction. Returns mean loss, masked fraction and samples/s."""
+    """One epoch of masked reconstruction. Returns mean loss, masked fraction and samples/s.
+
+    Also the pretext diagnostics, each an MSE over every masked cell of the epoch (the loss's
+    units): ``pretext_model`` (the model), ``pretext_neighbour_mean`` and ``pretext_temporal_interp``
+    (the non-learned baselines of ``utils.pretext_baselines`` on the same cells).
+    """
     model.train()
     sums = {"loss": 0.0, "batches": 0.0, "masked": 0.0, "cells": 0.0, "samples": 0.0, "skipped": 0.0}
+    # squared-error sums over masked cells, kept on the device (float64: epochs hold many cells)
+    pretext = dict.fromkeys(("model", "neighbour_mean", "temporal_interp", "masked"),
+                            torch.zeros((), dtype=torch.float64, device=options.device))
     start = time.perf_counter()
     bar = progress(loader, f"pretrain {epoch}", options)
     for batch in bar:
@@ -130,6 +139,9 @@ def pretrain_one_epoch(
             sums["skipped"] += 1
             continue
         optimizer_step(loss, model, optimizer, options.grad_clip)
+        n_masked = mask.sum()
+        step = baseline_sse(x, mask, batch["days"], pad_mask) | {"model": loss.detach().float() * n_masked, "masked": n_masked}
+        pretext = {key: pretext[key] + step[key] for key in pretext}
         valid_cells = (~pad_mask).sum() * x.shape[-1] * x.shape[-2]
         sums["loss"] += loss.item()
         sums["batches"] += 1
@@ -137,13 +149,14 @@ def pretrain_one_epoch(
         sums["cells"] += valid_cells.item()
         sums["samples"] += x.shape[0]
         bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sums['samples'] / (time.perf_counter() - start):.1f}")
-    sums = reduce_sums(sums, options)
+    sums = reduce_sums(sums | {f"pretext_{key}": float(value) for key, value in pretext.items()}, options)
+    masked = max(sums.pop("pretext_masked"), 1.0)
     return {
         "loss": sums["loss"] / max(sums["batches"], 1),
         "masked_fraction": sums["masked"] / max(sums["cells"], 1),
         "samples_per_s": sums["samples"] / (time.perf_counter() - start),
         "skipped_batches": sums["skipped"],
-    }
+    } | {key: value / masked for key, value in sums.items() if key.startswith("pretext_")}
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:

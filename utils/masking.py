@@ -3,7 +3,17 @@
 A cell is one (sample, date, pixel). Cells are masked independently with probability
 ``ratio`` (all bands together), but only on *eligible* frames: frames where more than
 ``min_fraction`` of the pixels are vegetated (NDVI > ``ndvi_threshold``). Padded frames are
-never eligible. The authors compute NDVI on the model input (z-scored bands for PASTIS); we use
+never eligible.
+
+Three modes, each masking a cell of an eligible frame with probability ``ratio``:
+
+- ``cell`` (the paper): every cell independently. At ratio 0.4 a masked cell keeps ~60% of its
+  same-date 3x3 neighbours visible, so same-date spatial in-painting solves much of the pretext.
+- ``block`` (an option): k x k spatial blocks of a date (``block`` = k) are masked together, on
+  a block grid shifted by a random offset per frame; edge blocks are clipped, so H, W need not be
+  multiples of k. Each cell still has probability ``ratio``, but most same-date neighbours of a
+  masked cell are hidden too, which pushes the model towards the other dates.
+- ``frame`` (the temporal-only ablation): whole dates. The authors compute NDVI on the model input (z-scored bands for PASTIS); we use
 raw reflectance by default (the dataset's ``ndvi``) and keep ``authors_ndvi`` to reproduce theirs.
 """
 
@@ -11,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-MASK_MODES = ("cell", "frame")
+MASK_MODES = ("cell", "block", "frame")
 NDVI_EPS = 1e-20  # the authors' denominator guard
 
 
@@ -24,12 +34,15 @@ class MaskingConfig:
     ndvi_threshold: float = 0.2
     min_fraction: float = 0.9
     authors_ndvi: bool = False
+    block: int = 4
 
     def __post_init__(self):
         if not 0.0 <= self.ratio <= 1.0:
             raise ValueError(f"mask ratio must be in [0, 1], got {self.ratio}")
         if self.mode not in MASK_MODES:
             raise ValueError(f"mask mode must be one of {MASK_MODES}, got {self.mode!r}")
+        if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 1:
+            raise ValueError(f"mask block size must be an integer >= 1, got {self.block!r}")
 
 
 def ndvi_from_input(x: torch.Tensor, red_index: int, nir_index: int) -> torch.Tensor:
@@ -53,16 +66,34 @@ def sample_mask(
     """Draw the boolean mask (B, T, H, W), True = masked, restricted to eligible frames.
 
     ``cell`` masks (date, pixel) cells independently (the paper's spatiotemporal masking);
-    ``frame`` masks whole dates (the temporal-only ablation).
+    ``block`` masks k x k blocks of a date (see the module docstring); ``frame`` masks whole
+    dates (the temporal-only ablation). In every mode P(cell masked) = ``ratio`` on eligible frames.
     """
     B, T = eligible.shape
     H, W = size
     device = eligible.device if generator is None else generator.device
     if config.mode == "cell":
         draws = torch.rand(B, T, H, W, generator=generator, device=device)
+    elif config.mode == "block":
+        draws = block_draws(B, T, H, W, config.block, generator, device)
     else:
         draws = torch.rand(B, T, 1, 1, generator=generator, device=device).expand(B, T, H, W)
     return (draws < config.ratio).to(eligible.device) & eligible[:, :, None, None]
+
+
+def block_draws(B: int, T: int, H: int, W: int, k: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """One uniform draw per k x k block, broadcast to its cells: (B, T, H, W).
+
+    The block grid of each frame is shifted by a random offset in [0, k) along each axis, so block
+    edges do not sit at fixed pixels; blocks cut by the image border are simply smaller.
+    """
+    rows, cols = (H + k - 1) // k + 1, (W + k - 1) // k + 1  # one extra block absorbs the offset
+    uniform = torch.rand(B, T, rows, cols, generator=generator, device=device)
+    offset = torch.randint(0, k, (B, T, 2), generator=generator, device=device)
+    block_row = (torch.arange(H, device=device) + offset[..., :1]) // k  # (B, T, H)
+    block_col = (torch.arange(W, device=device) + offset[..., 1:]) // k  # (B, T, W)
+    flat = block_row[..., :, None] * cols + block_col[..., None, :]  # (B, T, H, W) block index
+    return uniform.flatten(2).gather(2, flat.flatten(2)).view(B, T, H, W)  # (B, T, rows*cols) -> (B, T, H, W)
 
 
 def build_mask(
