@@ -247,3 +247,28 @@ def test_missing_root_and_empty_folds(written, tmp_path):
     (root / "metadata.geojson").write_text(json.dumps(collection))
     with pytest.raises(DataError, match="metadata.geojson: no patches in folds"):
         PASTISDataset(root, folds=[5], norm_folds=[1])
+
+
+def test_dominant_classes_mark_crops_without_a_crop_pixel_unscored(written, tmp_path):
+    from utils.datasets.pastis import target_path
+    from utils.datasets.protocols import UNSCORED, label_ratio_subset
+
+    root = copy_of(written, tmp_path)
+    dataset = PASTISDataset(root, folds=[1, 2, 3, 4, 5], crop_size=8, crop_mode="grid")
+    first = dataset.patch_ids[0]
+    target = np.load(target_path(root, first))
+    target[0] = 0  # background only ...
+    target[0, :8, 8:] = PASTISDataset.ignore_index  # ... and one crop of void only
+    np.save(target_path(root, first), target)
+    classes = PASTISDataset(root, folds=[1, 2, 3, 4, 5], crop_size=8, crop_mode="grid").dominant_classes()
+    for index, sample_id in enumerate(dataset[i]["id"] for i in range(len(dataset))):
+        patch, _, cell = sample_id.partition("@")
+        row, col = (int(v) for v in cell.split(","))
+        label = target[0] if int(patch) == first else written["targets"][int(patch)][0]
+        crop = label[row:row + 8, col:col + 8].ravel()
+        crop = crop[(crop != 0) & (crop != PASTISDataset.ignore_index)]
+        expected = np.bincount(crop).argmax() if crop.size else UNSCORED
+        assert classes[index] == expected, sample_id
+    assert (classes == UNSCORED).sum() >= 4  # the four crops of the emptied patch
+    for ratio in (0.1, 0.5, 1.0):
+        assert (classes[label_ratio_subset(classes, ratio, seed=0)] != UNSCORED).all()

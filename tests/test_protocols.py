@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from utils.datasets.protocols import (
-    AUTHORS_FOLDS, TemporalSubset, authors_pastis_subset, label_ratio_subset, read_id_list,
+    AUTHORS_FOLDS, UNSCORED, TemporalSubset, authors_pastis_subset, label_ratio_subset, read_id_list,
 )
 from utils.errors import DataError
 
@@ -94,3 +94,41 @@ def test_temporal_errors():
         TemporalSubset("window", months=(0, 13))
     with pytest.raises(ValueError):
         TemporalSubset("bogus", n=3)
+
+
+def synthetic_like_classes(seed: int, n: int = 800, n_classes: int = 19, empty: float = 0.25) -> np.ndarray:
+    """Dominant classes of grid crops: skewed crop frequencies, a quarter of crops with no crop pixel."""
+    rng = np.random.default_rng(seed)
+    frequency = 1.0 / np.arange(1, n_classes + 1) ** 1.2
+    classes = rng.choice(np.arange(1, n_classes + 1), size=n, p=frequency / frequency.sum())
+    classes[rng.random(n) < empty] = UNSCORED
+    return classes
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label_ratio_subset_never_draws_an_empty_crop_and_stays_stratified(seed):
+    classes = synthetic_like_classes(seed)
+    scored = classes != UNSCORED
+    present, counts = np.unique(classes[scored], return_counts=True)
+    for ratio in (0.005, 0.01, 0.02, 0.05, 0.2, 0.5, 1.0):
+        for draw_seed in range(5):
+            subset = label_ratio_subset(classes, ratio, seed=draw_seed)
+            assert (classes[subset] != UNSCORED).all()  # never a crop without a crop pixel
+            total = max(1, round(ratio * scored.sum()))
+            assert len(subset) == total and len(np.unique(subset)) == total
+            taken = np.array([(classes[subset] == c).sum() for c in present])
+            assert (taken <= counts).all()
+            if total >= len(present):
+                assert (taken >= 1).all()  # every present class gets a slot
+                # beyond the first slot, each class's share follows its frequency (largest remainder: < 1 off)
+                share = (total - len(present)) * (counts - 1) / (counts - 1).sum()
+                assert np.all(np.abs(taken - 1 - share) < 1)
+            else:
+                most_frequent = present[np.argsort(-counts, kind="stable")[:total]]
+                assert set(classes[subset]) == set(most_frequent)
+    assert np.array_equal(np.flatnonzero(scored), label_ratio_subset(classes, 1.0, seed=0))
+
+
+def test_label_ratio_subset_needs_a_scored_sample():
+    with pytest.raises(ValueError, match="scored"):
+        label_ratio_subset(np.full(5, UNSCORED), 0.5, seed=0)

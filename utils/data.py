@@ -20,6 +20,7 @@ from utils.args import parse_temporal
 from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic, label_ratio_subset
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
+from utils.datasets.protocols import UNSCORED
 from utils.errors import DataError
 from utils.metrics import PROTOCOLS, EvalProtocol
 
@@ -154,9 +155,13 @@ def resolve_label_subset(args) -> str:
 def labelled_subset(args, full: Dataset, classes: np.ndarray) -> Dataset:
     if not 0.0 < args.label_ratio <= 1.0:
         raise ValueError(f"--label_ratio must be in (0, 1], got {args.label_ratio}")
+    scored = int((np.asarray(classes) >= 0).sum())
+    if scored == 0:
+        raise DataError(f"--label_ratio: none of the {len(full)} training samples has a labelled crop pixel")
     index = label_ratio_subset(classes, args.label_ratio, args.seed)
-    log.info("labelled subset: %d of %d samples (--label_ratio %g, class-stratified, seed %d)",
-             len(index), len(full), args.label_ratio, args.seed)
+    log.info("labelled subset: %d of the %d samples with a crop pixel (%d without one are never drawn; "
+             "--label_ratio %g, class-stratified, seed %d)", len(index), scored, len(full) - scored,
+             args.label_ratio, args.seed)
     return Subset(full, [int(i) for i in index])
 
 
@@ -204,10 +209,13 @@ def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test"
 
 
 def dominant_tile_classes(dataset: MTLCCDataset) -> np.ndarray:
-    """Most frequent crop class of every tile (unknown excluded), for stratified label subsets."""
+    """Most frequent crop class of every tile (unknown excluded), for stratified label subsets.
+
+    A tile without any known pixel gets ``UNSCORED`` (-1) and is never drawn.
+    """
     classes = np.zeros(len(dataset), dtype=np.int64)
     for index in range(len(dataset)):
         counts = np.bincount(dataset[index]["label"].numpy().ravel(), minlength=dataset.num_classes)
         counts[dataset.ignore_index] = 0
-        classes[index] = counts.argmax()
+        classes[index] = counts.argmax() if counts.any() else UNSCORED
     return classes

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.datasets.protocols import UNSCORED
 from utils.errors import DataError
 
 PASTIS_BAND_NAMES = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
@@ -326,7 +327,7 @@ class PASTISDataset(Dataset):
         return list(self.patches[self.entries[index][0]].meta.dates)
 
     def dominant_classes(self) -> np.ndarray:
-        """Most frequent crop class (not background or void) of each sample's window; background if none.
+        """Most frequent crop class (not background or void) of each sample's window; ``UNSCORED`` (-1) if none.
 
         Random crops use the full patch. Reads only TARGET files (small).
         """
@@ -336,7 +337,7 @@ class PASTISDataset(Dataset):
             label = self._read_label(self.patches[self.entries[index][0]].meta.patch_id, rows, cols)
             counts = np.bincount(label.ravel(), minlength=self.num_classes)
             counts[[self.background_index, self.ignore_index]] = 0
-            classes[index] = counts.argmax() if counts.any() else self.background_index
+            classes[index] = counts.argmax() if counts.any() else UNSCORED  # never drawn as a labelled crop
         return classes
 
     # ---- sample access ----

@@ -17,6 +17,7 @@ AUTHORS_CELLS_5PER = ((0, 0), (1, 1), (2, 2), (3, 3), (1, 0))  # the script comm
 AUTHORS_CROP_SIZE = 32
 TEMPORAL_MODES = ("first", "even", "random", "window")
 MONTHS_PER_YEAR = 12
+UNSCORED = -1  # "dominant class" of a sample without any scored (crop) pixel: never drawn into a labelled subset
 
 
 def read_id_list(path: str | Path) -> list[int]:
@@ -52,7 +53,10 @@ def authors_pastis_subset(split: str) -> tuple[list[int], list[tuple[int, int]]]
 
 
 def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
-    """Samples per class: one for each class first (most frequent first), the rest proportionally."""
+    """Samples per class: one for each class first (most frequent first), the rest proportionally.
+
+    ``counts`` holds scored classes only: a class with no crop pixel never reaches this point.
+    """
     order = np.argsort(-counts, kind="stable")
     take = np.zeros_like(counts)
     take[order[: min(total, len(counts))]] = 1
@@ -69,24 +73,33 @@ def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
 
 
 def label_ratio_subset(sample_classes: Sequence[int], ratio: float, seed: int) -> np.ndarray:
-    """Seeded, class-stratified subset of sample indices holding ``ratio`` of the samples.
+    """Seeded, class-stratified subset of sample indices holding ``ratio`` of the scored samples.
 
     Args:
-        sample_classes: dominant crop class of each sample (e.g. ``dataset.dominant_classes()``).
-        ratio: fraction in (0, 1]; ``round(ratio * N)`` samples (at least 1) are kept.
+        sample_classes: dominant crop class of each sample (e.g. ``dataset.dominant_classes()``),
+            or a negative value (``UNSCORED``) for a sample without any scored pixel (only
+            background/void or unknown). Such samples carry no label and are never drawn.
+        ratio: fraction in (0, 1]; ``round(ratio * N)`` samples (at least 1) are kept, N being
+            the number of scored samples (so 1.0 keeps every scored sample).
         seed: the subset is a deterministic function of the classes, ratio and seed.
 
     Returns:
         Sorted int64 indices. Every present class gets at least one sample when the budget
         allows it (the most frequent classes first otherwise); the rest follows class frequency.
+
+    Raises:
+        ValueError: a ratio outside (0, 1], or no scored sample at all.
     """
     if not 0 < ratio <= 1:
         raise ValueError(f"label ratio must be in (0, 1], got {ratio}")
     sample_classes = np.asarray(sample_classes)
     if sample_classes.size == 0:
         raise ValueError("label_ratio_subset: no samples")
-    total = max(1, round(ratio * len(sample_classes)))
-    classes, counts = np.unique(sample_classes, return_counts=True)
+    scored = sample_classes >= 0
+    if not scored.any():
+        raise ValueError(f"label_ratio_subset: none of the {sample_classes.size} samples has a scored (crop) pixel")
+    total = max(1, round(ratio * int(scored.sum())))
+    classes, counts = np.unique(sample_classes[scored], return_counts=True)
     take = _allocate(counts, total)
     rng = np.random.default_rng(seed)
     chosen = [
