@@ -9,7 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
@@ -56,6 +58,13 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     group.add_argument("--eval_only", action="store_true", help="only test --checkpoint (default <output_dir>/best.tar)")
     group.add_argument("--checkpoint", type=Path, default=None, help="fine-tuned checkpoint to test with --eval_only")
     group.add_argument("--n_maps", type=int, default=4, help="prediction-map panels written with the test results")
+    group.add_argument("--val_every", type=int, default=1,
+                       help="validate (and possibly update best.tar) every N epochs and after the last one")
+    group.add_argument("--val_limit", type=int, default=0,
+                       help="validate on N evenly spaced validation samples (0 = all); cheaper model selection")
+    group.add_argument("--eval_batch_size", type=int, default=1,
+                       help="samples per validation/test batch. Series of different lengths are padded in a batch: "
+                            ">1 gives the same predictions as 1 only with --use_pad_mask")
     add_runtime_args(parser, output_dir=f"checkpoints/finetune/{dataset}")
     return parser
 
@@ -103,28 +112,43 @@ def train(args, runtime: Runtime) -> Path:
     first_epoch, extra = resume_state(out, model, optimizer, config, args.trust_checkpoint) if args.resume else (0, {})
     best = extra.get("best", float("-inf"))
     train_loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
-    val_loader = make_loader(data.val, 1, runtime, train=False, seed=args.seed, workers=args.num_workers)
+    val_set = data.val
+    if 0 < args.val_limit < len(val_set):  # evenly spaced, so every tile/calendar stays represented
+        val_set = Subset(val_set, np.linspace(0, len(val_set) - 1, args.val_limit).round().astype(int).tolist())
+    val_loader = make_loader(val_set, args.eval_batch_size, runtime, train=False, seed=args.seed, workers=args.num_workers)
     options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
     weight = class_weights(info, info.num_classes)
     writer = open_writer(out, runtime)
     log.info("fine-tuning on %d labelled samples (%s), validating on %d, %d epochs", len(data.train),
-             resolve_label_subset(args), len(data.val), args.epochs)
+             resolve_label_subset(args), len(val_set), args.epochs)
+    history = extra.get("history", [])
+    steps = history[-1]["steps"] if history else 0
     for epoch in range(first_epoch, args.epochs):
         start_epoch(train_loader, args.seed, epoch)
         stats = train_one_epoch(model, train_loader, optimizer, epoch, config=config, class_weight=weight, options=options)
-        val = validation_score(model, val_loader, config, info, options)
-        score = val[args.select_metric]
-        log.info("epoch %d/%d  loss %.4f  val OA %.4f  mIoU %.4f  mF1 %.4f  %.1f samples/s", epoch + 1, args.epochs,
-                 stats["loss"], val["OA"], val["mIoU"], val["mF1"], stats["samples_per_s"] * runtime.world_size)
+        steps += len(train_loader) - int(stats["skipped_batches"])
+        record = {"epoch": epoch + 1, "steps": steps, "train_loss": stats["loss"]}
+        validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
+        if validate:
+            val = validation_score(model, val_loader, config, info, options)
+            record |= {f"val_{k}": val[k] for k in ("OA", "mIoU", "mF1")}
+            log.info("epoch %d/%d  loss %.4f  val OA %.4f  mIoU %.4f  mF1 %.4f  %.1f samples/s", epoch + 1, args.epochs,
+                     stats["loss"], val["OA"], val["mIoU"], val["mF1"], stats["samples_per_s"] * runtime.world_size)
+        history.append(record)
         if not runtime.is_main:
             continue
         for key, value in stats.items():
             writer.add_scalar(f"train/{key}", value, epoch)
-        for key in ("OA", "mIoU", "mF1", "kappa"):
-            writer.add_scalar(f"val/{key}", val[key], epoch)
-        improved = score > best or not (out / "best.tar").exists()  # NaN scores still leave a best.tar
-        best = max(best, score) if score == score else best
-        state = full_state(model, optimizer, config, args, epoch, {"train": stats, "val": _scalars(val)}, {"best": best})
+        improved = False
+        if validate:
+            for key in ("OA", "mIoU", "mF1", "kappa"):
+                writer.add_scalar(f"val/{key}", val[key], epoch)
+            score = val[args.select_metric]
+            improved = score > best or not (out / "best.tar").exists()  # NaN scores still leave a best.tar
+            best = max(best, score) if score == score else best
+        write_json(out / "history.json", {"select_metric": args.select_metric, "history": history})
+        metrics = {"train": stats} | ({"val": _scalars(val)} if validate else {})
+        state = full_state(model, optimizer, config, args, epoch, metrics, {"best": best, "history": history})
         if improved:
             save_checkpoint(out / "best.tar", state)
         if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
@@ -150,7 +174,7 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(checkpoint))
     model = wrap_model(model, runtime, False)
-    loader = make_loader(data.test, 1, runtime, train=False, seed=args.seed, workers=args.num_workers)
+    loader = make_loader(data.test, args.eval_batch_size, runtime, train=False, seed=args.seed, workers=args.num_workers)
     options = LoopOptions(runtime.device, None, args.amp, False, not args.no_progress, runtime.distributed)
     maps = []
 

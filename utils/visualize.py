@@ -49,3 +49,58 @@ def reconstruction_figure(image: torch.Tensor, mask: torch.Tensor, pred: torch.T
 def save_figure(fig, path) -> None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+ARM_STYLES = {  # arm -> (label, colour, line style) of the label-efficiency figures
+    "scratch": ("STCLN (scratch)", "tab:gray", "-"),
+    "wp_cell": ("STCLN_wp, cell masking (paper)", "tab:blue", "-"),
+    "wp_block": ("STCLN_wp, block masking", "tab:orange", "-"),
+    "wp_frame": ("STCLN_wp, frame masking", "tab:green", "-"),
+    "probe_wp": ("linear probe, pre-trained", "tab:purple", "--"),
+    "probe_random": ("linear probe, random backbone", "tab:brown", "--"),
+    "rf": ("per-pixel random forest", "black", ":"),
+    "majority": ("majority class", "tab:red", ":"),
+}
+
+
+def label_efficiency_figure(runs: list[dict], budgets: list[float], arms: list[str], metric: str = "mIoU"):
+    """Test ``metric`` vs label budget (log x), one line per arm, error bars = std over seeds."""
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for arm in arms:
+        xs, means, stds = [], [], []
+        for budget in budgets:
+            values = [r["test"][metric] for r in runs if r["arm"] == arm and r["budget"] == budget]
+            if values:
+                xs.append(budget)
+                means.append(np.mean(values))
+                stds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+        if xs:
+            label, colour, style = ARM_STYLES.get(arm, (arm, None, "-"))
+            ax.errorbar(xs, means, yerr=stds, label=label, color=colour, linestyle=style, marker="o", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("labelled training crops (%)")
+    ax.set_ylabel(f"test {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves_figure(runs: list[dict], budgets: list[float]):
+    """Validation mIoU vs optimiser steps, one panel per budget, one line per arm (one seed)."""
+    fig, axes = plt.subplots(1, len(budgets), figsize=(3.2 * len(budgets), 3.2), squeeze=False, sharey=True)
+    for ax, budget in zip(axes[0], budgets):
+        for run in (r for r in runs if r["budget"] == budget):
+            points = [(h["steps"], h["val_mIoU"]) for h in run["history"] if "val_mIoU" in h]
+            if points:
+                label, colour, style = ARM_STYLES.get(run["arm"], (run["arm"], None, "-"))
+                ax.plot(*zip(*points), label=label, color=colour, linestyle=style, marker=".")
+        ax.set_title(f"{budget:g} % labels", fontsize=9)
+        ax.set_xlabel("steps")
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("validation mIoU")
+    axes[0, -1].legend(fontsize=6)
+    fig.tight_layout()
+    return fig

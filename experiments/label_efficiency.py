@@ -1,0 +1,516 @@
+"""Label efficiency: does masked pre-training help STCLN when labels are few?
+
+    python -m experiments.label_efficiency                      # the full study on the synthetic benchmark
+    python -m experiments.label_efficiency --smoke              # seconds (CI)
+    python -m experiments.label_efficiency --budgets 1 5 20 100 --seeds 3 --jobs 2   # what the README reports
+    python -m experiments.label_efficiency --dataset pastis --data_root data/PASTIS --preset paper --device cuda
+
+For every label budget (% of the training crops, class-stratified, never a crop without a scored
+pixel) and every seed (a seed draws the labelled subset *and* the initialisation, the same draw
+for every arm), the arms run on one schedule (same steps, batch, validation and model selection):
+
+    scratch        STCLN from a random initialisation, full fine-tune
+    wp_<mode>      STCLN_wp: backbone pre-trained with --mask_mode <mode> (cell = the paper,
+                   block, frame), full fine-tune
+    probe_wp       linear probe (--freeze_backbone) of the cell-pre-trained backbone
+    probe_random   linear probe of a random backbone (what the probe learns without pre-training)
+    rf             per-pixel random forest on the same labelled pixels (sanity anchor)
+    majority       the most frequent labelled class everywhere (floor)
+
+The learning rate of every learned arm is picked from --lrs by the best validation score at
+--sweep_budget with the first seed; that seed's run with the chosen lr is reused by the study.
+Outputs in --output_dir: results.json (every run), results.md (mean +- std per budget and arm,
+paired differences with 95 % confidence intervals over seeds), curve.png (mIoU vs budget) and
+training_curves.png (validation mIoU vs steps, first seed). Re-running with the same
+--output_dir skips every finished run, so an interrupted study continues where it stopped.
+"""
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+log = logging.getLogger("stcln")
+
+# Which folds/splits each data set uses. Synthetic: folds 1, 2, 3 and 5 (1,000 patches) are the
+# unlabelled pre-training pool, labels come from folds 1-3, fold 5 selects the model, fold 4 (never
+# seen by pre-training) is the test set. PASTIS follows the paper (pre-train on fold 5, labels from
+# fold 1, select on fold 2, test on fold 4); MTLCC pre-trains on the training tiles of the same year.
+SPLITS = {
+    "synthetic": {"pretrain": ["--folds", "1", "2", "3", "5"],
+                  "finetune": ["--train_folds", "1", "2", "3", "--val_folds", "5", "--test_folds", "4"], "crop": 16},
+    "pastis": {"pretrain": ["--folds", "5"],
+               "finetune": ["--train_folds", "1", "--val_folds", "2", "--test_folds", "4"], "crop": 32},
+    "mtlcc": {"pretrain": [], "finetune": [], "crop": 0},
+}
+SCRIPTS = {"synthetic": "PASTIS/finetuning_STCLN.py", "pastis": "PASTIS/finetuning_STCLN.py", "mtlcc": "MTLCC/finetuning_STCLN.py"}
+ARMS = ("scratch", "wp_cell", "wp_block", "wp_frame", "probe_wp", "probe_random", "rf", "majority")
+LEARNED = ("scratch", "wp_cell", "wp_block", "wp_frame", "probe_wp", "probe_random")
+PAIRS = (("wp_cell", "scratch"), ("wp_block", "scratch"), ("wp_frame", "scratch"), ("probe_wp", "probe_random"))
+PROBE_BACKBONE = "cell"  # the probe reads the paper's (cell-masked) backbone
+VALIDATIONS_PER_RUN = 8
+RF_MAX_PIXELS = 50_000  # labelled pixels the forest trains on at most (random, seeded)
+RF_DAY_STEP = 15  # features: every band linearly interpolated every 15 days of the season
+RF_TREES = 100
+SMOKE = dict(budgets=[100.0], seeds=2, steps=1, min_epochs=1, pretrain_epochs=1, lrs=[1e-3], sweep_budget=100.0, val_limit=4)
+
+
+@dataclass
+class Run:
+    """One fine-tuning run of the study (a learned arm at one budget, seed and learning rate)."""
+
+    arm: str
+    budget: float
+    seed: int
+    lr: float
+    out: Path
+    argv: list = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return (self.out / "summary.json").is_file()
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=sorted(SPLITS), default="synthetic",
+                      help="'synthetic' (default): the embedded benchmark; 'pastis' / 'mtlcc' need --data_root")
+    data.add_argument("--data_root", type=Path, default=None, help="real data set folder (see README: Data set-up)")
+    data.add_argument("--year", type=int, default=2016, choices=(2016, 2017), help="MTLCC year")
+    study = parser.add_argument_group("study design")
+    study.add_argument("--budgets", type=float, nargs="+", default=[1, 2, 5, 20, 100],
+                       help="label budgets in %% of the training crops (class-stratified)")
+    study.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1; each draws the labelled subset and the initialisation")
+    study.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (see above)")
+    study.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="learning rates swept per arm")
+    study.add_argument("--sweep_budget", type=float, default=5, help="budget (%%) at which the lr is chosen, first seed")
+    sched = parser.add_argument_group("schedule (identical for every arm)")
+    sched.add_argument("--steps", type=int, default=300,
+                       help="optimiser steps per fine-tune at least (rounded up to whole epochs; at least --min_epochs)")
+    sched.add_argument("--min_epochs", type=int, default=2, help="large budgets see every labelled crop at least this often")
+    sched.add_argument("--batch_size", type=int, default=8, help="fine-tuning batch size")
+    sched.add_argument("--val_limit", type=int, default=64, help="validation samples (evenly spaced) used for model selection")
+    sched.add_argument("--pretrain_epochs", type=int, default=10, help="pre-training epochs (every mode the same)")
+    sched.add_argument("--pretrain_lr", type=float, default=1e-3, help="pre-training learning rate")
+    sched.add_argument("--pretrain_batch_size", type=int, default=16)
+    model = parser.add_argument_group("model")
+    model.add_argument("--preset", choices=("tiny", "small", "paper"), default="tiny",
+                       help="model size for every arm (tiny: CPU; paper: GPU)")
+    model.add_argument("--paper_padding", action="store_true",
+                       help="let padded dates enter the model as the paper does (default: --use_pad_mask, so batches "
+                            "mixing tiles with different calendars are exact)")
+    run = parser.add_argument_group("runtime")
+    run.add_argument("--output_dir", type=Path, default=Path("checkpoints/label_efficiency"))
+    run.add_argument("--jobs", type=int, default=1,
+                     help="runs in parallel, each a subprocess with cores/jobs threads (1 = in this process)")
+    run.add_argument("--device", default="auto", help="passed to every run ('auto', 'cpu', 'cuda')")
+    run.add_argument("--smoke", action="store_true", help="tiny data, one budget x 2 seeds, one epoch per run (CI)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the entry scripts
+# ---------------------------------------------------------------------------------------------
+
+def _execute(script: str, argv: list, log_file: Path | None, threads: int | None) -> None:
+    """Run an entry script in this process (log_file None) or as a subprocess writing log_file."""
+    argv = [str(a) for a in argv]
+    if log_file is None:
+        if script == "pretrain_STCLN.py":
+            import pretrain_STCLN
+
+            status = pretrain_STCLN.main(argv)
+        else:
+            from utils import finetune
+
+            status = finetune.main("mtlcc" if script.startswith("MTLCC") else "pastis", "fine-tuning", argv)
+        if status != 0:
+            sys.exit(f"error: {script} {' '.join(argv)} failed (exit {status})")
+        return
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if threads:
+        env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "w") as handle:
+        status = subprocess.run([sys.executable, str(REPO / script), *argv], stdout=handle, stderr=subprocess.STDOUT,
+                                env=env, cwd=os.getcwd()).returncode
+    if status != 0:
+        tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"{script} failed (exit {status}); last lines of {log_file}:\n{tail}")
+
+
+class Executor:
+    """Runs jobs one at a time in-process (jobs=1) or in parallel subprocesses."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+        self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+    def map(self, tasks: list[tuple[str, list, Path]]) -> None:
+        """tasks: (script, argv, log file). Stops at the first failure."""
+        if not tasks:
+            return
+        if self.jobs == 1:
+            for script, argv, _ in tasks:
+                _execute(script, argv, None, None)
+            return
+        with ThreadPoolExecutor(self.jobs) as pool:
+            for future in [pool.submit(_execute, s, a, f, self.threads) for s, a, f in tasks]:
+                future.result()
+
+
+# ---------------------------------------------------------------------------------------------
+# The study
+# ---------------------------------------------------------------------------------------------
+
+def common_args(args) -> list:
+    out = ["--dataset", args.dataset, "--device", args.device, "--num_workers", "0", "--no_progress"]
+    if args.data_root is not None:
+        out += ["--data_root", args.data_root]
+    if args.dataset == "mtlcc":
+        out += ["--year", args.year]
+    if args.smoke:
+        out += ["--smoke"]
+    else:
+        out += ["--preset", args.preset, "--crop_size", SPLITS[args.dataset]["crop"]]
+    if not args.paper_padding:
+        out += ["--use_pad_mask"]
+    return out
+
+
+def pretrain_dir(args, mode: str) -> Path:
+    return args.output_dir / f"pretrain_{mode}"
+
+
+def backbone_path(args, mode: str) -> Path:
+    return pretrain_dir(args, mode) / f"checkpoint_{args.pretrain_epochs - 1}.stcln.tar"
+
+
+def pretrain_tasks(args, modes: list[str]) -> list:
+    tasks = []
+    for mode in modes:
+        if backbone_path(args, mode).is_file():
+            continue
+        out = pretrain_dir(args, mode)
+        resume = ["--resume"] if (out / "last.tar").is_file() else []
+        if not resume and out.exists():
+            shutil.rmtree(out)
+        argv = common_args(args) + SPLITS[args.dataset]["pretrain"] + [
+            "--mask_mode", mode, "--epochs", args.pretrain_epochs, "--lr", args.pretrain_lr,
+            "--batch_size", args.pretrain_batch_size, "--seed", 0, "--save_every", 1, "--output_dir", out] + resume
+        tasks.append(("pretrain_STCLN.py", argv, out / "log.txt"))
+    return tasks
+
+
+def labelled_count(args, budget: float, seed: int) -> int:
+    """Size of the labelled subset the fine-tuning script will draw (same code path)."""
+    data = labelled_data(args, budget, seed, splits=("train",))
+    return len(data.train)
+
+
+def labelled_data(args, budget: float, seed: int, splits):
+    from utils import finetune
+    from utils.data import build_finetune_data
+
+    argv = [str(a) for a in common_args(args) + SPLITS[args.dataset]["finetune"] + label_args(budget) + ["--seed", seed]]
+    ft_args = finetune.get_parser(args.dataset, "fine-tuning").parse_args(argv)
+    return build_finetune_data(ft_args, splits=splits)
+
+
+def label_args(budget: float) -> list:
+    return ["--label_subset", "ratio", "--label_ratio", f"{budget / 100:g}"]
+
+
+def schedule(args, n_labelled: int) -> tuple[int, int]:
+    """(epochs, validate every N epochs) giving at least --steps steps and --min_epochs epochs."""
+    steps_per_epoch = math.ceil(n_labelled / args.batch_size)
+    epochs = max(args.min_epochs, math.ceil(args.steps / steps_per_epoch))
+    return epochs, max(1, epochs // VALIDATIONS_PER_RUN)
+
+
+def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: int) -> Run:
+    out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}_lr{lr:g}"
+    epochs, val_every = schedule(args, n_labelled)
+    argv = common_args(args) + SPLITS[args.dataset]["finetune"] + label_args(budget) + [
+        "--seed", seed, "--lr", lr, "--epochs", epochs, "--val_every", val_every, "--batch_size", args.batch_size,
+        "--val_limit", args.val_limit, "--eval_batch_size", 16 if not args.paper_padding else 1,
+        "--save_every", epochs, "--n_maps", 0, "--output_dir", out]
+    if arm.startswith("wp_"):
+        argv += ["--pretrain_pth", backbone_path(args, arm[3:])]
+    if arm == "probe_wp":
+        argv += ["--pretrain_pth", backbone_path(args, PROBE_BACKBONE)]
+    if arm.startswith("probe_"):
+        argv += ["--freeze_backbone"]
+    return Run(arm, budget, seed, lr, out, argv)
+
+
+def run_tasks(runs: list[Run], script: str) -> list:
+    tasks = []
+    for run in runs:
+        if run.done:
+            continue
+        if run.out.exists():
+            shutil.rmtree(run.out)  # an interrupted run restarts (runs are short)
+        tasks.append((script, run.argv, run.out / "log.txt"))
+    return tasks
+
+
+def read_run(run: Run) -> dict:
+    summary = json.loads((run.out / "summary.json").read_text())
+    history = json.loads((run.out / "history.json").read_text())["history"]
+    validated = [h for h in history if "val_mIoU" in h]
+    best_val = max((h["val_mIoU"] for h in validated if h["val_mIoU"] == h["val_mIoU"]), default=float("nan"))
+    return {"arm": run.arm, "budget": run.budget, "seed": run.seed, "lr": run.lr, "dir": str(run.out),
+            "best_val_mIoU": best_val, "steps": history[-1]["steps"], "epochs": history[-1]["epoch"],
+            "test": summary["test"], "history": history}
+
+
+def needed_modes(arms: list[str]) -> list[str]:
+    modes = [arm[3:] for arm in arms if arm.startswith("wp_")]
+    if "probe_wp" in arms and PROBE_BACKBONE not in modes:
+        modes.append(PROBE_BACKBONE)
+    return modes
+
+
+def pretrain_diagnostics(args, mode: str) -> dict:
+    """Final-epoch pre-training numbers (masked MSE and, where logged, the non-learned baselines)."""
+    from utils.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(pretrain_dir(args, mode) / "last.tar", trusted=False)
+    return {k: v for k, v in ckpt.get("metrics", {}).items() if isinstance(v, (int, float))}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = get_parser().parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    if args.dataset != "synthetic" and args.data_root is None and not args.smoke:
+        get_parser().error(f"--dataset {args.dataset} needs --data_root")
+    if args.sweep_budget not in args.budgets:
+        get_parser().error(f"--sweep_budget {args.sweep_budget:g} must be one of --budgets {args.budgets}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    script = SCRIPTS[args.dataset]
+    start = time.perf_counter()
+    executor = Executor(args.jobs)
+    seeds = list(range(args.seeds))
+    learned = [arm for arm in args.arms if arm in LEARNED]
+    counts = {(b, s): labelled_count(args, b, s) for b in args.budgets for s in seeds}
+    log.info("labelled crops per budget (seed 0): %s", {b: counts[(b, 0)] for b in args.budgets})
+
+    # 1. pre-training (one backbone per masking mode) and the lr sweep of the arms that need no backbone
+    no_backbone = [arm for arm in learned if arm in ("scratch", "probe_random")]
+    with_backbone = [arm for arm in learned if arm not in no_backbone]
+    sweep_key = (args.sweep_budget, seeds[0])
+
+    def sweep_runs(arms):
+        return [make_run(args, arm, *sweep_key, lr, counts[sweep_key]) for arm in arms for lr in args.lrs]
+
+    executor.map(pretrain_tasks(args, needed_modes(args.arms)) + run_tasks(sweep_runs(no_backbone), script))
+    executor.map(run_tasks(sweep_runs(with_backbone), script))
+    chosen, sweep = {}, {}
+    for arm in learned:
+        scores = {run.lr: read_run(run)["best_val_mIoU"] for run in sweep_runs([arm])}
+        sweep[arm] = scores
+        chosen[arm] = max(scores, key=lambda lr: (scores[lr] if scores[lr] == scores[lr] else -1.0, -lr))
+        log.info("lr sweep %s: %s -> %g", arm, {f"{k:g}": round(v, 4) for k, v in scores.items()}, chosen[arm])
+
+    # 2. the study: budgets x seeds x arms, (budget, seed) outermost so complete cells finish first
+    runs = [make_run(args, arm, b, s, chosen[arm], counts[(b, s)]) for b in args.budgets for s in seeds for arm in learned]
+    executor.map(run_tasks(runs, script))
+    records = [read_run(run) for run in runs]
+    for b in args.budgets:
+        for s in seeds:
+            records += baselines(args, b, s, [arm for arm in args.arms if arm in ("rf", "majority")])
+
+    results = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "labelled_crops": {f"{b:g}": [counts[(b, s)] for s in seeds] for b in args.budgets},
+        "lr_sweep": {arm: {f"{lr:g}": v for lr, v in sweep[arm].items()} for arm in sweep},
+        "lr_chosen": {arm: chosen[arm] for arm in chosen},
+        "pretrain": {mode: pretrain_diagnostics(args, mode) for mode in needed_modes(args.arms)},
+        "runs": records,
+        "minutes": (time.perf_counter() - start) / 60,
+    }
+    write_outputs(args.output_dir, results, args.budgets, [a for a in ARMS if a in args.arms])
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-learned anchors: per-pixel random forest and the majority class
+# ---------------------------------------------------------------------------------------------
+
+def pixel_features(sample: dict, grid: np.ndarray) -> np.ndarray:
+    """(T, C, H, W) normalised series with its days -> (H*W, C*G) band values every RF_DAY_STEP days."""
+    image, days = sample["image"].numpy(), sample["days"].numpy().astype(np.float64)
+    T, C, H, W = image.shape
+    right = np.clip(np.searchsorted(days, grid), 1, max(T - 1, 1))  # (G,) first date >= grid day
+    left = right - 1
+    span = np.maximum(days[right] - days[left], 1e-9) if T > 1 else np.ones_like(grid)
+    weight = np.clip((grid - days[left]) / span, 0.0, 1.0)[:, None, None, None]  # (G,) -> (G, 1, 1, 1), flat ends
+    values = image[left] * (1 - weight) + image[right] * weight  # (G, C, H, W)
+    return values.reshape(len(grid) * C, H * W).T  # (G, C, H, W) -> (G*C, H*W) -> (H*W, G*C)
+
+
+def collect_pixels(dataset, grid: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features, labels = [], []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        label = sample["label"].numpy().ravel()  # (H, W) -> (H*W,)
+        keep = weight[label] > 0
+        features.append(pixel_features(sample, grid)[keep])
+        labels.append(label[keep])
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
+    """rf / majority at one budget and seed, cached as <output_dir>/runs/<arm>/b<budget>_s<seed>/summary.json."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from utils.finetune import class_weights
+    from utils.metrics import evaluate_protocol
+
+    pending = [arm for arm in arms if not (args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").is_file()]
+    if pending:
+        data = labelled_data(args, budget, seed, splits=("train", "test"))
+        info = data.info
+        weight = class_weights(info, info.num_classes).numpy()
+        grid = np.arange(0, 366, RF_DAY_STEP, dtype=np.float64)
+        x, y = collect_pixels(data.train, grid, weight)
+        rng = np.random.default_rng(seed)
+        if len(y) > RF_MAX_PIXELS:
+            keep = np.sort(rng.choice(len(y), RF_MAX_PIXELS, replace=False))
+            x, y = x[keep], y[keep]
+        forest = RandomForestClassifier(RF_TREES, n_jobs=max(1, args.jobs), random_state=seed).fit(x, y) if "rf" in pending else None
+        majority = int(np.bincount(y).argmax())
+        matrices = {arm: np.zeros((info.num_classes, info.num_classes), dtype=np.int64) for arm in pending}
+        for index in range(len(data.test)):
+            sample = data.test[index]
+            truth = sample["label"].numpy().ravel()  # (H, W) -> (H*W,)
+            predictions = {"majority": np.full_like(truth, majority)}
+            if forest is not None:
+                predictions["rf"] = forest.predict(pixel_features(sample, grid))
+            for arm in pending:
+                keep = truth != info.ignore_index if info.ignore_index is not None else slice(None)
+                matrices[arm] += np.bincount(truth[keep] * info.num_classes + predictions[arm][keep],
+                                             minlength=info.num_classes ** 2).reshape(info.num_classes, info.num_classes)
+        for arm in pending:
+            metrics = evaluate_protocol(matrices[arm], info.protocols["stcln"], info.classes)
+            out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}"
+            out.mkdir(parents=True, exist_ok=True)
+            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            (out / "summary.json").write_text(json.dumps({"test": scalars, "train_pixels": int(len(y))}))
+    records = []
+    for arm in arms:
+        summary = json.loads((args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").read_text())
+        records.append({"arm": arm, "budget": budget, "seed": seed, "lr": None, "test": summary["test"]})
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+# ---------------------------------------------------------------------------------------------
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+
+
+def paired_difference(results: list[dict], a: str, b: str, budget: float, metric: str = "mIoU") -> dict | None:
+    """Mean of per-seed differences a - b with a 95 % t confidence interval (None if no common seed)."""
+    from scipy import stats
+
+    by_seed = {arm: {r["seed"]: r["test"][metric] for r in results if r["arm"] == arm and r["budget"] == budget}
+               for arm in (a, b)}
+    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
+    if not seeds:
+        return None
+    diff = np.array([by_seed[a][s] - by_seed[b][s] for s in seeds])
+    mean = float(diff.mean())
+    if len(diff) < 2:
+        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": 1, "wins": int((diff > 0).sum())}
+    half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diff), "wins": int((diff > 0).sum())}
+
+
+def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
+    from utils.report import format_table
+
+    runs = results["runs"]
+    lines = []
+    for metric in ("mIoU", "OA"):
+        rows = []
+        for b in budgets:
+            row = {"budget %": f"{b:g}", "labelled crops": results["labelled_crops"][f"{b:g}"][0]}
+            for arm in arms:
+                values = [r["test"][metric] for r in runs if r["arm"] == arm and r["budget"] == b]
+                if values:
+                    mean, std = mean_std(values)
+                    row[arm] = f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+            rows.append(row)
+        lines.append(f"Test {metric} (mean ± std over seeds, stcln protocol):\n\n"
+                     + format_table(rows, ["budget %", "labelled crops", *arms]))
+    rows = []
+    for a, b in PAIRS:
+        if a not in arms or b not in arms:
+            continue
+        row = {"difference": f"{a} − {b}"}
+        for budget in budgets:
+            d = paired_difference(runs, a, b, budget)
+            if d is not None:
+                ci = f" [{d['low']:+.3f}, {d['high']:+.3f}]" if d["low"] == d["low"] else ""
+                row[f"{budget:g} %"] = f"{d['mean']:+.3f}{ci} ({d['wins']}/{d['n']})"
+        rows.append(row)
+    if rows:
+        lines.append("Paired test-mIoU difference over seeds: mean [95 % CI] (seeds where the first arm wins):\n\n"
+                     + format_table(rows, ["difference", *[f"{b:g} %" for b in budgets]]))
+    lr_rows = [{"arm": arm, "chosen lr": f"{lr:g}", **{f"val mIoU @ lr {k}": v for k, v in results["lr_sweep"][arm].items()}}
+               for arm, lr in results["lr_chosen"].items()]
+    if lr_rows:
+        columns = ["arm", "chosen lr", *[f"val mIoU @ lr {k}" for k in next(iter(results["lr_sweep"].values()))]]
+        lines.append("Learning rate per arm (best validation mIoU at the sweep budget, first seed):\n\n"
+                     + format_table(lr_rows, columns))
+    if results["pretrain"]:
+        pre_rows = [{"mode": mode, **stats} for mode, stats in results["pretrain"].items()]
+        columns = ["mode", *sorted({k for stats in results["pretrain"].values() for k in stats})]
+        lines.append("Pre-training, last epoch (masked-cell MSE of the model and of the non-learned baselines):\n\n"
+                     + format_table(pre_rows, columns))
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str]) -> None:
+    from utils.report import write_text_atomic
+    from utils.visualize import label_efficiency_figure, save_figure, training_curves_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1, default=float))
+    body = markdown(results, budgets, arms)
+    settings = results["settings"]
+    header = (f"# Label efficiency of masked pre-training ({settings['dataset']})\n\n"
+              f"{settings['seeds']} seeds, budgets {', '.join(f'{b:g}' for b in budgets)} % of the training crops, "
+              f"preset {settings['preset']}, >= {settings['steps']} fine-tuning steps of batch {settings['batch_size']}, "
+              f"{settings['pretrain_epochs']} pre-training epochs. {results['minutes']:.0f} min.\n\n")
+    write_text_atomic(out / "results.md", header + body)
+    save_figure(label_efficiency_figure(results["runs"], budgets, arms), out / "curve.png")
+    curves = [r for r in results["runs"] if "history" in r and r["seed"] == 0]
+    if curves:
+        save_figure(training_curves_figure(curves, budgets), out / "training_curves.png")
+    print(header + body)
+    print(f"written to {out / 'results.md'}, {out / 'results.json'}, {out / 'curve.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The label-efficiency study: its helpers against independent computations, and a smoke run."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from experiments import label_efficiency as le
+
+
+def test_pixel_features_match_np_interp():
+    rng = np.random.default_rng(0)
+    T, C, H, W = 7, 3, 2, 3
+    days = np.sort(rng.choice(np.arange(20, 340), T, replace=False))
+    image = rng.normal(size=(T, C, H, W)).astype(np.float32)
+    grid = np.arange(0, 366, 15, dtype=np.float64)
+    got = le.pixel_features({"image": torch.from_numpy(image), "days": torch.from_numpy(days)}, grid)
+    assert got.shape == (H * W, len(grid) * C)
+    for pixel in range(H * W):
+        r, c = divmod(pixel, W)
+        expected = np.stack([np.interp(grid, days, image[:, band, r, c]) for band in range(C)])  # (C, G)
+        np.testing.assert_allclose(got[pixel].reshape(len(grid), C).T, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_paired_difference_matches_scipy():
+    a = [0.50, 0.55, 0.47, 0.61, 0.52]
+    b = [0.45, 0.56, 0.40, 0.50, 0.49]
+    runs = [{"arm": "x", "budget": 5, "seed": s, "test": {"mIoU": v}} for s, v in enumerate(a)]
+    runs += [{"arm": "y", "budget": 5, "seed": s, "test": {"mIoU": v}} for s, v in enumerate(b)]
+    runs.append({"arm": "y", "budget": 5, "seed": 9, "test": {"mIoU": 0.0}})  # unpaired: ignored
+    d = le.paired_difference(runs, "x", "y", 5)
+    diff = np.subtract(a, b)
+    low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+    assert d["n"] == 5 and d["wins"] == 4
+    assert math.isclose(d["mean"], diff.mean()) and math.isclose(d["low"], low) and math.isclose(d["high"], high)
+
+
+def test_schedule_gives_enough_steps():
+    args = le.get_parser().parse_args(["--steps", "300", "--batch_size", "8", "--min_epochs", "2"])
+    assert le.schedule(args, 30) == (75, 9)  # 4 steps/epoch -> 75 epochs, validate every 9
+    epochs, _ = le.schedule(args, 3000)  # 375 steps/epoch: the min_epochs floor wins
+    assert epochs == 2
+
+
+def test_smoke_study_writes_results_and_skips_finished_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "study"
+    results = le.main(["--smoke", "--output_dir", str(out)])
+    for name in ("results.json", "results.md", "curve.png", "training_curves.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "results.json").read_text())
+    arms = {r["arm"] for r in saved["runs"]}
+    assert arms == set(le.ARMS)
+    assert len(saved["runs"]) == len(le.ARMS) * 2  # one budget x two seeds
+    for run in saved["runs"]:
+        assert set(run["test"]) >= {"OA", "mIoU", "mF1"}
+        if run["arm"] in le.LEARNED:  # the study's numbers are the runs' own summaries
+            summary = json.loads((out / "runs" / run["arm"] / Path(run["dir"]).name / "summary.json").read_text())
+            assert summary["test"]["mIoU"] == run["test"]["mIoU"]
+    text = (out / "results.md").read_text()
+    assert "wp_cell − scratch" in text and "± " in text
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")}
+    again = le.main(["--smoke", "--output_dir", str(out)])
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")} == stamps  # nothing re-ran
+    assert [r["test"] for r in again["runs"]] == [r["test"] for r in results["runs"]]
