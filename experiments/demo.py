@@ -1,54 +1,37 @@
-"""The headline experiment on the embedded synthetic data set (what `make demo` runs).
+"""The demo (what `make demo` runs): a reduced run of the label-efficiency study on the synthetic benchmark.
 
-    python -m experiments.demo            # ~10 minutes on 2 CPU cores
+    python -m experiments.demo            # ~15 minutes on 2 CPU cores
     python -m experiments.demo --smoke    # seconds (CI)
 
-1. pre-train a tiny STCLN with spatiotemporal masking on the unlabelled training folds 1-3;
-2. fine-tune with 2% of the labelled 16x16 crops of folds 1-3, from scratch (STCLN) and from
-   the pre-trained backbone (STCLN_wp), selecting the epoch on fold 5;
-3. test both on the full patches of fold 4 and print OA / mIoU / mF1 (stcln protocol).
-The same seed, data and schedule are used for both fine-tunes; only the initialisation differs.
+Pre-trains a tiny STCLN with the paper's spatiotemporal (cell) masking on the unlabelled pool
+(synthetic folds 1, 2, 3, 5), then fine-tunes from scratch (STCLN) and from the pre-trained
+backbone (STCLN_wp) with 5 % and 20 % of the labelled crops of folds 1-3, three seeds each (a seed
+draws the labelled crops and the initialisation, the same for both arms), selects on fold 5 and
+tests on fold 4. A per-pixel random forest and the majority class on the same labelled pixels are
+the anchors. Prints mean +- std per budget and the paired difference STCLN_wp - STCLN with its
+95 % confidence interval. The full study (all budgets, seeds, masking modes and linear probes) is
+`python -m experiments.label_efficiency`; see the README for its results.
 """
 
 import argparse
-import time
 from pathlib import Path
 
-from experiments.common import SMOKE_ARGS, comparison_table, export_path, run_finetune, run_pretrain, write_markdown
+from experiments import label_efficiency
 
-COMMON = ["--dataset", "synthetic", "--preset", "tiny", "--dropout", "0", "--crop_size", "16", "--num_workers", "1", "--no_progress"]
-PRETRAIN = ["--folds", "1", "2", "3", "--batch_size", "8", "--lr", "1e-3", "--save_every", "100"]
-FINETUNE = ["--label_subset", "ratio", "--label_ratio", "0.02", "--train_folds", "1", "2", "3", "--val_folds", "5",
-            "--test_folds", "4", "--batch_size", "4", "--lr", "1e-3", "--save_every", "100"]
+# Reduced from the full study only in size (budgets, seeds, arms, steps, pre-training epochs); the
+# learning rates are the ones the full study's sweep chose (README, "Label efficiency").
+DEMO = ["--budgets", "5", "20", "--sweep_budget", "5", "--seeds", "3", "--arms", "scratch", "wp_cell", "rf", "majority",
+        "--lrs", "1e-3", "--steps", "100", "--min_epochs", "1", "--validations", "4", "--val_limit", "32",
+        "--test_limit", "100", "--pretrain_epochs", "1", "--jobs", "2"]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", type=Path, default=Path("checkpoints/demo"))
-    parser.add_argument("--pretrain_epochs", type=int, default=10)
-    parser.add_argument("--finetune_epochs", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one epoch each (CI)")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch per run (CI)")
     args = parser.parse_args(argv)
-    out = args.output_dir
-    smoke = SMOKE_ARGS if args.smoke else []
-    seed = ["--seed", str(args.seed)]
-    start = time.perf_counter()
-    run_pretrain(COMMON + PRETRAIN + seed + ["--epochs", args.pretrain_epochs, "--output_dir", out / "pretrain"] + smoke)
-    backbone = export_path(out / "pretrain")
-    results = {
-        "STCLN": run_finetune("pastis", COMMON + FINETUNE + seed + ["--epochs", args.finetune_epochs,
-                                                                    "--output_dir", out / "stcln"] + smoke),
-        "STCLN_wp": run_finetune("pastis", COMMON + FINETUNE + seed + ["--epochs", args.finetune_epochs,
-                                                                       "--output_dir", out / "stcln_wp",
-                                                                       "--pretrain_pth", backbone] + smoke),
-    }
-    table = comparison_table(results)
-    minutes = (time.perf_counter() - start) / 60
-    note = (f"Synthetic data set, 2% labels (16x16 crops of folds 1-3), test on full fold-4 patches, "
-            f"stcln protocol (background and void excluded). {minutes:.1f} min.")
-    write_markdown(out / "results.md", "STCLN vs STCLN_wp on the synthetic demo", f"{note}\n\n{table}")
-    print(f"\n{note}\n\n{table}\n\nwritten to {out / 'results.md'}")
+    extra = ["--smoke", "--jobs", "1"] if args.smoke else []
+    label_efficiency.main(DEMO + extra + ["--output_dir", str(args.output_dir)])
 
 
 if __name__ == "__main__":

@@ -57,9 +57,12 @@ SPLITS = {
 SCRIPTS = {"synthetic": "PASTIS/finetuning_STCLN.py", "pastis": "PASTIS/finetuning_STCLN.py", "mtlcc": "MTLCC/finetuning_STCLN.py"}
 ARMS = ("scratch", "wp_cell", "wp_block", "wp_frame", "probe_wp", "probe_random", "rf", "majority")
 LEARNED = ("scratch", "wp_cell", "wp_block", "wp_frame", "probe_wp", "probe_random")
+ARM_NAMES = {"scratch": "STCLN from scratch", "wp_cell": "STCLN_wp, cell masking (the paper)",
+             "wp_block": "STCLN_wp, block masking", "wp_frame": "STCLN_wp, frame masking",
+             "probe_wp": "linear probe of the cell-pre-trained backbone", "probe_random": "linear probe of a random backbone",
+             "rf": "per-pixel random forest", "majority": "majority class"}
 PAIRS = (("wp_cell", "scratch"), ("wp_block", "scratch"), ("wp_frame", "scratch"), ("probe_wp", "probe_random"))
 PROBE_BACKBONE = "cell"  # the probe reads the paper's (cell-masked) backbone
-VALIDATIONS_PER_RUN = 8
 RF_MAX_PIXELS = 50_000  # labelled pixels the forest trains on at most (random, seeded)
 RF_DAY_STEP = 15  # features: every band linearly interpolated every 15 days of the season
 RF_TREES = 100
@@ -103,6 +106,8 @@ def get_parser() -> argparse.ArgumentParser:
     sched.add_argument("--min_epochs", type=int, default=2, help="large budgets see every labelled crop at least this often")
     sched.add_argument("--batch_size", type=int, default=8, help="fine-tuning batch size")
     sched.add_argument("--val_limit", type=int, default=64, help="validation samples (evenly spaced) used for model selection")
+    sched.add_argument("--validations", type=int, default=8, help="validations per fine-tuning run (model selection)")
+    sched.add_argument("--test_limit", type=int, default=0, help="test samples (evenly spaced; 0 = the whole test split)")
     sched.add_argument("--pretrain_epochs", type=int, default=10, help="pre-training epochs (every mode the same)")
     sched.add_argument("--pretrain_lr", type=float, default=1e-3, help="pre-training learning rate")
     sched.add_argument("--pretrain_batch_size", type=int, default=16)
@@ -238,7 +243,7 @@ def schedule(args, n_labelled: int) -> tuple[int, int]:
     """(epochs, validate every N epochs) giving at least --steps steps and --min_epochs epochs."""
     steps_per_epoch = math.ceil(n_labelled / args.batch_size)
     epochs = max(args.min_epochs, math.ceil(args.steps / steps_per_epoch))
-    return epochs, max(1, epochs // VALIDATIONS_PER_RUN)
+    return epochs, max(1, epochs // args.validations)
 
 
 def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: int) -> Run:
@@ -246,7 +251,7 @@ def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: in
     epochs, val_every = schedule(args, n_labelled)
     argv = common_args(args) + SPLITS[args.dataset]["finetune"] + label_args(budget) + [
         "--seed", seed, "--lr", lr, "--epochs", epochs, "--val_every", val_every, "--batch_size", args.batch_size,
-        "--val_limit", args.val_limit, "--eval_batch_size", 16 if not args.paper_padding else 1,
+        "--val_limit", args.val_limit, "--test_limit", args.test_limit, "--eval_batch_size", 16 if not args.paper_padding else 1,
         "--save_every", epochs, "--n_maps", 0, "--output_dir", out]
     if arm.startswith("wp_"):
         argv += ["--pretrain_pth", backbone_path(args, arm[3:])]
@@ -380,7 +385,7 @@ def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
     """rf / majority at one budget and seed, cached as <output_dir>/runs/<arm>/b<budget>_s<seed>/summary.json."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from utils.finetune import class_weights
+    from utils.finetune import class_weights, evenly_spaced
     from utils.metrics import evaluate_protocol
 
     pending = [arm for arm in arms if not (args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").is_file()]
@@ -397,8 +402,9 @@ def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
         forest = RandomForestClassifier(RF_TREES, n_jobs=max(1, args.jobs), random_state=seed).fit(x, y) if "rf" in pending else None
         majority = int(np.bincount(y).argmax())
         matrices = {arm: np.zeros((info.num_classes, info.num_classes), dtype=np.int64) for arm in pending}
-        for index in range(len(data.test)):
-            sample = data.test[index]
+        test_set = evenly_spaced(data.test, args.test_limit)
+        for index in range(len(test_set)):
+            sample = test_set[index]
             truth = sample["label"].numpy().ravel()  # (H, W) -> (H*W,)
             predictions = {"majority": np.full_like(truth, majority)}
             if forest is not None:
@@ -450,7 +456,7 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
     from utils.report import format_table
 
     runs = results["runs"]
-    lines = []
+    lines = ["Arms: " + "; ".join(f"{arm} = {ARM_NAMES[arm]}" for arm in arms) + ".\n"]
     for metric in ("mIoU", "OA"):
         rows = []
         for b in budgets:

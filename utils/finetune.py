@@ -62,6 +62,8 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
                        help="validate (and possibly update best.tar) every N epochs and after the last one")
     group.add_argument("--val_limit", type=int, default=0,
                        help="validate on N evenly spaced validation samples (0 = all); cheaper model selection")
+    group.add_argument("--test_limit", type=int, default=0,
+                       help="test on N evenly spaced test samples (0 = all); for quick studies, never for reported benchmarks")
     group.add_argument("--eval_batch_size", type=int, default=1,
                        help="samples per validation/test batch. Series of different lengths are padded in a batch: "
                             ">1 gives the same predictions as 1 only with --use_pad_mask")
@@ -95,6 +97,13 @@ def build_model(args, info, runtime: Runtime) -> tuple[STCLNSegmenter, STCLNConf
     return model, config
 
 
+def evenly_spaced(dataset, limit: int):
+    """``limit`` evenly spaced samples of ``dataset`` (all if 0 or more than it has), so every tile stays represented."""
+    if not 0 < limit < len(dataset):
+        return dataset
+    return Subset(dataset, np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist())
+
+
 def validation_score(model, loader, config, info, options) -> dict:
     """Validation metrics under the paper's protocol (model selection)."""
     matrix = evaluate(model, loader, config=config, num_classes=info.num_classes, ignore_index=info.ignore_index, options=options)
@@ -112,9 +121,7 @@ def train(args, runtime: Runtime) -> Path:
     first_epoch, extra = resume_state(out, model, optimizer, config, args.trust_checkpoint) if args.resume else (0, {})
     best = extra.get("best", float("-inf"))
     train_loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
-    val_set = data.val
-    if 0 < args.val_limit < len(val_set):  # evenly spaced, so every tile/calendar stays represented
-        val_set = Subset(val_set, np.linspace(0, len(val_set) - 1, args.val_limit).round().astype(int).tolist())
+    val_set = evenly_spaced(data.val, args.val_limit)
     val_loader = make_loader(val_set, args.eval_batch_size, runtime, train=False, seed=args.seed, workers=args.num_workers)
     options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
     weight = class_weights(info, info.num_classes)
@@ -174,7 +181,8 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(checkpoint))
     model = wrap_model(model, runtime, False)
-    loader = make_loader(data.test, args.eval_batch_size, runtime, train=False, seed=args.seed, workers=args.num_workers)
+    test_set = evenly_spaced(data.test, args.test_limit)
+    loader = make_loader(test_set, args.eval_batch_size, runtime, train=False, seed=args.seed, workers=args.num_workers)
     options = LoopOptions(runtime.device, None, args.amp, False, not args.no_progress, runtime.distributed)
     maps = []
 
@@ -191,7 +199,7 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
     metrics = evaluate_protocol(cm, info.protocols[args.protocol], info.classes)
     if runtime.is_main:
         out = Path(args.output_dir) / f"test_{args.protocol}"
-        run_info = {"checkpoint": str(checkpoint), "dataset": args.dataset, "test_samples": len(data.test),
+        run_info = {"checkpoint": str(checkpoint), "dataset": args.dataset, "test_samples": len(test_set),
                     "test_folds": args.test_folds, "year": args.year}
         write_results(out, metrics, cm, info.classes, args.protocol, run_info)
         plot_confusion_matrix(cm, info.classes, out / "confusion_matrix.png")
