@@ -5,8 +5,8 @@ Shape glossary (used in every shape comment of this repository):
     K classes, L pixels of one sample (H*W), N a flattened batch of frames or sequences.
 """
 
-from .config import STCLNConfig, paper_config, tiny_config
+from .config import STCLNConfig, paper_config, small_config, tiny_config
 from .heads import STCLNPretrain, STCLNSegmenter, masked_mse
 from .stcln import STCLN
 
-__all__ = ["STCLN", "STCLNConfig", "STCLNPretrain", "STCLNSegmenter", "masked_mse", "paper_config", "tiny_config"]
+__all__ = ["STCLN", "STCLNConfig", "STCLNPretrain", "STCLNSegmenter", "masked_mse", "paper_config", "small_config", "tiny_config"]

@@ -93,6 +93,18 @@ def paper_config(dataset: str, **overrides) -> STCLNConfig:
 
 
 def tiny_config(**overrides) -> STCLNConfig:
-    """A small model for tests and the CPU demo (same structure, smaller widths)."""
+    """A small model for tests and the CPU demo (same structure, smaller widths; ~34k parameters)."""
     base = dict(widths=(8, 32), n_heads=4, n_layers=2, d_ffn=64)
     return STCLNConfig(**{**base, **overrides})
+
+
+def small_config(**overrides) -> STCLNConfig:
+    """Between tiny and paper: widths 16/64, 4 heads, 2 layers, FFN 128 (~131k parameters on PASTIS).
+
+    Room for both reconstruction and class features on CPU-sized studies, where tiny may be too small.
+    """
+    base = dict(widths=(16, 64), n_heads=4, n_layers=2, d_ffn=128)
+    return STCLNConfig(**{**base, **overrides})
+
+
+PRESETS = {"paper": STCLNConfig, "small": small_config, "tiny": tiny_config}

@@ -156,3 +156,30 @@ def test_paper_parameter_count():
     assert sum(p.numel() for p in pastis.backbone.parameters()) == 12_224 + 664_576 + 2_369_280 + 512
     assert sum(p.numel() for p in pastis.parameters()) == 3_248_341
     assert sum(p.numel() for p in mtlcc.backbone.parameters()) == 13_088 + 664_576 + 2_369_280 + 512
+
+
+def analytic_parameters(C: int, K: int, w1: int, D: int, F: int, L: int) -> int:
+    """Parameters of STCLNSegmenter counted by hand from the architecture (paper §2.1, Fig. 2)."""
+    spatial = 9 * C * w1 + 9 * w1 * w1 + 9 * w1 * D + 9 * D * D + 2 * (2 * w1 + 2 * D)  # 4 bias-free convs + norms
+    layer = (3 * D * D + 3 * D) + (D * D + D) + (F * D + F) + (D * F + D) + 4 * D  # qkv, proj, FFN, 2 LayerNorms
+    temporal = 2 * D + L * layer  # input norm + layers
+    sta = 1 + 3 * D * D  # gate + bias-free q, k, v
+    return spatial + temporal + sta + K * D + K
+
+
+@pytest.mark.parametrize("preset,sizes", [("tiny", (8, 32, 64, 2)), ("small", (16, 64, 128, 2)), ("paper", (32, 256, 1024, 3))])
+def test_preset_sizes_and_parameter_counts(preset, sizes):
+    from argparse import Namespace
+
+    from models.config import PRESETS
+    from utils.args import model_config_from_args
+
+    args = Namespace(positions="index", use_pad_mask=False, sta_scale="d_model", sta_chunk=0, mask_token="scalar",
+                     dropout=None, dataset="pastis", data_root="x", smoke=False, preset=preset)
+    config = model_config_from_args(args, 10, 20)
+    assert config == PRESETS[preset](in_channels=10, num_classes=20)
+    w1, D, F, L = sizes
+    assert (config.widths, config.d_ffn, config.n_layers, config.n_heads) == ((w1, D), F, L, 4 if preset != "paper" else 8)
+    count = sum(p.numel() for p in STCLNSegmenter(config).parameters())
+    assert count == analytic_parameters(10, 20, w1, D, F, L)
+    assert count == {"tiny": 33_861, "small": 130_805, "paper": 3_248_341}[preset]

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from models import STCLNConfig, tiny_config
+from models.config import PRESETS
 from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
 
 DATASETS = ("synthetic", "pastis", "mtlcc")
@@ -31,9 +32,11 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model (STCLNConfig)")
-    group.add_argument("--preset", choices=("paper", "tiny"), default=None,
-                       help="'paper': widths 32/256, 8 heads, 3 layers, FFN 1024 (reference_method.md §1.2); 'tiny': widths "
-                            "8/32, 4 heads, 2 layers, for CPU demos and tests. Default: paper on real data, tiny on the synthetic data set")
+    group.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                       help="'paper': widths 32/256, 8 heads, 3 layers, FFN 1024, ~3.2M parameters (the authors' model); "
+                            "'small': widths 16/64, 4 heads, 2 layers, FFN 128, ~131k parameters (CPU studies); 'tiny': "
+                            "widths 8/32, 4 heads, 2 layers, FFN 64, ~34k parameters (CPU demos and tests). "
+                            "Default: paper on real data, tiny on the synthetic data set; --smoke always uses tiny")
     group.add_argument("--positions", choices=POSITION_MODES, default="index",
                        help="positional encoding input: date index 0..T-1 (paper) or acquisition day")
     group.add_argument("--use_pad_mask", action="store_true",
@@ -83,9 +86,10 @@ def model_config_from_args(args: argparse.Namespace, in_channels: int, num_class
     if args.dropout is not None:
         overrides["dropout"] = args.dropout
     synthetic = args.dataset == "synthetic" or args.data_root is None
-    if args.preset == "tiny" or args.smoke or (args.preset is None and synthetic):
+    if args.smoke:
         return tiny_config(**overrides)
-    return STCLNConfig(**overrides)  # the defaults are the paper's sizes
+    preset = args.preset or ("tiny" if synthetic else "paper")
+    return PRESETS[preset](**overrides)  # paper = the STCLNConfig defaults
 
 
 def parse_temporal(spec: str | None):
