@@ -35,7 +35,8 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCLN masked pre-training", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(parser)
     parser.add_argument_group("data").add_argument(
-        "--folds", type=int, nargs="+", default=[5], help="PASTIS/synthetic folds used for pre-training (paper: fold 5)")
+        "--folds", type=int, nargs="+", default=None,
+        help="folds used for pre-training (default: 5, the paper's; folder: dataset.json splits.pretrain, else every fold but the test folds)")
     add_model_args(parser)
     group = parser.add_argument_group("masking (reference_method.md §2.2-2.3)")
     group.add_argument("--mask_ratio", type=float, default=0.4, help="probability that a (pixel, date) cell is masked (paper: 0.4)")
@@ -66,7 +67,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
     loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
     masking = MaskingConfig(args.mask_ratio, args.mask_mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi,
-                            args.mask_block)
+                            args.mask_block, ndvi_gate=data.info.red_index is not None)  # gate off without red/NIR
     generator = torch.Generator(device=runtime.device)
     options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
     writer = open_writer(out, runtime)

@@ -8,15 +8,17 @@ from models import STCLNConfig, tiny_config
 from models.config import PRESETS
 from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
 
-DATASETS = ("synthetic", "pastis", "mtlcc")
+DATASETS = ("synthetic", "pastis", "mtlcc", "folder")
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                       help="'synthetic' (default) writes the embedded crop-phenology data set in PASTIS format and uses it")
+                       help="'synthetic' (default) writes the embedded crop-phenology data set in PASTIS format and uses it; "
+                            "'folder': your own data, PASTIS layout + dataset.json (README 'Your own region')")
     group.add_argument("--data_root", type=Path, default=None,
-                       help="dataset folder (PASTIS: holds metadata.geojson; MTLCC: holds tileids/ and classes.txt). "
+                       help="dataset folder (PASTIS: holds metadata.geojson; MTLCC: holds tileids/ and classes.txt; folder: holds "
+                            "dataset.json and metadata.geojson). "
                             "Synthetic: where the generated data set is cached (default data_cache/synthetic)")
     group.add_argument("--year", type=int, default=2016, choices=(2016, 2017), help="MTLCC year")
     group.add_argument("--crop_size", type=int, default=32,

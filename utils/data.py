@@ -73,6 +73,10 @@ def uses_synthetic(args) -> bool:
 
 
 def info_for(args) -> DataInfo:
+    if args.dataset == "folder":
+        from utils.data_folder import folder_data_info  # imports this module
+
+        return folder_data_info(args)
     if is_pastis_format(args):
         cls, rgb, cmap, protocols = PASTISDataset, PASTIS_RGB, PASTIS_COLORMAP, PROTOCOLS["pastis"]
     else:
@@ -136,8 +140,23 @@ def mtlcc_set(args, root, split, tile_ids=None, sampling=None) -> MTLCCDataset:
                         cache_dir=args.cache_dir)
 
 
+PASTIS_DEFAULT_FOLDS = {"folds": [5], "train_folds": [1], "val_folds": [2], "test_folds": [4]}  # the paper's
+
+
+def resolve_pastis_folds(args) -> None:
+    """Fold flags left unset (None) get the paper's folds (``--dataset folder``: dataset.json splits)."""
+    for flag, folds in PASTIS_DEFAULT_FOLDS.items():
+        if hasattr(args, flag) and getattr(args, flag) is None:
+            setattr(args, flag, list(folds))
+
+
 def build_pretrain_data(args: argparse.Namespace) -> DataBundle:
     """Unlabelled training series: PASTIS folds (every grid crop each epoch, as the authors) or MTLCC tiles."""
+    if args.dataset == "folder":
+        from utils.data_folder import build_folder_pretrain  # imports this module
+
+        return build_folder_pretrain(args)
+    resolve_pastis_folds(args)
     if is_pastis_format(args):
         root = pastis_root(args)
         train = pastis_set(args, root, args.folds, args.folds, args.crop_size, "grid")
@@ -147,6 +166,8 @@ def build_pretrain_data(args: argparse.Namespace) -> DataBundle:
 
 
 def resolve_label_subset(args) -> str:
+    if args.label_subset is None and args.dataset == "folder":
+        return "all"  # the user's labels are the few labels
     if args.label_subset is None:
         return "ratio" if args.dataset == "synthetic" or (is_pastis_format(args) and args.data_root is None) else "authors"
     return args.label_subset
@@ -169,7 +190,13 @@ def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test"
     """Labelled training subset, validation and test sets. All PASTIS splits use the training folds' statistics."""
     subset = resolve_label_subset(args)
     out = {}
-    if is_pastis_format(args):
+    if args.dataset != "folder":
+        resolve_pastis_folds(args)
+    if args.dataset == "folder":
+        from utils.data_folder import build_folder_finetune  # imports this module
+
+        out = build_folder_finetune(args, splits, subset)
+    elif is_pastis_format(args):
         root = pastis_root(args)
         overlap = set(args.test_folds) & (set(args.train_folds) | set(args.val_folds))
         if overlap:

@@ -39,9 +39,12 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
                        help="default: 'authors' on real data, 'ratio' on synthetic PASTIS-format data. 'authors': the hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
                             "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'all': every label")
     group.add_argument("--label_ratio", type=float, default=0.02, help="fraction of training samples labelled with --label_subset ratio")
-    group.add_argument("--train_folds", type=int, nargs="+", default=[1], help="PASTIS/synthetic training folds (paper: 1)")
-    group.add_argument("--val_folds", type=int, nargs="+", default=[2], help="PASTIS/synthetic validation folds (paper: 2)")
-    group.add_argument("--test_folds", type=int, nargs="+", default=[4], help="PASTIS/synthetic test folds (paper: 4)")
+    group.add_argument("--train_folds", type=int, nargs="+", default=None,
+                       help="training folds (default: 1, the paper's; folder: dataset.json splits.train)")
+    group.add_argument("--val_folds", type=int, nargs="+", default=None,
+                       help="validation folds (default: 2, the paper's; folder: dataset.json splits.val)")
+    group.add_argument("--test_folds", type=int, nargs="+", default=None,
+                       help="test folds (default: 4, the paper's; folder: dataset.json splits.test)")
     group.add_argument("--protocol", choices=("stcln", "utae"), default="stcln",
                        help="test metrics: 'stcln' excludes background and void (paper); 'utae' scores 19 classes, void ignored (PASTIS leaderboard)")
     add_model_args(parser)

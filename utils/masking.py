@@ -35,6 +35,7 @@ class MaskingConfig:
     min_fraction: float = 0.9
     authors_ndvi: bool = False
     block: int = 4
+    ndvi_gate: bool = True  # False when the data has no red/NIR bands: every valid date may be masked
 
     def __post_init__(self):
         if not 0.0 <= self.ratio <= 1.0:
@@ -53,6 +54,9 @@ def ndvi_from_input(x: torch.Tensor, red_index: int, nir_index: int) -> torch.Te
 
 def eligible_frames(ndvi: torch.Tensor, pad_mask: torch.Tensor | None, config: MaskingConfig) -> torch.Tensor:
     """(B, T, H, W) NDVI -> (B, T) bool: frames that may be masked."""
+    if not config.ndvi_gate:
+        eligible = torch.ones(ndvi.shape[:2], dtype=torch.bool, device=ndvi.device)
+        return eligible & ~pad_mask if pad_mask is not None else eligible
     vegetated = (ndvi > config.ndvi_threshold).float().mean(dim=(2, 3))
     eligible = vegetated > config.min_fraction
     if pad_mask is not None:

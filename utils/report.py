@@ -60,6 +60,11 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def write_file_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
+    """The atomic writer for any file format: ``write(tmp_path)``, then ``os.replace`` onto ``path``."""
+    _atomic_write(Path(path), write)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -1,0 +1,81 @@
+"""README "Your own region" end to end: GeoTIFF scene -> convert -> pre-train -> fine-tune (--smoke).
+
+The scripts run in-process (their ``main(argv)``), as the experiment commands call them.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import pretrain_STCLN
+from tests.region_fakes import BANDS, make_scene, write_geotiff_scene, write_ndvi_cube
+from utils import finetune
+from utils.datasets.convert import main as convert_main
+
+PATCH = 16  # --smoke crops are 8 px
+SIZE = 48  # 3 x 3 patches of 16 px; --fold_block 1 leaves 4 blocks, so 3 folds
+SMOKE = ["--smoke", "--epochs", "1", "--no_progress", "--num_workers", "0"]
+CLASSES = ["unlabelled", "a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def region(tmp_path_factory) -> dict:
+    """The four-band GeoTIFF scene and the one-band NDVI cube of the same scene, both converted."""
+    tmp = tmp_path_factory.mktemp("region")
+    scene = make_scene(size=SIZE, n_dates=5)
+    label = write_geotiff_scene(tmp / "tifs", scene)
+    common = ["--patch_size", str(PATCH), "--fold_block", "1", "--n_folds", "3", "--class_names", *CLASSES,
+              "--ignore_index", "0"]
+    assert convert_main(["--geotiff_dir", str(tmp / "tifs"), "--label", str(label), "--out", str(tmp / "s2"),
+                         "--band_names", *BANDS, *common]) == 0
+    ndvi = write_ndvi_cube(tmp / "ndvi_src", scene)
+    assert convert_main(["--cube", str(ndvi["cube"]), "--dates", str(ndvi["dates"]), "--label", str(ndvi["label"]),
+                         "--out", str(tmp / "ndvi"), "--band_names", "NDVI", *common]) == 0
+    return {"tmp": tmp, "scene": scene, "tifs": tmp / "tifs", "ndvi_src": ndvi}
+
+
+@pytest.fixture(scope="module", params=["s2", "ndvi"])
+def trained(request, region) -> dict:
+    """Pre-train then fine-tune (from the pre-trained backbone) on one converted folder."""
+    name, tmp = request.param, region["tmp"]
+    data = ["--dataset", "folder", "--data_root", str(tmp / name)]
+    assert pretrain_STCLN.main(data + SMOKE + ["--output_dir", str(tmp / f"pt_{name}")]) == 0
+    backbone = tmp / f"pt_{name}" / "checkpoint_0.stcln.tar"
+    out = tmp / f"ft_{name}"
+    assert finetune.main("folder", "folder fine-tuning",
+                         data + SMOKE + ["--output_dir", str(out), "--pretrain_pth", str(backbone)]) == 0
+    return {"name": name, "root": tmp / name, "out": out, "pretrain": tmp / f"pt_{name}"}
+
+
+def test_pretrain_and_finetune_use_the_folder_splits_and_classes(trained):
+    pretrain_config = json.loads((trained["pretrain"] / "config.json").read_text())
+    assert pretrain_config["folds"] == [0, 1, 3]  # every fold but the test fold 2 (3 folds)
+    config = json.loads((trained["out"] / "config.json").read_text())
+    assert (config["train_folds"], config["val_folds"], config["test_folds"]) == ([1], [3], [2])
+    metrics = json.loads((trained["out"] / "test_stcln" / "metrics.json").read_text())
+    assert metrics["class_names"] == CLASSES
+    assert [row["index"] for row in metrics["metrics"]["per_class"]] == [1, 2, 3, 4]  # unlabelled not scored
+    assert len(metrics["confusion_matrix"]) == len(CLASSES)
+
+
+def test_ndvi_only_series_pretrains_with_the_gate_off(trained):
+    if trained["name"] != "ndvi":
+        pytest.skip("one-band series only")
+    # NDVI is all zeros without red/NIR: with the gate on no date would be eligible and nothing masked
+    state = torch.load(trained["pretrain"] / "last.tar", map_location="cpu", weights_only=True)
+    assert 0.3 < state["metrics"]["masked_fraction"] < 0.5  # --mask_ratio 0.4 of every date
+
+
+def test_folder_without_data_root_is_one_clean_error(capsys):
+    assert pretrain_STCLN.main(["--dataset", "folder"] + SMOKE) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --dataset folder needs --data_root DIR (a folder with dataset.json)"]
+
+
+def test_authors_subset_is_refused_on_folder_data(region, capsys):
+    argv = ["--dataset", "folder", "--data_root", str(region["tmp"] / "s2"), "--label_subset", "authors",
+            "--output_dir", str(region["tmp"] / "refused")] + SMOKE
+    assert finetune.main("folder", "folder fine-tuning", argv) == 2
+    assert "--label_subset authors" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Data sets and metadata of ``--dataset folder`` (utils/datasets/folder.py) for every script.
+
+:mod:`utils.data` dispatches here; the folder's ``dataset.json`` supplies what the PASTIS and
+MTLCC branches take from class attributes: bands, classes, ignored classes, colours, protocols.
+"""
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from utils.args import parse_temporal
+from utils.data import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.datasets.folder import FolderDataset, FolderSpec, read_dataset_json
+from utils.datasets.pastis import METADATA_FILE, read_pastis_metadata
+from utils.errors import DataError
+from utils.metrics import EvalProtocol
+
+log = logging.getLogger("stcln")
+FOLDER_DEFAULT_SPLITS = {"train": (1,), "val": (2,), "test": (4,)}  # pretrain: every fold but the test folds
+SPLIT_FLAGS = {"folds": "pretrain", "train_folds": "train", "val_folds": "val", "test_folds": "test"}
+
+
+def folder_root(args: argparse.Namespace) -> Path:
+    if args.data_root is None:
+        raise DataError("--dataset folder needs --data_root DIR (a folder with dataset.json)")
+    return Path(args.data_root)
+
+
+def folder_protocols(spec: FolderSpec) -> dict[str, EvalProtocol]:
+    """The two protocols on the declared classes.
+
+    ``stcln``: every class but the ignored and background ones is scored (the paper's rule);
+    ``utae``: background is scored too, the ignored class's row and column are zeroed.
+    """
+    k = spec.num_classes
+    skip = {spec.ignore_index, spec.background_index}
+    return {
+        "stcln": EvalProtocol("stcln", "folder", k, tuple(c for c in range(k) if c not in skip),
+                              description="declared classes, ignored and background classes excluded"),
+        "utae": EvalProtocol("utae", "folder", k, tuple(c for c in range(k) if c != spec.ignore_index),
+                             zeroed_classes=(spec.ignore_index,) if spec.ignore_index is not None else (),
+                             description="declared classes, background scored, ignored class zeroed"),
+    }
+
+
+def default_colormap(num_classes: int, ignore_index: int | None) -> tuple:
+    import matplotlib
+
+    colours = matplotlib.colormaps["tab20"](np.arange(num_classes) % 20)[:, :3]
+    if ignore_index is not None:
+        colours[ignore_index] = 1.0  # unscored in white
+    return tuple(tuple(c) for c in colours.tolist())
+
+
+def folder_info(spec: FolderSpec) -> DataInfo:
+    k = max(spec.num_classes, 1)  # pre-training only folders have no classes; the head is not built
+    return DataInfo(
+        in_channels=len(spec.band_names), num_classes=k, classes=list(spec.classes or ["unlabelled"]),
+        ignore_index=spec.ignore_index, background_index=spec.background_index, red_index=spec.red_index,
+        nir_index=spec.nir_index, rgb_indices=spec.rgb_indices,
+        colormap=spec.colormap or default_colormap(k, spec.ignore_index),
+        protocols=folder_protocols(spec) if spec.classes else {},
+    )
+
+
+def resolve_folder_splits(args: argparse.Namespace, spec: FolderSpec, root: Path) -> None:
+    """Fill fold flags left unset (None) from dataset.json ``splits``.
+
+    Without ``splits``: train 1, val 2, test 4, and pre-training on every fold but the test folds.
+    """
+    test = spec.splits.get("test", FOLDER_DEFAULT_SPLITS["test"])
+    for flag, split in SPLIT_FLAGS.items():
+        if not hasattr(args, flag) or getattr(args, flag) is not None:
+            continue
+        if split in spec.splits:
+            folds = spec.splits[split]
+        elif split == "pretrain":
+            folds = sorted({meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)} - set(test))
+        else:
+            folds = FOLDER_DEFAULT_SPLITS[split]
+        setattr(args, flag, list(folds))
+
+
+def folder_set(args, root: Path, folds, norm_folds, crop: int | None, mode: str = "grid", labels: bool = True) -> FolderDataset:
+    if crop and getattr(args, "smoke", False):
+        crop = SMOKE_CROP
+    return FolderDataset(root, folds=folds, norm_folds=norm_folds, crop_size=crop or None, crop_mode=mode,
+                         temporal=parse_temporal(args.temporal), seed=args.seed, labels=labels)
+
+
+def build_folder_pretrain(args: argparse.Namespace) -> DataBundle:
+    """Unlabelled series of the pre-training folds (every grid crop each epoch); no label file needed."""
+    root = folder_root(args)
+    spec = read_dataset_json(root)
+    resolve_folder_splits(args, spec, root)
+    if args.authors_ndvi and not spec.ndvi_gate:
+        raise DataError(f"{spec.path}: --authors_ndvi needs red_band and nir_band (they are null)")
+    train = folder_set(args, root, args.folds, args.folds, args.crop_size, "grid", labels=False)
+    return DataBundle(train, None, None, folder_info(spec))
+
+
+def build_folder_finetune(args: argparse.Namespace, splits, subset: str) -> dict[str, Dataset]:
+    """Labelled training subset ('ratio' or 'all'), validation and test sets, all with train-fold statistics."""
+    root = folder_root(args)
+    spec = read_dataset_json(root)
+    resolve_folder_splits(args, spec, root)
+    if subset == "authors":
+        raise DataError("--label_subset authors exists only for PASTIS and MTLCC; use 'all' or 'ratio' with --dataset folder")
+    overlap = set(args.test_folds) & (set(args.train_folds) | set(args.val_folds))
+    if overlap:
+        raise DataError(f"--test_folds {args.test_folds} overlap the training/validation folds (fold {sorted(overlap)})")
+    norm, out = args.train_folds, {}
+    if "train" in splits:
+        full = folder_set(args, root, args.train_folds, norm, args.crop_size, "grid")
+        out["train"] = full if subset == "all" else labelled_subset(args, full, full.dominant_classes())
+    if "val" in splits:
+        out["val"] = folder_set(args, root, args.val_folds, norm, None)
+    if "test" in splits:
+        out["test"] = folder_set(args, root, args.test_folds, norm, None)
+    return out
+
+
+def folder_data_info(args: argparse.Namespace) -> DataInfo:
+    return folder_info(read_dataset_json(folder_root(args)))

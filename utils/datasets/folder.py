@@ -1,0 +1,381 @@
+"""Your own imagery: the folder format (``--dataset folder --data_root DIR``).
+
+A folder data set is the PASTIS layout plus a small ``dataset.json`` that declares what PASTIS
+hard-codes (bands, classes, ignored classes, reflectance scale)::
+
+    root/dataset.json                  bands, red/NIR, classes, ignore/background, scale (below)
+    root/metadata.geojson              FeatureCollection: ID_PATCH, Fold (int >= 0), dates-S2
+    root/DATA_S2/S2_<ID_PATCH>.npy     (T, C, H, W), any integer or float dtype, raw values
+    root/ANNOTATIONS/TARGET_<ID>.npy   (H, W) or (k, H, W) integer class indices (channel 0 used);
+                                       optional when the folder is only used for pre-training
+    root/NORM_S2_patch.json            Fold_<k> -> {"mean": [C], "std": [C]}; computed from the
+                                       data and cached on first use when absent
+
+``dataset.json`` fields (``null`` allowed where noted)::
+
+    band_names          list of C names, in the order of the C axis
+    red_band, nir_band  names of the red and near-infrared bands, or null: the NDVI gate of the
+                        masking (paper §2.3) is then off and every date may be masked
+    rgb_bands           optional, three band names for figures (default: B04/B03/B02 or
+                        red/green/blue when present, else the first band in grey)
+    classes             list of K class names, index = label value; null = no labels
+    ignore_index        label never trained on nor scored (e.g. "unlabelled"), or null
+    background_index    class left out of the loss and of the paper's scores, or null
+    reflectance_scale   raw value / scale = reflectance (10000 for Sentinel-2 L2A); NDVI uses it
+    reflectance_offset  optional, added before scaling (-1000 for Sentinel-2 baseline >= 04.00)
+    reference_date      optional ISO date; ``days`` count from it (default: 1 January of the
+                        earliest acquisition year)
+    colormap            optional, K RGB triplets in [0, 1] or [0, 255]
+    splits              optional {"pretrain": [...], "train": [...], "val": [...], "test": [...]}
+                        folds used when the scripts' --folds/--*_folds flags are not given
+    georeferencing      optional, written by ``python -m utils.datasets.convert`` (source tags)
+
+Normalisation statistics are those of utae-paps' ``compute_norm_vals`` (per fold, the average
+over patches of per-patch band means and unbiased stds), computed once for every fold and
+written atomically; scripts use the training folds' statistics for every split.
+"""
+
+import datetime
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils.datasets.pastis import (
+    CROP_MODES, METADATA_FILE, NORM_FILE, PASTISDataset, _Patch, open_npy, read_pastis_metadata, s2_path, target_path,
+)
+from utils.errors import DataError
+from utils.report import write_text_atomic
+
+DATASET_FILE = "dataset.json"
+NO_LABEL = -1  # label of every pixel of a sample read without labels (pre-training)
+NDVI_EPS = 1e-6
+RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("red", "green", "blue"))
+SPLIT_NAMES = ("pretrain", "train", "val", "test")
+REQUIRED_FIELDS = ("band_names", "red_band", "nir_band", "classes", "ignore_index", "background_index",
+                   "reflectance_scale")
+
+
+@dataclass(frozen=True)
+class FolderSpec:
+    """The validated content of ``dataset.json``."""
+
+    path: Path
+    band_names: tuple[str, ...]
+    red_index: int | None
+    nir_index: int | None
+    rgb_indices: tuple[int, int, int]
+    classes: tuple[str, ...] | None
+    ignore_index: int | None
+    background_index: int | None
+    reflectance_scale: float
+    reflectance_offset: float = 0.0
+    reference_date: datetime.date | None = None
+    colormap: tuple | None = None
+    splits: dict = field(default_factory=dict)
+    georeferencing: dict | None = None
+
+    @property
+    def ndvi_gate(self) -> bool:
+        """True when red and NIR are declared (the masking's vegetation gate can be computed)."""
+        return self.red_index is not None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+
+def _band_index(path: Path, raw: dict, key: str, names: tuple[str, ...]) -> int | None:
+    value = raw[key]
+    if value is None:
+        return None
+    if value not in names:
+        raise DataError(f"{path}: field '{key}': band {value!r} is not in band_names {list(names)}")
+    return names.index(value)
+
+
+def _optional_class_index(path: Path, raw: dict, key: str, classes: tuple[str, ...] | None) -> int | None:
+    value = raw[key]
+    if value is None:
+        return None
+    if classes is None or isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(classes):
+        raise DataError(f"{path}: field '{key}' must be null or a class index in 0..{len(classes or ()) - 1}, "
+                        f"got {value!r}")
+    return value
+
+
+def _rgb_indices(path: Path, raw: dict, names: tuple[str, ...]) -> tuple[int, int, int]:
+    chosen = raw.get("rgb_bands")
+    if chosen is not None:
+        if not isinstance(chosen, list) or len(chosen) != 3 or any(name not in names for name in chosen):
+            raise DataError(f"{path}: field 'rgb_bands' must list 3 of band_names {list(names)}, got {chosen!r}")
+        return tuple(names.index(name) for name in chosen)
+    for candidate in RGB_CANDIDATES:
+        if all(name in names for name in candidate):
+            return tuple(names.index(name) for name in candidate)
+    return (0, 0, 0)  # grey composite of the first band
+
+
+def _splits(path: Path, raw: dict) -> dict:
+    splits = raw.get("splits") or {}
+    if not isinstance(splits, dict) or set(splits) - set(SPLIT_NAMES):
+        raise DataError(f"{path}: field 'splits' must map some of {list(SPLIT_NAMES)} to fold lists, got {splits!r}")
+    for name, folds in splits.items():
+        if not isinstance(folds, list) or not folds or not all(isinstance(f, int) and f >= 0 for f in folds):
+            raise DataError(f"{path}: field 'splits.{name}' must be a non-empty list of folds >= 0, got {folds!r}")
+    return {name: tuple(folds) for name, folds in splits.items()}
+
+
+def _colormap(path: Path, raw: dict, classes: tuple[str, ...] | None) -> tuple | None:
+    colours = raw.get("colormap")
+    if colours is None:
+        return None
+    try:
+        table = np.asarray(colours, dtype=np.float64)
+    except (TypeError, ValueError):
+        table = np.zeros(0)
+    if classes is None or table.shape != (len(classes), 3):
+        raise DataError(f"{path}: field 'colormap' must hold one RGB triplet per class, got shape {table.shape}")
+    return tuple(tuple(row) for row in table.tolist())
+
+
+def read_dataset_json(root: str | Path) -> FolderSpec:
+    """Read and validate ``root/dataset.json``; every error names the file and the field."""
+    path = Path(root) / DATASET_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: not found (--dataset folder needs a dataset.json; see utils/datasets/folder.py)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({' '.join(str(err).split())})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    missing = [key for key in REQUIRED_FIELDS if key not in raw]
+    if missing:
+        raise DataError(f"{path}: missing field '{missing[0]}' (required: {', '.join(REQUIRED_FIELDS)})")
+    names = raw["band_names"]
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names) \
+            or len(set(names)) != len(names):
+        raise DataError(f"{path}: field 'band_names' must be a non-empty list of distinct strings, got {names!r}")
+    names = tuple(names)
+    red, nir = _band_index(path, raw, "red_band", names), _band_index(path, raw, "nir_band", names)
+    if (red is None) != (nir is None):
+        raise DataError(f"{path}: fields 'red_band' and 'nir_band' must both be band names or both null")
+    classes = raw["classes"]
+    if classes is not None and (not isinstance(classes, list) or len(classes) < 2
+                                or not all(isinstance(c, str) for c in classes)):
+        raise DataError(f"{path}: field 'classes' must be null or a list of at least 2 names, got {classes!r}")
+    classes = tuple(classes) if classes is not None else None
+    scale, offset = raw["reflectance_scale"], raw.get("reflectance_offset", 0.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise DataError(f"{path}: field 'reflectance_scale' must be a positive number, got {scale!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
+        raise DataError(f"{path}: field 'reflectance_offset' must be a number, got {offset!r}")
+    reference = raw.get("reference_date")
+    try:
+        reference = datetime.date.fromisoformat(reference) if reference is not None else None
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: field 'reference_date' must be an ISO date (YYYY-MM-DD), got {reference!r}") from None
+    return FolderSpec(
+        path=path, band_names=names, red_index=red, nir_index=nir, rgb_indices=_rgb_indices(path, raw, names),
+        classes=classes, ignore_index=_optional_class_index(path, raw, "ignore_index", classes),
+        background_index=_optional_class_index(path, raw, "background_index", classes),
+        reflectance_scale=float(scale), reflectance_offset=float(offset), reference_date=reference,
+        colormap=_colormap(path, raw, classes), splits=_splits(path, raw), georeferencing=raw.get("georeferencing"),
+    )
+
+
+def patch_norm_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and unbiased std over (T, H, W) of one (T, C, H, W) patch, float64."""
+    per_band = np.moveaxis(np.asarray(image, dtype=np.float64), 1, 0).reshape(image.shape[1], -1)  # (T,C,H,W) -> (C, T*H*W)
+    return per_band.mean(axis=1), per_band.std(axis=1, ddof=1)
+
+
+def compute_norm_file(root: str | Path, n_bands: int) -> dict:
+    """utae-paps ``compute_norm_vals`` for every fold of ``metadata.geojson``; written atomically."""
+    root = Path(root)
+    sums: dict[int, list] = {}
+    for meta in read_pastis_metadata(root / METADATA_FILE):
+        path = s2_path(root, meta.patch_id)
+        image = open_npy(path)
+        if image.ndim != 4 or image.shape[1] != n_bands:
+            raise DataError(f"{path}: expected an array of shape (T, {n_bands}, H, W), got {image.shape}")
+        mean, std = patch_norm_stats(image)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise DataError(f"{path}: contains NaN or infinite values")
+        entry = sums.setdefault(meta.fold, [np.zeros(n_bands), np.zeros(n_bands), 0])
+        entry[0] += mean
+        entry[1] += std
+        entry[2] += 1
+    stats = {f"Fold_{fold}": {"mean": (m / n).tolist(), "std": (s / n).tolist()} for fold, (m, s, n) in sorted(sums.items())}
+    write_text_atomic(root / NORM_FILE, json.dumps(stats, indent=2))
+    return stats
+
+
+def folder_norm_stats(root: str | Path, n_bands: int, folds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) mean and std of the given folds (average of their statistics), computing the file if absent."""
+    path = Path(root) / NORM_FILE
+    if path.is_file():
+        try:
+            stats = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataError(f"{path}: not valid JSON ({type(err).__name__}); delete it to recompute") from None
+    else:
+        stats = compute_norm_file(root, n_bands)
+    means, stds = [], []
+    for fold in folds:
+        entry = stats.get(f"Fold_{fold}") if isinstance(stats, dict) else None
+        if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
+            raise DataError(f"{path}: field 'Fold_{fold}' missing (no patch of fold {fold}?)")
+        mean, std = np.asarray(entry["mean"], dtype=np.float64), np.asarray(entry["std"], dtype=np.float64)
+        if mean.shape != (n_bands,) or std.shape != mean.shape:
+            raise DataError(f"{path}: field 'Fold_{fold}' needs {n_bands} means and stds, got {mean.shape}, {std.shape}")
+        means.append(mean)
+        stds.append(std)
+    mean, std = np.mean(means, axis=0), np.mean(stds, axis=0)
+    if not (std > 0).all():
+        flat = [int(i) for i in np.flatnonzero(~(std > 0))]
+        raise DataError(f"{path}: bands {flat} have zero spread in folds {list(folds)} (constant band?)")
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+class FolderDataset(PASTISDataset):
+    """Patches of a folder data set as CONTRACT.md sample dicts (PASTIS machinery, declared metadata).
+
+    Args mirror :class:`PASTISDataset`, plus:
+        labels: read ANNOTATIONS (fine-tuning, test). False for pre-training: no label file is
+            needed and every label pixel is ``NO_LABEL`` (-1).
+
+    Folds are any integers >= 0 (the converter writes 1..5 for blocks and 0 for buffer patches).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        folds: Sequence[int],
+        norm_folds: Sequence[int] | None = None,
+        crop_size: int | None = None,
+        crop_mode: str = "random",
+        cells: Sequence[tuple[int, int]] | None = None,
+        ids: Sequence[int] | None = None,
+        temporal: Callable[[list[datetime.date]], Sequence[int]] | None = None,
+        seed: int = 0,
+        mmap: bool = True,
+        labels: bool = True,
+    ) -> None:
+        Dataset.__init__(self)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: folder data set not found")
+        self.spec = spec = read_dataset_json(self.root)
+        if labels and spec.classes is None:
+            raise DataError(f"{spec.path}: field 'classes' is null: this folder has no labels (pre-training only)")
+        self.labels = labels
+        self.classes = list(spec.classes or ())
+        self.num_classes = len(self.classes)
+        self.ignore_index, self.background_index = spec.ignore_index, spec.background_index
+        self.band_names, self.in_channels = spec.band_names, len(spec.band_names)
+        self.red_index, self.nir_index = spec.red_index, spec.nir_index
+        self.folds = tuple(int(fold) for fold in folds)
+        self.norm_folds = tuple(int(fold) for fold in norm_folds) if norm_folds else self.folds
+        if not self.folds or min(self.folds + self.norm_folds) < 0:
+            raise DataError(f"{self.root}: folds must be a non-empty list of integers >= 0, got {list(folds)}")
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
+        self.crop_size, self.crop_mode = crop_size, crop_mode
+        self.cells = [tuple(cell) for cell in cells] if cells is not None else None
+        if crop_size is not None and crop_mode == "cells" and not self.cells:
+            raise ValueError("crop_mode='cells' needs a non-empty cells list, e.g. [(0, 0), (1, 1)]")
+        self.temporal, self.seed, self.mmap, self.epoch = temporal, seed, mmap, 0
+        self.mean, self.std = folder_norm_stats(self.root, self.in_channels, self.norm_folds)
+        self.patches = self._select_patches(ids)
+        self.entries = self._build_entries()
+        self.reference_date = spec.reference_date or datetime.date(
+            min(patch.meta.dates[0] for patch in self.patches).year, 1, 1)
+
+    def _check_files(self, meta) -> _Patch:
+        """Validate one patch's headers (memory-mapped: no pixel is read)."""
+        if not meta.dates:
+            raise DataError(f"{self.root / METADATA_FILE}: patch {meta.patch_id} has no dates-S2")
+        image_path = s2_path(self.root, meta.patch_id)
+        image = open_npy(image_path)
+        if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)) \
+                or image.ndim != 4 or image.shape[1] != self.in_channels:
+            raise DataError(f"{image_path}: expected a numeric array of shape (T, {self.in_channels}, H, W) "
+                            f"({self.in_channels} band_names in {DATASET_FILE}), got {image.dtype} {image.shape}")
+        if image.shape[0] != len(meta.dates):
+            raise DataError(f"{image_path}: {image.shape[0]} frames but {METADATA_FILE} lists "
+                            f"{len(meta.dates)} dates-S2 for patch {meta.patch_id}")
+        height, width = image.shape[2:]
+        if self.labels:
+            label_path = target_path(self.root, meta.patch_id)
+            target = open_npy(label_path)
+            if not np.issubdtype(target.dtype, np.integer) or target.ndim not in (2, 3) \
+                    or target.shape[-2:] != (height, width):
+                raise DataError(f"{label_path}: expected an integer array of shape ({height}, {width}) or "
+                                f"(k, {height}, {width}), got {target.dtype} {target.shape}")
+        if self.crop_size is not None and not 0 < self.crop_size <= min(height, width):
+            raise DataError(f"{image_path}: crop_size {self.crop_size} does not fit a {height}x{width} patch")
+        return _Patch(meta, height, width)
+
+    def _read_label(self, patch_id: int, rows: slice, cols: slice) -> np.ndarray:
+        if not self.labels:
+            return np.full((rows.stop - rows.start, cols.stop - cols.start), NO_LABEL, dtype=np.int64)
+        path = target_path(self.root, patch_id)
+        target = open_npy(path, self.mmap)
+        semantic = target if target.ndim == 2 else target[0]  # (k, H, W): channel 0 as PASTIS
+        label = np.asarray(semantic[rows, cols]).astype(np.int64)
+        if label.size and (label.min() < 0 or label.max() >= self.num_classes):
+            raise DataError(f"{path}: class values must be in 0..{self.num_classes - 1} (the classes of "
+                            f"{DATASET_FILE}), found {label.min()}..{label.max()}")
+        return label
+
+    def dominant_classes(self) -> np.ndarray:
+        """Most frequent scored class of each sample's window (background/ignore excluded when declared)."""
+        excluded = [i for i in (self.background_index, self.ignore_index) if i is not None]
+        fallback = self.background_index if self.background_index is not None else 0
+        classes = np.empty(len(self), dtype=np.int64)
+        for index in range(len(self)):
+            rows, cols = self._window(index, self._generator(index))
+            label = self._read_label(self.patches[self.entries[index][0]].meta.patch_id, rows, cols)
+            counts = np.bincount(label.ravel(), minlength=self.num_classes)
+            counts[excluded] = 0
+            classes[index] = counts.argmax() if counts.any() else fallback
+        return classes
+
+    def ndvi(self, raw: np.ndarray) -> np.ndarray:
+        """(T, C, h, w) raw values -> (T, h, w) NDVI of reflectance; zeros when the gate is off."""
+        if self.red_index is None:
+            return np.zeros((raw.shape[0], *raw.shape[2:]), dtype=np.float32)
+        red, nir = (
+            (raw[:, index] + self.spec.reflectance_offset) / self.spec.reflectance_scale
+            for index in (self.red_index, self.nir_index)
+        )
+        return ((nir - red) / (nir + red + NDVI_EPS)).astype(np.float32)
+
+    def __getitem__(self, index: int) -> dict:
+        position, _ = self.entries[index]
+        meta = self.patches[position].meta
+        rows, cols = self._window(index, self._generator(index))
+        frames = np.arange(len(meta.dates))
+        if self.temporal is not None:
+            frames = np.asarray(self.temporal(list(meta.dates)), dtype=np.int64)
+        series = open_npy(s2_path(self.root, meta.patch_id), self.mmap)
+        raw = np.asarray(series[frames, :, rows, cols], dtype=np.float32)  # (T', C, h, w), only this crop is read
+        image = (raw - self.mean[:, None, None]) / self.std[:, None, None]
+        days = [(meta.dates[frame] - self.reference_date).days for frame in frames]
+        sample_id = str(meta.patch_id)
+        if self.crop_size is not None:
+            sample_id += f"@{rows.start},{cols.start}"
+        return {
+            "image": torch.from_numpy(image),
+            "ndvi": torch.from_numpy(self.ndvi(raw)),
+            "days": torch.tensor(days, dtype=torch.int64),
+            "label": torch.from_numpy(self._read_label(meta.patch_id, rows, cols)),
+            "id": sample_id,
+        }
