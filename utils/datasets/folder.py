@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 from utils.datasets.pastis import (
     CROP_MODES, METADATA_FILE, NORM_FILE, PASTISDataset, _Patch, open_npy, read_pastis_metadata, s2_path, target_path,
 )
+from utils.datasets.protocols import UNSCORED
 from utils.errors import DataError
 from utils.report import write_text_atomic
 
@@ -336,16 +337,16 @@ class FolderDataset(PASTISDataset):
         return label
 
     def dominant_classes(self) -> np.ndarray:
-        """Most frequent scored class of each sample's window (background/ignore excluded when declared)."""
+        """Most frequent scored class of each sample's window (background/ignore excluded when declared);
+        ``UNSCORED`` (-1) if none, so such a crop is never drawn into a labelled subset."""
         excluded = [i for i in (self.background_index, self.ignore_index) if i is not None]
-        fallback = self.background_index if self.background_index is not None else 0
         classes = np.empty(len(self), dtype=np.int64)
         for index in range(len(self)):
             rows, cols = self._window(index, self._generator(index))
             label = self._read_label(self.patches[self.entries[index][0]].meta.patch_id, rows, cols)
             counts = np.bincount(label.ravel(), minlength=self.num_classes)
             counts[excluded] = 0
-            classes[index] = counts.argmax() if counts.any() else fallback
+            classes[index] = counts.argmax() if counts.any() else UNSCORED
         return classes
 
     def ndvi(self, raw: np.ndarray) -> np.ndarray:
