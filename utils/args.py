@@ -20,6 +20,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                        help="dataset folder (PASTIS: holds metadata.geojson; MTLCC: holds tileids/ and classes.txt; folder: holds "
                             "dataset.json and metadata.geojson). "
                             "Synthetic: where the generated data set is cached (default data_cache/synthetic)")
+    group.add_argument("--synthetic_version", type=int, choices=(1, 2), default=2,
+                       help="synthetic data set: 2 (default) the realistic benchmark (mixed pixels, three end-members, "
+                            "within-field variation, haze/clouds/shadows, 8 tiles); 1 the old demo set, kept for comparison")
     group.add_argument("--year", type=int, default=2016, choices=(2016, 2017), help="MTLCC year")
     group.add_argument("--crop_size", type=int, default=32,
                        help="training crop size in pixels (paper: 32 on PASTIS; MTLCC uses whole 48-px tiles, 0 = no crop)")

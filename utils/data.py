@@ -26,7 +26,10 @@ from utils.metrics import PROTOCOLS, EvalProtocol
 
 log = logging.getLogger("stcln")
 CACHE_ROOT = Path("data_cache")
-SYNTHETIC_PASTIS = {"full": dict(n_patches=200, size=32, n_dates=(24, 40)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))}
+SYNTHETIC_PASTIS = {  # per --synthetic_version: v1 the original demo set, v2 the realistic benchmark (1,250 = 5 folds of 250)
+    1: {"full": dict(n_patches=200, size=32, n_dates=(24, 40)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))},
+    2: {"full": dict(n_patches=1250, size=32, n_dates=(20, 30)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))},
+}
 SYNTHETIC_MTLCC = {"full": dict(size=24, n_dates=(30, 40)), "smoke": dict(size=12, n_dates=(6, 10))}
 SYNTHETIC_MTLCC_EVAL_TILES = {"full": 60, "smoke": 6}
 SYNTHETIC_MTLCC_FIRST_EVAL_ID = 20_000  # above every id of the authors' lists
@@ -97,8 +100,9 @@ def _tab20(n: int) -> np.ndarray:
 def pastis_root(args) -> Path:
     if not uses_synthetic(args):
         return Path(args.data_root)
-    root = Path(args.data_root) if args.data_root else CACHE_ROOT / f"synthetic_pastis_{size_key(args)}"
-    return build_pastis_synthetic(root, **SYNTHETIC_PASTIS[size_key(args)])
+    version = args.synthetic_version
+    root = Path(args.data_root) if args.data_root else CACHE_ROOT / f"synthetic_pastis_v{version}_{size_key(args)}"
+    return build_pastis_synthetic(root, version=version, **SYNTHETIC_PASTIS[version][size_key(args)])
 
 
 def mtlcc_root(args) -> Path:
