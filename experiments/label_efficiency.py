@@ -149,7 +149,7 @@ def _execute(script: str, argv: list, log_file: Path | None, threads: int | None
     if threads:
         env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "w") as handle:
+    with open(log_file, "a") as handle:  # a resumed run appends to its log
         status = subprocess.run([sys.executable, str(REPO / script), *argv], stdout=handle, stderr=subprocess.STDOUT,
                                 env=env, cwd=os.getcwd()).returncode
     if status != 0:
@@ -316,25 +316,39 @@ def main(argv: list[str] | None = None) -> dict:
     counts = {(b, s): labelled_count(args, b, s) for b in args.budgets for s in seeds}
     log.info("labelled crops per budget (seed 0): %s", {b: counts[(b, 0)] for b in args.budgets})
 
-    # 1. pre-training (one backbone per masking mode) and the lr sweep of the arms that need no backbone
+    # Three waves, so that both the pre-training and the lr sweeps overlap with other work:
+    # 1. pre-training (one backbone per masking mode) + the arms that need no backbone (their lr
+    #    sweep, or all their runs when a single lr is given);
+    # 2. the sweep of the backbone arms + the remaining runs of the no-backbone arms;
+    # 3. the remaining runs of the backbone arms. (budget, seed) is outermost in every wave.
     no_backbone = [arm for arm in learned if arm in ("scratch", "probe_random")]
     with_backbone = [arm for arm in learned if arm not in no_backbone]
     sweep_key = (args.sweep_budget, seeds[0])
+    chosen, sweep = {}, {}
 
     def sweep_runs(arms):
         return [make_run(args, arm, *sweep_key, lr, counts[sweep_key]) for arm in arms for lr in args.lrs]
 
-    executor.map(pretrain_tasks(args, needed_modes(args.arms)) + run_tasks(sweep_runs(no_backbone), script))
-    executor.map(run_tasks(sweep_runs(with_backbone), script))
-    chosen, sweep = {}, {}
-    for arm in learned:
-        scores = {run.lr: read_run(run)["best_val_mIoU"] for run in sweep_runs([arm])}
-        sweep[arm] = scores
-        chosen[arm] = max(scores, key=lambda lr: (scores[lr] if scores[lr] == scores[lr] else -1.0, -lr))
-        log.info("lr sweep %s: %s -> %g", arm, {f"{k:g}": round(v, 4) for k, v in scores.items()}, chosen[arm])
+    def study_runs(arms):
+        return [make_run(args, arm, b, s, chosen[arm], counts[(b, s)]) for b in args.budgets for s in seeds for arm in arms]
 
-    # 2. the study: budgets x seeds x arms, (budget, seed) outermost so complete cells finish first
-    runs = [make_run(args, arm, b, s, chosen[arm], counts[(b, s)]) for b in args.budgets for s in seeds for arm in learned]
+    def choose(arms):
+        for arm in arms:
+            scores = {run.lr: read_run(run)["best_val_mIoU"] for run in sweep_runs([arm])} if len(args.lrs) > 1 else {}
+            sweep[arm] = scores
+            chosen[arm] = max(scores, key=lambda lr: (scores[lr] if scores[lr] == scores[lr] else -1.0, -lr)) if scores else args.lrs[0]
+            if scores:
+                log.info("lr sweep %s: %s -> %g", arm, {f"{k:g}": round(v, 4) for k, v in scores.items()}, chosen[arm])
+
+    if len(args.lrs) == 1:
+        choose(learned)
+        executor.map(pretrain_tasks(args, needed_modes(args.arms)) + run_tasks(study_runs(no_backbone), script))
+    else:
+        executor.map(pretrain_tasks(args, needed_modes(args.arms)) + run_tasks(sweep_runs(no_backbone), script))
+        choose(no_backbone)
+        executor.map(run_tasks(sweep_runs(with_backbone) + study_runs(no_backbone), script))
+        choose(with_backbone)
+    runs = study_runs(learned)
     executor.map(run_tasks(runs, script))
     records = [read_run(run) for run in runs]
     for b in args.budgets:
