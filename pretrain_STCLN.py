@@ -11,21 +11,20 @@ that fine-tuning's --pretrain_pth takes), tensorboard logs in tb/ and reconstruc
 
 import argparse
 import logging
-import os
 import sys
 
 import torch
 
 from models import STCLNPretrain
-from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
+from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args,
+                        model_config_from_args)
 from utils.checkpoint import backbone_export, save_checkpoint, unwrap
 from utils.data import build_pretrain_data
 from utils.distributed import setup_runtime, seed_everything, shutdown
 from utils.engine import LoopOptions, pretrain_one_epoch, reconstruct_preview
-from utils.errors import STCLNError
 from utils.masking import MASK_MODES, MaskingConfig
-from utils.runner import (epoch_seed, full_state, make_loader, make_optimizer, open_writer, prepare_output_dir,
-                          resume_state, setup_logging, start_epoch, wrap_model)
+from utils.runner import (epoch_seed, full_state, guarded_main, make_loader, make_optimizer, open_writer,
+                          prepare_output_dir, resume_state, setup_logging, start_epoch, wrap_model, write_run_config)
 from utils.visualize import reconstruction_figure, save_figure
 
 log = logging.getLogger("stcln")
@@ -59,12 +58,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 def pretrain(args: argparse.Namespace, runtime) -> dict:
     seed_everything(args.seed)
+    out = prepare_output_dir(args, runtime)
     data = build_pretrain_data(args)
     config = model_config_from_args(args, data.info.in_channels, data.info.num_classes)
-    out = prepare_output_dir(args, runtime)
     model = wrap_model(STCLNPretrain(config), runtime, args.compile)
     optimizer = make_optimizer(model, args)
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
+    write_run_config(args, out, runtime)
     loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
     masking = MaskingConfig(args.mask_ratio, args.mask_mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi,
                             args.mask_block, ndvi_gate=data.info.red_index is not None)  # gate off without red/NIR
@@ -122,17 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mask_block < 1:
         parser.error(f"--mask_block must be >= 1 pixel, got {args.mask_block}")
-    try:
+    check_args(parser, args)
+    runtime = None
+
+    def run() -> None:
+        nonlocal runtime
         runtime = setup_runtime(args.device)
         setup_logging(runtime)
         pretrain(args, runtime)
-    except (STCLNError, ValueError) as err:
-        if os.environ.get("STCLN_DEBUG"):  # full traceback for debugging
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    shutdown(runtime)
-    return 0
+
+    status = guarded_main(run, args.output_dir)
+    if status == 0:
+        shutdown(runtime)
+    return status
 
 
 if __name__ == "__main__":

@@ -14,14 +14,15 @@ METRICS = ("OA", "mIoU", "mF1")
 
 
 def run_pretrain(argv: list[str]) -> None:
-    status = pretrain_STCLN.main([str(a) for a in argv])
+    """Pre-train in-process. An experiment re-run starts its runs over (``--overwrite``)."""
+    status = pretrain_STCLN.main([str(a) for a in argv] + ["--overwrite"])
     if status != 0:
         sys.exit(status)
 
 
 def run_finetune(dataset: str, argv: list[str]) -> dict:
     """Fine-tune + test; return the test metrics of summary.json."""
-    argv = [str(a) for a in argv]
+    argv = [str(a) for a in argv] + ["--overwrite"]  # an experiment re-run starts its runs over
     status = finetune.main(dataset, f"{dataset} fine-tuning", argv)
     if status != 0:
         sys.exit(status)

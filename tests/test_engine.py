@@ -71,22 +71,29 @@ def test_nonfinite_input_names_the_sample_or_is_skipped():
     assert "\n" not in str(info.value)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     skipping = LoopOptions(torch.device("cpu"), skip_nonfinite=True, progress=False)
-    stats = train_one_epoch(model, loader, optimizer, 0, config=config, class_weight=torch.ones(4), options=skipping)
-    assert stats["skipped_batches"] == 1
+    with pytest.raises(STCLNError, match="no optimisation step; all 1 batches were skipped"):  # the only batch
+        train_one_epoch(model, loader, optimizer, 0, config=config, class_weight=torch.ones(4), options=skipping)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    pairs = make_loader(data, 2, RUNTIME, train=False, seed=0, workers=0)  # [0, 1] trains, [2, 3] is skipped
+    stats = train_one_epoch(model, pairs, optimizer, 0, config=config, class_weight=torch.ones(4), options=skipping)
+    assert stats["skipped_batches"] == 1 and torch.isfinite(torch.tensor(stats["loss"])) and stats["loss"] > 0
 
 
 def test_batch_without_labelled_pixels_is_skipped_not_nan():
     data, config, _ = setup(n=4)
-    for sample in data.samples:
+    for sample in data.samples[2:]:
         sample["label"].fill_(3)  # only the ignored class
     loader = make_loader(data, 2, RUNTIME, train=False, seed=0, workers=0)
     model = STCLNSegmenter(config)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.Adam(model.parameters())
     stats = train_one_epoch(model, loader, optimizer, 0, config=config,
                             class_weight=torch.tensor([1.0, 1.0, 1.0, 0.0]), options=OPTIONS)
-    assert stats["skipped_batches"] == 2 and stats["loss"] == 0.0
+    assert stats["skipped_batches"] == 1 and torch.isfinite(torch.tensor(stats["loss"])) and stats["loss"] > 0
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    unlabelled = make_loader(torch.utils.data.Subset(data, [2, 3]), 2, RUNTIME, train=False, seed=0, workers=0)
+    with pytest.raises(STCLNError, match="no optimisation step"):  # never a silent untrained model
+        train_one_epoch(model, unlabelled, optimizer, 1, config=config,
+                        class_weight=torch.tensor([1.0, 1.0, 1.0, 0.0]), options=OPTIONS)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import math
+import re
 from pathlib import Path
 
 from models import STCLNConfig, tiny_config
@@ -65,11 +67,14 @@ def add_optim_args(parser: argparse.ArgumentParser, epochs: int, lr: float, grad
 
 def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
     group = parser.add_argument_group("runtime, logging and checkpoints")
-    group.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cuda' or 'cpu'")
+    group.add_argument("--device", default="auto", type=device_name,
+                       help="'auto' (cuda if available, else cpu), 'cuda', 'cuda:N' or 'cpu'")
     group.add_argument("--seed", type=int, default=0, help="seeds python, numpy, torch, crops, masks and date sampling")
     group.add_argument("--output_dir", type=Path, default=Path(output_dir),
                        help="run folder: config.json, last.tar, exports, tensorboard logs (tb/) and figures")
     group.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.tar")
+    group.add_argument("--overwrite", action="store_true",
+                       help="train into an --output_dir that holds an earlier run, deleting its checkpoints first")
     group.add_argument("--save_every", type=int, default=10, help="write last.tar every N epochs (and at the end)")
     group.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model on CUDA")
@@ -80,6 +85,38 @@ def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
     group.add_argument("--no_progress", action="store_true", help="no tqdm progress bars")
     group.add_argument("--smoke", action="store_true",
                        help="tiny sizes end to end (CI): tiny model, few samples, 1-2 epochs")
+
+
+def device_name(text: str) -> str:
+    """argparse type of ``--device``: auto, cpu, cuda or cuda:N (whether it exists is checked at start-up)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of auto, cpu, cuda, cuda:N")
+    return text
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject, before any work, flag values that would fail later (after an epoch of training)."""
+    positive = ("epochs", "save_every", "batch_size")
+    non_negative = ("num_workers", "sta_chunk", "n_dates", "crop_size")
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in non_negative:
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        parser.error(f"--weight_decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.grad_clip is not None and not (math.isfinite(args.grad_clip) and args.grad_clip > 0):
+        parser.error(f"--grad_clip must be a finite number > 0, got {args.grad_clip}")
+    if args.dropout is not None and not 0.0 <= args.dropout < 1.0:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.temporal:
+        try:
+            parse_temporal(args.temporal)
+        except ValueError as err:
+            parser.error(str(err))
 
 
 def model_config_from_args(args: argparse.Namespace, in_channels: int, num_classes: int) -> STCLNConfig:

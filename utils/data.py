@@ -21,7 +21,7 @@ from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
 from utils.datasets.protocols import UNSCORED
-from utils.errors import DataError
+from utils.errors import DataError, STCLNError
 from utils.metrics import PROTOCOLS, EvalProtocol
 
 log = logging.getLogger("stcln")
@@ -75,7 +75,8 @@ def uses_synthetic(args) -> bool:
     return args.dataset == "synthetic" or args.data_root is None
 
 
-def info_for(args) -> DataInfo:
+def info_for(args, dataset: Dataset | None = None) -> DataInfo:
+    """What the model and reports need; class names come from ``dataset`` (MTLCC: its classes.txt) when given."""
     if args.dataset == "folder":
         from utils.data_folder import folder_data_info  # imports this module
 
@@ -85,7 +86,10 @@ def info_for(args) -> DataInfo:
     else:
         cls, rgb, protocols = MTLCCDataset, MTLCC_RGB, PROTOCOLS["mtlcc"]
         cmap = tuple(tuple(c) for c in _tab20(cls.num_classes))
-    return DataInfo(cls.in_channels, cls.num_classes, list(cls.classes), cls.ignore_index, cls.background_index,
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = list(dataset.classes if dataset is not None else cls.classes)
+    return DataInfo(cls.in_channels, cls.num_classes, classes, cls.ignore_index, cls.background_index,
                     cls.red_index, cls.nir_index, rgb, cmap, protocols)
 
 
@@ -166,7 +170,7 @@ def build_pretrain_data(args: argparse.Namespace) -> DataBundle:
         train = pastis_set(args, root, args.folds, args.folds, args.crop_size, "grid")
     else:
         train = mtlcc_set(args, mtlcc_root(args), "train", sampling="random")
-    return DataBundle(train, None, None, info_for(args))
+    return DataBundle(train, None, None, info_for(args, train))
 
 
 def resolve_label_subset(args) -> str:
@@ -202,9 +206,7 @@ def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test"
         out = build_folder_finetune(args, splits, subset)
     elif is_pastis_format(args):
         root = pastis_root(args)
-        overlap = set(args.test_folds) & (set(args.train_folds) | set(args.val_folds))
-        if overlap:
-            raise ValueError(f"--test_folds {args.test_folds} overlap the training/validation folds (fold {sorted(overlap)})")
+        check_disjoint_folds(args)
         norm = args.train_folds
         if "train" in splits:
             if subset == "authors":
@@ -236,7 +238,44 @@ def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test"
     for name, dataset in out.items():
         if len(dataset) == 0:
             raise DataError(f"{name} split is empty (check --*_folds / tile lists)")
-    return DataBundle(out.get("train"), out.get("val"), out.get("test"), info_for(args))
+    check_disjoint_samples(out)
+    return DataBundle(out.get("train"), out.get("val"), out.get("test"), info_for(args, next(iter(out.values()))))
+
+
+def check_disjoint_folds(args) -> None:
+    """Training, validation and test folds must not share a fold."""
+    folds = {"--train_folds": args.train_folds, "--val_folds": args.val_folds, "--test_folds": args.test_folds}
+    names = list(folds)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = sorted(set(folds[first]) & set(folds[second]))
+            if shared:
+                raise STCLNError(f"{first} {folds[first]} and {second} {folds[second]} share fold(s) {shared}")
+
+
+def sample_ids(dataset: Dataset) -> set[int] | None:
+    """The PASTIS patch / MTLCC tile ids a (possibly Subset-wrapped) data set reads; None if it has no ids."""
+    indices = None
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices] if indices is not None else list(dataset.indices)
+        dataset = dataset.dataset
+    ids = getattr(dataset, "patch_ids", None)
+    ids = getattr(dataset, "tile_ids", None) if ids is None else ids
+    if ids is None:
+        return None
+    return set(ids) if indices is None else {ids[i] for i in indices}
+
+
+def check_disjoint_samples(splits: dict[str, Dataset]) -> None:
+    """No patch or tile may be in two of the training, validation and test splits."""
+    ids = {name: found for name, dataset in splits.items() if (found := sample_ids(dataset)) is not None}
+    names = list(ids)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            shared = sorted(ids[first] & ids[second])
+            if shared:
+                raise DataError(f"the {first} and {second} splits share {len(shared)} patch/tile id(s) "
+                                f"{shared[:10]}{' ...' if len(shared) > 10 else ''}: each sample must be in one split only")
 
 
 def dominant_tile_classes(dataset: MTLCCDataset) -> np.ndarray:

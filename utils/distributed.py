@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from utils.errors import STCLNError
+
 
 @dataclass
 class Runtime:
@@ -35,10 +37,13 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """'auto' picks CUDA when available, else CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda requested but no CUDA device is available")
-        return torch.device("cuda", local_rank)
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = local_rank if name == "cuda" else int(name.partition(":")[2])
+        if index >= count:
+            raise STCLNError(f"--device {name}: {'no CUDA device is available' if not count else f'only {count} CUDA device(s)'}"
+                             f"{f' for local rank {local_rank}' if name == 'cuda' and count else ''}")
+        return torch.device("cuda", index)
     return torch.device(name)
 
 

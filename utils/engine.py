@@ -20,6 +20,7 @@ from utils.errors import STCLNError
 from utils.masking import MaskingConfig, build_mask
 from utils.metrics import ConfusionMatrix
 from utils.pretext_baselines import baseline_sse
+from utils.signals import check_stop
 
 log = logging.getLogger("stcln")
 
@@ -96,8 +97,23 @@ def reduce_sums(sums: dict[str, float], options: LoopOptions) -> dict[str, float
     return dict(zip(keys, values.tolist()))
 
 
+def require_steps(sums: dict[str, float], epoch: int, what: str) -> None:
+    """An epoch that made no optimisation step is an error, never a silent untrained model."""
+    if sums["batches"] == 0:
+        raise STCLNError(f"{what} epoch {epoch + 1}: no optimisation step; all {int(sums['skipped'])} batches were skipped "
+                         "(no labelled pixel in any batch, or non-finite values with --skip_nonfinite)")
+
+
 def progress(loader, desc: str, options: LoopOptions):
-    return tqdm(loader, desc=desc, dynamic_ncols=True, leave=False, disable=not options.progress, mininterval=1.0)
+    """tqdm over ``loader`` that stops the run between batches after Ctrl-C/SIGTERM (utils/signals.py)."""
+    return tqdm(_stop_checked(loader), total=len(loader), desc=desc, dynamic_ncols=True, leave=False,
+                disable=not options.progress, mininterval=1.0)
+
+
+def _stop_checked(loader):
+    for batch in loader:
+        check_stop()
+        yield batch
 
 
 def pretrain_one_epoch(
@@ -151,6 +167,7 @@ def pretrain_one_epoch(
         bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sums['samples'] / (time.perf_counter() - start):.1f}")
     sums = reduce_sums(sums | {f"pretext_{key}": float(value) for key, value in pretext.items()}, options)
     masked = max(sums.pop("pretext_masked"), 1.0)
+    require_steps(sums, epoch, "pre-training")
     return {
         "loss": sums["loss"] / max(sums["batches"], 1),
         "masked_fraction": sums["masked"] / max(sums["cells"], 1),
@@ -207,6 +224,7 @@ def train_one_epoch(
         sums["samples"] += x.shape[0]
         bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sums['samples'] / (time.perf_counter() - start):.1f}")
     sums = reduce_sums(sums, options)
+    require_steps(sums, epoch, "training")
     return {
         "loss": sums["loss"] / max(sums["batches"], 1),
         "samples_per_s": sums["samples"] / (time.perf_counter() - start),

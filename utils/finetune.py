@@ -5,8 +5,6 @@ The per-dataset scripts only set their defaults and call :func:`main`.
 
 import argparse
 import logging
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +12,18 @@ import torch
 from torch.utils.data import Subset
 
 from models import STCLNConfig, STCLNSegmenter
-from utils.args import add_data_args, add_model_args, add_optim_args, add_runtime_args, model_config_from_args
+from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args,
+                        model_config_from_args)
 from utils.checkpoint import (config_for_backbone, load_checkpoint, load_pretrained_backbone, load_state_checked,
                               read_pretrained_backbone, save_checkpoint)
 from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import LoopOptions, evaluate, train_one_epoch
-from utils.errors import CheckpointError, STCLNError
+from utils.errors import CheckpointError
 from utils.metrics import evaluate_protocol
 from utils.report import plot_confusion_matrix, plot_prediction_maps, rgb_composite, write_results
-from utils.runner import (full_state, make_loader, make_optimizer, open_writer, prepare_output_dir, resume_state,
-                          setup_logging, start_epoch, wrap_model, write_json)
+from utils.runner import (full_state, guarded_main, make_loader, make_optimizer, open_writer, prepare_output_dir,
+                          resume_state, setup_logging, start_epoch, wrap_model, write_json, write_run_config)
 
 log = logging.getLogger("stcln")
 SELECT_METRICS = ("mIoU", "OA")
@@ -115,13 +114,14 @@ def validation_score(model, loader, config, info, options) -> dict:
 
 def train(args, runtime: Runtime) -> Path:
     """Fine-tune, keep best.tar by validation ``--select_metric``; return the best checkpoint path."""
+    out = prepare_output_dir(args, runtime)
     data = build_finetune_data(args)
     info = data.info
     model, config = build_model(args, info, runtime)
-    out = prepare_output_dir(args, runtime)
     model = wrap_model(model, runtime, args.compile)
     optimizer = make_optimizer(model, args)
     first_epoch, extra = resume_state(out, model, optimizer, config, args.trust_checkpoint) if args.resume else (0, {})
+    write_run_config(args, out, runtime)
     best = extra.get("best", float("-inf"))
     train_loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
     val_set = evenly_spaced(data.val, args.val_limit)
@@ -173,9 +173,12 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
     data = build_finetune_data(args, splits=("test",))
     info = data.info
     ckpt = load_checkpoint(checkpoint, args.trust_checkpoint)
-    if "model_config" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(f"{checkpoint}: not a fine-tuned STCLN checkpoint (no model/model_config)")
-    config = STCLNConfig.from_dict(ckpt["model_config"])
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_config"), dict):
+        raise CheckpointError(f"{checkpoint}: not a fine-tuned STCLN checkpoint (needs dicts 'model' and 'model_config')")
+    try:
+        config = STCLNConfig.from_dict(ckpt["model_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{checkpoint}: invalid model_config ({err})") from None
     if args.sta_chunk:
         config.sta_chunk = args.sta_chunk
     if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):
@@ -223,7 +226,11 @@ def main(dataset: str, description: str, argv: list[str] | None = None, **defaul
     parser = get_parser(dataset, description)
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
-    try:
+    check_args(parser, args)
+    runtime = None
+
+    def run() -> None:
+        nonlocal runtime
         runtime = setup_runtime(args.device)
         setup_logging(runtime)
         seed_everything(args.seed)
@@ -234,10 +241,8 @@ def main(dataset: str, description: str, argv: list[str] | None = None, **defaul
         if runtime.is_main:
             write_json(Path(args.output_dir) / "summary.json", {"checkpoint": str(best), "protocol": args.protocol,
                                                                 "test": _scalars(metrics)})
-    except (STCLNError, ValueError) as err:
-        if os.environ.get("STCLN_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    shutdown(runtime)
-    return 0
+
+    status = guarded_main(run, args.output_dir)
+    if status == 0:
+        shutdown(runtime)
+    return status

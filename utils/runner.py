@@ -8,7 +8,9 @@ sampler and the dataset's random crops from ``seed`` and the epoch number, so a 
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,11 +20,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from models import STCLNConfig
 from utils.args import args_dict, dump_args
-from utils.checkpoint import load_checkpoint, unwrap
+from utils.checkpoint import load_checkpoint, load_state_checked, unwrap
 from utils.datasets.collate import pad_collate
 from utils.distributed import Runtime, seed_worker
 from utils.errors import CheckpointError, STCLNError
 from utils.report import write_text_atomic
+from utils.signals import Interrupted, stop_on_signals
 
 log = logging.getLogger("stcln")
 EPOCH_SEED_STRIDE = 1_000_003  # a prime: seeds of different epochs never collide for seeds < stride
@@ -75,10 +78,33 @@ def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Op
     return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay)
 
 
+RUN_FILES = ("last.tar", "best.tar", "checkpoint_*.tar", "summary.json", "tb/events.out.tfevents.*")
+
+
+def previous_run_files(out: Path) -> list[Path]:
+    """Files of an earlier training run in ``out`` (checkpoints, exports, summary, TensorBoard events)."""
+    return sorted(path for pattern in RUN_FILES for path in out.glob(pattern) if path.is_file())
+
+
 def prepare_output_dir(args: argparse.Namespace, runtime: Runtime) -> Path:
-    """Create the run folder (checking it is writable) and dump config.json on rank 0."""
+    """Create the run folder and check it is writable; refuse to train over an earlier run.
+
+    A folder that already holds a run needs ``--resume`` (continue it) or ``--overwrite`` (its
+    checkpoints, exports, summary and TensorBoard events are deleted first, so no stale
+    ``checkpoint_<e>`` is left next to the new ones). ``config.json`` is written by
+    :func:`write_run_config` once a resumed checkpoint has loaded.
+    """
     out = Path(args.output_dir)
+    previous = previous_run_files(out) if out.is_dir() else []
+    if previous and not (args.resume or args.overwrite):
+        names = ", ".join(str(path.relative_to(out)) for path in previous[:3])
+        raise STCLNError(f"--output_dir {out}: already holds a run ({names}{', ...' if len(previous) > 3 else ''}); "
+                         "pass --resume to continue it, --overwrite to replace it, or choose another --output_dir")
     if runtime.is_main:
+        if previous and args.overwrite and not args.resume:
+            for path in previous:
+                path.unlink(missing_ok=True)
+            log.info("--overwrite: deleted %d files of the previous run in %s", len(previous), out)
         try:
             out.mkdir(parents=True, exist_ok=True)
             probe = out / ".write_test"
@@ -86,8 +112,13 @@ def prepare_output_dir(args: argparse.Namespace, runtime: Runtime) -> Path:
             probe.unlink()
         except OSError as err:
             raise STCLNError(f"{out}: output directory is not writable ({err.strerror})") from None
-        dump_args(args, out / "config.json")
     return out
+
+
+def write_run_config(args: argparse.Namespace, out: Path, runtime: Runtime) -> None:
+    """Dump the resolved flags to ``config.json`` (rank 0), after any ``--resume`` has loaded."""
+    if runtime.is_main:
+        dump_args(args, out / "config.json")
 
 
 def open_writer(out: Path, runtime: Runtime):
@@ -103,10 +134,20 @@ def resume_state(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
     """Load ``last.tar`` into model and optimizer; return (next epoch, saved extras)."""
     path = out / "last.tar"
     ckpt = load_checkpoint(path, trusted)
-    if ckpt.get("model_config") != config.to_dict():
-        raise CheckpointError(f"{path}: saved with a different model configuration; resume with the same flags")
-    unwrap(model).load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    if not isinstance(ckpt, dict) or not all(isinstance(ckpt.get(k), dict) for k in ("model", "optimizer", "model_config")) \
+            or not isinstance(ckpt.get("epoch"), int):
+        raise CheckpointError(f"{path}: not a resumable STCLN checkpoint (needs dicts 'model', 'optimizer', "
+                              "'model_config' and an integer 'epoch')")
+    if ckpt["model_config"] != config.to_dict():
+        diff = sorted(k for k in set(ckpt["model_config"]) | set(config.to_dict())
+                      if ckpt["model_config"].get(k) != config.to_dict().get(k))
+        raise CheckpointError(f"{path}: saved with a different model configuration ({', '.join(diff)}); "
+                              "resume with the same flags")
+    load_state_checked(unwrap(model), ckpt["model"], str(path))  # e.g. a pre-training run resumed by fine-tuning
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: optimizer state does not fit this run ({err})") from None
     log.info("resumed from %s at epoch %d", path, ckpt["epoch"] + 1)
     return ckpt["epoch"] + 1, ckpt.get("extra", {})
 
@@ -122,7 +163,30 @@ def write_json(path: Path, data: dict) -> None:
     write_text_atomic(path, json.dumps(data, indent=2))
 
 
+def guarded_main(run: Callable[[], None], output_dir: Path) -> int:
+    """Run a script body; return its exit status.
+
+    Expected errors (:class:`STCLNError`, bad values) become one ``error: ...`` line and status 2
+    (``STCLN_DEBUG=1`` re-raises them). Ctrl-C / SIGTERM stop the run cleanly (utils/signals.py)
+    with status 130 / 143 and a hint to ``--resume``.
+    """
+    with stop_on_signals():
+        try:
+            run()
+        except (STCLNError, ValueError) as err:
+            if os.environ.get("STCLN_DEBUG"):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except Interrupted as stop:
+            last = Path(output_dir) / "last.tar"
+            hint = f"; {last} holds the last saved epoch: continue with --resume" if last.is_file() else ""
+            print(f"stopped by {stop}{hint}", file=sys.stderr)
+            return stop.exit_status
+    return 0
+
+
 __all__ = [
-    "epoch_seed", "full_state", "make_loader", "make_optimizer", "open_writer", "prepare_output_dir",
-    "resume_state", "setup_logging", "start_epoch", "wrap_model", "write_json",
+    "epoch_seed", "full_state", "guarded_main", "make_loader", "make_optimizer", "open_writer", "prepare_output_dir",
+    "resume_state", "setup_logging", "start_epoch", "wrap_model", "write_json", "write_run_config",
 ]

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.datasets.protocols import selects_a_date
 from utils.datasets.tfrecord import atomic_write, read_examples
 from utils.errors import DataError
 
@@ -118,6 +119,11 @@ def read_classes(path: str | Path) -> list[tuple[int, str]]:
                         f"found {len(classes)}")
     if not all(0 <= raw_id <= UINT8_MAX for raw_id, _ in classes):
         raise DataError(f"{path}: class ids must be in 0..{UINT8_MAX}")
+    seen = {}
+    for index, (raw_id, name) in enumerate(classes):
+        if raw_id in seen:  # the later line would silently take the earlier class's pixels
+            raise DataError(f"{path}: raw class id {raw_id} is listed twice ({classes[seen[raw_id]][1]!r} and {name!r})")
+        seen[raw_id] = index
     return classes
 
 
@@ -464,7 +470,9 @@ class MTLCCDataset(Dataset):
         self.min_dates = min_dates if min_dates is not None else (n_dates or 1)
         self.layout = layout or detect_layout(self.root, year)
         self.reference_date = reference_date(year)
-        self.lookup = label_lookup(read_classes(self.root / CLASSES_FILE))
+        class_list = read_classes(self.root / CLASSES_FILE)
+        self.lookup = label_lookup(class_list)
+        self.classes = [name for _, name in class_list]  # report names come from the file
         self.cache_folder = Path(cache_dir) / year_folder(year) if cache_dir is not None else None
         listed = self._listed_ids(tile_ids)
         self.tiles: list[TileInfo] = self._index(listed)
@@ -513,22 +521,28 @@ class MTLCCDataset(Dataset):
         manifest = read_manifest(self.cache_folder) if self.cache_folder is not None else {}
         converted: dict[str, dict] = {}
         infos: dict[int, TileInfo | None] = {}
-        missing = too_short = 0
+        missing = too_short = outside = 0
         for tile_id in dict.fromkeys(listed):  # unique, first-seen order
             found = self._tile_dates(tile_id, manifest, converted)
+            infos[tile_id] = None
             if found is None:
                 missing += 1
             elif len(found[0]) < self.min_dates:
                 too_short += 1
-            infos[tile_id] = TileInfo(tile_id, *found) if found and len(found[0]) >= self.min_dates else None
+            elif not selects_a_date(self.temporal, found[0]):  # e.g. an early-season window before the first date
+                outside += 1
+            else:
+                infos[tile_id] = TileInfo(tile_id, *found)
         if converted:
             write_manifest(self.cache_folder, converted)
         kept = [infos[tile_id] for tile_id in listed if infos[tile_id] is not None]
         message = (f"MTLCC {self._split_file().stem}: {self.year} listed {len(infos)}, {missing} missing, "
-                   f"{too_short} too short (< {self.min_dates} dates), {len({info.tile_id for info in kept})} kept")
+                   f"{too_short} too short (< {self.min_dates} dates), "
+                   f"{f'{outside} without a date in {self.temporal!r}, ' if self.temporal is not None else ''}"
+                   f"{len({info.tile_id for info in kept})} kept")
         if not kept:
             raise DataError(f"{self.root}: no usable tile ({message})")
-        if missing or too_short:
+        if missing or too_short or outside:
             log.warning(message)
         return kept
 

@@ -14,6 +14,7 @@ statistic of the evaluated fold leaks into its inputs (reference_method.md §5.1
 
 import datetime
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.datasets.protocols import UNSCORED
+from utils.datasets.protocols import UNSCORED, selects_a_date
 from utils.errors import DataError
+
+log = logging.getLogger("stcln")
 
 PASTIS_BAND_NAMES = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 PASTIS_CLASSES = [  # documentation/label_names.json of the release, verbatim (double space included)
@@ -123,6 +126,7 @@ def read_pastis_metadata(path: str | Path) -> list[PatchMeta]:
     """Parse metadata.geojson into :class:`PatchMeta` records sorted by ``ID_PATCH``.
 
     Patches without ``dates-S2`` are kept with empty dates (an error only if they are selected).
+    An ``ID_PATCH`` listed twice is an error.
     """
     path = Path(path)
     if not path.is_file():
@@ -131,13 +135,20 @@ def read_pastis_metadata(path: str | Path) -> list[PatchMeta]:
         features = json.loads(path.read_text())["features"]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a GeoJSON FeatureCollection ({type(err).__name__})") from None
-    patches = []
+    if not isinstance(features, list) or not all(isinstance(feature, dict) for feature in features):
+        raise DataError(f"{path}: 'features' must be a list of GeoJSON Features, got {type(features).__name__}")
+    patches, folds = [], {}
     for feature in features:
         props = feature.get("properties") or {}
+        if not isinstance(props, dict):
+            raise DataError(f"{path}: a feature's 'properties' is a {type(props).__name__}, not an object")
         try:
             patch_id, fold = int(props["ID_PATCH"]), int(props["Fold"])
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}: a feature lacks an integer ID_PATCH or Fold: {sorted(props)[:6]}") from None
+        if patch_id in folds:  # would be trained and tested on if its copies sit in different folds
+            raise DataError(f"{path}: ID_PATCH {patch_id} is listed twice (folds {folds[patch_id]} and {fold})")
+        folds[patch_id] = fold
         raw_dates = props.get("dates-S2")
         dates = _parse_dates(raw_dates, path, patch_id) if raw_dates else ()
         tile = str(props.get("TILE", "")).upper().removeprefix("T")  # 't30uxv' / '30UXV' -> '30UXV'
@@ -266,6 +277,15 @@ class PASTISDataset(Dataset):
             selected = [in_folds[int(patch_id)] for patch_id in ids]
             if not selected:
                 raise DataError(f"{metadata_path}: empty id list")
+        if self.temporal is not None:  # e.g. an early-season window before a patch's first date
+            kept = [meta for meta in selected if not meta.dates or selects_a_date(self.temporal, meta.dates)]
+            if not kept:
+                raise DataError(f"{metadata_path}: no patch of folds {list(self.folds)} has a date in {self.temporal!r}")
+            if len(kept) < len(selected):
+                log.warning("PASTIS folds %s: %d of %d patches without a date in %r skipped", list(self.folds),
+                            len({m.patch_id for m in selected}) - len({m.patch_id for m in kept}),
+                            len({m.patch_id for m in selected}), self.temporal)
+            selected = kept
         shapes: dict[int, _Patch] = {}
         for meta in selected:  # duplicates validated once
             if meta.patch_id not in shapes:

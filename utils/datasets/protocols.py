@@ -171,3 +171,13 @@ class TemporalSubset:
             if len(inside) > len(best):  # earliest year wins ties
                 best = inside
         return best
+
+
+def selects_a_date(temporal, dates: Sequence[datetime.date]) -> bool:
+    """True if ``temporal`` (a :class:`TemporalSubset` or None = every date) keeps at least one of ``dates``."""
+    if temporal is None:
+        return len(dates) > 0
+    try:
+        return len(temporal(list(dates))) > 0
+    except ValueError:  # TemporalSubset raises when it selects nothing
+        return False

@@ -1,0 +1,344 @@
+"""No silent wrong result and no lost run: duplicate ids, overlapping splits, epochs without a step,
+re-used run folders, flags checked up front, MTLCC class files, early-season windows, signals.
+
+Bad inputs run in-process (``main(argv)`` returns the exit status; argument errors raise SystemExit
+2); only the signal test needs a real subprocess.
+"""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from fakes import FakeSITS
+
+import pretrain_STCLN
+from models import STCLNPretrain, tiny_config
+from utils import finetune
+from utils.checkpoint import save_checkpoint
+from utils.data import check_disjoint_samples
+from utils.datasets import PASTISDataset
+from utils.datasets.collate import pad_collate
+from utils.datasets.mtlcc import MTLCCDataset, read_classes
+from utils.datasets.mtlcc_writers import write_mtlcc_like
+from utils.datasets.pastis import read_pastis_metadata
+from utils.datasets.protocols import TemporalSubset
+from utils.datasets.writers import write_pastis_like
+from utils.engine import LoopOptions, progress, train_one_epoch
+from utils.errors import DataError, STCLNError
+from utils.runner import prepare_output_dir
+from utils.signals import Interrupted, stop_on_signals
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--crop_size", "8", "--preset", "tiny", "--epochs", "1", "--num_workers", "0", "--no_progress",
+         "--label_subset", "all"]
+
+
+@pytest.fixture(scope="module")
+def pastis_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pastis") / "pastis"
+    write_pastis_like(root, n_patches=8, size=16, n_dates=(4, 6), seed=1, folds=(1, 2, 3, 4), return_arrays=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mtlcc_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mtlcc") / "mtlcc"
+    write_mtlcc_like(root, size=12, n_dates={1: 1, 2: 8, 3: 8, 4: 8, 5: 8, 6: 8, 7: 8, 8: 8}, return_arrays=False)
+    return root
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def run_finetune(argv: list, capsys) -> tuple[int, list[str]]:
+    """In-process fine-tuning run: (exit status, non-empty stderr lines)."""
+    status = finetune.main("pastis", "test", [str(a) for a in argv])
+    return status, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def assert_one_error_line(status: int, lines: list[str], *needles: str) -> None:
+    assert status == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. a patch listed twice, overlapping splits
+# ---------------------------------------------------------------------------------------------
+def test_duplicate_patch_id_in_metadata_is_rejected(pastis_root, tmp_path, capsys):
+    root = copy_tree(pastis_root, tmp_path / "pastis")
+    collection = json.loads((root / "metadata.geojson").read_text())
+    twin = json.loads(json.dumps(collection["features"][0]))
+    patch_id, fold = twin["properties"]["ID_PATCH"], twin["properties"]["Fold"]
+    twin["properties"]["Fold"] = 4 if fold != 4 else 1  # the same patch in the test fold too
+    collection["features"].append(twin)
+    (root / "metadata.geojson").write_text(json.dumps(collection))
+    with pytest.raises(DataError, match=f"ID_PATCH {patch_id} is listed twice"):
+        read_pastis_metadata(root / "metadata.geojson")
+    status, lines = run_finetune(["--data_root", root, "--output_dir", tmp_path / "out", *SMALL], capsys)
+    assert_one_error_line(status, lines, "metadata.geojson", str(patch_id))
+    assert not (tmp_path / "out" / "best.tar").exists()
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--train_folds", "1", "--val_folds", "1"], "--train_folds [1] and --val_folds [1] share fold(s) [1]"),
+    (["--val_folds", "2", "3", "--test_folds", "3"], "--val_folds [2, 3] and --test_folds [3] share fold(s) [3]"),
+])
+def test_overlapping_folds_are_rejected(pastis_root, tmp_path, capsys, flags, needle):
+    status, lines = run_finetune(["--data_root", pastis_root, "--output_dir", tmp_path / "out", *SMALL, *flags], capsys)
+    assert_one_error_line(status, lines, needle)
+
+
+def test_splits_sharing_patches_or_tiles_are_rejected(pastis_root, mtlcc_root, tmp_path):
+    fold1 = PASTISDataset(pastis_root, folds=[1])
+    with pytest.raises(DataError, match=r"the train and test splits share \d+ patch/tile id"):
+        check_disjoint_samples({"train": fold1, "val": PASTISDataset(pastis_root, folds=[2]), "test": fold1})
+    root = copy_tree(mtlcc_root, tmp_path / "mtlcc")
+    (root / "tileids" / "eval.tileids").write_text("7\n8\n2\n")  # tile 2 is also a training tile
+    status = finetune.main("mtlcc", "test", ["--dataset", "mtlcc", "--data_root", str(root), "--output_dir",
+                                             str(tmp_path / "out"), *SMALL])
+    assert status == 2
+
+
+def test_disjoint_check_follows_subset_indices(pastis_root):
+    from torch.utils.data import Subset
+
+    fold1, fold2 = PASTISDataset(pastis_root, folds=[1]), PASTISDataset(pastis_root, folds=[2])
+    first = Subset(Subset(fold1, [0]), [0])  # only fold1's first patch
+    check_disjoint_samples({"train": first, "val": fold2})
+    rest = Subset(fold1, list(range(1, len(fold1))))
+    assert fold1.patch_ids[0] not in set(fold1.patch_ids[1:])
+    check_disjoint_samples({"train": first, "val": rest})
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. an epoch without any optimisation step; the smoke run trains for real
+# ---------------------------------------------------------------------------------------------
+def test_epoch_without_a_labelled_pixel_is_an_error():
+    data = FakeSITS(n=4, size=4)
+    for sample in data.samples:
+        sample["label"].fill_(FakeSITS.ignore_index)
+    config = tiny_config(in_channels=FakeSITS.in_channels, num_classes=FakeSITS.num_classes)
+    from models import STCLNSegmenter
+
+    model = STCLNSegmenter(config)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=pad_collate)
+    weight = torch.ones(FakeSITS.num_classes)
+    weight[FakeSITS.ignore_index] = 0
+    with pytest.raises(STCLNError, match="training epoch 1: no optimisation step; all 2 batches were skipped"):
+        train_one_epoch(model, loader, torch.optim.Adam(model.parameters()), 0, config=config, class_weight=weight,
+                        options=LoopOptions(torch.device("cpu"), progress=False))
+
+
+def test_smoke_subset_has_labelled_pixels():
+    """The documented ``PASTIS/finetuning_STCLN.py --smoke`` used to pick one crop with no labelled pixel."""
+    from utils.data import build_finetune_data
+    from utils.finetune import class_weights, get_parser
+
+    args = get_parser("pastis", "test").parse_args(["--smoke"])
+    data = build_finetune_data(args, splits=("train",))
+    weight = class_weights(data.info, data.info.num_classes)
+    assert len(data.train) >= 1
+    assert all(weight[data.train[i]["label"]].sum() > 0 for i in range(len(data.train)))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. an existing run folder; a failed --resume keeps config.json
+# ---------------------------------------------------------------------------------------------
+def test_existing_run_folder_needs_resume_or_overwrite(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("last.tar", "best.tar", "checkpoint_7.stcln.tar", "notes.txt"):
+        (out / name).write_text("x")
+    runtime = SimpleNamespace(is_main=True)
+    args = SimpleNamespace(output_dir=out, resume=False, overwrite=False)
+    with pytest.raises(STCLNError, match="already holds a run .*pass --resume to continue it, --overwrite"):
+        prepare_output_dir(args, runtime)
+    args.resume = True
+    prepare_output_dir(args, runtime)
+    assert (out / "checkpoint_7.stcln.tar").exists()
+    args.resume, args.overwrite = False, True
+    prepare_output_dir(args, runtime)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # no stale checkpoint_7 next to the new run
+    args.overwrite = False
+    prepare_output_dir(args, runtime)  # an emptied folder is a fresh one
+    prepare_output_dir(SimpleNamespace(output_dir=tmp_path / "new", resume=False, overwrite=False), runtime)
+
+
+def test_failed_resume_keeps_config_json(pastis_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text('{"lr": 0.5}')
+    (out / "last.tar").write_bytes(b"garbage")
+    status, lines = run_finetune(["--data_root", pastis_root, "--output_dir", out, "--resume", *SMALL], capsys)
+    assert_one_error_line(status, lines, "last.tar")
+    assert (out / "config.json").read_text() == '{"lr": 0.5}'
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. flags and files checked before any work
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags,needle", [
+    (["--save_every", "0"], "--save_every must be >= 1"),
+    (["--sta_chunk", "-5"], "--sta_chunk must be >= 0"),
+    (["--device", "tpu"], "argument --device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+    (["--epochs", "0"], "--epochs must be >= 1"),
+    (["--lr", "inf"], "--lr must be a finite number > 0"),
+    (["--grad_clip", "nan"], "--grad_clip must be a finite number > 0"),
+    (["--temporal", "window:2"], "--temporal 'window:2'"),
+])
+@pytest.mark.parametrize("script", ["pretrain", "finetune"])
+def test_bad_flags_fail_up_front(tmp_path, capsys, script, flags, needle):
+    argv = ["--output_dir", str(tmp_path / "out"), *flags]
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_STCLN.main(argv) if script == "pretrain" else finetune.main("pastis", "test", argv)
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_cuda_device_is_one_line(tmp_path, capsys):
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    status, lines = run_finetune(["--device", f"cuda:{count}", "--output_dir", tmp_path / "out"], capsys)
+    assert_one_error_line(status, lines, f"--device cuda:{count}")
+
+
+def test_finetune_resume_into_a_pretraining_folder(pastis_root, tmp_path, capsys):
+    out = tmp_path / "pretrain"
+    out.mkdir()
+    config = tiny_config()  # what the fine-tuning flags below build
+    model = STCLNPretrain(config)
+    save_checkpoint(out / "last.tar", {"kind": "full", "model": model.state_dict(), "epoch": 0, "model_config": config.to_dict(),
+                                       "optimizer": torch.optim.Adam(model.parameters()).state_dict()})
+    status, lines = run_finetune(["--data_root", pastis_root, "--output_dir", out, "--resume", *SMALL], capsys)
+    assert_one_error_line(status, lines, "last.tar", "does not fit the model")
+
+
+def test_metadata_features_null(pastis_root, tmp_path, capsys):
+    root = copy_tree(pastis_root, tmp_path / "pastis")
+    (root / "metadata.geojson").write_text('{"type": "FeatureCollection", "features": null}')
+    status, lines = run_finetune(["--data_root", root, "--output_dir", tmp_path / "out", *SMALL], capsys)
+    assert_one_error_line(status, lines, "metadata.geojson", "'features' must be a list")
+
+
+@pytest.mark.parametrize("model_config", ["paper", [1, 2], {"widths": "x"}])
+def test_eval_checkpoint_with_a_bad_model_config(pastis_root, tmp_path, capsys, model_config):
+    path = tmp_path / "best.tar"
+    save_checkpoint(path, {"model": {}, "model_config": model_config})
+    status, lines = run_finetune(["--data_root", pastis_root, "--output_dir", tmp_path, "--eval_only", "--checkpoint",
+                                  path, *SMALL], capsys)
+    assert_one_error_line(status, lines, "best.tar")
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. MTLCC classes.txt
+# ---------------------------------------------------------------------------------------------
+def test_classes_file_with_a_duplicated_raw_id(mtlcc_root, tmp_path):
+    path = tmp_path / "classes.txt"
+    lines = (mtlcc_root / "classes.txt").read_text().splitlines()
+    ids = [line.split("|")[0] for line in lines if "|" in line]
+    path.write_text("\n".join(line.replace(f"{ids[2]}|", f"{ids[1]}|", 1) if line.startswith(f"{ids[2]}|") else line
+                              for line in lines))
+    with pytest.raises(DataError, match=f"raw class id {ids[1]} is listed twice"):
+        read_classes(path)
+
+
+def test_class_names_come_from_the_file(mtlcc_root, tmp_path):
+    from utils.data import info_for
+
+    root = copy_tree(mtlcc_root, tmp_path / "mtlcc")
+    text = (root / "classes.txt").read_text()
+    raw_id, name = next(line.split("|", 1) for line in text.splitlines() if "|" in line and line.split("|")[0] != "0")
+    (root / "classes.txt").write_text(text.replace(f"{raw_id}|{name}", f"{raw_id}|renamed crop"))
+    dataset = MTLCCDataset(root, split="eval")
+    assert "renamed crop" in dataset.classes and name.strip() not in dataset.classes
+    assert info_for(SimpleNamespace(dataset="mtlcc"), dataset).classes == dataset.classes
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. early-season windows
+# ---------------------------------------------------------------------------------------------
+def test_tiles_without_a_date_in_the_window_are_dropped(mtlcc_root, caplog):
+    everything = MTLCCDataset(mtlcc_root, split="train")
+    dates = {tile: everything.dates(i) for i, tile in enumerate(everything.tile_ids)}
+    assert len(dates[1]) == 1  # tile 1 has one date; pick a month it misses and tile 2 has
+    month = next(d.month for d in dates[2] if d.month != dates[1][0].month)
+    window = TemporalSubset("window", months=(month, month))
+    with caplog.at_level(logging.WARNING, logger="stcln"):
+        dataset = MTLCCDataset(mtlcc_root, split="train", temporal=window)
+    kept = [tile for tile in dates if any(d.month == month for d in dates[tile])]
+    assert dataset.tile_ids == kept and 1 not in kept
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"{4 - len(kept)} without a date in" in warnings[0]
+    for index in range(len(dataset)):  # every kept tile loads (no ValueError inside a worker)
+        assert dataset[index]["image"].shape[0] >= 1
+
+
+def test_pastis_patches_without_a_date_in_the_window_are_dropped(pastis_root):
+    everything = PASTISDataset(pastis_root, folds=[1, 2, 3, 4])
+    months = [{d.month for d in everything.dates(i)} for i in range(len(everything))]
+    month = next(m for m in range(1, 13) if 0 < sum(m in ms for ms in months) < len(months))
+    dataset = PASTISDataset(pastis_root, folds=[1, 2, 3, 4], temporal=TemporalSubset("window", months=(month, month)))
+    assert dataset.patch_ids == [pid for pid, ms in zip(everything.patch_ids, months) if month in ms]
+    for index in range(len(dataset)):
+        assert dataset[index]["image"].shape[0] >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# 10. Ctrl-C / SIGTERM stop the run, workers or not
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_swallowed_interrupt_still_stops_the_loop(signum):
+    """The KeyboardInterrupt of Ctrl-C can land in an at-fork callback, which only prints it."""
+    options = LoopOptions(torch.device("cpu"), progress=False)
+    before = signal.getsignal(signum)
+    with stop_on_signals():
+        with suppress(KeyboardInterrupt):  # what Python does with an exception in an at-fork callback
+            os.kill(os.getpid(), signum)
+        seen = []
+        with pytest.raises(Interrupted) as info:
+            for batch in progress(range(5), "test", options):
+                seen.append(batch)
+        assert seen == [] and info.value.exit_status == 128 + signum
+    assert signal.getsignal(signum) is before  # restored
+
+
+def test_ctrl_c_with_dataloader_workers_stops_the_run(tmp_path):
+    signum = signal.SIGINT
+    out = tmp_path / "run"
+    args = [sys.executable, "pretrain_STCLN.py", "--smoke", "--epochs", "2", "--save_every", "1", "--num_workers", "2",
+            "--no_progress", "--output_dir", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("STCLN_DEBUG", None)
+    log_path = tmp_path / "log.txt"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "last.tar").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(proc.pid, signum)  # the whole group, workers included, as a terminal's Ctrl-C does
+        status = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log = log_path.read_text()
+    assert status == 128 + signum, log[-3000:]
+    assert f"stopped by {signal.Signals(signum).name}" in log and "--resume" in log, log[-3000:]
+    state = torch.load(out / "last.tar", weights_only=True)  # complete, resumable (resume: test_reliability.py)
+    assert state["epoch"] == 0 and state["kind"] == "full", "the run went on to the end"
