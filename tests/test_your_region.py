@@ -1,4 +1,4 @@
-"""README "Your own region" end to end: GeoTIFF scene -> convert -> pre-train -> fine-tune (--smoke).
+"""README "Your own region" end to end: GeoTIFF scene -> convert -> pre-train -> fine-tune -> predict (--smoke).
 
 The scripts run in-process (their ``main(argv)``), as the experiment commands call them.
 """
@@ -6,11 +6,14 @@ The scripts run in-process (their ``main(argv)``), as the experiment commands ca
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+import predict_STCLN
 import pretrain_STCLN
-from tests.region_fakes import BANDS, make_scene, write_geotiff_scene, write_ndvi_cube
+from models import STCLNConfig, STCLNSegmenter
+from tests.region_fakes import BANDS, GEO_EXTRATAGS, make_scene, write_geotiff_scene, write_ndvi_cube
 from utils import finetune
 from utils.datasets.convert import main as convert_main
 
@@ -66,6 +69,54 @@ def test_ndvi_only_series_pretrains_with_the_gate_off(trained):
     # NDVI is all zeros without red/NIR: with the gate on no date would be eligible and nothing masked
     state = torch.load(trained["pretrain"] / "last.tar", map_location="cpu", weights_only=True)
     assert 0.3 < state["metrics"]["masked_fraction"] < 0.5  # --mask_ratio 0.4 of every date
+
+
+def test_predict_maps_the_whole_scene_with_its_georeferencing(trained, region):
+    import tifffile
+
+    out = region["tmp"] / f"map_{trained['name']}"
+    if trained["name"] == "s2":
+        source = ["--geotiff_dir", str(region["tifs"])]
+    else:
+        source = ["--cube", str(region["ndvi_src"]["cube"]), "--dates", str(region["ndvi_src"]["dates"]),
+                  "--pixel_size_m", "10"]
+    assert predict_STCLN.main(["--checkpoint", str(trained["out"] / "best.tar"), *source, "--output_dir", str(out),
+                               "--no_progress"]) == 0
+    if trained["name"] == "s2":
+        with tifffile.TiffFile(out / "class_map.tif") as tif:
+            class_map, tags = tif.asarray(), tif.pages[0].tags
+            for code, (_, _, _, value, _) in zip((33550, 33922, 34735, 34737), GEO_EXTRATAGS):
+                assert tags[code].value == value, code
+    else:
+        class_map = np.load(out / "class_map.npy")
+    assert class_map.shape == (SIZE, SIZE) and class_map.max() < len(CLASSES)
+    areas = json.loads((out / "areas.json").read_text())
+    assert areas["pixel_area_m2"] == 100.0
+    assert [row["pixels"] for row in areas["classes"]] == np.bincount(class_map.ravel(), minlength=len(CLASSES)).tolist()
+    np.testing.assert_allclose([row["hectares"] for row in areas["classes"]], [row["pixels"] * 0.01 for row in areas["classes"]])
+    assert (out / "class_map.png").stat().st_size > 0 and "hectares" in (out / "areas.md").read_text()
+    assert not any(path.name.startswith(".") for path in out.iterdir())  # staging cube removed
+
+
+def test_predict_with_one_window_is_the_model_on_the_normalised_scene(trained, region):
+    """--window = scene size: the map is the argmax of one forward pass on the scene normalised with
+    the training fold's statistics (read back from NORM_S2_patch.json), computed here independently."""
+    if trained["name"] != "ndvi":
+        pytest.skip("one scene is enough")
+    out = region["tmp"] / "map_one_window"
+    cube_path, dates_path = region["ndvi_src"]["cube"], region["ndvi_src"]["dates"]
+    assert predict_STCLN.main(["--checkpoint", str(trained["out"] / "best.tar"), "--cube", str(cube_path), "--dates",
+                               str(dates_path), "--window", str(SIZE), "--output_dir", str(out), "--no_progress"]) == 0
+    ckpt = torch.load(trained["out"] / "best.tar", map_location="cpu", weights_only=True)
+    model = STCLNSegmenter(STCLNConfig.from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    norm = json.loads((trained["root"] / "NORM_S2_patch.json").read_text())["Fold_1"]  # train fold of 3 folds
+    cube = np.load(cube_path)
+    x = (cube - np.float32(norm["mean"][0])) / np.float32(norm["std"][0])
+    with torch.no_grad():
+        logits = model.eval()(torch.from_numpy(x)[None].float(), torch.arange(cube.shape[0])[None],
+                              torch.zeros(1, cube.shape[0], dtype=torch.bool))
+    np.testing.assert_array_equal(np.load(out / "class_map.npy"), logits[0].argmax(0).numpy())
 
 
 def test_folder_without_data_root_is_one_clean_error(capsys):

@@ -241,3 +241,40 @@ def rgb_composite(image: np.ndarray, rgb_indices: Sequence[int], pad_mask: np.nd
     span = np.where(high > low, high - low, 1.0)
     stretched = np.clip((median - low) / span, 0.0, 1.0)
     return np.round(stretched * UINT8_MAX).astype(np.uint8)
+
+
+MAP_MAX_SIDE = 2000  # class maps are drawn from a strided view of at most this many pixels a side
+MAP_FIGURE_INCHES = 7.0
+LEGEND_FONTSIZE = 7
+
+
+def plot_class_map(class_map: np.ndarray, class_names: Sequence[str], colormap: Sequence[Sequence[float]],
+                   path: str | Path, title: str = "", shares: Sequence[float] | None = None) -> None:
+    """A whole-scene class map with a legend (one patch per class present, with its share).
+
+    Large maps are drawn from every n-th pixel (nearest neighbour) so the figure stays small; the
+    map file itself is full resolution.
+
+    Args:
+        class_map: (H, W) integer class indices.
+        colormap: one RGB tuple per class, in [0, 1] or [0, 255].
+        shares: fraction of the map per class, shown in the legend.
+    """
+    from matplotlib.patches import Patch
+
+    colours = _colour_table(colormap)
+    step = max(1, math.ceil(max(class_map.shape) / MAP_MAX_SIDE))
+    shown = np.asarray(class_map[::step, ::step])
+    height, width = shown.shape
+    fig = Figure(figsize=(MAP_FIGURE_INCHES * min(1.0, width / height) + 2.5, MAP_FIGURE_INCHES * min(1.0, height / width)))
+    ax = fig.add_subplot()
+    ax.imshow(shown, cmap=ListedColormap(colours), vmin=-HALF_BIN, vmax=len(colours) - HALF_BIN, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title + (f" (every {step}th pixel drawn)" if step > 1 else ""), fontsize=MAP_TITLE_FONTSIZE)
+    present = np.flatnonzero(np.bincount(shown.ravel(), minlength=len(colours))) if shares is None else \
+        [index for index, share in enumerate(shares) if share > 0]
+    handles = [Patch(facecolor=colours[index], edgecolor="black", linewidth=0.3,
+                     label=f"{index} {class_names[index]}" + (f" ({PERCENT * shares[index]:.1f}%)" if shares else ""))
+               for index in present]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_FONTSIZE, frameon=False)
+    _save_figure(fig, Path(path))

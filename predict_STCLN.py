@@ -1,0 +1,160 @@
+"""Crop map of a whole scene with a fine-tuned STCLN: overlapping sliding windows, bounded memory.
+
+    python predict_STCLN.py --checkpoint checkpoints/finetune/folder/best.tar --geotiff_dir my_scene/ --output_dir maps/
+    python predict_STCLN.py --checkpoint best.tar --cube ndvi.npy --dates dates.txt --output_dir maps/ --pixel_size_m 10
+
+The scene is normalised with the statistics of the checkpoint's training folds (read from its
+--data_root, which --data_root here can replace), the same temporal subset is applied, and the
+model runs on windows of the training crop size every --stride pixels; logits are averaged over
+the overlaps (see utils/predict.py). Writes to --output_dir: class_map.tif (GeoTIFF with the
+source's georeferencing; GeoTIFF input) or class_map.npy (cube input), class_map.png (legend),
+areas.json and areas.md (pixels, share and hectares per class when the pixel size is known).
+"""
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import STCLNConfig, STCLNSegmenter
+from utils.checkpoint import load_checkpoint, load_state_checked
+from utils.datasets.scene import open_cube, pixel_area_m2, stage_geotiff_folder, write_geotiff
+from utils.distributed import resolve_device
+from utils.errors import CheckpointError, DataError, STCLNError
+from utils.predict import BLENDS, class_areas, plan_windows, sliding_window_logits, training_context
+from utils.report import format_table, plot_class_map, write_file_atomic, write_text_atomic
+
+log = logging.getLogger("stcln")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="fine-tuned checkpoint (best.tar or last.tar of fine-tuning)")
+    source = parser.add_argument_group("scene (one of)")
+    source.add_argument("--geotiff_dir", type=Path, default=None,
+                        help="folder of per-date multi-band GeoTIFFs, YYYYMMDD or YYYY-MM-DD in each file name (as the converter)")
+    source.add_argument("--cube", type=Path, default=None, help="numpy .npy array (T, C, H, W) of raw values")
+    source.add_argument("--dates", type=Path, default=None, help="with --cube: one date per line (or a JSON list)")
+    parser.add_argument("--data_root", type=Path, default=None,
+                        help="the training data folder (its dataset.json and statistics); default: the checkpoint's --data_root")
+    windows = parser.add_argument_group("sliding windows")
+    windows.add_argument("--window", type=int, default=None, help="window side in pixels (default: the training crop size)")
+    windows.add_argument("--stride", type=int, default=None, help="pixels between window starts (default: window // 2)")
+    windows.add_argument("--blend", choices=BLENDS, default="uniform",
+                         help="overlap weights: 'uniform' (plain mean) or 'linear' (less weight near window edges)")
+    windows.add_argument("--margin", type=int, default=0,
+                         help="ignore this many pixels next to window edges inside the scene (needs stride <= window - 2 margin)")
+    windows.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--pixel_size_m", type=float, default=None,
+                        help="pixel side in metres for the area table (default: from the GeoTIFF georeferencing)")
+    parser.add_argument("--sta_chunk", type=int, default=0, help="STA queries per chunk (0 = all); exact, bounds memory")
+    parser.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cuda' or 'cpu'")
+    parser.add_argument("--trust_checkpoint", action="store_true", help="allow pickled objects in --checkpoint (only files you trust)")
+    parser.add_argument("--output_dir", type=Path, required=True, help="where the map, figure and area table go")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def load_model(args) -> tuple[STCLNSegmenter, dict]:
+    ckpt = load_checkpoint(args.checkpoint, args.trust_checkpoint)
+    if "model_config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{args.checkpoint}: not a fine-tuned STCLN checkpoint (no model/model_config)")
+    config = STCLNConfig.from_dict(ckpt["model_config"])
+    config.sta_chunk = args.sta_chunk or config.sta_chunk
+    model = STCLNSegmenter(config)
+    load_state_checked(model, ckpt["model"], str(args.checkpoint))
+    return model, ckpt.get("args")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:  # a handle: np.save would append .npy to the temporary name
+        np.save(handle, array, allow_pickle=False)
+
+
+def write_outputs(args, class_map: np.ndarray, scene, info) -> list[dict]:
+    out = args.output_dir
+    if args.geotiff_dir is not None:
+        write_geotiff(out / "class_map.tif", class_map, scene.georeferencing)
+    else:
+        write_file_atomic(out / "class_map.npy", lambda tmp: save_npy(tmp, class_map))
+    area = args.pixel_size_m ** 2 if args.pixel_size_m else pixel_area_m2(scene.georeferencing)
+    rows = class_areas(class_map, info.classes, area)
+    plot_class_map(class_map, info.classes, info.colormap, out / "class_map.png", title=f"{scene.source}",
+                   shares=[row["share"] for row in rows])
+    write_text_atomic(out / "areas.json", json.dumps({"pixel_area_m2": area, "classes": rows}, indent=2))
+    columns = ["index", "class", "pixels", "share"] + (["hectares"] if area else [])
+    write_text_atomic(out / "areas.md", format_table(rows, columns))
+    return rows
+
+
+def predict(args) -> np.ndarray:
+    device = resolve_device(args.device, 0)
+    model, ckpt_args = load_model(args)
+    context = training_context(ckpt_args, args.data_root)
+    window = args.window or context.window
+    if not window:
+        raise DataError("the checkpoint was trained on whole patches (--crop_size 0): give --window")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".scene.", dir=args.output_dir))
+    try:
+        scene = stage_geotiff_folder(args.geotiff_dir, staging / "cube.npy") if args.geotiff_dir else open_cube(args.cube, args.dates)
+        T, C, H, W = scene.cube.shape
+        if C != model.config.in_channels:
+            raise DataError(f"{scene.source}: {C} bands, the model was trained on {model.config.in_channels}")
+        frames = np.asarray(context.temporal(scene.dates) if context.temporal else range(T), dtype=np.int64)
+        days = [(scene.dates[f] - context.reference_date).days for f in frames]
+        positions = torch.tensor(days if model.config.positions == "doy" else range(len(frames)), dtype=torch.int64)
+        mean, std = context.mean[:, None, None], context.std[:, None, None]
+
+        def read_window(row: int, col: int, h: int, w: int) -> np.ndarray:
+            raw = np.asarray(scene.cube[:, :, row:row + h, col:col + w][frames], dtype=np.float32)  # (T', C, h, w)
+            return (raw - mean) / std
+
+        plan = plan_windows(H, W, window, args.stride or max(1, window // 2), args.blend, args.margin)
+        info = context.info
+        class_map = np.zeros((H, W), dtype=np.uint8 if info.num_classes <= 256 else np.int32)
+
+        def keep_rows(first: int, logits: np.ndarray) -> None:
+            class_map[first:first + logits.shape[1]] = logits.argmax(axis=0)
+
+        log.info("%dx%d scene, %d dates (%d used), %d windows of %dx%d, stride %s, %s blend", H, W, T, len(frames),
+                 plan.n_windows, plan.window_h, plan.window_w, args.stride or window // 2, args.blend)
+        sliding_window_logits(model.to(device), read_window, positions, plan, info.num_classes, keep_rows,
+                              batch_size=args.batch_size, device=device, progress=not args.no_progress)
+        rows = write_outputs(args, class_map, scene, info)
+        del scene
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("wrote %s\n%s", args.output_dir, format_table(rows, list(rows[0])))
+    return class_map
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    if (args.geotiff_dir is None) == (args.cube is None):
+        parser.error("give exactly one of --geotiff_dir and --cube")
+    if args.cube is not None and args.dates is None:
+        parser.error("--cube needs --dates")
+    if args.batch_size < 1 or args.margin < 0 or (args.window is not None and args.window < 1):
+        parser.error("--batch_size and --window must be >= 1 and --margin >= 0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    try:
+        predict(args)
+    except (STCLNError, ValueError) as err:
+        if os.environ.get("STCLN_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Whole-scene inference with overlapping sliding windows (``predict_STCLN.py``).
+
+The model is applied to windows of the training crop size (its STA attention and the BatchNorm
+statistics were learnt on such crops). Window logits are accumulated with a per-pixel weight into
+a float32 sum and divided by the summed weight. Memory is bounded by one row strip: windows are
+processed strip by strip (top to bottom), the accumulator holds only the ``window`` rows the
+current strip touches, and rows that no later window reaches are finished (divided, handed to
+``on_rows``) and dropped. The scene itself is read window by window from a memory-mapped cube.
+
+Exactness (what ``tests/test_predict.py`` checks): with a single window covering the scene the
+result is the full-scene forward pass. With overlapping windows the STA attention of a pixel
+sees only its window, so the result differs from a full-scene pass unless the STA gate is 0. With
+the gate at 0 every output depends only on the pixel's 9x9 neighbourhood (two DoubleConv blocks,
+eval-mode BatchNorm, per-pixel temporal branch), so with ``margin`` >= the receptive radius (4)
+each kept window pixel equals the full-scene pass, and so does their weighted mean.
+"""
+
+import argparse
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from utils.args import parse_temporal
+from utils.data import SMOKE_CROP, DataInfo, info_for, pastis_root
+from utils.datasets.folder import FolderDataset
+from utils.datasets.pastis import PASTISDataset
+from utils.datasets.scene import SQUARE_METRES_PER_HECTARE
+from utils.errors import CheckpointError
+
+BLENDS = ("uniform", "linear")
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Window size, starts along each axis and blending of a sliding-window pass over (H, W)."""
+
+    height: int
+    width: int
+    window_h: int
+    window_w: int
+    row_starts: tuple[int, ...]
+    col_starts: tuple[int, ...]
+    blend: str = "uniform"
+    margin: int = 0
+
+    @property
+    def n_windows(self) -> int:
+        return len(self.row_starts) * len(self.col_starts)
+
+
+def window_starts(length: int, window: int, stride: int) -> tuple[int, ...]:
+    """Starts of windows of size ``window`` every ``stride`` px, the last one flush with the end."""
+    if length <= window:
+        return (0,)
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return tuple(starts)
+
+
+def plan_windows(height: int, width: int, window: int, stride: int, blend: str = "uniform", margin: int = 0) -> WindowPlan:
+    """The windows covering an (H, W) scene; a window larger than the scene shrinks to it.
+
+    Raises:
+        ValueError: a stride, blend or margin that would leave pixels uncovered.
+    """
+    if blend not in BLENDS:
+        raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
+    if window < 1 or not 1 <= stride <= window - 2 * margin:
+        raise ValueError(f"--stride {stride} must be in 1..window - 2 * margin = {window - 2 * margin} "
+                         f"(window {window}, margin {margin}), or some pixels get no window")
+    window_h, window_w = min(window, height), min(window, width)
+    return WindowPlan(height, width, window_h, window_w, window_starts(height, window_h, stride),
+                      window_starts(width, window_w, stride), blend, margin)
+
+
+def axis_weight(start: int, size: int, length: int, blend: str, margin: int) -> np.ndarray:
+    """(size,) weight of a window's pixels along one axis.
+
+    ``linear`` falls from the centre to 1 at the window edges (a pyramid once multiplied over the
+    two axes); ``margin`` px next to an edge inside the scene get weight 0 (edges on the scene
+    border keep theirs, no other window covers those pixels).
+    """
+    index = np.arange(size)
+    weight = np.minimum(index + 1, size - index).astype(np.float32) if blend == "linear" else np.ones(size, np.float32)
+    if margin:
+        if start > 0:
+            weight[:margin] = 0.0
+        if start + size < length:
+            weight[size - margin:] = 0.0
+    return weight
+
+
+def sliding_window_logits(
+    model: nn.Module,
+    read_window: Callable[[int, int, int, int], np.ndarray],
+    positions: torch.Tensor,
+    plan: WindowPlan,
+    num_classes: int,
+    on_rows: Callable[[int, np.ndarray], None],
+    *,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> None:
+    """Run ``model`` over every window of ``plan`` and hand finished rows of averaged logits to ``on_rows``.
+
+    Args:
+        model: (B, T, C, h, w), (B, T) positions, (B, T) pad mask -> (B, K, h, w) logits; put in eval mode here.
+        read_window: (row, col, h, w) -> float32 (T, C, h, w) normalised input of that window.
+        positions: (T,) model positions (date index or days).
+        on_rows: called as ``on_rows(first_row, logits)`` with float32 (K, n, W) logits of rows
+            ``first_row .. first_row + n - 1``, top to bottom, every row exactly once.
+    """
+    model.eval()
+    height, width, window_h, window_w = plan.height, plan.width, plan.window_h, plan.window_w
+    col_weights = [axis_weight(c, window_w, width, plan.blend, plan.margin) for c in plan.col_starts]
+    logits_sum = np.zeros((num_classes, window_h, width), dtype=np.float32)  # rows [top, top + window_h)
+    weight_sum = np.zeros((window_h, width), dtype=np.float32)
+    bar = tqdm(total=plan.n_windows, desc="predict", unit="window", dynamic_ncols=True, disable=not progress)
+    for strip, top in enumerate(plan.row_starts):
+        row_weight = axis_weight(top, window_h, height, plan.blend, plan.margin)
+        for first in range(0, len(plan.col_starts), batch_size):
+            cols = plan.col_starts[first:first + batch_size]
+            batch = np.stack([read_window(top, col, window_h, window_w) for col in cols])  # (B, T, C, h, w)
+            x = torch.from_numpy(batch).to(device)
+            with torch.no_grad():
+                logits = model(x, positions.to(device).expand(len(cols), -1),
+                               torch.zeros(len(cols), x.shape[1], dtype=torch.bool, device=device))  # (B, K, h, w)
+            logits = logits.float().cpu().numpy()
+            for offset, col in enumerate(cols):
+                weight = row_weight[:, None] * col_weights[first + offset][None, :]  # (h, w)
+                logits_sum[:, :, col:col + window_w] += logits[offset] * weight
+                weight_sum[:, col:col + window_w] += weight
+            bar.update(len(cols))
+        next_top = plan.row_starts[strip + 1] if strip + 1 < len(plan.row_starts) else top + window_h
+        done = next_top - top  # rows no later window reaches
+        on_rows(top, logits_sum[:, :done] / weight_sum[None, :done])
+        logits_sum = np.concatenate([logits_sum[:, done:], np.zeros_like(logits_sum[:, :done])], axis=1)
+        weight_sum = np.concatenate([weight_sum[done:], np.zeros_like(weight_sum[:done])], axis=0)
+    bar.close()
+
+
+def class_areas(class_map: np.ndarray, classes: list[str], pixel_area_m2: float | None) -> list[dict]:
+    """Per-class pixel counts, share and (when the pixel area is known) hectares."""
+    counts = np.bincount(class_map.ravel(), minlength=len(classes))
+    rows = []
+    for index, (name, count) in enumerate(zip(classes, counts)):
+        row = {"index": index, "class": name, "pixels": int(count), "share": float(count / class_map.size)}
+        if pixel_area_m2 is not None:
+            row["hectares"] = float(count * pixel_area_m2 / SQUARE_METRES_PER_HECTARE)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# what the scene needs from training: normalisation, dates, classes (predict_STCLN.py)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TrainingContext:
+    """Everything a scene is prepared with, taken from the fine-tuning run of the checkpoint."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    reference_date: datetime.date
+    temporal: Callable | None
+    window: int  # training crop size (0: trained on whole patches)
+    info: DataInfo
+
+
+def training_context(ckpt_args: dict, data_root: Path | None = None) -> TrainingContext:
+    """Normalisation (training folds' statistics), reference date, temporal subset, crop size and
+    class metadata of the run that wrote a checkpoint (``ckpt['args']``).
+
+    Raises:
+        CheckpointError: the checkpoint has no run arguments or was trained on MTLCC.
+    """
+    needed = ("dataset", "data_root", "train_folds", "crop_size", "temporal")
+    if not isinstance(ckpt_args, dict) or any(key not in ckpt_args for key in needed):
+        raise CheckpointError("checkpoint has no fine-tuning arguments ('args'): use a best.tar/last.tar of fine-tuning")
+    args = argparse.Namespace(**{**ckpt_args, "data_root": str(data_root) if data_root else ckpt_args["data_root"]})
+    args.data_root = Path(args.data_root) if args.data_root else None
+    if args.dataset == "mtlcc":
+        raise CheckpointError("predict_STCLN.py takes models fine-tuned on PASTIS-format or folder data (not MTLCC)")
+    if args.dataset == "folder":
+        reference = FolderDataset(args.data_root, folds=args.train_folds, labels=False)
+    else:
+        reference = PASTISDataset(pastis_root(args), folds=args.train_folds)
+    window = SMOKE_CROP if args.crop_size and args.smoke else args.crop_size
+    return TrainingContext(reference.mean, reference.std, reference.reference_date, parse_temporal(args.temporal),
+                           int(window), info_for(args))
