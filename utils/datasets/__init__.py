@@ -56,8 +56,7 @@ def build_pastis_synthetic(
     version 1 is the original demo generator, kept unchanged for comparison. Sizes come from the
     per-version table ``SYNTHETIC_PASTIS`` in ``utils/data.py``. The set is written into a
     temporary sibling folder and renamed, so an interrupted build never looks complete; a
-    ``COMPLETE.json`` marker holding the parameters (version, and the v2 generator's ``REVISION``)
-    is the cache key.
+    ``COMPLETE.json`` marker holding the parameters (version included) is the cache key.
 
     Raises:
         DataError: ``root`` holds a set built with other parameters (or another version).
@@ -65,8 +64,6 @@ def build_pastis_synthetic(
     root = Path(root)
     params = {"n_patches": n_patches, "size": size, "n_dates": list(n_dates), "seed": seed, "n_crop_types": n_crop_types,
               "version": version}
-    if version == 2:
-        params["revision"] = synthetic_v2.REVISION  # a changed generator never reuses an old cache
     marker = root / COMPLETE_MARKER
     if marker.is_file():
         if json.loads(marker.read_text()) != params:

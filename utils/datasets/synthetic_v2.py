@@ -58,13 +58,7 @@ Parameters and their real-world reason (values in the constants below):
   (opaque and thin cloud from a thresholded smooth field, with cloud shadows), and overcast. Shadows
   lie far from their cloud at 10 m (1-3 km cloud height x tan of the solar zenith angle), so a
   shadow field is an independent draw of the cloud field; shadowed pixels keep only diffuse light,
-  relatively more in blue. About half of the dates are affected, as in Sentinel-2 over France;
-  opaque cloud covers ~9 % of the pixel-dates, with cloud brightness varying by date
-  (``CLOUD_BRIGHTNESS``, thick cumulus tops reach 0.6-0.9 reflectance).
-* **Check against real data statistics** (not a model outcome): the per-band mean and std of the
-  written set, computed like the PASTIS release's ``NORM_S2_patch.json``, lie within +2 to +24 %
-  (means) and -7 to -28 % (stds) of the real PASTIS values; this check set the share of opaque
-  cloud (few but bright clouds, as the real stds demand) and the canopy SWIR level.
+  relatively more in blue. About half of the dates are affected, as in Sentinel-2 over France.
 * **Acquisitions.** Each tile has its own calendar (:func:`tile_calendar`): one satellite's
   ``REVISIT_DAYS``-day slots from a tile-specific first date, with a random subset of slots missing
   (data gaps, cloud-filtered products). All patches of a tile share its calendar, as in PASTIS.
@@ -84,12 +78,10 @@ from utils.datasets.synthetic import (
     BUILT_SPECTRUM,
     CLOUD_SPECTRUM,
     REFLECTANCE_SCALE,
-    SEASON_START_MONTH,
     WATER_SPECTRUM,
     _sigmoid,
+    season_days,
 )
-
-REVISION = 2  # bump on every change of the generated data: part of the cache key
 
 # ---- sensor and rendering --------------------------------------------------------------------------
 WAVELENGTH_NM = np.array([443, 490, 560, 665, 705, 740, 783, 842, 865, 945, 1375, 1610, 2190], dtype=np.float64)
@@ -135,8 +127,8 @@ def leaf_spectrum(nir: float, chlorophyll: float, water: float) -> np.ndarray:
     c = chlorophyll
     return np.array([
         0.035 - 0.010 * c, 0.040 - 0.012 * c, 0.095 - 0.035 * c, 0.050 - 0.025 * c, 0.150 - 0.065 * c,
-        nir * (0.78 - 0.12 * c), nir * 0.93, nir, nir * 1.02, nir * 0.65, 0.004, 0.27 - 0.12 * water,
-        0.16 - 0.09 * water,
+        nir * (0.78 - 0.12 * c), nir * 0.93, nir, nir * 1.02, nir * 0.65, 0.004, 0.30 - 0.12 * water,
+        0.18 - 0.09 * water,
     ])
 
 
@@ -178,8 +170,6 @@ BACKGROUND_PHENOLOGY = np.array([
 ])
 HEDGE_ROW, TRACK_GREEN, BUILT_GREEN = BACKGROUND_PHENOLOGY[0], 0.15, 0.1  # verges; gardens, street trees
 EMERGENCE_DAYS = 12.0  # sowing -> emergence midpoint
-PERENNIAL_REST_DAY = 150.0  # end of January: grass, vines and trees at rest, the growth cycle restarts
-DAYS_PER_YEAR = 365.0
 CUT_DEPTH, REGROWTH_DAYS = 0.6, 18.0
 BROWN_DAY, BROWN_WIDTH_DAYS = 335.0, 25.0  # summer drought on grassland, early August
 FLOWER_FRACTION, FLOWER_WIDTH_DAYS = 0.35, 10.0
@@ -201,13 +191,12 @@ TILE_MIX_STD = 0.5  # log-normal perturbation of the class frequencies per tile
 
 # ---- atmosphere -------------------------------------------------------------------------------------------------
 CLEAR, HAZE, BROKEN, OVERCAST = range(4)
-REGIME_PROBS = (0.5, 0.25, 0.2, 0.05)
+REGIME_PROBS = (0.5, 0.15, 0.2, 0.15)
 HAZE_AOD = (0.05, 0.3)  # aerosol optical depth at 550 nm
 ANGSTROM = 1.5
 HAZE_PATH_REFLECTANCE = 0.25  # path reflectance per unit optical depth
 CIRRUS_PROB, CIRRUS_OPACITY = 0.5, (0.1, 0.4)  # thin cirrus on hazy dates
-BROKEN_COVER, OVERCAST_COVER = (0.05, 0.4), (0.85, 1.0)
-CLOUD_BRIGHTNESS = (1.0, 1.6)  # x version 1's cloud spectrum (0.55 in the visible): optical thickness varies
+BROKEN_COVER, OVERCAST_COVER = (0.2, 0.8), (0.85, 1.0)
 PATCH_COVER_STD = 0.15
 CLOUD_SCALE_PX = 5.0
 CLOUD_EDGE = 0.6  # width (field std units) of the thin transition from clear to opaque
@@ -235,18 +224,6 @@ def tile_calendar(seed, n_dates: tuple[int, int], start: datetime.date = SEASON_
         raise ValueError(f"cannot draw {length} dates from {n_slots} acquisition slots between {start} and {end}")
     slots = np.sort(rng.choice(n_slots, size=length, replace=False))
     return tuple(first + datetime.timedelta(days=int(REVISIT_DAYS * slot)) for slot in slots)
-
-
-def days_since_season_start(dates: Sequence[datetime.date]) -> np.ndarray:
-    """Days (T,) since Sept 1 of the season holding the first date, continuing past the next Sept 1.
-
-    Unlike version 1's wrapped season days, a field seen in Sept 2018 and in Sept 2019 is in two
-    different states: the previous crop's stubble, then this season's harvested field.
-    """
-    first = min(dates)
-    year = first.year if first.month >= SEASON_START_MONTH else first.year - 1
-    start = datetime.date(year, SEASON_START_MONTH, 1)
-    return np.array([(date - start).days for date in dates], dtype=np.float64)
 
 
 @functools.lru_cache(maxsize=16)
@@ -355,11 +332,9 @@ def crop_state(pheno_days: np.ndarray, params: np.ndarray, events: tuple, vigour
     p = params.astype(np.float32)
     harvested, tilled, cuts = events
     peak = np.clip(p[..., PEAK] * vigour, 0.0, 1.0)
+    spring = _sigmoid((pheno_days - p[..., GREEN_UP]) / p[..., RISE])
+    sen = _sigmoid((pheno_days - p[..., SENESCENCE]) / p[..., FALL])
     perennial = p[..., PERENNIAL] > 0
-    # a perennial's autumn (before its winter rest) is the end of the previous growth cycle
-    cycle_days = np.where(perennial & (pheno_days < PERENNIAL_REST_DAY), pheno_days + DAYS_PER_YEAR, pheno_days)
-    spring = _sigmoid((cycle_days - p[..., GREEN_UP]) / p[..., RISE])
-    sen = _sigmoid((cycle_days - p[..., SENESCENCE]) / p[..., FALL])
     # annual crops: autumn establishment (winter crops), spring growth, senescence, harvest, tillage
     sow = p[..., SOW]
     autumn = np.where(np.isnan(sow), 0.0, p[..., WINTER_LEVEL] * _sigmoid((pheno_days - np.nan_to_num(sow) - EMERGENCE_DAYS) / 6.0))
@@ -394,16 +369,15 @@ def _mostly_outside(seeds: np.ndarray, parcel_ids: np.ndarray) -> np.ndarray:
 
 
 def _weather(region_seed, dates: Sequence[datetime.date]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per date of a tile: regime, level (AOD or cloud cover), soil wetness and cloud brightness, each (T,)."""
-    regime, level, wet, brightness = np.zeros(len(dates), dtype=int), np.zeros(len(dates)), np.zeros(len(dates)), np.ones(len(dates))
+    """Per date of a tile: regime, level (AOD or cloud cover) and soil wetness, each (T,)."""
+    regime, level, wet = np.zeros(len(dates), dtype=int), np.zeros(len(dates)), np.zeros(len(dates))
     for t, date in enumerate(dates):
         rng = np.random.default_rng([*np.atleast_1d(region_seed), date.toordinal()])
         regime[t] = rng.choice(len(REGIME_PROBS), p=REGIME_PROBS)
         bounds = {CLEAR: (0.0, 0.0), HAZE: HAZE_AOD, BROKEN: BROKEN_COVER, OVERCAST: OVERCAST_COVER}[regime[t]]
         level[t] = rng.uniform(*bounds)
         wet[t] = rng.uniform(0.3, 1.0) if rng.random() < WET_DATE_PROB else 0.0
-        brightness[t] = rng.uniform(*CLOUD_BRIGHTNESS)
-    return regime, level, wet, brightness
+    return regime, level, wet
 
 
 def _region(region_seed) -> dict:
@@ -519,7 +493,7 @@ def generate_scene(
     special = np.append(np.where(is_background, kinds, -1), [FOREST, -2])  # -2: track
 
     # ---- timing: tile + patch + parcel (+ sub-parcel for growth stages) ----
-    days = days_since_season_start(dates) - region["shift"] - rng.normal(0, PATCH_SHIFT_STD)  # (T,)
+    days = season_days(dates) - region["shift"] - rng.normal(0, PATCH_SHIFT_STD)  # (T,)
     parcel_shift = rng.normal(0, PARCEL_SHIFT_STD, size=n_cells + 2)
     timing = gaussian_fields(rng, 1, n_sub, n_sub, TIMING_SCALE_PX * SUBPIXELS)[0]
     vigour = gaussian_fields(rng, 1, n_sub, n_sub, VIGOUR_SCALE_PX * SUBPIXELS)[0]
@@ -562,7 +536,7 @@ def generate_scene(
     soil = (mix * soils[0] + (1 - mix) * soils[1]) * (1 + SOIL_BRIGHTNESS_STD * soil_bright)[..., None]  # (S, S, C)
     soil = np.where((kind_px == BUILT)[..., None], BUILT_SPECTRUM[bands], soil)
     soil = np.where((kind_px == WATER)[..., None], WATER_SPECTRUM[bands], soil)
-    _, _, wet, _ = _weather(region_seed, dates)
+    _, _, wet = _weather(region_seed, dates)
     swir = np.isin(bands, SWIR_BANDS)
     band_weight = np.where(swir, 1.0, 0.7)  # (C,)
     wetness = wet[:, None, None] * _sigmoid(1.5 * drainage)[None]  # (T, S, S)
@@ -587,7 +561,7 @@ def generate_scene(
     void_ids = _mostly_outside(seeds, parcel_ids)
 
     # ---- atmosphere and sensor noise ----
-    regime, level, _, cloud_brightness = _weather(region_seed, dates)
+    regime, level, _ = _weather(region_seed, dates)
     if not atmosphere:
         regime = np.zeros_like(regime)
     aod, opacity, shadow = _atmosphere(rng, regime, level, height, width)
@@ -595,7 +569,7 @@ def generate_scene(
     reflectance = reflectance * (1 - 0.5 * tau) + HAZE_PATH_REFLECTANCE * tau
     diffuse = np.interp(WAVELENGTH_NM[bands], (490.0, 2190.0), (DIFFUSE_FRACTION_BLUE, DIFFUSE_FRACTION_SWIR))
     reflectance = reflectance * (1 - SHADOW_DARKENING * (1 - diffuse)[None, :, None, None] * shadow[:, None])
-    cloud = (CLOUD_SPECTRUM[bands][None, :, None, None] * cloud_brightness[:, None, None, None]).astype(np.float32)
+    cloud = CLOUD_SPECTRUM[bands][None, :, None, None].astype(np.float32)
     reflectance = reflectance * (1 - opacity[:, None]) + cloud * opacity[:, None]
     reflectance += SENSOR_NOISE * rng.standard_normal(reflectance.shape, dtype=np.float32)
     stored = np.clip(np.rint(reflectance * np.float32(REFLECTANCE_SCALE)), 1, np.iinfo(np.int16).max)
