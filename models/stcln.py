@@ -1,7 +1,10 @@
 """STCLN backbone: per-date CNN (spatial branch) + per-pixel Transformer (temporal branch)."""
 
+from contextlib import contextmanager, nullcontext
+
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import STCLNConfig
 from .spatial import SpatialEncoder
@@ -18,6 +21,17 @@ class STCLN(nn.Module):
         self.temporal = TemporalEncoder(
             config.d_model, config.n_heads, config.n_layers, config.d_ffn, config.dropout, config.pe_period
         )
+        self.grad_checkpoint = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the CNN and of every Transformer layer (``--grad_checkpoint``).
+
+        Their activations are recomputed during backward instead of being kept: less memory, about
+        one more forward pass of time, the same outputs, gradients and BatchNorm statistics. A
+        runtime option, not part of :class:`STCLNConfig`: it never changes what the model computes.
+        """
+        self.grad_checkpoint = enable
+        self.temporal.grad_checkpoint = enable
 
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None
@@ -36,9 +50,9 @@ class STCLN(nn.Module):
         """
         B, T, C, H, W = x.shape
         pad_mask = pad_mask if self.config.use_pad_mask else None
-        spatial = self.encode_frames(x, pad_mask)  # (B, T, D, H, W)
-        spatial = spatial.permute(0, 3, 4, 1, 2)  # (B, T, D, H, W) -> (B, H, W, T, D)
-        sequences = spatial.reshape(B, H * W, T, -1)  # (B, H, W, T, D) -> (B, HW, T, D)
+        frames = self.encode_frames(x, pad_mask)  # (B, T, D, H, W)
+        sequences = frames.permute(0, 3, 4, 1, 2).reshape(B, H * W, T, -1)  # (B, T, D, H, W) -> (B, HW, T, D), one copy
+        spatial = sequences.view(B, H, W, T, -1)  # (B, HW, T, D) -> (B, H, W, T, D), contiguous for the STA keys
         temporal = self.temporal(sequences, positions, pad_mask)
         temporal = temporal.view(B, H, W, T, -1)  # (B, HW, T, D) -> (B, H, W, T, D)
         return {"temporal": temporal, "spatial": spatial, "pad_mask": pad_mask}
@@ -47,8 +61,28 @@ class STCLN(nn.Module):
         """(B, T, C, H, W) -> (B, T, D, H, W); padded frames are skipped (left at zero)."""
         B, T, C, H, W = x.shape
         if pad_mask is None:
-            return self.spatial(x.reshape(B * T, C, H, W)).view(B, T, -1, H, W)  # fold T into the batch
+            return self.run_cnn(x.reshape(B * T, C, H, W)).view(B, T, -1, H, W)  # fold T into the batch
         valid = ~pad_mask
         out = x.new_zeros(B, T, self.config.d_model, H, W)
-        out[valid] = self.spatial(x[valid])  # (N_valid, C, H, W) -> (N_valid, D, H, W)
+        out[valid] = self.run_cnn(x[valid])  # (N_valid, C, H, W) -> (N_valid, D, H, W)
         return out
+
+    def run_cnn(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, D, H, W), checkpointed when ``grad_checkpoint`` is on."""
+        if not (self.grad_checkpoint and torch.is_grad_enabled()):
+            return self.spatial(frames)
+        return checkpoint(self.spatial, frames, use_reentrant=False,
+                          context_fn=lambda: (nullcontext(), frozen_batchnorm_stats(self.spatial)))
+
+
+@contextmanager
+def frozen_batchnorm_stats(module: nn.Module):
+    """Restore every BatchNorm buffer on exit: the recomputation in backward must not count a batch twice."""
+    buffers = [b for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for b in m.buffers()]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)

@@ -8,6 +8,7 @@ kernels can be used (the reference asked for attention weights and could not).
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class SinusoidalPositions(nn.Module):
@@ -56,7 +57,8 @@ class TransformerLayer(nn.Module):
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, D) -> (N, T, D)."""
         x = self.norm1(x + self.drop(self.attention(x, attn_mask)))
-        return self.norm2(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
+        hidden = F.relu(self.linear1(x), inplace=True)  # in place: addmm keeps its inputs, not its output
+        return self.norm2(x + self.drop(self.linear2(self.drop(hidden))))
 
 
 def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None) -> torch.Tensor:
@@ -93,6 +95,7 @@ class TemporalEncoder(nn.Module):
         self.in_norm = nn.GroupNorm(n_heads, d_model)
         self.positional = SinusoidalPositions(d_model, n_heads, pe_period)
         self.layers = nn.ModuleList(TransformerLayer(d_model, n_heads, d_ffn, dropout) for _ in range(n_layers))
+        self.grad_checkpoint = False  # runtime memory option (set_grad_checkpointing), not architecture
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, T, D) per-pixel sequences -> (B, L, T, D); ``pad_mask`` (B, T) True = padding."""
@@ -105,5 +108,8 @@ class TemporalEncoder(nn.Module):
         if valid is not None:
             attn_mask = valid[:, None, None, None, :].expand(B, L, 1, 1, T).reshape(B * L, 1, 1, T)  # (B, T) -> (B*L, 1, 1, T)
         for layer in self.layers:
-            x = layer(x, attn_mask)
+            if self.grad_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(layer, x, attn_mask, use_reentrant=False)  # recomputed in backward, same RNG
+            else:
+                x = layer(x, attn_mask)
         return x.view(B, L, T, D)  # (B*L, T, D) -> (B, L, T, D)

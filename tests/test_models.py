@@ -183,3 +183,57 @@ def test_preset_sizes_and_parameter_counts(preset, sizes):
     count = sum(p.numel() for p in STCLNSegmenter(config).parameters())
     assert count == analytic_parameters(10, 20, w1, D, F, L)
     assert count == {"tiny": 33_861, "small": 130_805, "paper": 3_248_341}[preset]
+
+
+def saved_bytes_of_forward(run) -> tuple[torch.Tensor, int]:
+    """Run ``run()`` and count the bytes autograd keeps for backward (packed saved tensors)."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = run()
+    return out, total
+
+
+@pytest.mark.parametrize("head", ["segmenter", "pretrain"])
+def test_grad_checkpoint_keeps_gradients_and_saves_memory(head):
+    """Checkpointing recomputes the CNN and Transformer layers in backward: same loss, gradients
+    (dropout on, padded dates) and BatchNorm statistics, fewer activations kept for backward."""
+    import copy
+
+    torch.manual_seed(0)
+    config = tiny_config(in_channels=5, num_classes=6, use_pad_mask=head == "segmenter", dropout=0.2)
+    plain = STCLNSegmenter(config) if head == "segmenter" else STCLNPretrain(config)
+    with torch.no_grad():
+        if head == "segmenter":
+            plain.sta.gate.fill_(0.5)
+    ckpt = copy.deepcopy(plain)
+    ckpt.backbone.set_grad_checkpointing(True)
+    x = torch.randn(2, 5, 5, 8, 8)
+    pos = index_positions(2, 5)
+    pad_mask = torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    mask = torch.rand(2, 5, 8, 8) < 0.4
+    target = torch.randint(0, 6, (2, 8, 8))
+
+    def loss_of(model):
+        if head == "segmenter":
+            return torch.nn.functional.cross_entropy(model(x, pos, pad_mask), target)
+        return model(x, pos, mask)["loss"]
+
+    results = []
+    for model in (plain, ckpt):
+        model.train()
+        torch.manual_seed(123)  # same dropout masks in both runs
+        loss, saved = saved_bytes_of_forward(lambda: loss_of(model))
+        loss.backward()
+        results.append((loss, saved))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=0, atol=0)
+    assert results[1][1] < 0.5 * results[0][1], (results[1][1], results[0][1])
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+    for (name, b), c in zip(plain.named_buffers(), ckpt.buffers()):
+        torch.testing.assert_close(c, b, rtol=0, atol=0, msg=name)  # BatchNorm counted each batch once

@@ -107,7 +107,8 @@ def test_freeze_backbone_keeps_pretrained_weights_exactly(workdir):
     import torch
 
     pt = workdir / "pt_freeze"
-    common = ["--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress"]
+    # --grad_checkpoint: both scripts run it end to end; frozen BatchNorm statistics must not move either
+    common = ["--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress", "--grad_checkpoint"]
     assert run([str(REPO / "pretrain_STCLN.py"), *common, "--output_dir", str(pt)], workdir).returncode == 0
     export = pt / "checkpoint_0.stcln.tar"
     out = workdir / "ft_freeze"

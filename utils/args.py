@@ -78,6 +78,9 @@ def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
     group.add_argument("--save_every", type=int, default=10, help="write last.tar every N epochs (and at the end)")
     group.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model on CUDA")
+    group.add_argument("--grad_checkpoint", action="store_true",
+                       help="activation checkpointing of the CNN and the Transformer layers: less memory for large "
+                            "crops and long series, about one extra forward pass of time, same results")
     group.add_argument("--skip_nonfinite", action="store_true",
                        help="skip batches with NaN/inf inputs or loss with a warning instead of stopping")
     group.add_argument("--trust_checkpoint", action="store_true",

@@ -64,8 +64,9 @@ def start_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
         dataset.set_epoch(epoch)
 
 
-def wrap_model(model: nn.Module, runtime: Runtime, compile_model: bool) -> nn.Module:
+def wrap_model(model: nn.Module, runtime: Runtime, compile_model: bool, grad_checkpoint: bool = False) -> nn.Module:
     model = model.to(runtime.device)
+    model.backbone.set_grad_checkpointing(grad_checkpoint)
     if compile_model and runtime.device.type == "cuda":
         model = torch.compile(model)
     if runtime.distributed:
