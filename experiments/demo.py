@@ -1,6 +1,6 @@
 """The demo (what `make demo` runs): a reduced run of the label-efficiency study on the synthetic benchmark.
 
-    python -m experiments.demo            # ~15 minutes on 2 CPU cores
+    python -m experiments.demo            # about 15 minutes on 2 CPU cores
     python -m experiments.demo --smoke    # seconds (CI)
 
 Pre-trains a tiny STCLN with the paper's spatiotemporal (cell) masking on the unlabelled pool
@@ -21,8 +21,8 @@ from experiments import label_efficiency
 # Reduced from the full study only in size (budgets, seeds, arms, steps, pre-training epochs); the
 # learning rates are the ones the full study's sweep chose (README, "Label efficiency").
 DEMO = ["--budgets", "5", "20", "--sweep_budget", "5", "--seeds", "3", "--arms", "scratch", "wp_cell", "rf", "majority",
-        "--lrs", "1e-3", "--steps", "100", "--min_epochs", "1", "--validations", "4", "--val_limit", "24",
-        "--test_limit", "64", "--pretrain_epochs", "1", "--jobs", "2"]
+        "--lrs", "3e-3", "--steps", "60", "--min_epochs", "1", "--validations", "3", "--val_limit", "24",
+        "--test_limit", "48", "--pretrain_epochs", "1", "--jobs", "2"]
 
 
 def main(argv: list[str] | None = None) -> None:
