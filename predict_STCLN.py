@@ -119,6 +119,9 @@ def predict(args) -> np.ndarray:
 
         plan = plan_windows(H, W, window, args.stride or max(1, window // 2), args.blend, args.margin)
         info = context.info
+        if len(info.classes) != model.config.num_classes:
+            raise CheckpointError(f"{args.checkpoint}: {model.config.num_classes} classes, the training data declares "
+                                  f"{len(info.classes)} ({info.classes[:5]}...)")
         class_map = np.zeros((H, W), dtype=np.uint8 if info.num_classes <= 256 else np.int32)
 
         def keep_rows(first: int, logits: np.ndarray) -> None:

@@ -38,8 +38,10 @@ def build_inputs(tmp: Path, args) -> dict:
     (tmp / "dates.txt").write_text("\n".join(d.isoformat() for d in dates))
     crop = min(STATS_CROP, args.size)
     np.save(tmp / "stats_cube.npy", cube[:, :, :crop, :crop])
+    np.save(tmp / "stats_label.npy", rng.integers(0, args.classes, size=(crop, crop)))
     status = convert_main(["--cube", str(tmp / "stats_cube.npy"), "--dates", str(tmp / "dates.txt"), "--out",
-                           str(tmp / "ds"), "--patch_size", str(crop // 3), "--fold_block", "1", "--n_folds", "3"])
+                           str(tmp / "ds"), "--label", str(tmp / "stats_label.npy"),
+                           "--class_names", *[f"c{k}" for k in range(args.classes)], "--patch_size", str(crop // 3), "--fold_block", "1", "--n_folds", "3"])
     if status:
         sys.exit(status)
     config = PRESETS[args.preset](in_channels=args.bands, num_classes=args.classes)

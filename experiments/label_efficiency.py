@@ -53,8 +53,10 @@ SPLITS = {
     "pastis": {"pretrain": ["--folds", "5"],
                "finetune": ["--train_folds", "1", "--val_folds", "2", "--test_folds", "4"], "crop": 32},
     "mtlcc": {"pretrain": [], "finetune": [], "crop": 0},
+    "folder": {"pretrain": [], "finetune": [], "crop": 32},  # folds from the folder's dataset.json splits
 }
-SCRIPTS = {"synthetic": "PASTIS/finetuning_STCLN.py", "pastis": "PASTIS/finetuning_STCLN.py", "mtlcc": "MTLCC/finetuning_STCLN.py"}
+SCRIPTS = {"synthetic": "PASTIS/finetuning_STCLN.py", "pastis": "PASTIS/finetuning_STCLN.py", "mtlcc": "MTLCC/finetuning_STCLN.py",
+           "folder": "PASTIS/finetuning_STCLN.py"}
 ARMS = ("scratch", "wp_cell", "wp_block", "wp_frame", "probe_wp", "probe_random", "rf", "majority")
 LEARNED = ("scratch", "wp_cell", "wp_block", "wp_frame", "probe_wp", "probe_random")
 ARM_NAMES = {"scratch": "STCLN from scratch", "wp_cell": "STCLN_wp, cell masking (the paper)",
@@ -90,7 +92,7 @@ def get_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=sorted(SPLITS), default="synthetic",
-                      help="'synthetic' (default): the embedded benchmark; 'pastis' / 'mtlcc' need --data_root")
+                      help="'synthetic' (default): the embedded benchmark; 'pastis' / 'mtlcc' / 'folder' (your own data) need --data_root")
     data.add_argument("--data_root", type=Path, default=None, help="real data set folder (see README: Data set-up)")
     data.add_argument("--year", type=int, default=2016, choices=(2016, 2017), help="MTLCC year")
     study = parser.add_argument_group("study design")

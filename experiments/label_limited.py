@@ -4,13 +4,14 @@
     python -m experiments.label_limited --dataset mtlcc --data_root data/MTLCC/480
     python -m experiments.label_limited --dataset pastis --data_root data/PASTIS --pretrain_pth checkpoints/authors/checkpoint_99.sttrans.tar
     python -m experiments.label_limited --dataset pastis --smoke
+    python -m experiments.label_limited --dataset folder --data_root data/my_region   # your own data (README)
 
 PASTIS: pre-train on fold 5 (all 16 32x32 crops of every patch), fine-tune on the authors' ~2% of
 fold 1 (76 patch ids, crops (0,0) and (1,1)), select on their fold-2 list, test on full fold-4
 patches. MTLCC: pre-train on 2016 train_fold0 (30 dates), fine-tune on their 6 tiles per class,
 select on their test_fold0 tiles, test on eval. 100 epochs, Adam 1e-4. The abstract reports
 STCLN_wp +6.49 mIoU (PASTIS) and +4.04 mIoU (MTLCC) over the previous state of the art.
---smoke runs on synthetic data (PASTIS-format synthetic data has no authors' ids, so a 2% ratio
+--dataset folder uses the folds of its dataset.json and all its labels. --smoke runs on synthetic data (PASTIS-format synthetic data has no authors' ids, so a 2% ratio
 subset replaces them there).
 """
 
@@ -21,6 +22,7 @@ from experiments.common import (SMOKE_ARGS, comparison_table, experiment_parser,
 
 SETTINGS = {
     "pastis": {"pretrain": ["--folds", "5", "--crop_size", "32"], "finetune": ["--crop_size", "32"]},
+    "folder": {"pretrain": ["--crop_size", "32"], "finetune": ["--crop_size", "32"]},  # folds: dataset.json splits
     "mtlcc": {"pretrain": ["--year", "2016", "--n_dates", "30", "--crop_size", "0"],
               "finetune": ["--year", "2016", "--n_dates", "30", "--crop_size", "0"]},
 }
@@ -35,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     smoke = SMOKE_ARGS if args.smoke else []
     synthetic_pastis = args.dataset == "pastis" and args.data_root is None
     subset = ["--label_subset", "ratio", "--label_ratio", "0.02"] if synthetic_pastis else ["--label_subset", "authors"]
+    if args.dataset == "folder":
+        subset = ["--label_subset", "all"]  # your own labels are the few labels
     if args.smoke and args.dataset == "mtlcc":
         smoke = smoke + ["--n_dates", "6"]
     backbone = args.pretrain_pth

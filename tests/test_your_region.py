@@ -130,3 +130,13 @@ def test_authors_subset_is_refused_on_folder_data(region, capsys):
             "--output_dir", str(region["tmp"] / "refused")] + SMOKE
     assert finetune.main("folder", "folder fine-tuning", argv) == 2
     assert "--label_subset authors" in capsys.readouterr().err
+
+
+def test_label_limited_experiment_takes_a_folder(region):
+    from experiments import label_limited
+
+    out = region["tmp"] / "label_limited"
+    label_limited.main(["--dataset", "folder", "--data_root", str(region["tmp"] / "ndvi"), "--smoke", "--output_dir", str(out)])
+    assert "STCLN_wp" in (out / "results.md").read_text()
+    config = json.loads((out / "stcln" / "config.json").read_text())
+    assert (config["dataset"], config["label_subset"], config["test_folds"]) == ("folder", "all", [2])
