@@ -35,11 +35,14 @@ log = logging.getLogger("stcln")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, required=True, help="fine-tuned checkpoint (best.tar or last.tar of fine-tuning)")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="fine-tuned checkpoint (best.tar or last.tar of fine-tuning)")
     source = parser.add_argument_group("scene (one of)")
     source.add_argument("--geotiff_dir", type=Path, default=None,
-                        help="folder of per-date multi-band GeoTIFFs, YYYYMMDD or YYYY-MM-DD in each file name (as the converter)")
+                        help="folder of per-date multi-band GeoTIFFs, YYYYMMDD or YYYY-MM-DD in each file name "
+                             "(as the converter)")
     source.add_argument("--cube", type=Path, default=None, help="numpy .npy array (T, C, H, W) of raw values")
     source.add_argument("--dates", type=Path, default=None, help="with --cube: one date per line (or a JSON list)")
     parser.add_argument("--data_root", type=Path, default=None,
@@ -56,7 +59,8 @@ def get_parser() -> argparse.ArgumentParser:
                         help="pixel side in metres for the area table (default: from the GeoTIFF georeferencing)")
     parser.add_argument("--sta_chunk", type=int, default=0, help="STA queries per chunk (0 = all); exact, bounds memory")
     parser.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cuda' or 'cpu'")
-    parser.add_argument("--trust_checkpoint", action="store_true", help="allow pickled objects in --checkpoint (only files you trust)")
+    parser.add_argument("--trust_checkpoint", action="store_true",
+                        help="allow pickled objects in --checkpoint (only files you trust)")
     parser.add_argument("--output_dir", type=Path, required=True, help="where the map, figure and area table go")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
@@ -104,7 +108,10 @@ def predict(args) -> np.ndarray:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".scene.", dir=args.output_dir))
     try:
-        scene = stage_geotiff_folder(args.geotiff_dir, staging / "cube.npy") if args.geotiff_dir else open_cube(args.cube, args.dates)
+        if args.geotiff_dir is not None:
+            scene = stage_geotiff_folder(args.geotiff_dir, staging / "cube.npy")
+        else:
+            scene = open_cube(args.cube, args.dates)
         T, C, H, W = scene.cube.shape
         if C != model.config.in_channels:
             raise DataError(f"{scene.source}: {C} bands, the model was trained on {model.config.in_channels}")
@@ -132,7 +139,6 @@ def predict(args) -> np.ndarray:
         sliding_window_logits(model.to(device), read_window, positions, plan, info.num_classes, keep_rows,
                               batch_size=args.batch_size, device=device, progress=not args.no_progress)
         rows = write_outputs(args, class_map, scene, info)
-        del scene
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("wrote %s\n%s", args.output_dir, format_table(rows, list(rows[0])))

@@ -6,7 +6,8 @@
 Builds, in a temporary folder, a random int16 scene (T, C, S, S), a small folder data set cut
 from it (for the normalisation statistics) and a checkpoint of a randomly initialised model of
 the chosen preset (inference cost does not depend on the weights), then runs predict_STCLN.py as
-a child process and reports its wall time and peak resident memory (``ru_maxrss`` of children).
+a child process and reports its wall time, CPU time (user + system, all threads) and peak
+resident memory (``ru_maxrss`` of children). On a shared machine the CPU time is the steadier figure.
 """
 
 import argparse
@@ -41,7 +42,8 @@ def build_inputs(tmp: Path, args) -> dict:
     np.save(tmp / "stats_label.npy", rng.integers(0, args.classes, size=(crop, crop)))
     status = convert_main(["--cube", str(tmp / "stats_cube.npy"), "--dates", str(tmp / "dates.txt"), "--out",
                            str(tmp / "ds"), "--label", str(tmp / "stats_label.npy"),
-                           "--class_names", *[f"c{k}" for k in range(args.classes)], "--patch_size", str(crop // 3), "--fold_block", "1", "--n_folds", "3"])
+                           "--class_names", *[f"c{k}" for k in range(args.classes)], "--patch_size", str(crop // 3),
+                           "--fold_block", "1", "--n_folds", "3"])
     if status:
         sys.exit(status)
     config = PRESETS[args.preset](in_channels=args.bands, num_classes=args.classes)
@@ -72,11 +74,13 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kB on Linux
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_mb, cpu_seconds = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss in kB on Linux
     windows = plan_windows(args.size, args.size, args.window, args.stride).n_windows
     print(f"predict_STCLN.py  scene {args.size}x{args.size}x{args.dates} dates x{args.bands} bands  preset {args.preset}  "
           f"window {args.window} stride {args.stride}  {windows} windows  torch threads {torch.get_num_threads()}")
-    print(f"wall {seconds:.1f} s  ({seconds / windows:.2f} s per window incl. start-up)  peak RSS {peak_mb:.0f} MB")
+    print(f"wall {seconds:.1f} s  ({seconds / windows:.2f} s per window incl. start-up)  CPU {cpu_seconds:.1f} s  "
+          f"peak RSS {peak_mb:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ The scripts run in-process (their ``main(argv)``), as the experiment commands ca
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +139,13 @@ def test_label_limited_experiment_takes_a_folder(region):
     assert "STCLN_wp" in (out / "results.md").read_text()
     config = json.loads((out / "stcln" / "config.json").read_text())
     assert (config["dataset"], config["label_subset"], config["test_folds"]) == ("folder", "all", [2])
+
+
+def test_test_script_evaluates_a_folder_checkpoint(trained):
+    if trained["name"] != "s2":
+        pytest.skip("one data set is enough")
+    argv = ["--dataset", "folder", "--data_root", str(trained["root"]), "--eval_only", "--checkpoint",
+            str(trained["out"] / "best.tar"), "--protocol", "utae", "--output_dir", str(trained["out"])] + SMOKE
+    assert finetune.main("folder", "folder test", argv) == 0
+    metrics = json.loads((trained["out"] / "test_utae" / "metrics.json").read_text())
+    assert [row["index"] for row in metrics["metrics"]["per_class"]] == [1, 2, 3, 4]  # no background declared

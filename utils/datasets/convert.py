@@ -227,7 +227,8 @@ def get_parser() -> argparse.ArgumentParser:
     meta.add_argument("--nan_value", type=float, default=None, help="replace NaN/inf in float data (default: refuse them)")
     tiling = parser.add_argument_group("tiling and folds")
     tiling.add_argument("--patch_size", type=int, default=128, help="patch side in pixels (PASTIS: 128)")
-    tiling.add_argument("--fold_block", type=int, default=4, help="blocks of N x N patches share a fold; one-patch buffers between blocks")
+    tiling.add_argument("--fold_block", type=int, default=4,
+                        help="blocks of N x N patches share a fold; one-patch buffers between blocks")
     tiling.add_argument("--n_folds", type=int, default=5, help="folds 1..N (0 = buffer patches)")
     tiling.add_argument("--seed", type=int, default=0, help="seed of the block-to-fold assignment")
     parser.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
