@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=32, help="H = W of the crop")
     parser.add_argument("--bands", type=int, default=10)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CPU)")
-
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (profiles the compiled step)")
     parser.add_argument("--grad_checkpoint", action="store_true", help="activation checkpointing")
     parser.add_argument("--top", type=int, default=15, help="rows of each table")
     args = parser.parse_args()

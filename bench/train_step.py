@@ -213,7 +213,7 @@ def print_environment(device: torch.device) -> None:
     print(line + " TFLOP/s")
 
 
-def speedup_suite(rows: list[Row], repeats: int, compile_model: bool) -> None:
+def speedup_suite(rows: list[Row], repeats: int, compile_model: bool, memory: bool) -> None:
     variants = [BASELINE] + [v for v in FAST_PATHS if compile_model or not v.compile]
     print_environment(torch.device("cpu"))
     print(f"{repeats} timed steps per path, run in turn after warm-up; step s = min / median; ratio = fp32 median / median")
@@ -228,8 +228,8 @@ def speedup_suite(rows: list[Row], repeats: int, compile_model: bool) -> None:
         best = None
         for v in variants:
             times = result["times"][v.name]
-            memory = subprocess_json(["--one_memory", row.name, v.name])
-            peak = f"{memory['peak_mib']:8.0f}" if memory else f"{'-':>8}"
+            peak_run = subprocess_json(["--one_memory", row.name, v.name]) if memory else None
+            peak = f"{peak_run['peak_mib']:8.0f}" if peak_run else f"{'-':>8}"
             ratio = base / median(times)
             best = max(best or (0.0, ""), (ratio, v.name))
             print(f"| {row.name:<15} | {v.name:<24} | {min(times):8.2f} / {median(times):7.2f} | "
@@ -285,6 +285,8 @@ def main() -> int:
                         help=f"subset of row names (speedup/memory: {', '.join(r.name for r in SPEEDUP_ROWS)})")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per row and path (speedup: 3, rows: 2)")
     parser.add_argument("--no_compile", action="store_true", help="speedup: leave torch.compile out (it takes minutes on CPU)")
+    parser.add_argument("--skip_memory", action="store_true",
+                        help="speedup: no peak-memory column (each path's peak needs its own process, compilation included)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one row, print JSON
     parser.add_argument("--one_speedup", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one_memory", nargs=2, default=None, help=argparse.SUPPRESS)
@@ -311,7 +313,7 @@ def main() -> int:
     if not rows:
         parser.error(f"--rows: none of {args.rows} is a {args.suite} row ({', '.join(r.name for r in SPEEDUP_ROWS)})")
     if args.suite == "speedup":
-        speedup_suite(rows, args.repeats or 3, not args.no_compile)
+        speedup_suite(rows, args.repeats or 3, not args.no_compile, not args.skip_memory)
     else:
         memory_suite(rows)
     return 0

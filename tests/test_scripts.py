@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["pretrain_STCLN.py", "PASTIS/finetuning_STCLN.py", "PASTIS/test_STCLN.py", "MTLCC/finetuning_STCLN.py",
            "MTLCC/test_STCLN.py"]
 MODULES = ["experiments.demo", "experiments.table1_mtlcc2017", "experiments.early_season", "experiments.label_limited",
-           "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.data_loading"]
+           "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.profile_step", "bench.data_loading"]
 
 
 @pytest.fixture(scope="module")
