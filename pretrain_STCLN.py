@@ -44,7 +44,9 @@ def get_parser() -> argparse.ArgumentParser:
                             "blocks of a date, so same-date neighbours are hidden too and the model must use other dates; "
                             "'frame': whole dates (temporal-only ablation). Same expected masked fraction in every mode")
     group.add_argument("--mask_block", type=int, default=4, help="block side in pixels for --mask_mode block")
-    group.add_argument("--ndvi_threshold", type=float, default=0.2, help="a pixel is vegetated if NDVI > this (paper: 0.2)")
+    group.add_argument("--ndvi_threshold", type=ndvi_threshold, default=0.2,
+                       help="a pixel is vegetated if NDVI > this (paper: 0.2); 'none' switches the NDVI gate off "
+                            "(every valid date may be masked)")
     group.add_argument("--veg_fraction", type=float, default=0.9,
                        help="a date may be masked only if more than this fraction of its pixels is vegetated (paper: 0.9)")
     group.add_argument("--authors_ndvi", action="store_true",
@@ -54,6 +56,24 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument_group("runtime, logging and checkpoints").add_argument(
         "--export_name", default="stcln", help="backbone export file name: checkpoint_<epoch>.<export_name>.tar")
     return parser
+
+
+def ndvi_threshold(text: str) -> float | None:
+    """argparse type of ``--ndvi_threshold``: a number, or 'none' (no NDVI gate)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'none'") from None
+
+
+def masking_from_args(args: argparse.Namespace, has_red_nir: bool = True) -> MaskingConfig:
+    """The masking flags as a validated MaskingConfig (ValueError names the problem)."""
+    gate = args.ndvi_threshold is not None and has_red_nir
+    threshold = args.ndvi_threshold if args.ndvi_threshold is not None else MaskingConfig.ndvi_threshold
+    return MaskingConfig(args.mask_ratio, args.mask_mode, threshold, args.veg_fraction, args.authors_ndvi,
+                         args.mask_block, ndvi_gate=gate)
 
 
 def pretrain(args: argparse.Namespace, runtime) -> dict:
@@ -66,8 +86,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
     write_run_config(args, out, runtime)
     loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
-    masking = MaskingConfig(args.mask_ratio, args.mask_mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi,
-                            args.mask_block, ndvi_gate=data.info.red_index is not None)  # gate off without red/NIR
+    masking = masking_from_args(args, has_red_nir=data.info.red_index is not None)  # gate off without red/NIR
     generator = torch.Generator(device=runtime.device)
     options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
     writer = open_writer(out, runtime)
@@ -123,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.mask_block < 1:
         parser.error(f"--mask_block must be >= 1 pixel, got {args.mask_block}")
     check_args(parser, args)
+    try:
+        masking_from_args(args)
+    except ValueError as err:
+        parser.error(f"masking flags (--mask_ratio, --ndvi_threshold, --veg_fraction, --mask_block): {err}")
     runtime = None
 
     def run() -> None:

@@ -8,6 +8,7 @@ Bad inputs run in-process (``main(argv)`` returns the exit status; argument erro
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from contextlib import suppress
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from fakes import FakeSITS
@@ -342,3 +344,139 @@ def test_ctrl_c_with_dataloader_workers_stops_the_run(tmp_path):
     assert f"stopped by {signal.Signals(signum).name}" in log and "--resume" in log, log[-3000:]
     state = torch.load(out / "last.tar", weights_only=True)  # complete, resumable (resume: test_reliability.py)
     assert state["epoch"] == 0 and state["kind"] == "full", "the run went on to the end"
+
+
+# ---------------------------------------------------------------------------------------------
+# weak spots: the error names the real cause
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("edit,needle", [
+    (lambda fold: fold.update(mean=[float("nan")] * 10), "non-finite (NaN/inf) means or stds"),
+    (lambda fold: fold.update(std=[1.0] * 9 + [float("inf")]), "non-finite (NaN/inf) means or stds"),
+    (lambda fold: fold.update(std=[0.0] + [1.0] * 9), "stds <= 0 (bands [0])"),
+])
+def test_normalisation_file_problems_are_named(pastis_root, tmp_path, edit, needle):
+    from utils.datasets.pastis import read_norm_stats
+
+    path = tmp_path / "NORM_S2_patch.json"
+    stats = json.loads((pastis_root / "NORM_S2_patch.json").read_text())
+    edit(stats["Fold_1"])
+    path.write_text(json.dumps(stats))  # json writes NaN/Infinity literals, which json.loads accepts
+    with pytest.raises(DataError, match=re.escape(needle)):
+        read_norm_stats(path, [1])
+
+
+def test_nonfinite_checkpoint_weights_are_named(tmp_path):
+    from utils.checkpoint import backbone_export, load_pretrained_backbone
+    from utils.errors import CheckpointError
+
+    config = tiny_config()
+    state = backbone_export(STCLNPretrain(config), config, 0)
+    state["model"]["temporal.in_norm.weight"][0] = float("nan")
+    save_checkpoint(tmp_path / "export.tar", state)
+    from models import STCLNSegmenter
+
+    with pytest.raises(CheckpointError, match=r"non-finite weights \(NaN/inf\) in \[temporal.in_norm.weight\]"):
+        load_pretrained_backbone(STCLNSegmenter(config), tmp_path / "export.tar")
+
+
+def test_only_a_real_pickle_suggests_trust_checkpoint(tmp_path):
+    from argparse import Namespace
+
+    from utils.checkpoint import load_checkpoint
+    from utils.errors import CheckpointError
+
+    torch.save({"args": Namespace(lr=1.0)}, tmp_path / "pickled.tar")
+    torch.save({"a": torch.zeros(3)}, tmp_path / "whole.tar")
+    (tmp_path / "truncated.tar").write_bytes((tmp_path / "whole.tar").read_bytes()[:200])
+    (tmp_path / "text.tar").write_text("epoch,loss\n1,0.5\n")
+    with pytest.raises(CheckpointError, match="pickled Python objects .argparse.Namespace.*--trust_checkpoint"):
+        load_checkpoint(tmp_path / "pickled.tar")
+    assert load_checkpoint(tmp_path / "pickled.tar", trusted=True)["args"].lr == 1.0
+    for name in ("truncated.tar", "text.tar"):
+        with pytest.raises(CheckpointError, match="not a readable checkpoint") as info:
+            load_checkpoint(tmp_path / name)
+        assert "trust" not in str(info.value)
+
+
+def test_bad_test_label_fails_before_training(pastis_root, tmp_path, capsys):
+    root = copy_tree(pastis_root, tmp_path / "pastis")
+    test_patch = PASTISDataset(root, folds=[4]).patch_ids[-1]
+    target = np.load(root / "ANNOTATIONS" / f"TARGET_{test_patch}.npy")
+    target[0, 0, 0] = 42
+    np.save(root / "ANNOTATIONS" / f"TARGET_{test_patch}.npy", target)
+    status, lines = run_finetune(["--data_root", root, "--output_dir", tmp_path / "out", *SMALL], capsys)
+    assert_one_error_line(status, lines, f"TARGET_{test_patch}.npy", "found 0..42")
+    assert not (tmp_path / "out" / "last.tar").exists()  # no epoch ran
+
+
+def test_test_split_without_a_scored_pixel_is_an_error(pastis_root, tmp_path, capsys):
+    root = copy_tree(pastis_root, tmp_path / "pastis")
+    for patch in PASTISDataset(root, folds=[4]).patch_ids:
+        path = root / "ANNOTATIONS" / f"TARGET_{patch}.npy"
+        target = np.load(path)
+        target[0] = 0  # background only
+        np.save(path, target)
+    status, lines = run_finetune(["--data_root", root, "--output_dir", tmp_path / "out", *SMALL], capsys)
+    assert_one_error_line(status, lines, "test split: no labelled pixel of a scored class")
+
+
+def test_summary_json_is_strict_json(tmp_path):
+    from utils.runner import write_json
+
+    write_json(tmp_path / "summary.json", {"test": {"mIoU": float("nan"), "OA": 0.5, "kappa": float("inf")}})
+    text = (tmp_path / "summary.json").read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {"test": {"mIoU": None, "OA": 0.5, "kappa": None}}
+
+
+# ---------------------------------------------------------------------------------------------
+# weak spots: masking that masks nothing
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags,needle", [
+    (["--mask_ratio", "0"], "mask ratio must be in (0, 1]"),
+    (["--veg_fraction", "1"], "vegetated fraction must be in [0, 1)"),
+    (["--ndvi_threshold", "nan"], "NDVI threshold must be in [-1, 1)"),
+    (["--ndvi_threshold", "none", "--authors_ndvi"], "authors_ndvi needs the NDVI gate"),
+])
+def test_masking_flags_checked_up_front(tmp_path, capsys, flags, needle):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_STCLN.main(["--output_dir", str(tmp_path / "out"), *flags])
+    assert exit_info.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_gate_that_no_frame_passes_stops_and_gate_can_be_off():
+    from utils.engine import pretrain_one_epoch
+    from utils.masking import MaskingConfig
+
+    data = FakeSITS(n=4, size=4)  # NDVI 0.6 everywhere
+    config = tiny_config(in_channels=FakeSITS.in_channels, num_classes=FakeSITS.num_classes)
+    model = STCLNPretrain(config)
+    loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=pad_collate)
+    options = LoopOptions(torch.device("cpu"), progress=False)
+    run = dict(config=config, generator=torch.Generator().manual_seed(0), options=options)
+    with pytest.raises(STCLNError, match="no cell was masked .*--ndvi_threshold none"):
+        pretrain_one_epoch(model, loader, torch.optim.Adam(model.parameters()), 0,
+                           masking=MaskingConfig(ndvi_threshold=0.7), red_index=0, nir_index=1, **run)
+    args = pretrain_STCLN.get_parser().parse_args(["--ndvi_threshold", "none"])
+    masking = pretrain_STCLN.masking_from_args(args)
+    assert not masking.ndvi_gate
+    stats = pretrain_one_epoch(model, loader, torch.optim.Adam(model.parameters()), 0, masking=masking, **run)  # no red/NIR
+    assert 0.3 < stats["masked_fraction"] < 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# weak spots: only expected errors become one line
+# ---------------------------------------------------------------------------------------------
+def test_a_bug_keeps_its_traceback(tmp_path, capsys):
+    from utils.runner import guarded_main
+
+    def bug():
+        raise ValueError("a programming error")
+
+    with pytest.raises(ValueError, match="a programming error"):
+        guarded_main(bug, tmp_path)
+
+    def bad_input():
+        raise DataError("x.npy: truncated")
+
+    assert guarded_main(bad_input, tmp_path) == 2
+    assert capsys.readouterr().err == "error: x.npy: truncated\n"

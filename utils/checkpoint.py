@@ -97,9 +97,15 @@ def load_checkpoint(path: str | Path, trusted: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as err:  # torch raises many types for corrupt or foreign files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        hint = "" if trusted else " (if this file is from a source you trust, pass --trust_checkpoint)"
-        raise CheckpointError(f"{path}: not a readable checkpoint: {reason[:200]}{hint}") from None
+        text = str(err)
+        pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if pickled and not trusted:  # a real pickle of Python objects: only then may trusting it help
+            raise CheckpointError(f"{path}: holds pickled Python objects ({pickled.group(1)}) that the safe loader refuses; "
+                                  "if this file is from a source you trust, pass --trust_checkpoint") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        first = lines[0].split(". ")[0][:120] if lines and not lines[0].startswith("Weights only load failed") else ""
+        reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not a PyTorch file: {reason})") from None
 
 
 def strip_wrapper_prefixes(state_dict: dict) -> dict:
@@ -294,6 +300,9 @@ def load_state_checked(module: nn.Module, state: dict, source: str) -> None:
         problems.append(f"shape mismatch {_preview(shapes)}")
     if problems:
         raise CheckpointError(f"{source}: does not fit the model: {'; '.join(problems)}")
+    nonfinite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if nonfinite:
+        raise CheckpointError(f"{source}: non-finite weights (NaN/inf) in {_preview(nonfinite)}")
     module.load_state_dict(state, strict=True)
 
 

@@ -86,8 +86,7 @@ def info_for(args, dataset: Dataset | None = None) -> DataInfo:
     else:
         cls, rgb, protocols = MTLCCDataset, MTLCC_RGB, PROTOCOLS["mtlcc"]
         cmap = tuple(tuple(c) for c in _tab20(cls.num_classes))
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
+    dataset = unwrap_subset(dataset)[0] if dataset is not None else None
     classes = list(dataset.classes if dataset is not None else cls.classes)
     return DataInfo(cls.in_channels, cls.num_classes, classes, cls.ignore_index, cls.background_index,
                     cls.red_index, cls.nir_index, rgb, cmap, protocols)
@@ -183,7 +182,7 @@ def resolve_label_subset(args) -> str:
 
 def labelled_subset(args, full: Dataset, classes: np.ndarray) -> Dataset:
     if not 0.0 < args.label_ratio <= 1.0:
-        raise ValueError(f"--label_ratio must be in (0, 1], got {args.label_ratio}")
+        raise STCLNError(f"--label_ratio must be in (0, 1], got {args.label_ratio}")
     scored = int((np.asarray(classes) >= 0).sum())
     if scored == 0:
         raise DataError(f"--label_ratio: none of the {len(full)} training samples has a labelled crop pixel")
@@ -239,7 +238,30 @@ def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test"
         if len(dataset) == 0:
             raise DataError(f"{name} split is empty (check --*_folds / tile lists)")
     check_disjoint_samples(out)
+    check_split_labels(out)
     return DataBundle(out.get("train"), out.get("val"), out.get("test"), info_for(args, next(iter(out.values()))))
+
+
+def unwrap_subset(dataset: Dataset) -> tuple[Dataset, list[int] | None]:
+    """(the data set under any Subset wrappers, the indices into it that they select, or None for all)."""
+    indices = None
+    while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices] if indices is not None else list(dataset.indices)
+        dataset = dataset.dataset
+    return dataset, indices
+
+
+def check_split_labels(splits: dict[str, Dataset]) -> None:
+    """Read every split's labels before training (PASTIS-layout sets; MTLCC tiles are checked as they
+    are decoded): a bad test label fails now, not after all training, and a validation or test
+    split without a scored pixel is an error."""
+    for name, dataset in splits.items():
+        dataset, indices = unwrap_subset(dataset)
+        if not hasattr(dataset, "check_labels") or not getattr(dataset, "labels", True):
+            continue
+        if dataset.check_labels(indices) == 0 and name in ("val", "test"):
+            raise DataError(f"{name} split: no labelled pixel of a scored class (only background/ignored); "
+                            "its metrics would be undefined")
 
 
 def check_disjoint_folds(args) -> None:
@@ -255,10 +277,7 @@ def check_disjoint_folds(args) -> None:
 
 def sample_ids(dataset: Dataset) -> set[int] | None:
     """The PASTIS patch / MTLCC tile ids a (possibly Subset-wrapped) data set reads; None if it has no ids."""
-    indices = None
-    while isinstance(dataset, Subset):
-        indices = [dataset.indices[i] for i in indices] if indices is not None else list(dataset.indices)
-        dataset = dataset.dataset
+    dataset, indices = unwrap_subset(dataset)
     ids = getattr(dataset, "patch_ids", None)
     ids = getattr(dataset, "tile_ids", None) if ids is None else ids
     if ids is None:

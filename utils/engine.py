@@ -124,8 +124,8 @@ def pretrain_one_epoch(
     *,
     config: STCLNConfig,
     masking: MaskingConfig,
-    red_index: int,
-    nir_index: int,
+    red_index: int | None = None,
+    nir_index: int | None = None,
     generator: torch.Generator,
     options: LoopOptions,
 ) -> dict[str, float]:
@@ -168,6 +168,10 @@ def pretrain_one_epoch(
     sums = reduce_sums(sums | {f"pretext_{key}": float(value) for key, value in pretext.items()}, options)
     masked = max(sums.pop("pretext_masked"), 1.0)
     require_steps(sums, epoch, "pre-training")
+    if sums["masked"] == 0:  # the loss would be 0 and nothing learnt
+        raise STCLNError(f"pre-training epoch {epoch + 1}: no cell was masked (--mask_ratio {masking.ratio}; NDVI gate "
+                         f"{f'> {masking.ndvi_threshold} on > {masking.min_fraction:g} of the pixels' if masking.ndvi_gate else 'off'}"
+                         "): lower --ndvi_threshold / --veg_fraction or pass --ndvi_threshold none")
     return {
         "loss": sums["loss"] / max(sums["batches"], 1),
         "masked_fraction": sums["masked"] / max(sums["cells"], 1),

@@ -19,7 +19,7 @@ from utils.checkpoint import (config_for_backbone, load_checkpoint, load_pretrai
 from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import LoopOptions, evaluate, train_one_epoch
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, DataError
 from utils.metrics import evaluate_protocol
 from utils.report import plot_confusion_matrix, plot_prediction_maps, rgb_composite, write_results
 from utils.runner import (full_state, guarded_main, make_loader, make_optimizer, open_writer, prepare_output_dir,
@@ -109,7 +109,16 @@ def evenly_spaced(dataset, limit: int):
 def validation_score(model, loader, config, info, options) -> dict:
     """Validation metrics under the paper's protocol (model selection)."""
     matrix = evaluate(model, loader, config=config, num_classes=info.num_classes, ignore_index=info.ignore_index, options=options)
-    return evaluate_protocol(matrix.matrix.cpu().numpy(), info.protocols["stcln"], info.classes)
+    cm = matrix.matrix.cpu().numpy()
+    require_scored_pixels(cm, info.protocols["stcln"], "validation")
+    return evaluate_protocol(cm, info.protocols["stcln"], info.classes)
+
+
+def require_scored_pixels(cm, protocol, split: str) -> None:
+    """Metrics of a split without any pixel of a scored class are undefined: an error, not NaN."""
+    if cm[list(protocol.eval_classes)].sum() == 0:
+        raise DataError(f"{split} split: no labelled pixel of a scored class (all background/ignored); "
+                        "its metrics would be undefined")
 
 
 def train(args, runtime: Runtime) -> Path:
@@ -202,6 +211,7 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
     matrix = evaluate(model, loader, config=config, num_classes=info.num_classes, ignore_index=info.ignore_index,
                       options=options, on_batch=keep_maps)
     cm = matrix.matrix.cpu().numpy()
+    require_scored_pixels(cm, info.protocols[args.protocol], "test")
     metrics = evaluate_protocol(cm, info.protocols[args.protocol], info.classes)
     if runtime.is_main:
         out = Path(args.output_dir) / f"test_{args.protocol}"

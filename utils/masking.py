@@ -38,8 +38,16 @@ class MaskingConfig:
     ndvi_gate: bool = True  # False when the data has no red/NIR bands: every valid date may be masked
 
     def __post_init__(self):
-        if not 0.0 <= self.ratio <= 1.0:
-            raise ValueError(f"mask ratio must be in [0, 1], got {self.ratio}")
+        if not 0.0 < self.ratio <= 1.0:  # 0 would mask nothing: a zero loss, nothing learnt
+            raise ValueError(f"mask ratio must be in (0, 1], got {self.ratio}")
+        if not -1.0 <= self.ndvi_threshold < 1.0:  # NDVI lies in [-1, 1]; NaN fails too
+            raise ValueError(f"NDVI threshold must be in [-1, 1), got {self.ndvi_threshold}")
+        if not 0.0 <= self.min_fraction < 1.0:
+            raise ValueError(f"vegetated fraction must be in [0, 1), got {self.min_fraction}")
+        if not isinstance(self.authors_ndvi, bool) or not isinstance(self.ndvi_gate, bool):
+            raise ValueError(f"authors_ndvi and ndvi_gate must be booleans, got {self.authors_ndvi!r}, {self.ndvi_gate!r}")
+        if self.authors_ndvi and not self.ndvi_gate:
+            raise ValueError("authors_ndvi needs the NDVI gate (it only changes how the gate's NDVI is computed)")
         if self.mode not in MASK_MODES:
             raise ValueError(f"mask mode must be one of {MASK_MODES}, got {self.mode!r}")
         if isinstance(self.block, bool) or not isinstance(self.block, int) or self.block < 1:

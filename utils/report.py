@@ -69,6 +69,11 @@ def write_text_atomic(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def write_json(path: str | Path, data) -> None:
+    """Strict JSON (NaN/inf become ``null``), written atomically."""
+    write_text_atomic(Path(path), json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n")
+
+
 def _save_figure(fig: Figure, path: Path) -> None:
     _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight"))
 

@@ -6,7 +6,6 @@ sampler and the dataset's random crops from ``seed`` and the epoch number, so a 
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -24,7 +23,7 @@ from utils.checkpoint import load_checkpoint, load_state_checked, unwrap
 from utils.datasets.collate import pad_collate
 from utils.distributed import Runtime, seed_worker
 from utils.errors import CheckpointError, STCLNError
-from utils.report import write_text_atomic
+from utils.report import write_json  # noqa: F401 -- re-exported for the scripts
 from utils.signals import Interrupted, stop_on_signals
 
 log = logging.getLogger("stcln")
@@ -160,21 +159,17 @@ def full_state(model: nn.Module, optimizer, config: STCLNConfig, args, epoch: in
     }
 
 
-def write_json(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2))
-
-
 def guarded_main(run: Callable[[], None], output_dir: Path) -> int:
     """Run a script body; return its exit status.
 
-    Expected errors (:class:`STCLNError`, bad values) become one ``error: ...`` line and status 2
-    (``STCLN_DEBUG=1`` re-raises them). Ctrl-C / SIGTERM stop the run cleanly (utils/signals.py)
+    Expected errors (:class:`STCLNError`) become one ``error: ...`` line and status 2
+    (``STCLN_DEBUG=1`` re-raises them); any other exception is a bug and keeps its traceback. Ctrl-C / SIGTERM stop the run cleanly (utils/signals.py)
     with status 130 / 143 and a hint to ``--resume``.
     """
     with stop_on_signals():
         try:
             run()
-        except (STCLNError, ValueError) as err:
+        except STCLNError as err:  # expected errors only: anything else is a bug and keeps its traceback
             if os.environ.get("STCLN_DEBUG"):
                 raise
             print(f"error: {err}", file=sys.stderr)

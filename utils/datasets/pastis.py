@@ -170,9 +170,17 @@ def read_norm_stats(path: str | Path, folds: Sequence[int]) -> tuple[np.ndarray,
         entry = stats.get(f"Fold_{fold}") if isinstance(stats, dict) else None
         if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
             raise DataError(f"{path}: no mean/std for Fold_{fold}")
-        mean, std = np.asarray(entry["mean"], dtype=np.float64), np.asarray(entry["std"], dtype=np.float64)
-        if mean.shape != (len(PASTIS_BAND_NAMES),) or std.shape != mean.shape or not (std > 0).all():
-            raise DataError(f"{path}: Fold_{fold} needs 10 means and 10 positive stds, got {mean.shape}, {std.shape}")
+        try:
+            mean, std = np.asarray(entry["mean"], dtype=np.float64), np.asarray(entry["std"], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: Fold_{fold} mean/std must be lists of numbers") from None
+        if mean.shape != (len(PASTIS_BAND_NAMES),) or std.shape != mean.shape:
+            raise DataError(f"{path}: Fold_{fold} needs 10 means and 10 stds, got {mean.shape}, {std.shape}")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise DataError(f"{path}: Fold_{fold} has non-finite (NaN/inf) means or stds")
+        if not (std > 0).all():
+            raise DataError(f"{path}: Fold_{fold} has stds <= 0 (bands {np.flatnonzero(std <= 0).tolist()}): "
+                            "no band can be normalised by them")
         means.append(mean)
         stds.append(std)
     return np.mean(means, axis=0).astype(np.float32), np.mean(stds, axis=0).astype(np.float32)
@@ -359,6 +367,18 @@ class PASTISDataset(Dataset):
             counts[[self.background_index, self.ignore_index]] = 0
             classes[index] = counts.argmax() if counts.any() else UNSCORED  # never drawn as a labelled crop
         return classes
+
+    def check_labels(self, indices: Sequence[int] | None = None) -> int:
+        """Read the labels of the samples (all, or ``indices``) once: out-of-range values raise a
+        DataError now rather than mid-run. Returns how many of their pixels are scored (not
+        background or ignored)."""
+        excluded = [i for i in (self.background_index, self.ignore_index) if i is not None]
+        scored = 0
+        for index in range(len(self)) if indices is None else indices:
+            rows, cols = self._window(index, self._generator(index))
+            label = self._read_label(self.patches[self.entries[index][0]].meta.patch_id, rows, cols)
+            scored += int(label.size - np.isin(label, excluded).sum())
+        return scored
 
     # ---- sample access ----
     def __len__(self) -> int:
