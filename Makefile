@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo test parity bench
+.PHONY: install demo lint format-check test parity bench
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -10,11 +10,18 @@ install:
 demo: install  ## pre-train on the synthetic data set, fine-tune with 2% labels (scratch vs pre-trained), print the table
 	$(PYTHON) -m experiments.demo
 
-test: install  ## the whole test suite on CPU (what CI runs)
+lint:  ## ruff lint rules of ruff.toml
+	$(PYTHON) -m ruff check .
+
+format-check:  ## ruff format on the files ruff.toml does not exclude yet
+	$(PYTHON) -m ruff format --check .
+
+test: install lint  ## lint, then the whole test suite on CPU (what CI runs)
 	$(PYTHON) -m pytest -q
 
 parity: install  ## our STCLN vs the authors' model output
-	$(PYTHON) -m utils.check_parity --fixture ../shared/fixtures/authors_parity
+	$(PYTHON) -m utils.check_parity --fixture tests/data/authors_parity_small
+	@if [ -d ../shared/fixtures/authors_parity ]; then $(PYTHON) -m utils.check_parity --fixture ../shared/fixtures/authors_parity; fi
 
 bench: install
 	$(PYTHON) -m bench.train_step

@@ -1,4 +1,4 @@
-"""Spatiotemporal masked pre-training of STCLN (reference_method.md §2).
+"""Spatiotemporal masked pre-training of STCLN (docs/method.md §2).
 
     python pretrain_STCLN.py                                   # embedded synthetic data set
     python pretrain_STCLN.py --dataset pastis --data_root data/PASTIS --folds 5
@@ -37,7 +37,7 @@ def get_parser() -> argparse.ArgumentParser:
         "--folds", type=int, nargs="+", default=None,
         help="folds used for pre-training (default: 5, the paper's; folder: dataset.json splits.pretrain, else every fold but the test folds)")
     add_model_args(parser)
-    group = parser.add_argument_group("masking (reference_method.md §2.2-2.3)")
+    group = parser.add_argument_group("masking (docs/method.md §2.2-2.3)")
     group.add_argument("--mask_ratio", type=float, default=0.4, help="probability that a (pixel, date) cell is masked (paper: 0.4)")
     group.add_argument("--mask_mode", choices=MASK_MODES, default="cell",
                        help="'cell': independent (pixel, date) cells (paper); 'block': --mask_block x --mask_block pixel "

@@ -3,7 +3,7 @@
     python MTLCC/finetuning_STCLN.py --data_root data/MTLCC --pretrain_pth checkpoint_99.utae.tar
     python MTLCC/finetuning_STCLN.py --data_root data/MTLCC --year 2017 --temporal even:12 --pretrain_pth ...
 
-Paper protocol (reference_method.md §3): the authors' 6 tiles per class from train_fold0,
+Paper protocol (docs/method.md §3): the authors' 6 tiles per class from train_fold0,
 validation on their test_fold0 tiles, test on eval tiles; unknown (class 0) ignored; Adam 1e-4,
 100 epochs. Without --data_root the embedded synthetic data set (MTLCC formats) is used.
 """

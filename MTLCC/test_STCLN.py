@@ -3,7 +3,7 @@
     python MTLCC/test_STCLN.py --data_root data/MTLCC --checkpoint checkpoints/finetune/mtlcc/best.tar
 
 Pixels are scored by their true class only (unknown excluded); unlike the reference, no pixel is
-dropped because of its predicted class (reference_method.md §4.2).
+dropped because of its predicted class (docs/method.md §4.2).
 """
 
 import sys

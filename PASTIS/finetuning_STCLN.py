@@ -3,7 +3,7 @@
     python PASTIS/finetuning_STCLN.py --data_root data/PASTIS --pretrain_pth checkpoint_99.sttrans.tar
     python PASTIS/finetuning_STCLN.py --data_root data/PASTIS --label_subset ratio --label_ratio 0.05
 
-Paper protocol (reference_method.md §3): the authors' 2% subset of fold 1 (two 32x32 crops per
+Paper protocol (docs/method.md §3): the authors' 2% subset of fold 1 (two 32x32 crops per
 patch), validation on their fold-2 subset, test on full fold-4 patches; Adam 1e-4, 100 epochs.
 Without --data_root the embedded synthetic data set (PASTIS format) is used.
 """

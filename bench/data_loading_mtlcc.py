@@ -19,7 +19,7 @@ from utils.datasets.mtlcc import MTLCCDataset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
 
 TILE_SIZE = 48
-PADDED_STEPS = 46  # T of the 2016 TFRecords (data_formats.md §4.2)
+PADDED_STEPS = 46  # T of the 2016 TFRecords (docs/data_formats.md §2.2)
 REAL_DATES = 40
 SAMPLE_DATES = 30
 

@@ -2,7 +2,7 @@
 
 Every size lives here, and ``dataclasses.asdict(config)`` is stored in every checkpoint under
 ``model_config`` so any script can rebuild the exact model from a file (nanoGPT's ``GPTConfig``).
-Defaults reproduce the authors' released model (reference_method.md §1.2); each improvement over
+Defaults reproduce the authors' released model (docs/method.md §1.1); each improvement over
 the reference is a field whose default keeps the paper's behaviour.
 """
 

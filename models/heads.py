@@ -1,4 +1,4 @@
-"""Task wrappers around the backbone: masked reconstruction and segmentation (H5 of style.md)."""
+"""Task wrappers around the backbone: masked reconstruction and segmentation."""
 
 import torch
 from torch import nn

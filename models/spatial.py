@@ -1,4 +1,4 @@
-"""Spatial branch: a per-date CNN without down-sampling (reference_method.md §1.3)."""
+"""Spatial branch: a per-date CNN without down-sampling (docs/method.md §1.2)."""
 
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-"""STA fusion: spatiotemporal attention between the two branches (reference_method.md §1.6).
+"""STA fusion: spatiotemporal attention between the two branches (docs/method.md §1.4).
 
 For pixel i (f: temporal features, s: spatial features, both per date):
 

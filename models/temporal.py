@@ -1,4 +1,4 @@
-"""Temporal branch: a per-pixel Transformer over dates (reference_method.md §1.4-1.5).
+"""Temporal branch: a per-pixel Transformer over dates (docs/method.md §1.3).
 
 The authors call it ``LTAE2d`` but it runs a stack of standard post-norm Transformer encoder
 layers on every pixel's sequence. Attention goes through ``scaled_dot_product_attention`` so fused

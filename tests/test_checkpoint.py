@@ -22,7 +22,7 @@ SMALL_PARITY_FIXTURE = REPO / "tests" / "data" / "authors_parity_small"  # 13 ba
 
 
 def double_conv_entries(prefix: str, c_in: int, c_out: int, c_mid: int | None = None) -> dict:
-    """Keys and shapes of one authors' DoubleConv, written from reference_method.md §1.8."""
+    """Keys and shapes of one authors' DoubleConv, written from docs/method.md §1.6."""
     c_mid = c_mid or c_out
     out = {}
     for conv, bn, cin, cout in ((0, 1, c_in, c_mid), (3, 4, c_mid, c_out)):
@@ -76,7 +76,7 @@ def authors_backbone_state(in_channels: int, seed: int = 0) -> dict:
 def test_documented_authors_layout_has_documented_parameter_count():
     state = authors_backbone_state(10)
     n = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    assert n == 5_964_064  # reference_method.md §1.8, PASTIS backbone file
+    assert n == 5_964_064  # docs/method.md §1.6, PASTIS backbone file
 
 
 @pytest.mark.parametrize("dataset,channels,suffix", [("pastis", 10, "sttrans"), ("mtlcc", 13, "utae")])
@@ -98,7 +98,9 @@ def test_authors_backbone_maps_every_used_key(tmp_path, dataset, channels, suffi
         assert torch.equal(ours[f"temporal.layers.{i}.proj.bias"], state[f"{prefix}.self_attn.out_proj.bias"])
         assert torch.equal(ours[f"temporal.layers.{i}.linear2.weight"], state[f"{prefix}.linear2.weight"])
         assert torch.equal(ours[f"temporal.layers.{i}.norm1.weight"], state[f"{prefix}.norm1.weight"])
-    used = [k for k in state if not k.startswith(("up3.", "temporal_encoder.inconv", "temporal_encoder.out_norm", "temporal_encoder.mlp", "temporal_encoder.transformer_encoder"))]
+    dead = ("up3.", "temporal_encoder.inconv", "temporal_encoder.out_norm", "temporal_encoder.mlp",
+            "temporal_encoder.transformer_encoder")
+    used = [k for k in state if not k.startswith(dead)]
     assert len(used) == len(ours)
     assert sorted(v.numel() for k, v in state.items() if k in used) == sorted(v.numel() for v in ours.values())
 

@@ -40,8 +40,19 @@ from utils.runner import prepare_output_dir
 from utils.signals import Interrupted, stop_on_signals
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--crop_size", "8", "--preset", "tiny", "--epochs", "1", "--num_workers", "0", "--no_progress",
-         "--label_subset", "all"]
+SMALL = [
+    "--crop_size",
+    "8",
+    "--preset",
+    "tiny",
+    "--epochs",
+    "1",
+    "--num_workers",
+    "0",
+    "--no_progress",
+    "--label_subset",
+    "all",
+]
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +107,13 @@ def test_duplicate_patch_id_in_metadata_is_rejected(pastis_root, tmp_path, capsy
     assert not (tmp_path / "out" / "best.tar").exists()
 
 
-@pytest.mark.parametrize("flags,needle", [
-    (["--train_folds", "1", "--val_folds", "1"], "--train_folds [1] and --val_folds [1] share fold(s) [1]"),
-    (["--val_folds", "2", "3", "--test_folds", "3"], "--val_folds [2, 3] and --test_folds [3] share fold(s) [3]"),
-])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--train_folds", "1", "--val_folds", "1"], "--train_folds [1] and --val_folds [1] share fold(s) [1]"),
+        (["--val_folds", "2", "3", "--test_folds", "3"], "--val_folds [2, 3] and --test_folds [3] share fold(s) [3]"),
+    ],
+)
 def test_overlapping_folds_are_rejected(pastis_root, tmp_path, capsys, flags, needle):
     status, lines = run_finetune(["--data_root", pastis_root, "--output_dir", tmp_path / "out", *SMALL, *flags], capsys)
     assert_one_error_line(status, lines, needle)
@@ -111,8 +125,9 @@ def test_splits_sharing_patches_or_tiles_are_rejected(pastis_root, mtlcc_root, t
         check_disjoint_samples({"train": fold1, "val": PASTISDataset(pastis_root, folds=[2]), "test": fold1})
     root = copy_tree(mtlcc_root, tmp_path / "mtlcc")
     (root / "tileids" / "eval.tileids").write_text("7\n8\n2\n")  # tile 2 is also a training tile
-    status = finetune.main("mtlcc", "test", ["--dataset", "mtlcc", "--data_root", str(root), "--output_dir",
-                                             str(tmp_path / "out"), *SMALL])
+    status = finetune.main(
+        "mtlcc", "test", ["--dataset", "mtlcc", "--data_root", str(root), "--output_dir", str(tmp_path / "out"), *SMALL]
+    )
     assert status == 2
 
 
@@ -142,8 +157,15 @@ def test_epoch_without_a_labelled_pixel_is_an_error():
     weight = torch.ones(FakeSITS.num_classes)
     weight[FakeSITS.ignore_index] = 0
     with pytest.raises(STCLNError, match="training epoch 1: no optimisation step; all 2 batches were skipped"):
-        train_one_epoch(model, loader, torch.optim.Adam(model.parameters()), 0, config=config, class_weight=weight,
-                        options=LoopOptions(torch.device("cpu"), progress=False))
+        train_one_epoch(
+            model,
+            loader,
+            torch.optim.Adam(model.parameters()),
+            0,
+            config=config,
+            class_weight=weight,
+            options=LoopOptions(torch.device("cpu"), progress=False),
+        )
 
 
 def test_smoke_subset_has_labelled_pixels():
@@ -194,15 +216,18 @@ def test_failed_resume_keeps_config_json(pastis_root, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # 4. flags and files checked before any work
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("flags,needle", [
-    (["--save_every", "0"], "--save_every must be >= 1"),
-    (["--sta_chunk", "-5"], "--sta_chunk must be >= 0"),
-    (["--device", "tpu"], "argument --device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
-    (["--epochs", "0"], "--epochs must be >= 1"),
-    (["--lr", "inf"], "--lr must be a finite number > 0"),
-    (["--grad_clip", "nan"], "--grad_clip must be a finite number > 0"),
-    (["--temporal", "window:2"], "--temporal 'window:2'"),
-])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--save_every", "0"], "--save_every must be >= 1"),
+        (["--sta_chunk", "-5"], "--sta_chunk must be >= 0"),
+        (["--device", "tpu"], "argument --device: 'tpu' is not one of auto, cpu, cuda, cuda:N"),
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--lr", "inf"], "--lr must be a finite number > 0"),
+        (["--grad_clip", "nan"], "--grad_clip must be a finite number > 0"),
+        (["--temporal", "window:2"], "--temporal 'window:2'"),
+    ],
+)
 @pytest.mark.parametrize("script", ["pretrain", "finetune"])
 def test_bad_flags_fail_up_front(tmp_path, capsys, script, flags, needle):
     argv = ["--output_dir", str(tmp_path / "out"), *flags]
@@ -224,8 +249,16 @@ def test_finetune_resume_into_a_pretraining_folder(pastis_root, tmp_path, capsys
     out.mkdir()
     config = tiny_config()  # what the fine-tuning flags below build
     model = STCLNPretrain(config)
-    save_checkpoint(out / "last.tar", {"kind": "full", "model": model.state_dict(), "epoch": 0, "model_config": config.to_dict(),
-                                       "optimizer": torch.optim.Adam(model.parameters()).state_dict()})
+    save_checkpoint(
+        out / "last.tar",
+        {
+            "kind": "full",
+            "model": model.state_dict(),
+            "epoch": 0,
+            "model_config": config.to_dict(),
+            "optimizer": torch.optim.Adam(model.parameters()).state_dict(),
+        },
+    )
     status, lines = run_finetune(["--data_root", pastis_root, "--output_dir", out, "--resume", *SMALL], capsys)
     assert_one_error_line(status, lines, "last.tar", "does not fit the model")
 
@@ -241,8 +274,9 @@ def test_metadata_features_null(pastis_root, tmp_path, capsys):
 def test_eval_checkpoint_with_a_bad_model_config(pastis_root, tmp_path, capsys, model_config):
     path = tmp_path / "best.tar"
     save_checkpoint(path, {"model": {}, "model_config": model_config})
-    status, lines = run_finetune(["--data_root", pastis_root, "--output_dir", tmp_path, "--eval_only", "--checkpoint",
-                                  path, *SMALL], capsys)
+    status, lines = run_finetune(
+        ["--data_root", pastis_root, "--output_dir", tmp_path, "--eval_only", "--checkpoint", path, *SMALL], capsys
+    )
     assert_one_error_line(status, lines, "best.tar")
 
 
@@ -253,8 +287,11 @@ def test_classes_file_with_a_duplicated_raw_id(mtlcc_root, tmp_path):
     path = tmp_path / "classes.txt"
     lines = (mtlcc_root / "classes.txt").read_text().splitlines()
     ids = [line.split("|")[0] for line in lines if "|" in line]
-    path.write_text("\n".join(line.replace(f"{ids[2]}|", f"{ids[1]}|", 1) if line.startswith(f"{ids[2]}|") else line
-                              for line in lines))
+    path.write_text(
+        "\n".join(
+            line.replace(f"{ids[2]}|", f"{ids[1]}|", 1) if line.startswith(f"{ids[2]}|") else line for line in lines
+        )
+    )
     with pytest.raises(DataError, match=f"raw class id {ids[1]} is listed twice"):
         read_classes(path)
 
@@ -322,13 +359,27 @@ def test_a_swallowed_interrupt_still_stops_the_loop(signum):
 def test_ctrl_c_with_dataloader_workers_stops_the_run(tmp_path):
     signum = signal.SIGINT
     out = tmp_path / "run"
-    args = [sys.executable, "pretrain_STCLN.py", "--smoke", "--epochs", "2", "--save_every", "1", "--num_workers", "2",
-            "--no_progress", "--output_dir", str(out)]
+    args = [
+        sys.executable,
+        "pretrain_STCLN.py",
+        "--smoke",
+        "--epochs",
+        "2",
+        "--save_every",
+        "1",
+        "--num_workers",
+        "2",
+        "--no_progress",
+        "--output_dir",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("STCLN_DEBUG", None)
     log_path = tmp_path / "log.txt"
     with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 240
         while not (out / "last.tar").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -349,11 +400,14 @@ def test_ctrl_c_with_dataloader_workers_stops_the_run(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # weak spots: the error names the real cause
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("edit,needle", [
-    (lambda fold: fold.update(mean=[float("nan")] * 10), "non-finite (NaN/inf) means or stds"),
-    (lambda fold: fold.update(std=[1.0] * 9 + [float("inf")]), "non-finite (NaN/inf) means or stds"),
-    (lambda fold: fold.update(std=[0.0] + [1.0] * 9), "stds <= 0 (bands [0])"),
-])
+@pytest.mark.parametrize(
+    "edit,needle",
+    [
+        (lambda fold: fold.update(mean=[float("nan")] * 10), "non-finite (NaN/inf) means or stds"),
+        (lambda fold: fold.update(std=[1.0] * 9 + [float("inf")]), "non-finite (NaN/inf) means or stds"),
+        (lambda fold: fold.update(std=[0.0] + [1.0] * 9), "stds <= 0 (bands [0])"),
+    ],
+)
 def test_normalisation_file_problems_are_named(pastis_root, tmp_path, edit, needle):
     from utils.datasets.pastis import read_norm_stats
 
@@ -425,18 +479,23 @@ def test_summary_json_is_strict_json(tmp_path):
 
     write_json(tmp_path / "summary.json", {"test": {"mIoU": float("nan"), "OA": 0.5, "kappa": float("inf")}})
     text = (tmp_path / "summary.json").read_text()
-    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {"test": {"mIoU": None, "OA": 0.5, "kappa": None}}
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "test": {"mIoU": None, "OA": 0.5, "kappa": None}
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # weak spots: masking that masks nothing
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("flags,needle", [
-    (["--mask_ratio", "0"], "mask ratio must be in (0, 1]"),
-    (["--veg_fraction", "1"], "vegetated fraction must be in [0, 1)"),
-    (["--ndvi_threshold", "nan"], "NDVI threshold must be in [-1, 1)"),
-    (["--ndvi_threshold", "none", "--authors_ndvi"], "authors_ndvi needs the NDVI gate"),
-])
+@pytest.mark.parametrize(
+    "flags,needle",
+    [
+        (["--mask_ratio", "0"], "mask ratio must be in (0, 1]"),
+        (["--veg_fraction", "1"], "vegetated fraction must be in [0, 1)"),
+        (["--ndvi_threshold", "nan"], "NDVI threshold must be in [-1, 1)"),
+        (["--ndvi_threshold", "none", "--authors_ndvi"], "authors_ndvi needs the NDVI gate"),
+    ],
+)
 def test_masking_flags_checked_up_front(tmp_path, capsys, flags, needle):
     with pytest.raises(SystemExit) as exit_info:
         pretrain_STCLN.main(["--output_dir", str(tmp_path / "out"), *flags])
@@ -454,12 +513,22 @@ def test_gate_that_no_frame_passes_stops_and_gate_can_be_off():
     options = LoopOptions(torch.device("cpu"), progress=False)
     run = dict(config=config, generator=torch.Generator().manual_seed(0), options=options)
     with pytest.raises(STCLNError, match="no cell was masked .*--ndvi_threshold none"):
-        pretrain_one_epoch(model, loader, torch.optim.Adam(model.parameters()), 0,
-                           masking=MaskingConfig(ndvi_threshold=0.7), red_index=0, nir_index=1, **run)
+        pretrain_one_epoch(
+            model,
+            loader,
+            torch.optim.Adam(model.parameters()),
+            0,
+            masking=MaskingConfig(ndvi_threshold=0.7),
+            red_index=0,
+            nir_index=1,
+            **run,
+        )
     args = pretrain_STCLN.get_parser().parse_args(["--ndvi_threshold", "none"])
     masking = pretrain_STCLN.masking_from_args(args)
     assert not masking.ndvi_gate
-    stats = pretrain_one_epoch(model, loader, torch.optim.Adam(model.parameters()), 0, masking=masking, **run)  # no red/NIR
+    stats = pretrain_one_epoch(
+        model, loader, torch.optim.Adam(model.parameters()), 0, masking=masking, **run
+    )  # no red/NIR
     assert 0.3 < stats["masked_fraction"] < 0.5
 
 

@@ -152,7 +152,7 @@ def test_paper_parameter_count():
 
     pastis = STCLNSegmenter(paper_config("pastis"))
     mtlcc = STCLNSegmenter(paper_config("mtlcc"))
-    # reference_method.md §1.8: used backbone = inc + down1 + layer_stack + in_norm
+    # docs/method.md §1.6: used backbone = inc + down1 + layer_stack + in_norm
     assert sum(p.numel() for p in pastis.backbone.parameters()) == 12_224 + 664_576 + 2_369_280 + 512
     assert sum(p.numel() for p in pastis.parameters()) == 3_248_341
     assert sum(p.numel() for p in mtlcc.backbone.parameters()) == 13_088 + 664_576 + 2_369_280 + 512

@@ -1,4 +1,4 @@
-"""Shared argparse builders (style.md H13). Per-dataset scripts only change defaults."""
+"""Shared argparse builders. Per-dataset scripts only change defaults."""
 
 import argparse
 import json

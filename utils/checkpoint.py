@@ -8,7 +8,7 @@ Our ``.tar`` files are plain dicts of plain types (loadable with ``weights_only=
   * our full checkpoints (pre-training or fine-tuning): keeps the ``backbone.*`` tensors;
   * our backbone exports ``checkpoint_<epoch>.<name>.tar`` (``kind='backbone'``);
   * the authors' released ``checkpoint_99.utae.tar`` / ``checkpoint_99.sttrans.tar``: a bare
-    state dict of their ``utae`` module, mapped key by key (reference_method.md §1.8).
+    state dict of their ``utae`` module, mapped key by key (docs/method.md §1.6).
 Any missing, unexpected or mis-shaped key is an error that lists them: never a silent
 from-scratch model.
 """

@@ -1,4 +1,4 @@
-"""The training and evaluation loops shared by every script (MAE's engine files, style.md H2).
+"""The training and evaluation loops shared by every script.
 
 Three loops: :func:`pretrain_one_epoch`, :func:`train_one_epoch`, :func:`evaluate`. Each takes
 explicit arguments (no ``args``), moves batches to the device, and returns plain numbers.
@@ -184,7 +184,7 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_wei
     """Cross-entropy averaged with per-class weights; weight-0 classes (ignored) never count.
 
     (B, K, H, W) logits, (B, H, W) target, (K,) weights. Callers skip batches whose total
-    weight is 0, where the reference would have produced NaN (reference_method.md §7.2-8).
+    weight is 0, where the reference would have produced NaN (docs/method.md §5).
     """
     per_pixel = F.cross_entropy(logits.float(), target, reduction="none")  # (B, H, W)
     weight = class_weight[target]

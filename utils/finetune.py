@@ -1,4 +1,4 @@
-"""Fine-tuning and testing shared by ``PASTIS/`` and ``MTLCC/`` scripts (style.md A1 remedy).
+"""Fine-tuning and testing shared by ``PASTIS/`` and ``MTLCC/`` scripts.
 
 The per-dataset scripts only set their defaults and call :func:`main`.
 """
@@ -35,7 +35,8 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     parser.set_defaults(dataset=dataset)
     group = parser.add_argument_group("labels and splits")
     group.add_argument("--label_subset", choices=("authors", "ratio", "all"), default=None,
-                       help="default: 'authors' on real data, 'ratio' on synthetic PASTIS-format data. 'authors': the hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
+                       help="default: 'authors' on real data, 'ratio' on synthetic PASTIS-format data. 'authors': the "
+                            "hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
                             "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'all': every label")
     group.add_argument("--label_ratio", type=float, default=0.02, help="fraction of training samples labelled with --label_subset ratio")
     group.add_argument("--train_folds", type=int, nargs="+", default=None,

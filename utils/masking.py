@@ -1,4 +1,4 @@
-"""Spatiotemporal masking for pre-training (reference_method.md §2.2-2.4).
+"""Spatiotemporal masking for pre-training (docs/method.md §2.2-2.3).
 
 A cell is one (sample, date, pixel). Cells are masked independently with probability
 ``ratio`` (all bands together), but only on *eligible* frames: frames where more than

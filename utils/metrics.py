@@ -1,7 +1,7 @@
 """Segmentation metrics from one confusion matrix: OA, mIoU, macro F1, Cohen's kappa, per class.
 
 Everything is computed from a ``(K, K)`` integer confusion matrix whose rows are the ground truth
-and whose columns are the prediction (reference_method.md §7.4 "Evaluation", style.md H12).
+and whose columns are the prediction (docs/method.md §5).
 :class:`ConfusionMatrix` accumulates it on the tensors' device with one ``torch.bincount`` per
 batch; :func:`compute_metrics` turns it into numbers; :data:`PROTOCOLS` names the pixel/class
 selections used by the paper (``stcln``) and by the PASTIS leaderboard (``utae``).
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-# ---- class ids of the two datasets (data_formats.md §3.3 and §4.2) ----------------------------
+# ---- class ids of the two datasets (docs/data_formats.md §1.2 and §2.3) ----------------------------
 PASTIS_NUM_CLASSES = 20
 PASTIS_BACKGROUND_INDEX = 0
 PASTIS_VOID_INDEX = 19
@@ -296,7 +296,7 @@ def evaluate_protocol(cm: np.ndarray | torch.Tensor, protocol: EvalProtocol,
 
 def authors_sklearn_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[int], *,
                             drop_predicted_zero: bool = False) -> dict:
-    """Reproduce the authors' sklearn test metrics (reference_method.md §4.1-4.2, §7.2 items 2-3).
+    """Reproduce the authors' sklearn test metrics (docs/method.md §4.1-4.2).
 
     FOR COMPARISON WITH THE PAPER'S PRINTED NUMBERS ONLY; the honest numbers are
     :func:`evaluate_protocol`'s. Differences from :func:`compute_metrics`: IoU and per-class F1 come

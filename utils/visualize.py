@@ -27,7 +27,10 @@ def reconstruction_figure(image: torch.Tensor, mask: torch.Tensor, pred: torch.T
     """
     image, pred, mask = image.float().cpu().numpy(), pred.float().cpu().numpy(), mask.cpu().numpy()
     masked_dates = np.flatnonzero(mask.any(axis=(1, 2)))
-    dates = masked_dates[np.linspace(0, len(masked_dates) - 1, min(MAX_DATES_SHOWN, len(masked_dates))).astype(int)] if len(masked_dates) else np.arange(min(MAX_DATES_SHOWN, image.shape[0]))
+    if len(masked_dates):
+        dates = masked_dates[np.linspace(0, len(masked_dates) - 1, min(MAX_DATES_SHOWN, len(masked_dates))).astype(int)]
+    else:
+        dates = np.arange(min(MAX_DATES_SHOWN, image.shape[0]))
     rgb_values = image[:, list(rgb_indices)]  # (T, 3, H, W)
     low = np.percentile(rgb_values, STRETCH_PERCENTILES[0], axis=(0, 2, 3))
     high = np.percentile(rgb_values, STRETCH_PERCENTILES[1], axis=(0, 2, 3))

@@ -1,6 +1,6 @@
 """MTLCC (Rußwurm & Körner, IJGI 2018) loader for both on-disk layouts, plus a one-time ``.npy`` cache.
 
-Layouts (detected from the folder, data_formats.md §4, reference_method.md §5.2)::
+Layouts (detected from the folder, docs/data_formats.md §2)::
 
     TFRecord release                          GeoTIFF layout of MTLCC-pytorch (what STCLN ran on)
     root/data16/<tileid>.tfrecord.gz          root/data/<tileid>/<YYYYMMDD>_10m.tif  uint16 (4, H, W)
@@ -84,7 +84,7 @@ UINT8_MAX = np.iinfo(np.uint8).max
 LABEL_LOOKUP_SIZE = UINT8_MAX + 1
 SPLITS_DIR = Path(__file__).resolve().parents[2] / "MTLCC" / "splits"
 AUTHORS_TILE_FILES = {"train": "authors_train_tiles.txt", "val": "authors_val_tiles.txt"}
-AUTHORS_PER_CLASS = 6  # the scripts use the first 6 of each 15-id list (reference_method.md §3.3)
+AUTHORS_PER_CLASS = 6  # the scripts use the first 6 of each 15-id list (docs/method.md §3.2)
 
 
 def year_folder(year: int) -> str:
@@ -147,7 +147,7 @@ def read_tileids(path: str | Path) -> list[int]:
 
 
 def authors_mtlcc_subset(split: str, per_class: int = AUTHORS_PER_CLASS) -> list[int]:
-    """The authors' per-class MTLCC tiles (reference_method.md §3.3): first ``per_class`` of every list.
+    """The authors' per-class MTLCC tiles (docs/method.md §3.2): first ``per_class`` of every list.
 
     Train gives 78 unique tiles (to replace a train_fold0 dataset's tiles), val 78 entries / 73
     unique (to replace test_fold0's); order and duplicates are kept, as in the authors' scripts.

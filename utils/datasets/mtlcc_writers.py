@@ -1,4 +1,4 @@
-"""Write small synthetic MTLCC data sets in exactly the real formats (data_formats.md §4).
+"""Write small synthetic MTLCC data sets in exactly the real formats (docs/data_formats.md §2).
 
 ``layout='tfrecord'`` writes the release: ``data16/<tileid>.tfrecord.gz`` (or ``data17``), one gzipped
 ``tf.train.Example`` per tile with int64 little-endian byte strings channels last (``x10/data``

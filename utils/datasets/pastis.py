@@ -9,7 +9,7 @@ Folder layout (Zenodo record 5012942)::
 
 Samples follow utils/datasets/CONTRACT.md. Unlike utae-paps, the normalisation statistics are
 chosen explicitly (``norm_folds``): validation and test sets must pass the TRAINING folds, so no
-statistic of the evaluated fold leaks into its inputs (reference_method.md §5.1, data_formats §3.4).
+statistic of the evaluated fold leaks into its inputs (docs/data_formats.md §1.3).
 """
 
 import datetime
@@ -60,7 +60,7 @@ PASTIS_COLORMAP = (  # colormap.txt of the release: tab20-like, black background
     (1, 1, 1),
 )
 PASTIS_FOLDS = (1, 2, 3, 4, 5)
-PASTIS_FOLD_SPLITS = (  # utae-paps / TSViT 5-fold cross-validation (data_formats.md §3.4)
+PASTIS_FOLD_SPLITS = (  # utae-paps / TSViT 5-fold cross-validation (docs/data_formats.md §1.3)
     {"train": (1, 2, 3), "val": (4,), "test": (5,)},
     {"train": (2, 3, 4), "val": (5,), "test": (1,)},
     {"train": (3, 4, 5), "val": (1,), "test": (2,)},

@@ -40,7 +40,7 @@ def read_id_list(path: str | Path) -> list[int]:
 
 
 def authors_pastis_subset(split: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """The authors' hard-coded PASTIS fine-tuning subset (reference_method.md §3.3).
+    """The authors' hard-coded PASTIS fine-tuning subset (docs/method.md §3.2).
 
     Returns:
         (patch ids in the authors' order with duplicates, grid cells of 32-px crops). Use with

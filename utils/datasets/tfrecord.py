@@ -1,6 +1,6 @@
 """TFRecord files without TensorFlow: record framing, CRC32C and the ``tf.train.Example`` protobuf.
 
-A TFRecord file is a sequence of records (data_formats.md §5)::
+A TFRecord file is a sequence of records (docs/data_formats.md §3)::
 
     uint64 length (little endian) | uint32 masked_crc32c(length) | payload | uint32 masked_crc32c(payload)
 

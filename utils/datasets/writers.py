@@ -1,6 +1,6 @@
 """Writers of synthetic data sets in the exact on-disk format of the real ones.
 
-``write_pastis_like`` emits the PASTIS layout (data_formats.md §3.2): ``DATA_S2/S2_<id>.npy``
+``write_pastis_like`` emits the PASTIS layout (docs/data_formats.md §1.1): ``DATA_S2/S2_<id>.npy``
 int16 (T, 10, H, W), ``ANNOTATIONS/TARGET_<id>.npy`` uint8 (3, H, W), ``ANNOTATIONS/ParcelIDs_<id>.npy``
 int32 (H, W), ``metadata.geojson`` with the real property names and ``NORM_S2_patch.json`` computed
 as utae-paps' ``compute_norm_vals``. The imagery comes from :mod:`utils.datasets.synthetic` (version 1,
