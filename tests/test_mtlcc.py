@@ -18,7 +18,7 @@ from utils.datasets.mtlcc import (
 from utils.datasets.mtlcc_writers import write_mtlcc_like
 from utils.datasets.protocols import TemporalSubset
 from utils.datasets.tfrecord import (
-    _crc_update_python, crc32c, iter_records, masked_crc32c, parse_example, read_examples, write_examples,
+    crc32c, iter_records, masked_crc32c, parse_example, read_examples, write_examples,
     write_records,
 )
 from utils.errors import DataError
@@ -54,10 +54,23 @@ def all_samples(dataset) -> list[dict]:
 # ---------------------------------------------------------------------------------------------
 # TFRecord reader / writer
 # ---------------------------------------------------------------------------------------------
-def test_crc32c_known_value_and_vectorised_path_matches_bytewise():
+def bitwise_crc32c(data: bytes) -> int:
+    """The CRC-32C definition, one bit at a time (reflected polynomial 0x82F63B78)."""
+    register = 0xFFFFFFFF
+    for byte in data:
+        register ^= byte
+        for _ in range(8):
+            register = (register >> 1) ^ (0x82F63B78 if register & 1 else 0)
+    return register ^ 0xFFFFFFFF
+
+
+def test_crc32c_known_value_and_definition():
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-    data = np.random.default_rng(0).integers(0, 256, 70_001, dtype=np.uint8).tobytes()  # > vector threshold
-    assert crc32c(data) == _crc_update_python(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    data = np.random.default_rng(0).integers(0, 256, 3_001, dtype=np.uint8).tobytes()
+    assert crc32c(data) == bitwise_crc32c(data)
+    masked = masked_crc32c(data)  # rotate right by 15 bits, add 0xa282ead8 (TFRecord)
+    crc = bitwise_crc32c(data)
+    assert masked == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2**32
 
 
 def test_example_round_trip_of_every_mtlcc_key_packed_and_unpacked(tmp_path):

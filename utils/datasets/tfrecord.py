@@ -17,9 +17,9 @@ payload of every MTLCC record is a serialised ``tf.train.Example``::
 Only the protobuf wire types used there are needed (varint, 64-bit, length-delimited, 32-bit);
 unknown fields are skipped, and both packed and unpacked repeated numbers are read.
 
-CRC32C (Castagnoli) is verified on read. The ``crc32c`` PyPI package is used when it is installed;
-otherwise a table-driven implementation vectorised with numpy over 512-byte blocks (then combined with
-a precomputed "advance over one block" operator) checks a 10 MB record in well under a second.
+CRC32C (Castagnoli) is verified on read, with the ``crc32c`` package (hardware CRC instructions; about
+1000x faster than the numpy CRC this module used to carry: ``python -m bench.tfrecord_crc`` and
+MTLCC/README.md).
 """
 
 import gzip
@@ -28,34 +28,16 @@ import struct
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from crc32c import crc32c as _crc32c
 
 from utils.errors import DataError
 
-try:  # optional accelerator (ICRAR's `crc32c` package), never required
-    from crc32c import crc32c as _fast_crc32c
-except ImportError:  # pragma: no cover - depends on the environment
-    _fast_crc32c = None
-
-CRC32C_POLY_REFLECTED = 0x82F63B78
 CRC_MASK_DELTA = 0xA282EAD8  # TFRecord's masked CRC: rotate right by 15 bits, then add this
-CRC_ROTATE = 15
-UINT32_MASK = 0xFFFFFFFF
-UINT64_MASK = (1 << 64) - 1
-BYTE_BITS = 8
-CRC_BITS = 32
-BYTE_SHIFT_1, BYTE_SHIFT_2, BYTE_SHIFT_3 = BYTE_BITS, 2 * BYTE_BITS, 3 * BYTE_BITS  # register byte offsets
-BYTE_VALUES = 256
-BYTE_MASK = 0xFF
 CRC_BYTES = 4
 LENGTH_BYTES = 8
-VECTOR_BLOCK = 512  # bytes per block of the numpy CRC (blocks are processed in parallel; even)
-WORD_BYTES, WORD_BITS = 2, 16
-WORD_VALUES, WORD_MASK = 1 << 16, 0xFFFF
-VECTOR_MIN_BYTES = 16 * VECTOR_BLOCK  # below this the plain loop is faster
 GZIP_MAGIC = b"\x1f\x8b"
 
 # protobuf wire types and the field numbers of the Example schema above
@@ -76,89 +58,15 @@ FeatureValue = list[bytes] | np.ndarray
 # ---------------------------------------------------------------------------------------------
 # CRC32C
 # ---------------------------------------------------------------------------------------------
-def _make_table() -> np.ndarray:
-    """Byte table of the reflected CRC32C polynomial, uint32 (256,)."""
-    table = np.arange(BYTE_VALUES, dtype=np.uint32)
-    for _ in range(BYTE_BITS):
-        table = np.where(table & 1, (table >> 1) ^ np.uint32(CRC32C_POLY_REFLECTED), table >> 1).astype(np.uint32)
-    return table
-
-
-CRC_TABLE = _make_table()
-_CRC_TABLE_LIST = CRC_TABLE.tolist()
-
-
-def _crc_update_python(register: int, data: bytes) -> int:
-    """Advance the raw CRC register over ``data`` (no pre/post inversion), one byte at a time."""
-    table = _CRC_TABLE_LIST
-    for byte in data:
-        register = table[(register ^ byte) & BYTE_MASK] ^ (register >> BYTE_BITS)
-    return register
-
-
-@lru_cache(maxsize=4)
-def _advance_tables(n_bytes: int) -> tuple[list[int], ...]:
-    """Byte tables of the linear map "advance the register over ``n_bytes`` zero bytes".
-
-    The map is linear over GF(2), so it is applied to a register as the XOR of four lookups, one per
-    register byte: ``tables[k][b]`` is the image of ``b << 8k``.
-    """
-    n_tables = CRC_BYTES
-    basis = np.arange(BYTE_VALUES, dtype=np.uint32)
-    registers = np.concatenate([basis << np.uint32(BYTE_BITS * k) for k in range(n_tables)])  # (4*256,)
-    for _ in range(n_bytes):
-        registers = CRC_TABLE[registers & BYTE_MASK] ^ (registers >> BYTE_BITS)
-    return tuple(registers[k * BYTE_VALUES:(k + 1) * BYTE_VALUES].tolist() for k in range(n_tables))
-
-
-def _make_table16() -> np.ndarray:
-    """uint32 (65536,): the register after two zero bytes, for every 16-bit register value."""
-    registers = np.arange(WORD_VALUES, dtype=np.uint32)
-    for _ in range(WORD_BYTES):
-        registers = CRC_TABLE[registers & BYTE_MASK] ^ (registers >> BYTE_BITS)
-    return registers
-
-
-CRC_TABLE16 = _make_table16()
-
-
-def _crc_update_numpy(register: int, data: bytes) -> int:
-    """Advance the raw CRC register over ``data``: all blocks in parallel, then chained.
-
-    For a block B, ``raw(r, B) = advance(r) ^ raw(0, B)``: the block CRCs from a zero register are
-    computed two bytes per step over every block at once (a 16-bit table halves the lookups), then
-    chained with the advance-over-one-block operator.
-    """
-    n_blocks = len(data) // VECTOR_BLOCK
-    words = np.frombuffer(data, dtype="<u2", count=n_blocks * VECTOR_BLOCK // WORD_BYTES)
-    columns = np.ascontiguousarray(words.reshape(n_blocks, -1).T)  # (N/2,) -> (words per block, blocks)
-    block_crc = np.zeros(n_blocks, dtype=np.uint32)
-    index = np.empty(n_blocks, dtype=np.uint32)
-    for column in columns:
-        np.bitwise_xor(block_crc, column, out=index)
-        np.bitwise_and(index, WORD_MASK, out=index)
-        block_crc >>= WORD_BITS
-        block_crc ^= CRC_TABLE16[index]
-    table0, table1, table2, table3 = _advance_tables(VECTOR_BLOCK)
-    for crc in block_crc.tolist():
-        register = (table0[register & BYTE_MASK] ^ table1[(register >> BYTE_SHIFT_1) & BYTE_MASK]
-                    ^ table2[(register >> BYTE_SHIFT_2) & BYTE_MASK] ^ table3[register >> BYTE_SHIFT_3] ^ crc)
-    return _crc_update_python(register, data[n_blocks * VECTOR_BLOCK:])
-
-
 def crc32c(data: bytes) -> int:
     """CRC32C (Castagnoli) of ``data``; ``crc32c(b"123456789") == 0xE3069283``."""
-    if _fast_crc32c is not None:
-        return _fast_crc32c(data)
-    data = bytes(data)
-    update = _crc_update_numpy if len(data) >= VECTOR_MIN_BYTES else _crc_update_python
-    return update(UINT32_MASK, data) ^ UINT32_MASK
+    return _crc32c(data)
 
 
 def masked_crc32c(data: bytes) -> int:
     """The masked CRC stored in TFRecord files (rotate right 15, add a constant)."""
     crc = crc32c(data)
-    return (((crc >> CRC_ROTATE) | (crc << (CRC_BITS - CRC_ROTATE))) + CRC_MASK_DELTA) & UINT32_MASK
+    return (((crc >> 15) | (crc << 17)) + CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +166,7 @@ def _read_varint(buffer: bytes, offset: int) -> tuple[int, int]:
             raise _ProtoError("varint runs past the end of the message")
         byte = buffer[offset]
         offset += 1
-        value |= (byte & ~VARINT_CONTINUE & BYTE_MASK) << shift
+        value |= (byte & 0x7F) << shift
         if not byte & VARINT_CONTINUE:
             return value, offset
         shift += VARINT_PAYLOAD_BITS
@@ -359,10 +267,10 @@ def parse_example(payload: bytes, source: str | Path = "<bytes>") -> dict[str, F
 
 def _varint(value: int) -> bytes:
     """Base-128 varint of a non-negative int (negative int64 as its 64-bit two's complement)."""
-    value &= UINT64_MASK
+    value &= (1 << 64) - 1
     out = bytearray()
     while True:
-        low = value & ~VARINT_CONTINUE & BYTE_MASK
+        low = value & 0x7F
         value >>= VARINT_PAYLOAD_BITS
         if value:
             out.append(low | VARINT_CONTINUE)
