@@ -9,6 +9,7 @@ from pathlib import Path
 from models import STCLNConfig, tiny_config
 from models.config import PRESETS
 from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
+from utils.atomic import write_text_atomic
 
 DATASETS = ("synthetic", "pastis", "mtlcc", "folder")
 
@@ -155,8 +156,7 @@ def parse_temporal(spec: str | None):
 
 def dump_args(args: argparse.Namespace, path: Path) -> None:
     """Write the resolved arguments as JSON (plain types only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(args_dict(args), indent=2, sort_keys=True))
+    write_text_atomic(path, json.dumps(args_dict(args), indent=2, sort_keys=True))
 
 
 def args_dict(args: argparse.Namespace) -> dict:

@@ -13,9 +13,7 @@ Any missing, unexpected or mis-shaped key is an error that lists them: never a s
 from-scratch model.
 """
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from models import STCLNConfig
+from utils.atomic import write_atomic
 from utils.errors import CheckpointError
 
 # The authors' modules that are built but never executed: dropped on load.
@@ -57,36 +56,24 @@ AUTHORS_HEAD_KEYS = {
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, 'w')`` would give (mkstemp files are 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def save_checkpoint(path: str | Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then rename.
-
-    A crash mid-write leaves the previous file intact, never a half-written one.
-    """
+    """Write ``state`` to ``path`` atomically and durably (utils/atomic.py): a crash mid-write leaves
+    the previous file intact, never a half-written one."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
         raise CheckpointError(f"{path.parent}: cannot write checkpoints here ({err.strerror})") from None
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
-            stale.unlink(missing_ok=True)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_atomic(path, save, durable=True)
+    except OSError as err:  # no permission, read-only or full disk: the previous file is intact
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({err.strerror or err})") from None
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, trusted: bool = False) -> dict:

@@ -50,7 +50,6 @@ PASTIS_VOID_INDEX = 19
 MTLCC_NUM_CLASSES = 18
 MTLCC_UNKNOWN_INDEX = 0
 
-MATRIX_DIMS = 2
 
 
 @dataclass(frozen=True)
@@ -196,7 +195,7 @@ def _as_matrix(cm: np.ndarray | torch.Tensor | ConfusionMatrix) -> np.ndarray:
     if isinstance(cm, torch.Tensor):
         cm = cm.detach().cpu().numpy()
     cm = np.asarray(cm)
-    if cm.ndim != MATRIX_DIMS or cm.shape[0] != cm.shape[1]:
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
         raise ValueError(f"confusion matrix must be square (K, K), got shape {cm.shape}")
     if (cm < 0).any():
         raise ValueError("confusion matrix has negative counts")

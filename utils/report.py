@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from utils.checkpoint import default_file_mode
+from utils.atomic import write_atomic, write_text_atomic
 
 STRETCH_PERCENTILES = (2.0, 98.0)
-UINT8_MAX = 255
 RGB_CHANNELS = 3
 FLOAT_FORMAT = ".4f"
 MISSING_VALUE = "n/a"
@@ -33,7 +30,6 @@ CM_ANNOTATE_MAX_CLASSES = 20
 CM_TEXT_DARK_ABOVE = 0.5
 MAP_PANEL_INCHES = 2.4
 MAP_ROWS = ("RGB", "ground truth", "prediction")
-RGB_IMAGE_NDIM = 3
 MAP_TITLE_FONTSIZE = 8
 HALF_BIN = 0.5  # centres each class index on its colour in the discrete colour map
 CM_WIDTH_RATIO = 1.2  # room for the colour bar
@@ -41,32 +37,11 @@ CM_TICK_FONTSIZE = 7
 CM_CELL_FONTSIZE = 5
 COLORBAR_FRACTION = 0.046
 COLORBAR_PAD = 0.04
-PERCENT = 100
 SCALAR_KEYS = ("OA", "mIoU", "mF1", "kappa")
 PER_CLASS_KEYS = ("IoU", "F1", "precision", "recall", "support")
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_file_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
-    """The atomic writer for any file format: ``write(tmp_path)``, then ``os.replace`` onto ``path``."""
-    _atomic_write(Path(path), write)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+write_file_atomic = write_atomic  # the name other modules import (utils/atomic.py is the one writer)
 
 
 def write_json(path: str | Path, data) -> None:
@@ -75,7 +50,7 @@ def write_json(path: str | Path, data) -> None:
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
-    _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight"))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight"))
 
 
 def _json_safe(value):
@@ -180,7 +155,7 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path: str | Path,
         for (row, col), value in np.ndenumerate(normalised):
             if value > 0:
                 colour = "white" if value > CM_TEXT_DARK_ABOVE else "black"
-                ax.text(col, row, f"{PERCENT * value:.0f}", ha="center", va="center",
+                ax.text(col, row, f"{100 * value:.0f}", ha="center", va="center",
                         fontsize=CM_CELL_FONTSIZE, color=colour)
     _save_figure(fig, Path(path))
 
@@ -188,7 +163,7 @@ def plot_confusion_matrix(cm, class_names: Sequence[str], path: str | Path,
 def _colour_table(colormap: Sequence[Sequence[float]]) -> np.ndarray:
     """(K, 3) floats in [0, 1] from RGB tuples given either in [0, 1] or in [0, 255]."""
     table = np.asarray(colormap, dtype=np.float64)[:, :RGB_CHANNELS]
-    return table / UINT8_MAX if table.max() > 1.0 else table
+    return table / 255 if table.max() > 1.0 else table
 
 
 def plot_prediction_maps(images_rgb: Sequence[np.ndarray], labels: Sequence[np.ndarray],
@@ -219,7 +194,7 @@ def plot_prediction_maps(images_rgb: Sequence[np.ndarray], labels: Sequence[np.n
             pred = np.where(label == ignore_index, ignore_index, pred)
         for row, (title, panel) in enumerate(zip(MAP_ROWS, (np.asarray(image), label, pred))):
             ax = axes[row, col]
-            if panel.ndim == RGB_IMAGE_NDIM:  # (H, W, 3) composite, else (H, W) class map
+            if panel.ndim == 3:  # (H, W, 3) composite, else (H, W) class map
                 ax.imshow(panel, interpolation="nearest")
             else:
                 ax.imshow(panel, cmap=cmap, vmin=-HALF_BIN, vmax=len(colours) - HALF_BIN, interpolation="nearest")
@@ -245,7 +220,7 @@ def rgb_composite(image: np.ndarray, rgb_indices: Sequence[int], pad_mask: np.nd
     low, high = np.percentile(median, STRETCH_PERCENTILES, axis=(0, 1))  # (3,) each
     span = np.where(high > low, high - low, 1.0)
     stretched = np.clip((median - low) / span, 0.0, 1.0)
-    return np.round(stretched * UINT8_MAX).astype(np.uint8)
+    return np.round(stretched * 255).astype(np.uint8)
 
 
 MAP_MAX_SIDE = 2000  # class maps are drawn from a strided view of at most this many pixels a side
@@ -279,7 +254,7 @@ def plot_class_map(class_map: np.ndarray, class_names: Sequence[str], colormap: 
     present = np.flatnonzero(np.bincount(shown.ravel(), minlength=len(colours))) if shares is None else \
         [index for index, share in enumerate(shares) if share > 0]
     handles = [Patch(facecolor=colours[index], edgecolor="black", linewidth=0.3,
-                     label=f"{index} {class_names[index]}" + (f" ({PERCENT * shares[index]:.1f}%)" if shares else ""))
+                     label=f"{index} {class_names[index]}" + (f" ({100 * shares[index]:.1f}%)" if shares else ""))
                for index in present]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_FONTSIZE, frameon=False)
     _save_figure(fig, Path(path))

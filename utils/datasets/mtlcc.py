@@ -48,8 +48,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.atomic import write_atomic, write_text_atomic
 from utils.datasets.protocols import selects_a_date
-from utils.datasets.tfrecord import atomic_write, read_examples
+from utils.datasets.tfrecord import read_examples
 from utils.errors import DataError
 
 log = logging.getLogger("stcln")
@@ -336,11 +337,11 @@ def source_dates(path: Path, layout: str) -> list[datetime.date]:
 # cache
 # ---------------------------------------------------------------------------------------------
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda handle: np.save(handle, array, allow_pickle=False))
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a handle: np.save would append ".npy" to a path
+            np.save(handle, array, allow_pickle=False)
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode()))
+    write_atomic(path, save)
 
 
 def cache_path(folder: Path, tile_id: int, part: str) -> Path:
@@ -366,7 +367,7 @@ def read_manifest(folder: Path) -> dict[str, dict]:
 def write_manifest(folder: Path, tiles: dict[str, dict]) -> None:
     """Merge ``tiles`` into the manifest (re-read first, so concurrent converters lose nothing)."""
     merged = {**read_manifest(folder), **tiles}
-    _atomic_write_text(folder / MANIFEST, json.dumps({"format": CACHE_FORMAT, "tiles": merged}, sort_keys=True))
+    write_text_atomic(folder / MANIFEST, json.dumps({"format": CACHE_FORMAT, "tiles": merged}, sort_keys=True))
 
 
 def write_cache_tile(folder: Path, tile_id: int, tile: TileArrays, n_source_bytes: int) -> dict:

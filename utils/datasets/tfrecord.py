@@ -23,9 +23,7 @@ MTLCC/README.md).
 """
 
 import gzip
-import os
 import struct
-import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -33,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from crc32c import crc32c as _crc32c
 
+from utils.atomic import write_bytes_atomic
 from utils.errors import DataError
 
 CRC_MASK_DELTA = 0xA282EAD8  # TFRecord's masked CRC: rotate right by 15 bits, then add this
@@ -115,11 +114,6 @@ def iter_records(path: str | Path, verify: bool = True) -> Iterator[bytes]:
         offset, index = end + CRC_BYTES, index + 1
 
 
-def temporary_sibling(path: Path) -> str:
-    """A fresh hidden name next to ``path``: written first, then ``os.replace``d onto it (atomic)."""
-    return str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"))
-
-
 def frame_record(payload: bytes) -> bytes:
     """One TFRecord record (length, masked CRCs) around ``payload``."""
     length_bytes = struct.pack("<Q", len(payload))
@@ -134,21 +128,8 @@ def write_records(path: str | Path, payloads: Iterable[bytes], compress: bool = 
     content = b"".join(frame_record(payload) for payload in payloads)
     if compress:
         content = gzip.compress(content)
-    atomic_write(path, lambda handle: handle.write(content))
+    write_bytes_atomic(path, content)
     return path
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(binary_handle)`` on a temporary sibling of ``path``, then rename it into place."""
-    temp_name = temporary_sibling(path)
-    try:
-        with open(temp_name, "xb") as handle:
-            write(handle)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
