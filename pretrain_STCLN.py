@@ -16,8 +16,8 @@ import sys
 import torch
 
 from models import STCLNPretrain
-from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args,
-                        model_config_from_args)
+from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, apply_dataset_defaults,
+                        check_args, model_config_from_args)
 from utils.checkpoint import backbone_export, save_checkpoint, unwrap
 from utils.data import build_pretrain_data
 from utils.distributed import setup_runtime, seed_everything, shutdown
@@ -55,6 +55,7 @@ def get_parser() -> argparse.ArgumentParser:
     add_runtime_args(parser, output_dir="checkpoints/pretrain/synthetic")
     parser.add_argument_group("runtime, logging and checkpoints").add_argument(
         "--export_name", default="stcln", help="backbone export file name: checkpoint_<epoch>.<export_name>.tar")
+    parser.set_defaults(crop_size=None, n_dates=None, batch_size=None)  # per --dataset: apply_dataset_defaults
     return parser
 
 
@@ -77,6 +78,7 @@ def masking_from_args(args: argparse.Namespace, has_red_nir: bool = True) -> Mas
 
 
 def pretrain(args: argparse.Namespace, runtime) -> dict:
+    apply_dataset_defaults(args, "pretrain")
     seed_everything(args.seed)
     out = prepare_output_dir(args, runtime)
     data = build_pretrain_data(args)
@@ -138,7 +140,7 @@ def pretext_summary(stats: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    args = apply_dataset_defaults(parser.parse_args(argv), "pretrain")
     if args.mask_block < 1:
         parser.error(f"--mask_block must be >= 1 pixel, got {args.mask_block}")
     check_args(parser, args)

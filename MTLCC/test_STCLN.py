@@ -14,4 +14,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the one sys.path
 from utils.finetune import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main("mtlcc", __doc__.splitlines()[0], eval_only=True, crop_size=0, n_dates=30))
+    sys.exit(main("mtlcc", __doc__.splitlines()[0], eval_only=True))

@@ -14,6 +14,31 @@ from utils.atomic import write_text_atomic
 DATASETS = ("synthetic", "pastis", "mtlcc", "folder")
 
 
+# The one table of per-data-set defaults (the authors' settings, docs/method.md §2.1 and §3), used by
+# every entry point: the per-data-set scripts, the experiments (through the same parsers) and pre-training.
+# Data sets not listed (synthetic, folder) take GENERIC_DEFAULTS.
+DATASET_DEFAULTS = {
+    "pretrain": {"pastis": dict(crop_size=32, n_dates=0, batch_size=4),
+                 "mtlcc": dict(crop_size=0, n_dates=30, batch_size=4)},
+    "finetune": {"pastis": dict(crop_size=32, n_dates=0, batch_size=2),
+                 "mtlcc": dict(crop_size=0, n_dates=30, batch_size=2)},
+}
+GENERIC_DEFAULTS = dict(crop_size=32, n_dates=0, batch_size=4)
+
+
+def dataset_defaults(stage: str, dataset: str) -> dict:
+    """Defaults of ``crop_size``, ``n_dates`` and ``batch_size`` for a stage ('pretrain'/'finetune') and data set."""
+    return dict(DATASET_DEFAULTS[stage].get(dataset, GENERIC_DEFAULTS))
+
+
+def apply_dataset_defaults(args: argparse.Namespace, stage: str) -> argparse.Namespace:
+    """Fill the flags left unset (None) from :data:`DATASET_DEFAULTS` for ``args.dataset``."""
+    for name, value in dataset_defaults(stage, args.dataset).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return args
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=DATASETS, default="synthetic",
@@ -27,13 +52,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                        help="synthetic data set: 2 (default) the realistic benchmark (mixed pixels, three end-members, "
                             "within-field variation, haze/clouds/shadows, 8 tiles); 1 the old demo set, kept for comparison")
     group.add_argument("--year", type=int, default=2016, choices=(2016, 2017), help="MTLCC year")
-    group.add_argument("--crop_size", type=int, default=32,
-                       help="training crop size in pixels (paper: 32 on PASTIS; MTLCC uses whole 48-px tiles, 0 = no crop)")
-    group.add_argument("--n_dates", type=int, default=0,
-                       help="dates per series (0 = all). MTLCC: random N sorted dates per access in training, evenly spaced in evaluation")
+    group.add_argument("--crop_size", type=int, default=GENERIC_DEFAULTS["crop_size"],
+                       help="training crop size in pixels, 0 = no crop (per-data-set default: DATASET_DEFAULTS in "
+                            "utils/args.py; paper: 32 on PASTIS, whole 48-px tiles on MTLCC)")
+    group.add_argument("--n_dates", type=int, default=GENERIC_DEFAULTS["n_dates"],
+                       help="dates per series (0 = all; MTLCC default 30). MTLCC: random N sorted dates per access in "
+                            "training, evenly spaced in evaluation")
     group.add_argument("--temporal", default=None,
                        help="temporal subset: first:N | even:N | random:N | window:M1-M2 (calendar months, e.g. window:2-6)")
-    group.add_argument("--batch_size", type=int, default=4, help="samples per process and step")
+    group.add_argument("--batch_size", type=int, default=GENERIC_DEFAULTS["batch_size"],
+                       help="samples per process and step (per-data-set default: DATASET_DEFAULTS in utils/args.py)")
     group.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
     group.add_argument("--cache_dir", type=Path, default=None, help="MTLCC: one-time .npy cache of the TFRecord/GeoTIFF tiles")
 

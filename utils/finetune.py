@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from models import STCLNConfig, STCLNSegmenter
-from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args,
+from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
                         model_config_from_args)
 from utils.checkpoint import (config_for_backbone, load_checkpoint, load_pretrained_backbone, load_state_checked,
                               read_pretrained_backbone, save_checkpoint)
@@ -71,6 +71,7 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
                        help="samples per validation/test batch. Series of different lengths are padded in a batch: "
                             ">1 gives the same predictions as 1 only with --use_pad_mask")
     add_runtime_args(parser, output_dir=f"checkpoints/finetune/{dataset}")
+    parser.set_defaults(**dataset_defaults("finetune", dataset))
     return parser
 
 
