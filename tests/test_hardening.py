@@ -549,3 +549,24 @@ def test_a_bug_keeps_its_traceback(tmp_path, capsys):
 
     assert guarded_main(bad_input, tmp_path) == 2
     assert capsys.readouterr().err == "error: x.npy: truncated\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# house-keeping: one table of per-data-set defaults
+# ---------------------------------------------------------------------------------------------
+def test_every_entry_point_takes_its_defaults_from_the_one_table():
+    from utils.args import DATASET_DEFAULTS, GENERIC_DEFAULTS, apply_dataset_defaults
+
+    keys = ("crop_size", "n_dates", "batch_size")
+    assert DATASET_DEFAULTS["finetune"]["mtlcc"] == dict(crop_size=0, n_dates=30, batch_size=2)  # the authors'
+    assert DATASET_DEFAULTS["finetune"]["pastis"] == dict(crop_size=32, n_dates=0, batch_size=2)
+    for dataset in ("pastis", "mtlcc"):  # the scripts and the experiments build the same parser
+        args = finetune.get_parser(dataset, "test").parse_args([])
+        assert {k: getattr(args, k) for k in keys} == DATASET_DEFAULTS["finetune"][dataset]
+    for dataset, expected in (("mtlcc", DATASET_DEFAULTS["pretrain"]["mtlcc"]), ("synthetic", GENERIC_DEFAULTS)):
+        args = apply_dataset_defaults(pretrain_STCLN.get_parser().parse_args(["--dataset", dataset]), "pretrain")
+        assert {k: getattr(args, k) for k in keys} == expected
+    args = pretrain_STCLN.get_parser().parse_args(["--dataset", "mtlcc", "--n_dates", "6"])
+    assert apply_dataset_defaults(args, "pretrain").n_dates == 6  # an explicit flag wins
+    for script in ("PASTIS/finetuning_STCLN.py", "MTLCC/finetuning_STCLN.py", "MTLCC/test_STCLN.py"):
+        assert "crop_size=" not in (REPO / script).read_text()  # no second source of defaults
