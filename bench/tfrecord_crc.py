@@ -42,7 +42,7 @@ def _advance_tables(n_bytes: int) -> list[list[int]]:
     registers = np.concatenate([np.arange(256, dtype=np.uint32) << np.uint32(8 * k) for k in range(4)])
     for _ in range(n_bytes):
         registers = TABLE[registers & 0xFF] ^ (registers >> 8)
-    return [registers[k * 256:(k + 1) * 256].tolist() for k in range(4)]
+    return [registers[k * 256 : (k + 1) * 256].tolist() for k in range(4)]
 
 
 def _table16() -> np.ndarray:
@@ -66,8 +66,10 @@ def numpy_crc32c(data: bytes) -> int:
     register = 0xFFFFFFFF
     t0, t1, t2, t3 = ADVANCE
     for crc in block_crc.tolist():
-        register = t0[register & 0xFF] ^ t1[(register >> 8) & 0xFF] ^ t2[(register >> 16) & 0xFF] ^ t3[register >> 24] ^ crc
-    for byte in data[n_blocks * BLOCK:]:
+        register = (
+            t0[register & 0xFF] ^ t1[(register >> 8) & 0xFF] ^ t2[(register >> 16) & 0xFF] ^ t3[register >> 24] ^ crc
+        )
+    for byte in data[n_blocks * BLOCK :]:
         register = TABLE_LIST[(register ^ byte) & 0xFF] ^ (register >> 8)
     return register ^ 0xFFFFFFFF
 
@@ -86,19 +88,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timings per method (the best is printed)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
-        written = write_mtlcc_like(Path(folder), tile_ids={"train_fold0": (1,)}, size=48, n_dates=40, pad_to=46,
-                                   return_arrays=False)
+        written = write_mtlcc_like(
+            Path(folder), tile_ids={"train_fold0": (1,)}, size=48, n_dates=40, pad_to=46, return_arrays=False
+        )
         path = Path(written["root"]) / "data16" / "1.tfrecord.gz"
         payload = next(iter_records(path))
         megabytes = len(payload) / 1e6
         assert numpy_crc32c(payload) == crc32c(payload)  # the two agree
-        print(f"record payload: {megabytes:.2f} MB (48 x 48 px, 46 frames), file {path.stat().st_size / 1e6:.2f} MB gzipped")
-        for name, function in (("crc32c package", lambda: crc32c(payload)), ("numpy block-parallel", lambda: numpy_crc32c(payload))):
+        print(
+            f"record payload: {megabytes:.2f} MB (48 x 48 px, 46 frames), file {path.stat().st_size / 1e6:.2f} MB gzipped"
+        )
+        for name, function in (
+            ("crc32c package", lambda: crc32c(payload)),
+            ("numpy block-parallel", lambda: numpy_crc32c(payload)),
+        ):
             ms = best_ms(function, args.repeats)
             print(f"{name:24s} {ms:9.2f} ms per payload  {megabytes / ms * 1000:9.1f} MB/s")
         raw = path.read_bytes()
         print(f"{'gunzip':24s} {best_ms(lambda: gzip.decompress(raw), args.repeats):9.2f} ms")
-        print(f"{'read_tfrecord_tile':24s} {best_ms(lambda: read_tfrecord_tile(path), args.repeats):9.2f} ms (gunzip, CRCs, parse, decode)")
+        print(
+            f"{'read_tfrecord_tile':24s} {best_ms(lambda: read_tfrecord_tile(path), args.repeats):9.2f} ms (gunzip, CRCs, parse, decode)"
+        )
 
 
 if __name__ == "__main__":
