@@ -11,7 +11,8 @@ fold 1 (76 patch ids, crops (0,0) and (1,1)), select on their fold-2 list, test 
 patches. MTLCC: pre-train on 2016 train_fold0 (30 dates), fine-tune on their 6 tiles per class,
 select on their test_fold0 tiles, test on eval. 100 epochs, Adam 1e-4. The abstract reports
 STCLN_wp +6.49 mIoU (PASTIS) and +4.04 mIoU (MTLCC) over the previous state of the art.
---dataset folder uses the folds of its dataset.json and all its labels. --smoke runs on synthetic data (PASTIS-format synthetic data has no authors' ids, so a 2% ratio
+--dataset folder uses the folds of its dataset.json and all its labels. --smoke runs on synthetic data
+(PASTIS-format synthetic data has no authors' ids, so a 2% ratio
 subset replaces them there).
 """
 
