@@ -14,8 +14,9 @@ from utils.metrics import PROTOCOLS, evaluate_protocol
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["pretrain_STCLN.py", "PASTIS/finetuning_STCLN.py", "PASTIS/test_STCLN.py", "MTLCC/finetuning_STCLN.py",
            "MTLCC/test_STCLN.py"]
-MODULES = ["experiments.demo", "experiments.table1_mtlcc2017", "experiments.early_season", "experiments.label_limited",
-           "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.profile_step", "bench.data_loading"]
+MODULES = ["experiments.demo", "experiments.pretext_baselines", "experiments.table1_mtlcc2017", "experiments.early_season",
+           "experiments.label_limited", "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.profile_step",
+           "bench.data_loading"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,22 @@ def test_experiment_smoke(experiment, workdir):
     assert "STCLN" in text
     for summary in out.glob("*/summary.json"):  # every fine-tune tested its best checkpoint
         assert set(json.loads(summary.read_text())["test"]) >= {"OA", "mIoU", "mF1", "kappa"}
+
+
+def test_pretext_baselines_smoke(workdir):
+    out = workdir / "out_pretext_baselines"
+    result = run(["-m", "experiments.pretext_baselines", "--smoke", "--output_dir", str(out)], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(a) neighbour mean" in result.stdout and "block 4x4" in result.stdout
+    rows = {row["mask"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
+    assert set(rows) == {"cell", "block 4x4"} and (out / "results.md").is_file()
+    for row in rows.values():
+        assert abs(row["masked of eligible"] - 0.4) < 0.06 and row["masked fraction"] <= row["masked of eligible"]
+        assert all(np.isfinite(row[k]) and row[k] > 0 for k in ("(a) neighbour mean", "(b) temporal interp", "(c) best constant"))
+    # blocks hide the same-date neighbours: many more masked cells have none left
+    assert rows["block 4x4"]["(a) no neighbour"] > 10 * max(rows["cell"]["(a) no neighbour"], 0.01)
+    bad = run(["-m", "experiments.pretext_baselines", "--smoke", "--mask_block", "0"], workdir)
+    assert bad.returncode == 2 and "--mask_block" in bad.stderr
 
 
 def test_finetune_outputs_are_consistent(workdir):
