@@ -15,6 +15,8 @@ scores three non-learned predictions of the masked cells in the units of the pre
                            the "no neighbour" column)
     (b) temporal interp    per-pixel linear interpolation in time (acquisition days) between the
                            nearest visible dates; nearest visible value at the ends
+    (b') gated dates       the same, reading only dates that pass the NDVI gate (clear, vegetated):
+                           what temporal in-filling gives once cloudy and bare dates are ignored
     (c) best constant      each band's mean over the masked cells: the best a mask token alone can do
 
 A pre-trained model that does not end clearly below (a) and (b) has learnt little beyond them.
@@ -31,27 +33,26 @@ from torch.utils.data import DataLoader
 
 from experiments.label_efficiency import SPLITS
 from utils.args import add_data_args
-from utils.data import build_pretrain_data
+from utils.data import build_pretrain_data, is_pastis_format, uses_synthetic
 from utils.datasets.collate import pad_collate
 from utils.errors import STCLNError
-from utils.masking import MASK_MODES, MaskingConfig, build_mask, eligible_frames, ndvi_from_input
-from utils.pretext_baselines import ConstantStats, baseline_sse, neighbour_sums, visible_cells
+from utils.masking import MASK_MODES, MaskingConfig, eligible_frames, ndvi_from_input, sample_mask
+from utils.pretext_baselines import (ConstantStats, baseline_sse, masked_sse, neighbour_sums, temporal_interpolation,
+                                     visible_cells)
 from utils.report import format_table, write_text_atomic
 
-COLUMNS = ("mask", "masked fraction", "masked cells", "(a) neighbour mean", "(b) temporal interp", "(c) best constant",
-           "(a) no neighbour")
+COLUMNS = ("mask", "masked fraction", "masked cells", "(a) neighbour mean", "(b) temporal interp", "(b') gated dates",
+           "(c) best constant", "(a) no neighbour")
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_data_args(parser)
-    if not any(action.dest == "synthetic_version" for action in parser._actions):
-        # until the realistic generator lands, the original synthetic set is the only version
-        parser.add_argument("--synthetic_version", type=int, choices=(1,), default=1, help="synthetic generator version")
     parser.set_defaults(crop_size=None, batch_size=16, num_workers=0)
     parser.add_argument("--folds", type=int, nargs="+", default=None,
-                        help="pre-training folds (default: those of experiments.label_efficiency: synthetic 1 2 3 5, PASTIS 5)")
+                        help="pre-training folds (default: those of experiments.label_efficiency: synthetic 1 2 3 5, "
+                             "PASTIS 5; folder: dataset.json)")
     group = parser.add_argument_group("masking (as pretrain_STCLN.py)")
     group.add_argument("--mask_mode", nargs="+", choices=MASK_MODES, default=["cell", "block"], help="one row per mode")
     group.add_argument("--mask_ratio", type=float, default=0.4, help="(paper: 0.4)")
@@ -66,55 +67,79 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Tally:
+    """Running sums of one mask mode."""
+
+    def __init__(self, masking: MaskingConfig, seed: int):
+        self.masking = masking
+        self.generator = torch.Generator().manual_seed(seed)  # one generator per mode, seeded alike
+        self.sse = {"neighbour_mean": 0.0, "temporal_interp": 0.0, "gated_interp": 0.0}
+        self.constant = ConstantStats()
+        self.counts = {"masked": 0, "cells": 0, "eligible_cells": 0, "no_neighbour": 0}
+
+    def update(self, batch: dict, eligible: torch.Tensor) -> None:
+        x, pad, days = batch["image"], batch["pad_mask"], batch["days"]
+        mask = sample_mask(eligible, tuple(x.shape[-2:]), self.masking, self.generator)  # as build_mask
+        for key, value in baseline_sse(x, mask, days, pad).items():
+            self.sse[key] += value.item()
+        gated = temporal_interpolation(x, mask, days, pad, source_dates=eligible)
+        self.sse["gated_interp"] += masked_sse(gated, x, mask).item()
+        self.constant.update(x, mask)
+        _, neighbours = neighbour_sums(x[:, :, :1], visible_cells(mask, pad))  # (B, T, 1, H, W) visible-neighbour counts
+        pixels = x.shape[-1] * x.shape[-2]
+        self.counts["masked"] += int(mask.sum())
+        self.counts["no_neighbour"] += int(((neighbours[:, :, 0] == 0) & mask).sum())
+        self.counts["cells"] += int((~pad).sum()) * pixels
+        self.counts["eligible_cells"] += int(eligible.sum()) * pixels
+
+    def row(self) -> dict:
+        masked, mode, block = max(self.counts["masked"], 1), self.masking.mode, self.masking.block
+        return {
+            "mask": f"block {block}x{block}" if mode == "block" else mode,
+            "masked fraction": self.counts["masked"] / max(self.counts["cells"], 1),
+            "masked of eligible": self.counts["masked"] / max(self.counts["eligible_cells"], 1),
+            "masked cells": self.counts["masked"],
+            "(a) neighbour mean": self.sse["neighbour_mean"] / masked,
+            "(b) temporal interp": self.sse["temporal_interp"] / masked,
+            "(b') gated dates": self.sse["gated_interp"] / masked,
+            "(c) best constant": self.constant.mse(),
+            "(a) no neighbour": self.counts["no_neighbour"] / masked,
+        }
+
+
 @torch.no_grad()
-def measure(dataset, info, masking: MaskingConfig, args) -> dict:
-    """Masked-cell MSE of baselines (a), (b), (c) over ``dataset`` masked with ``masking``."""
+def measure(dataset, info, maskings: list[MaskingConfig], args) -> list[dict]:
+    """One pass over ``dataset``: masked-cell MSE of the baselines for every masking (one row each)."""
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                         collate_fn=pad_collate)
-    generator = torch.Generator().manual_seed(args.seed)
-    sse = {"neighbour_mean": 0.0, "temporal_interp": 0.0}
-    constant = ConstantStats()
-    counts = {"masked": 0, "cells": 0, "eligible_cells": 0, "no_neighbour": 0}
+    tallies = [Tally(masking, args.seed) for masking in maskings]
+    gate = maskings[0]  # every row shares the NDVI gate
     for batch in loader:
-        x, pad = batch["image"], batch["pad_mask"]
-        mask = build_mask(x, batch["ndvi"], pad, masking, info.red_index, info.nir_index, generator)
-        for key, value in baseline_sse(x, mask, batch["days"], pad).items():
-            sse[key] += value.item()
-        constant.update(x, mask)
-        _, neighbours = neighbour_sums(x[:, :, :1], visible_cells(mask, pad))  # (B, T, 1, H, W) visible-neighbour counts
-        ndvi = ndvi_from_input(x, info.red_index, info.nir_index) if masking.authors_ndvi else batch["ndvi"]
-        pixels = x.shape[-1] * x.shape[-2]
-        counts["masked"] += int(mask.sum())
-        counts["no_neighbour"] += int(((neighbours[:, :, 0] == 0) & mask).sum())
-        counts["cells"] += int((~pad).sum()) * pixels
-        counts["eligible_cells"] += int(eligible_frames(ndvi, pad, masking).sum()) * pixels
-    masked = max(counts["masked"], 1)
-    return {
-        "mask": masking.mode if masking.mode != "block" else f"block {masking.block}x{masking.block}",
-        "masked fraction": counts["masked"] / max(counts["cells"], 1),
-        "masked of eligible": counts["masked"] / max(counts["eligible_cells"], 1),
-        "masked cells": counts["masked"],
-        "(a) neighbour mean": sse["neighbour_mean"] / masked,
-        "(b) temporal interp": sse["temporal_interp"] / masked,
-        "(c) best constant": constant.mse(),
-        "(a) no neighbour": counts["no_neighbour"] / masked,
-    }
+        x = batch["image"]
+        ndvi = ndvi_from_input(x, info.red_index, info.nir_index) if gate.authors_ndvi else batch["ndvi"]
+        eligible = eligible_frames(ndvi, batch["pad_mask"], gate)  # (B, T): the dates that may be masked
+        for tally in tallies:
+            tally.update(batch, eligible)
+    return [tally.row() for tally in tallies]
 
 
 def resolve(args) -> None:
     """Fill the defaults that depend on the data set: folds and crop of the label-efficiency study."""
     if args.dataset != "synthetic" and args.data_root is None and not args.smoke:
         raise STCLNError(f"--dataset {args.dataset} needs --data_root")
-    split = SPLITS[args.dataset]
-    if args.folds is None:
-        args.folds = [int(v) for v in split["pretrain"][1:]] if split["pretrain"] else [5]
+    split = SPLITS.get(args.dataset)  # a folder data set keeps its own (dataset.json) defaults
+    if args.folds is None and split and split["pretrain"]:
+        args.folds = [int(v) for v in split["pretrain"][1:]]
     if args.crop_size is None:
-        args.crop_size = split["crop"]
+        args.crop_size = split["crop"] if split else 32
 
 
 def report(args, rows: list[dict], n_samples: int, size: tuple[int, int]) -> str:
-    source = f"synthetic v{args.synthetic_version}" if args.dataset == "synthetic" or args.data_root is None else args.dataset
-    where = f"folds {' '.join(map(str, args.folds))}" if args.dataset != "mtlcc" else f"{args.year} training tiles"
+    if not uses_synthetic(args):
+        source = args.dataset
+    else:
+        source = f"synthetic v{args.synthetic_version}" if is_pastis_format(args) else "synthetic MTLCC"
+    where = f"{args.year} training tiles" if args.dataset == "mtlcc" else f"folds {' '.join(map(str, args.folds or []))}"
     head = (f"Pretext baselines on {source} ({where}, {n_samples} samples of {size[0]}x{size[1]} px): "
             f"mask ratio {args.mask_ratio} on dates with > {args.veg_fraction:g} of pixels at NDVI > {args.ndvi_threshold:g}, "
             f"seed {args.seed}. MSE over masked cells and bands of the normalised input (the pre-training loss's units); "
@@ -133,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resolve(args)
         data = build_pretrain_data(args)
-        rows = [measure(data.train, data.info, MaskingConfig(args.mask_ratio, mode, args.ndvi_threshold, args.veg_fraction,
-                                                             args.authors_ndvi, args.mask_block), args)
-                for mode in args.mask_mode]
+        maskings = [MaskingConfig(args.mask_ratio, mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi,
+                                  args.mask_block) for mode in args.mask_mode]
+        rows = measure(data.train, data.info, maskings, args)
     except (STCLNError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -73,11 +73,14 @@ def test_neighbour_mean_matches_loop(seed):
         np.testing.assert_allclose(pred[b, t, :, i, j], slow_neighbour(xn, visible, b, t, i, j), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_temporal_interpolation_matches_loop(seed):
+@pytest.mark.parametrize("seed,restricted", [(0, False), (1, False), (2, False), (3, True), (4, True)])
+def test_temporal_interpolation_matches_loop(seed, restricted):
     x, mask, days, pad = random_case(seed)
-    pred = temporal_interpolation(x, mask, days, pad).numpy()
+    sources = torch.rand(pad.shape, generator=torch.Generator().manual_seed(seed)) < 0.6 if restricted else None
+    pred = temporal_interpolation(x, mask, days, pad, sources).numpy()
     xn, visible, dn = x.double().numpy(), visible_of(mask, pad), days.double().numpy()
+    if restricted:
+        visible &= sources.numpy()[:, :, None, None]  # only those dates' visible cells are ever read
     for b, t, i, j in masked_cells(mask):
         np.testing.assert_allclose(pred[b, t, :, i, j], slow_interp(xn, visible, dn, b, t, i, j), rtol=1e-5, atol=1e-5)
 

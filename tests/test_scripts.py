@@ -61,7 +61,8 @@ def test_pretext_baselines_smoke(workdir):
     assert set(rows) == {"cell", "block 4x4"} and (out / "results.md").is_file()
     for row in rows.values():
         assert abs(row["masked of eligible"] - 0.4) < 0.06 and row["masked fraction"] <= row["masked of eligible"]
-        assert all(np.isfinite(row[k]) and row[k] > 0 for k in ("(a) neighbour mean", "(b) temporal interp", "(c) best constant"))
+        scores = ("(a) neighbour mean", "(b) temporal interp", "(b') gated dates", "(c) best constant")
+        assert all(np.isfinite(row[k]) and row[k] > 0 for k in scores)
     # blocks hide the same-date neighbours: many more masked cells have none left
     assert rows["block 4x4"]["(a) no neighbour"] > 10 * max(rows["cell"]["(a) no neighbour"], 0.01)
     bad = run(["-m", "experiments.pretext_baselines", "--smoke", "--mask_block", "0"], workdir)

@@ -72,12 +72,18 @@ def neighbour_mean(x: torch.Tensor, mask: torch.Tensor, pad_mask: torch.Tensor |
 
 
 def temporal_interpolation(
-    x: torch.Tensor, mask: torch.Tensor, days: torch.Tensor, pad_mask: torch.Tensor | None = None
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    days: torch.Tensor,
+    pad_mask: torch.Tensor | None = None,
+    source_dates: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Baseline (b): per-pixel linear interpolation in time between the nearest visible dates.
 
     Args:
         days: (B, T) acquisition day of each date (any origin; increasing along T on real dates).
+        source_dates: optional (B, T) bool, the only dates whose visible cells may be used (e.g.
+            the dates that pass the NDVI gate, i.e. clear and vegetated); default every date.
 
     Returns the (B, T, C, H, W) prediction (meaningful on masked cells): linear in the day between
     the previous and next visible date of the pixel, the nearest one's value where only one side
@@ -85,6 +91,8 @@ def temporal_interpolation(
     """
     B, T, C, H, W = x.shape
     visible = visible_cells(mask, pad_mask)
+    if source_dates is not None:
+        visible = visible & source_dates[:, :, None, None]
     steps = torch.arange(T, device=x.device).view(1, T, 1, 1)
     # index of the last visible date at or before t, -1 if none; of the first at or after t, T if none
     previous = torch.where(visible, steps, -1).cummax(dim=1).values  # (B, T, H, W)
