@@ -28,8 +28,9 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from experiments.label_efficiency import SPLITS
 from utils.args import add_data_args
@@ -61,6 +62,8 @@ def get_parser() -> argparse.ArgumentParser:
     group.add_argument("--veg_fraction", type=float, default=0.9, help="(paper: 0.9)")
     group.add_argument("--authors_ndvi", action="store_true", help="NDVI on the normalised input, as the authors' code")
     run = parser.add_argument_group("runtime")
+    run.add_argument("--limit", type=int, default=0,
+                     help="measure on this many samples, evenly spaced over the pre-training set (0 = all of them)")
     run.add_argument("--seed", type=int, default=0, help="seeds the mask generator (and MTLCC date sampling)")
     run.add_argument("--output_dir", type=Path, default=None, help="also write results.md and results.json here")
     run.add_argument("--smoke", action="store_true", help="the tiny synthetic set (CI)")
@@ -110,6 +113,8 @@ class Tally:
 @torch.no_grad()
 def measure(dataset, info, maskings: list[MaskingConfig], args) -> list[dict]:
     """One pass over ``dataset``: masked-cell MSE of the baselines for every masking (one row each)."""
+    if args.limit and args.limit < len(dataset):
+        dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, args.limit).round().astype(int).tolist())
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                         collate_fn=pad_collate)
     tallies = [Tally(masking, args.seed) for masking in maskings]
@@ -140,7 +145,8 @@ def report(args, rows: list[dict], n_samples: int, size: tuple[int, int]) -> str
     else:
         source = f"synthetic v{args.synthetic_version}" if is_pastis_format(args) else "synthetic MTLCC"
     where = f"{args.year} training tiles" if args.dataset == "mtlcc" else f"folds {' '.join(map(str, args.folds or []))}"
-    head = (f"Pretext baselines on {source} ({where}, {n_samples} samples of {size[0]}x{size[1]} px): "
+    head = (f"Pretext baselines on {source} ({where}, {n_samples} samples of {size[0]}x{size[1]} px"
+            f"{', evenly spaced' if args.limit else ''}): "
             f"mask ratio {args.mask_ratio} on dates with > {args.veg_fraction:g} of pixels at NDVI > {args.ndvi_threshold:g}, "
             f"seed {args.seed}. MSE over masked cells and bands of the normalised input (the pre-training loss's units); "
             f"masked fraction of all non-padded cells (and of cells on eligible dates); 'no neighbour': masked cells "
@@ -164,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     except (STCLNError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = report(args, rows, len(data.train), tuple(data.train[0]["image"].shape[-2:]))
+    n_samples = min(args.limit, len(data.train)) if args.limit else len(data.train)
+    text = report(args, rows, n_samples, tuple(data.train[0]["image"].shape[-2:]))
     print(text)
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -54,9 +54,9 @@ def test_experiment_smoke(experiment, workdir):
 
 def test_pretext_baselines_smoke(workdir):
     out = workdir / "out_pretext_baselines"
-    result = run(["-m", "experiments.pretext_baselines", "--smoke", "--output_dir", str(out)], workdir)
+    result = run(["-m", "experiments.pretext_baselines", "--smoke", "--limit", "40", "--output_dir", str(out)], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "(a) neighbour mean" in result.stdout and "block 4x4" in result.stdout
+    assert "(a) neighbour mean" in result.stdout and "block 4x4" in result.stdout and "40 samples" in result.stdout
     rows = {row["mask"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
     assert set(rows) == {"cell", "block 4x4"} and (out / "results.md").is_file()
     for row in rows.values():
