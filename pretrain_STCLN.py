@@ -21,10 +21,11 @@ from utils.args import (add_data_args, add_model_args, add_optim_args, add_runti
 from utils.checkpoint import backbone_export, save_checkpoint, unwrap
 from utils.data import build_pretrain_data
 from utils.distributed import setup_runtime, seed_everything, shutdown
-from utils.engine import LoopOptions, pretrain_one_epoch, reconstruct_preview
+from utils.engine import pretrain_one_epoch, reconstruct_preview
 from utils.masking import MASK_MODES, MaskingConfig
-from utils.runner import (epoch_seed, full_state, guarded_main, make_loader, make_optimizer, open_writer,
-                          prepare_output_dir, resume_state, setup_logging, start_epoch, wrap_model, write_run_config)
+from utils.runner import (compile_backend, epoch_seed, full_state, guarded_main, loop_options, make_loader,
+                          make_optimizer, open_writer, prepare_output_dir, resume_state, setup_logging, start_epoch,
+                          wrap_model, write_run_config)
 from utils.visualize import reconstruction_figure, save_figure
 
 log = logging.getLogger("stcln")
@@ -83,14 +84,14 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     out = prepare_output_dir(args, runtime)
     data = build_pretrain_data(args)
     config = model_config_from_args(args, data.info.in_channels, data.info.num_classes)
-    model = wrap_model(STCLNPretrain(config), runtime, args.compile, args.grad_checkpoint)
+    model = wrap_model(STCLNPretrain(config), runtime, compile_backend(args), args.grad_checkpoint)
     optimizer = make_optimizer(model, args)
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
     write_run_config(args, out, runtime)
     loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
     masking = masking_from_args(args, has_red_nir=data.info.red_index is not None)  # gate off without red/NIR
     generator = torch.Generator(device=runtime.device)
-    options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
+    options = loop_options(args, runtime)
     writer = open_writer(out, runtime)
     log.info("pre-training %s: %d samples, %d steps/epoch, %.2fM parameters, device %s x%d",
              args.dataset, len(data.train), len(loader), sum(p.numel() for p in model.parameters()) / 1e6,

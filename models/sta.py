@@ -6,6 +6,8 @@ For pixel i (f: temporal features, s: spatial features, both per date):
           + Wv max_t f_ti
 
 The gate starts at zero, so at initialisation the head is the plain per-pixel path.
+Under bf16 autocast the projections run in bf16; the logits (a dot product over T*D values) and
+the softmax run in fp32.
 """
 
 import math
@@ -45,15 +47,17 @@ class STAFusion(nn.Module):
         query = self.query(temporal).reshape(B, 1, H * W, T * D)  # (B, H, W, T, D) -> (B, 1, HW, T*D)
         key = self.key(spatial).reshape(B, 1, H * W, T * D)  # (B, H, W, T, D) -> (B, 1, HW, T*D)
         value = self.value(pooled_in.amax(dim=3)).reshape(B, 1, H * W, D)  # (B, H, W, D) -> (B, 1, HW, D)
-        query = query * self._scale(B, T, D, pad_mask, query).view(B, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
-        context = torch.cat(
-            [
-                F.scaled_dot_product_attention(q, key, value, scale=1.0)
-                for q in query.split(self.chunk or H * W, dim=2)
-            ],
-            dim=2,
-        )
-        return (self.gate * context + value).view(B, H * W, D)  # (B, 1, HW, D) -> (B, HW, D)
+        with torch.autocast(device_type=query.device.type, enabled=False):  # logits and softmax in fp32
+            query, key, value = query.float(), key.float(), value.float()  # no-ops in fp32
+            query = query * self._scale(B, T, D, pad_mask, query).view(B, 1, 1, 1)  # (B,) -> (B, 1, 1, 1)
+            context = torch.cat(
+                [
+                    F.scaled_dot_product_attention(q, key, value, scale=1.0)
+                    for q in query.split(self.chunk or H * W, dim=2)
+                ],
+                dim=2,
+            )
+            return (self.gate * context + value).view(B, H * W, D)  # (B, 1, HW, D) -> (B, HW, D)
 
     def _scale(self, B: int, T: int, D: int, pad_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
         """(B,) softmax temperature: 1/sqrt(D) (paper) or 1/sqrt(D * T_valid)."""

@@ -63,8 +63,9 @@ class STCLN(nn.Module):
         if pad_mask is None:
             return self.run_cnn(x.reshape(B * T, C, H, W)).view(B, T, -1, H, W)  # fold T into the batch
         valid = ~pad_mask
-        out = x.new_zeros(B, T, self.config.d_model, H, W)
-        out[valid] = self.run_cnn(x[valid])  # (N_valid, C, H, W) -> (N_valid, D, H, W)
+        features = self.run_cnn(x[valid])  # (N_valid, C, H, W) -> (N_valid, D, H, W)
+        out = features.new_zeros(B, T, *features.shape[1:])  # the features' dtype (bf16 under autocast)
+        out[valid] = features
         return out
 
     def run_cnn(self, frames: torch.Tensor) -> torch.Tensor:

@@ -71,9 +71,12 @@ def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tenso
         x: (B, L, T, D) features, L = pixels.
         norm: the GroupNorm holding groups, eps and the affine parameters.
         valid: (B, T) bool, True for real dates, or None (all real).
+
+    Returns (B, L, T, D) fp32 features whatever the input dtype.
     """
     B, L, T, D = x.shape
     groups = norm.num_groups
+    x = x.float()  # statistics in fp32, also under bf16 autocast (a no-op in fp32)
     xg = x.view(B, L, T, groups, D // groups)  # (B, L, T, D) -> (B, L, T, G, D/G)
     if valid is None:
         mean = xg.mean(dim=(2, 4), keepdim=True)

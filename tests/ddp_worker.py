@@ -1,5 +1,6 @@
 """torchrun worker for tests/test_ddp.py: one pre-training and one fine-tuning epoch under DDP (gloo),
-then every rank saves its weights so the test can check they are identical."""
+then every rank saves its weights so the test can check they are identical. Then --skip_nonfinite
+epochs where only one rank meets a NaN input (or a non-finite loss): every rank must skip together."""
 
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from utils.checkpoint import unwrap  # noqa: E402
 from utils.distributed import seed_everything, setup_runtime, shutdown  # noqa: E402
 from utils.engine import LoopOptions, evaluate, pretrain_one_epoch, train_one_epoch  # noqa: E402
 from utils.masking import MaskingConfig  # noqa: E402
+from utils.datasets.collate import pad_collate  # noqa: E402
 from utils.runner import make_loader, start_epoch, wrap_model  # noqa: E402
 
 
@@ -24,13 +26,13 @@ def main(out: Path) -> None:
     config = tiny_config(in_channels=FakeSITS.in_channels, num_classes=FakeSITS.num_classes)
     options = LoopOptions(runtime.device, grad_clip=5.0, progress=False, distributed=runtime.distributed)
     loader = make_loader(data, 2, runtime, train=True, seed=0, workers=0)
-    pretrain = wrap_model(STCLNPretrain(config), runtime, False)
+    pretrain = wrap_model(STCLNPretrain(config), runtime)
     optimizer = torch.optim.Adam(pretrain.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(100 + runtime.rank)  # different masks per rank
     start_epoch(loader, 0, 0)
     stats = pretrain_one_epoch(pretrain, loader, optimizer, 0, config=config, masking=MaskingConfig(),
                                red_index=0, nir_index=1, generator=generator, options=options)
-    segmenter = wrap_model(STCLNSegmenter(config), runtime, False)
+    segmenter = wrap_model(STCLNSegmenter(config), runtime)
     optimizer = torch.optim.Adam(segmenter.parameters(), lr=1e-3)
     train_one_epoch(segmenter, loader, optimizer, 0, config=config, class_weight=torch.ones(4), options=options)
     eval_loader = make_loader(data, 2, runtime, train=False, seed=0, workers=0)
@@ -39,10 +41,33 @@ def main(out: Path) -> None:
     def params(model):
         return {k: v.detach() for k, v in unwrap(model).named_parameters()}
 
-    torch.save({"pretrain": params(pretrain), "segmenter": params(segmenter),
-                "loss": stats["loss"], "cm": matrix.matrix.cpu(),
-                "pretext": torch.tensor([stats[k] for k in sorted(stats) if k.startswith("pretext_")])}, out / f"rank{runtime.rank}.pt")
+    result = {"pretrain": params(pretrain), "segmenter": params(segmenter), "loss": stats["loss"], "cm": matrix.matrix.cpu(),
+              "pretext": torch.tensor([stats[k] for k in sorted(stats) if k.startswith("pretext_")])}
+    result.update(skip_nonfinite_epochs(runtime, config))
+    torch.save(result, out / f"rank{runtime.rank}.pt")
     shutdown(runtime)
+
+
+def skip_nonfinite_epochs(runtime, config) -> dict:
+    """Three batches per rank. Pre-training: rank 1 has a NaN pixel in batch 0, rank 0 an input
+    x1e20 in batch 1 (finite input, NaN loss). Fine-tuning: rank 1 has a NaN pixel in batch 0."""
+    samples = FakeSITS(n=6, seed=1 + runtime.rank).samples
+    batches = [pad_collate(samples[i:i + 2]) for i in (0, 2, 4)]
+    if runtime.rank == 1:
+        batches[0]["image"][1, 0, 0, 0, 0] = float("nan")
+    pretrain_batches = [dict(b) for b in batches]
+    if runtime.rank == 0:
+        pretrain_batches[1]["image"] = pretrain_batches[1]["image"] * 1e20
+    options = LoopOptions(runtime.device, grad_clip=5.0, skip_nonfinite=True, progress=False, distributed=runtime.distributed)
+    pretrain = wrap_model(STCLNPretrain(config), runtime)
+    optimizer = torch.optim.Adam(pretrain.parameters(), lr=1e-3)
+    pre = pretrain_one_epoch(pretrain, pretrain_batches, optimizer, 0, config=config, masking=MaskingConfig(), red_index=0,
+                             nir_index=1, generator=torch.Generator().manual_seed(runtime.rank), options=options)
+    segmenter = wrap_model(STCLNSegmenter(config), runtime)
+    optimizer = torch.optim.Adam(segmenter.parameters(), lr=1e-3)
+    fine = train_one_epoch(segmenter, batches, optimizer, 0, config=config, class_weight=torch.ones(4), options=options)
+    return {"skip_pretrain": pre["skipped_batches"], "skip_finetune": fine["skipped_batches"],
+            "skip_pretrain_params": {k: v.detach() for k, v in unwrap(pretrain).named_parameters()}}
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Two CPU processes under torchrun (gloo): both ranks hold identical weights after training."""
+"""Two CPU processes under torchrun (gloo): both ranks hold identical weights after training, every
+rank skips together under --skip_nonfinite, and the entry scripts run train + test with --compile."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from fakes import FakeSITS
@@ -12,14 +16,17 @@ from fakes import FakeSITS
 HERE = Path(__file__).resolve().parent
 
 
-def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(HERE / "ddp_worker.py"), str(tmp_path)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+@pytest.fixture(scope="module")
+def worker_results(tmp_path_factory):
+    """One torchrun of tests/ddp_worker.py; a hang (a rank skipping alone) fails at the timeout."""
+    out = tmp_path_factory.mktemp("ddp")
+    result = torchrun([str(HERE / "ddp_worker.py"), str(out)], out, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+
+
+def test_two_process_ddp_keeps_ranks_in_sync(worker_results):
+    rank0, rank1 = worker_results
     for part in ("pretrain", "segmenter"):
         assert rank0[part]
         for key, value in rank0[part].items():
@@ -30,3 +37,83 @@ def test_two_process_ddp_keeps_ranks_in_sync(tmp_path):
     # pretext diagnostics are reduced over ranks (each rank draws its own masks, so local values differ)
     assert len(rank0["pretext"]) == 3 and torch.isfinite(rank0["pretext"]).all()
     assert torch.equal(rank0["pretext"], rank1["pretext"])
+
+
+def test_nonfinite_batch_on_one_rank_is_skipped_by_every_rank(worker_results):
+    rank0, rank1 = worker_results
+    # pre-training: rank 1's NaN input (batch 0) and rank 0's NaN loss (batch 1) -> 2 steps skipped everywhere
+    assert rank0["skip_pretrain"] == rank1["skip_pretrain"] == 2
+    assert rank0["skip_finetune"] == rank1["skip_finetune"] == 1
+    for key, value in rank0["skip_pretrain_params"].items():  # the one step taken was taken together
+        assert torch.equal(value, rank1["skip_pretrain_params"][key]), key
+
+
+REPO = HERE.parent
+# one step per epoch and rank, and one series length (one compiled graph per mode instead of recompiles)
+FAST = ["--smoke", "--device", "cpu", "--num_workers", "0", "--no_progress", "--compile", "--compile_backend", "aot_eager",
+        "--temporal", "first:6", "--batch_size", "12"]
+
+
+def torchrun(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """2-process gloo torchrun of an entry script; the whole process group is killed on a timeout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def test_compiled_ddp_pretraining_writes_and_resumes_checkpoints(tmp_path):
+    """DDP(torch.compile(model)): checkpoints are written (unwrap) and a resumed run continues from them."""
+    from models import STCLNSegmenter, tiny_config
+    from utils.checkpoint import load_pretrained_backbone
+
+    out = tmp_path / "pt"
+    first = torchrun([str(REPO / "pretrain_STCLN.py"), *FAST, "--epochs", "1", "--output_dir", str(out)], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "torch.compile: STCLNPretrain with backend aot_eager" in first.stdout
+    second = torchrun([str(REPO / "pretrain_STCLN.py"), *FAST, "--epochs", "2", "--resume", "--output_dir", str(out)], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout and "epoch 1/2" not in second.stdout and "epoch 2/2" in second.stdout
+    last = torch.load(out / "last.tar", weights_only=True)
+    assert last["epoch"] == 1 and not any(k.startswith(("module.", "_orig_mod.")) for k in last["model"])
+    export = out / "checkpoint_1.stcln.tar"
+    model = STCLNSegmenter(tiny_config(in_channels=10, num_classes=20))
+    assert load_pretrained_backbone(model, export) == len(model.backbone.state_dict())
+
+
+def test_compiled_ddp_finetuning_tests_the_final_best_checkpoint_on_every_rank(tmp_path):
+    """Train then test on both ranks (no best.tar race), resume, and the test metrics equal a
+    one-process evaluation of the final best.tar."""
+    from utils.finetune import main
+
+    out = tmp_path / "ft"
+    script = str(REPO / "PASTIS/finetuning_STCLN.py")
+    common = [script, "--dataset", "synthetic", *FAST, "--label_ratio", "0.5", "--output_dir", str(out)]
+    first = torchrun([*common, "--epochs", "1"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "torch.compile: STCLNSegmenter with backend aot_eager" in first.stdout
+    second = torchrun([*common, "--epochs", "2", "--resume"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stdout and "epoch 1/2" not in second.stdout and "epoch 2/2" in second.stdout
+    ddp = json.loads((out / "summary.json").read_text())["test"]
+    assert ddp["n_pixels"] > 0
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)  # the synthetic data set cached by the runs above
+        status = main("pastis", "test", ["--dataset", "synthetic", "--smoke", "--device", "cpu", "--num_workers", "0",
+                                         "--temporal", "first:6",
+                                         "--no_progress", "--eval_only", "--output_dir", str(tmp_path / "single"),
+                                         "--checkpoint", str(out / "best.tar")])
+    finally:
+        os.chdir(cwd)
+    assert status == 0
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
+    for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-12), key

@@ -105,8 +105,14 @@ def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
     group.add_argument("--overwrite", action="store_true",
                        help="train into an --output_dir that holds an earlier run, deleting its checkpoints first")
     group.add_argument("--save_every", type=int, default=10, help="write last.tar every N epochs (and at the end)")
-    group.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on CPU)")
-    group.add_argument("--compile", action="store_true", help="torch.compile the model on CUDA")
+    group.add_argument("--amp", action="store_true",
+                       help="bf16 autocast on CUDA, and on a CPU with native bf16 (else fp32 with a warning); "
+                            "BatchNorm, GroupNorm statistics, STA softmax and losses stay fp32. Default: fp32 (paper)")
+    group.add_argument("--strict_fp32", action="store_true",
+                       help="CUDA: no TF32 matmuls/convolutions and no fused Adam (default: both on CUDA)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model (any device)")
+    group.add_argument("--compile_backend", default="inductor",
+                       help="torch.compile backend with --compile ('aot_eager' needs no C++ compiler: tests, CPU)")
     group.add_argument("--grad_checkpoint", action="store_true",
                        help="activation checkpointing of the CNN and the Transformer layers: less memory for large "
                             "crops and long series, about one extra forward pass of time, same results")

@@ -304,10 +304,18 @@ def backbone_export(model: nn.Module, config: STCLNConfig, epoch: int) -> dict:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model under DDP and torch.compile wrappers."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
-    return model
+    """The plain model under any nesting of DDP/DataParallel and torch.compile wrappers.
+
+    Wrappers are recognised by type (DDP) or by their registered ``_orig_mod`` submodule
+    (torch.compile); a module is never tested for truth (``nn.Module`` may define ``__len__``).
+    """
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(model._modules.get("_orig_mod"), nn.Module):
+            model = model._modules["_orig_mod"]
+        else:
+            return model
 
 
 def _preview(items: list, limit: int = 6) -> str:

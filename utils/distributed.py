@@ -34,6 +34,11 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in one process), e.g. until rank 0 has written a file others read."""
+        if self.distributed and dist.is_initialized():
+            dist.barrier()
+
 
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """'auto' picks CUDA when available, else CPU."""

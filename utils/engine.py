@@ -6,7 +6,6 @@ explicit arguments (no ``args``), moves batches to the device, and returns plain
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -19,15 +18,22 @@ from models import STCLNConfig
 from utils.errors import STCLNError
 from utils.masking import MaskingConfig, build_mask
 from utils.metrics import ConfusionMatrix
+from utils.precision import autocast_context
 from utils.pretext_baselines import baseline_sse
 from utils.signals import check_stop
 
 log = logging.getLogger("stcln")
 
 
+POSTFIX_EVERY = 25  # steps between progress-bar postfix updates (each one reads the device once)
+
+
 @dataclass
 class LoopOptions:
-    """How a loop runs: device, precision, clipping, what to do with non-finite values."""
+    """How a loop runs: device, precision, clipping, what to do with non-finite values.
+
+    ``amp`` is the resolved decision (``utils.precision.resolve_amp``): True runs bf16 autocast on
+    ``device`` (CUDA or CPU)."""
 
     device: torch.device
     grad_clip: float | None = None
@@ -38,10 +44,8 @@ class LoopOptions:
 
 
 def autocast(options: LoopOptions):
-    """bf16 autocast on CUDA when AMP is on; a no-op otherwise."""
-    if options.amp and options.device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    """bf16 autocast on the loop's device when AMP is on; a disabled autocast otherwise."""
+    return autocast_context(options.amp, options.device)
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -55,17 +59,61 @@ def model_inputs(batch: dict, config: STCLNConfig) -> tuple[torch.Tensor, torch.
     return batch["image"], positions, batch["pad_mask"]
 
 
-def check_finite_input(batch: dict, skip: bool) -> bool:
-    """True if the images are finite. Otherwise raise, naming the samples (or warn if ``skip``)."""
-    finite = torch.isfinite(batch["image"]).flatten(1).all(dim=1)
-    if bool(finite.all()):
-        return True
-    bad = [sample_id for sample_id, ok in zip(batch["id"], finite.tolist()) if not ok]
-    message = f"non-finite values (NaN/inf) in input sample(s) {bad}"
-    if not skip:
+def _local_and_global(local: torch.Tensor, options: LoopOptions) -> tuple[list[float], list[float]]:
+    """Read a flag vector of this rank and its sum over all ranks with one host synchronisation."""
+    local = local.to(torch.float64)
+    total = local.clone()
+    if options.distributed:
+        dist.all_reduce(total)
+    values = torch.cat([local, total]).tolist()
+    return values[: local.numel()], values[local.numel():]
+
+
+def _nonfinite(message: str, here: bool, options: LoopOptions) -> None:
+    """Raise (or, with ``--skip_nonfinite``, warn) about a non-finite batch seen here or on another rank."""
+    if not here:
+        message = "non-finite values on another process in this step"
+    if not options.skip_nonfinite:
         raise STCLNError(message + " (pass --skip_nonfinite to skip such batches)")
     log.warning("skipping batch: %s", message)
+
+
+def step_inputs_ok(batch: dict, options: LoopOptions, labelled: torch.Tensor | None = None) -> bool:
+    """Decide, before the forward pass, whether every rank runs this step.
+
+    One fused flag vector (non-finite samples, labelled weight) is summed over the ranks and read
+    once, so under DDP all ranks skip together (one skipping alone would hang the others in the
+    gradient all-reduce). A step without any labelled pixel is skipped silently; non-finite
+    images raise, naming the samples, or are skipped with a warning under ``--skip_nonfinite``.
+    """
+    finite = torch.isfinite(batch["image"]).flatten(1).all(dim=1)  # (B,)
+    labelled = torch.ones((), device=finite.device) if labelled is None else labelled
+    (bad_here, _), (bad_anywhere, labelled_anywhere) = _local_and_global(torch.stack([(~finite).sum(), labelled]), options)
+    if labelled_anywhere == 0:
+        return False
+    if bad_anywhere == 0:
+        return True
+    bad = [sample_id for sample_id, ok in zip(batch["id"], finite.tolist()) if not ok]
+    _nonfinite(f"non-finite values (NaN/inf) in input sample(s) {bad}", bad_here > 0, options)
     return False
+
+
+def step_loss_ok(loss: torch.Tensor, batch: dict, options: LoopOptions) -> bool:
+    """After the forward pass: is the loss finite on every rank? (Raise naming the batch, or warn and skip.)"""
+    (bad_here,), (bad_anywhere,) = _local_and_global((~torch.isfinite(loss.detach())).view(1), options)
+    if bad_anywhere == 0:
+        return True
+    _nonfinite(f"non-finite loss {loss.item() if bad_here else ''} on batch with samples {list(batch['id'])}",
+               bad_here > 0, options)
+    return False
+
+
+def check_finite_input(batch: dict) -> None:
+    """Evaluation: raise naming the samples if an image holds NaN/inf (local to this rank: no collective)."""
+    finite = torch.isfinite(batch["image"]).flatten(1).all(dim=1)
+    if not bool(finite.all()):
+        bad = [sample_id for sample_id, ok in zip(batch["id"], finite.tolist()) if not ok]
+        raise STCLNError(f"non-finite values (NaN/inf) in input sample(s) {bad}")
 
 
 def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float | None) -> None:
@@ -76,25 +124,12 @@ def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.
     optimizer.step()
 
 
-def nonfinite_loss(loss: torch.Tensor, batch: dict, skip: bool) -> bool:
-    """True if the loss is NaN/inf: raise naming the batch, or warn if ``skip``."""
-    if bool(torch.isfinite(loss)):
-        return False
-    message = f"non-finite loss {loss.item()} on batch with samples {list(batch['id'])}"
-    if not skip:
-        raise STCLNError(message + " (pass --skip_nonfinite to skip such batches)")
-    log.warning("skipping batch: %s", message)
-    return True
-
-
-def reduce_sums(sums: dict[str, float], options: LoopOptions) -> dict[str, float]:
-    """Sum per-process totals over all ranks (identity without DDP)."""
-    if not options.distributed:
-        return sums
-    keys = sorted(sums)
-    values = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=options.device)
-    dist.all_reduce(values)
-    return dict(zip(keys, values.tolist()))
+def reduce_sums(sums: torch.Tensor, options: LoopOptions) -> list[float]:
+    """Sum a vector of per-process device totals over all ranks and read it once (identity without DDP)."""
+    sums = sums.to(torch.float64)
+    if options.distributed:
+        dist.all_reduce(sums)
+    return sums.tolist()
 
 
 def require_steps(sums: dict[str, float], epoch: int, what: str) -> None:
@@ -116,6 +151,12 @@ def _stop_checked(loader):
         yield batch
 
 
+def update_postfix(bar, step: int, loss_sum: torch.Tensor, batches: int, samples: int, start: float, options: LoopOptions) -> None:
+    """Mean loss and samples/s on the progress bar every POSTFIX_EVERY steps (one device read each)."""
+    if options.progress and batches and step % POSTFIX_EVERY == 0:
+        bar.set_postfix(loss=f"{loss_sum.item() / batches:.4f}", sps=f"{samples / (time.perf_counter() - start):.1f}")
+
+
 def pretrain_one_epoch(
     model: nn.Module,
     loader,
@@ -134,50 +175,55 @@ def pretrain_one_epoch(
     Also the pretext diagnostics, each an MSE over every masked cell of the epoch (the loss's
     units): ``pretext_model`` (the model), ``pretext_neighbour_mean`` and ``pretext_temporal_interp``
     (the non-learned baselines of ``utils.pretext_baselines`` on the same cells).
+
+    Loss and counters stay on the device and are read once at the end of the epoch; the only
+    per-step reads are the skip decisions (:func:`step_inputs_ok`, :func:`step_loss_ok`).
     """
     model.train()
-    sums = {"loss": 0.0, "batches": 0.0, "masked": 0.0, "cells": 0.0, "samples": 0.0, "skipped": 0.0}
+    sums = torch.zeros(3, dtype=torch.float64, device=options.device)  # loss, masked cells, valid cells
+    batches = samples = skipped = 0
     # squared-error sums over masked cells, kept on the device (float64: epochs hold many cells)
     pretext = dict.fromkeys(("model", "neighbour_mean", "temporal_interp", "masked"),
                             torch.zeros((), dtype=torch.float64, device=options.device))
     start = time.perf_counter()
     bar = progress(loader, f"pretrain {epoch}", options)
-    for batch in bar:
+    for step, batch in enumerate(bar, 1):
         batch = to_device(batch, options.device)
-        if not check_finite_input(batch, options.skip_nonfinite):
-            sums["skipped"] += 1
+        if not step_inputs_ok(batch, options):
+            skipped += 1
             continue
         x, positions, pad_mask = model_inputs(batch, config)
         mask = build_mask(x, batch["ndvi"], pad_mask, masking, red_index, nir_index, generator)
         with autocast(options):
             loss = model(x, positions, mask, pad_mask)["loss"]
-        if nonfinite_loss(loss, batch, options.skip_nonfinite):
-            sums["skipped"] += 1
+        if not step_loss_ok(loss, batch, options):
+            skipped += 1
             continue
         optimizer_step(loss, model, optimizer, options.grad_clip)
         n_masked = mask.sum()
-        step = baseline_sse(x, mask, batch["days"], pad_mask) | {"model": loss.detach().float() * n_masked, "masked": n_masked}
-        pretext = {key: pretext[key] + step[key] for key in pretext}
-        valid_cells = (~pad_mask).sum() * x.shape[-1] * x.shape[-2]
-        sums["loss"] += loss.item()
-        sums["batches"] += 1
-        sums["masked"] += mask.sum().item()
-        sums["cells"] += valid_cells.item()
-        sums["samples"] += x.shape[0]
-        bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sums['samples'] / (time.perf_counter() - start):.1f}")
-    sums = reduce_sums(sums | {f"pretext_{key}": float(value) for key, value in pretext.items()}, options)
-    masked = max(sums.pop("pretext_masked"), 1.0)
-    require_steps(sums, epoch, "pre-training")
-    if sums["masked"] == 0:  # the loss would be 0 and nothing learnt
+        terms = baseline_sse(x, mask, batch["days"], pad_mask) | {"model": loss.detach().float() * n_masked, "masked": n_masked}
+        pretext = {key: pretext[key] + terms[key] for key in pretext}
+        valid_cells = (~pad_mask).sum() * (x.shape[-1] * x.shape[-2])
+        sums += torch.stack([loss.detach().to(sums.dtype), n_masked.to(sums.dtype), valid_cells.to(sums.dtype)])
+        batches += 1
+        samples += x.shape[0]
+        update_postfix(bar, step, sums[0], batches, samples, start, options)
+    keys = ("model", "neighbour_mean", "temporal_interp", "masked")
+    totals = reduce_sums(torch.cat([sums, sums.new_tensor([batches, samples]), torch.stack([pretext[k].to(sums.dtype) for k in keys])]), options)
+    loss_sum, masked, cells, batches, samples = totals[:5]
+    pretext_sums = dict(zip(keys, totals[5:]))
+    require_steps({"batches": batches, "skipped": skipped}, epoch, "pre-training")
+    pretext_masked = max(pretext_sums.pop("masked"), 1.0)
+    if masked == 0:  # the loss would be 0 and nothing learnt
         raise STCLNError(f"pre-training epoch {epoch + 1}: no cell was masked (--mask_ratio {masking.ratio}; NDVI gate "
                          f"{f'> {masking.ndvi_threshold} on > {masking.min_fraction:g} of the pixels' if masking.ndvi_gate else 'off'}"
                          "): lower --ndvi_threshold / --veg_fraction or pass --ndvi_threshold none")
     return {
-        "loss": sums["loss"] / max(sums["batches"], 1),
-        "masked_fraction": sums["masked"] / max(sums["cells"], 1),
-        "samples_per_s": sums["samples"] / (time.perf_counter() - start),
-        "skipped_batches": sums["skipped"],
-    } | {key: value / masked for key, value in sums.items() if key.startswith("pretext_")}
+        "loss": loss_sum / max(batches, 1),
+        "masked_fraction": masked / max(cells, 1),
+        "samples_per_s": samples / (time.perf_counter() - start),
+        "skipped_batches": skipped,  # the same on every rank: skip decisions are global
+    } | {f"pretext_{key}": value / pretext_masked for key, value in pretext_sums.items()}
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:
@@ -201,38 +247,39 @@ def train_one_epoch(
     class_weight: torch.Tensor,
     options: LoopOptions,
 ) -> dict[str, float]:
-    """One epoch of supervised segmentation. Batches without any labelled pixel are skipped."""
+    """One epoch of supervised segmentation. Batches without any labelled pixel are skipped.
+
+    Loss and counters stay on the device and are read once at the end of the epoch.
+    """
     model.train()
     class_weight = class_weight.to(options.device)
-    sums = {"loss": 0.0, "batches": 0.0, "samples": 0.0, "skipped": 0.0}
+    loss_sum = torch.zeros((), dtype=torch.float64, device=options.device)
+    batches = samples = skipped = 0
     start = time.perf_counter()
     bar = progress(loader, f"train {epoch}", options)
-    for batch in bar:
+    for step, batch in enumerate(bar, 1):
         batch = to_device(batch, options.device)
-        labelled = class_weight[batch["label"]].sum()
-        if options.distributed:  # every rank must skip together, or DDP would wait forever
-            dist.all_reduce(labelled)
-        if labelled.item() == 0 or not check_finite_input(batch, options.skip_nonfinite):
-            sums["skipped"] += 1
+        if not step_inputs_ok(batch, options, labelled=class_weight[batch["label"]].sum()):
+            skipped += 1
             continue
         x, positions, pad_mask = model_inputs(batch, config)
         with autocast(options):
             logits = model(x, positions, pad_mask)
         loss = weighted_cross_entropy(logits, batch["label"], class_weight)
-        if nonfinite_loss(loss, batch, options.skip_nonfinite):
-            sums["skipped"] += 1
+        if not step_loss_ok(loss, batch, options):
+            skipped += 1
             continue
         optimizer_step(loss, model, optimizer, options.grad_clip)
-        sums["loss"] += loss.item()
-        sums["batches"] += 1
-        sums["samples"] += x.shape[0]
-        bar.set_postfix(loss=f"{loss.item():.4f}", sps=f"{sums['samples'] / (time.perf_counter() - start):.1f}")
-    sums = reduce_sums(sums, options)
-    require_steps(sums, epoch, "training")
+        loss_sum += loss.detach().to(loss_sum.dtype)
+        batches += 1
+        samples += x.shape[0]
+        update_postfix(bar, step, loss_sum, batches, samples, start, options)
+    loss_total, batches, samples = reduce_sums(torch.stack([loss_sum, loss_sum.new_tensor(batches), loss_sum.new_tensor(samples)]), options)
+    require_steps({"batches": batches, "skipped": skipped}, epoch, "training")
     return {
-        "loss": sums["loss"] / max(sums["batches"], 1),
-        "samples_per_s": sums["samples"] / (time.perf_counter() - start),
-        "skipped_batches": sums["skipped"],
+        "loss": loss_total / max(batches, 1),
+        "samples_per_s": samples / (time.perf_counter() - start),
+        "skipped_batches": skipped,  # the same on every rank: skip decisions are global
     }
 
 
@@ -255,7 +302,7 @@ def evaluate(
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=options.device)
     for batch in progress(loader, "eval", options):
         batch = to_device(batch, options.device)
-        check_finite_input(batch, skip=False)
+        check_finite_input(batch)
         x, positions, pad_mask = model_inputs(batch, config)
         with autocast(options):
             pred = model(x, positions, pad_mask).argmax(dim=1)

@@ -18,12 +18,13 @@ from utils.checkpoint import (config_for_backbone, load_checkpoint, load_pretrai
                               read_pretrained_backbone, save_checkpoint)
 from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
-from utils.engine import LoopOptions, evaluate, train_one_epoch
+from utils.engine import evaluate, train_one_epoch
 from utils.errors import CheckpointError, DataError
 from utils.metrics import evaluate_protocol
 from utils.report import plot_confusion_matrix, plot_prediction_maps, rgb_composite, write_results
-from utils.runner import (full_state, guarded_main, make_loader, make_optimizer, open_writer, prepare_output_dir,
-                          resume_state, setup_logging, start_epoch, wrap_model, write_json, write_run_config)
+from utils.runner import (compile_backend, full_state, guarded_main, loop_options, make_loader, make_optimizer,
+                          open_writer, prepare_output_dir, resume_state, setup_logging, start_epoch, wrap_model,
+                          write_json, write_run_config)
 
 log = logging.getLogger("stcln")
 SELECT_METRICS = ("mIoU", "OA")
@@ -129,7 +130,7 @@ def train(args, runtime: Runtime) -> Path:
     data = build_finetune_data(args)
     info = data.info
     model, config = build_model(args, info, runtime)
-    model = wrap_model(model, runtime, args.compile, args.grad_checkpoint)
+    model = wrap_model(model, runtime, compile_backend(args), args.grad_checkpoint)
     optimizer = make_optimizer(model, args)
     first_epoch, extra = resume_state(out, model, optimizer, config, args.trust_checkpoint) if args.resume else (0, {})
     write_run_config(args, out, runtime)
@@ -137,7 +138,7 @@ def train(args, runtime: Runtime) -> Path:
     train_loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
     val_set = evenly_spaced(data.val, args.val_limit)
     val_loader = make_loader(val_set, args.eval_batch_size, runtime, train=False, seed=args.seed, workers=args.num_workers)
-    options = LoopOptions(runtime.device, args.grad_clip, args.amp, args.skip_nonfinite, not args.no_progress, runtime.distributed)
+    options = loop_options(args, runtime)
     weight = class_weights(info, info.num_classes)
     writer = open_writer(out, runtime)
     log.info("fine-tuning on %d labelled samples (%s), validating on %d, %d epochs", len(data.train),
@@ -176,6 +177,7 @@ def train(args, runtime: Runtime) -> Path:
             save_checkpoint(out / "last.tar", state)
     if writer is not None:
         writer.close()
+    runtime.barrier()  # rank 0 has written the final best.tar before any rank tests it
     return out / "best.tar"
 
 
@@ -197,10 +199,10 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
                               f"data has {info.in_channels}/{info.num_classes}")
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(checkpoint))
-    model = wrap_model(model, runtime, False)
+    model = wrap_model(model, runtime)
     test_set = evenly_spaced(data.test, args.test_limit)
     loader = make_loader(test_set, args.eval_batch_size, runtime, train=False, seed=args.seed, workers=args.num_workers)
-    options = LoopOptions(runtime.device, None, args.amp, False, not args.no_progress, runtime.distributed)
+    options = loop_options(args, runtime, train=False)
     maps = []
 
     def keep_maps(batch, pred):

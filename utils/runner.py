@@ -22,7 +22,9 @@ from utils.args import args_dict, dump_args
 from utils.checkpoint import load_checkpoint, load_state_checked, unwrap
 from utils.datasets.collate import pad_collate
 from utils.distributed import Runtime, seed_worker
+from utils.engine import LoopOptions
 from utils.errors import CheckpointError, STCLNError
+from utils.precision import compile_model, configure_matmul_precision, make_adam, resolve_amp
 from utils.report import write_json  # noqa: F401 -- re-exported for the scripts
 from utils.signals import Interrupted, stop_on_signals
 
@@ -63,19 +65,38 @@ def start_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
         dataset.set_epoch(epoch)
 
 
-def wrap_model(model: nn.Module, runtime: Runtime, compile_model: bool, grad_checkpoint: bool = False) -> nn.Module:
+def wrap_model(model: nn.Module, runtime: Runtime, compile_backend: str | None = None,
+               grad_checkpoint: bool = False) -> nn.Module:
+    """Move to the device, ``torch.compile`` with ``compile_backend`` (any device; None = eager), wrap in DDP.
+
+    The result is DDP(compiled(model)) under torchrun; :func:`utils.checkpoint.unwrap` undoes any nesting.
+    """
     model = model.to(runtime.device)
     model.backbone.set_grad_checkpointing(grad_checkpoint)
-    if compile_model and runtime.device.type == "cuda":
-        model = torch.compile(model)
+    if compile_backend:
+        model = compile_model(model, compile_backend)
     if runtime.distributed:
         model = DistributedDataParallel(model, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
     return model
 
 
+def compile_backend(args: argparse.Namespace) -> str | None:
+    """The torch.compile backend the flags ask for (None: no --compile)."""
+    return args.compile_backend if args.compile else None
+
+
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    """Adam over the trainable parameters (frozen ones, e.g. --freeze_backbone, are left out)."""
-    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=args.weight_decay)
+    """Adam over the trainable parameters (frozen ones, e.g. --freeze_backbone, are left out).
+
+    Fused on CUDA unless --strict_fp32 (utils.precision)."""
+    return make_adam([p for p in model.parameters() if p.requires_grad], args.lr, args.weight_decay, args.strict_fp32)
+
+
+def loop_options(args: argparse.Namespace, runtime: Runtime, *, train: bool = True) -> LoopOptions:
+    """The loops' options from the flags: resolves --amp for the device and sets TF32 (both said once)."""
+    configure_matmul_precision(runtime.device, args.strict_fp32)
+    return LoopOptions(runtime.device, args.grad_clip if train else None, resolve_amp(args.amp, runtime.device),
+                       args.skip_nonfinite and train, not args.no_progress, runtime.distributed)
 
 
 RUN_FILES = ("last.tar", "best.tar", "checkpoint_*.tar", "summary.json", "tb/events.out.tfevents.*")
@@ -183,6 +204,7 @@ def guarded_main(run: Callable[[], None], output_dir: Path) -> int:
 
 
 __all__ = [
-    "epoch_seed", "full_state", "guarded_main", "make_loader", "make_optimizer", "open_writer", "prepare_output_dir",
-    "resume_state", "setup_logging", "start_epoch", "wrap_model", "write_json", "write_run_config",
+    "compile_backend", "epoch_seed", "full_state", "guarded_main", "loop_options", "make_loader", "make_optimizer",
+    "open_writer", "prepare_output_dir", "resume_state", "setup_logging", "start_epoch", "wrap_model", "write_json",
+    "write_run_config",
 ]
