@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 def worker_results(tmp_path_factory):
     """One torchrun of tests/ddp_worker.py; a hang (a rank skipping alone) fails at the timeout."""
     out = tmp_path_factory.mktemp("ddp")
-    result = torchrun([str(HERE / "ddp_worker.py"), str(out)], out, timeout=300)
+    result = torchrun([str(HERE / "ddp_worker.py"), str(out)], out, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in (0, 1)]
 
@@ -54,7 +54,7 @@ FAST = ["--smoke", "--device", "cpu", "--num_workers", "0", "--no_progress", "--
         "--temporal", "first:6", "--batch_size", "12"]
 
 
-def torchrun(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def torchrun(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     """2-process gloo torchrun of an entry script; the whole process group is killed on a timeout."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *args]

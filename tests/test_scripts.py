@@ -16,7 +16,7 @@ SCRIPTS = ["pretrain_STCLN.py", "PASTIS/finetuning_STCLN.py", "PASTIS/test_STCLN
            "MTLCC/test_STCLN.py"]
 MODULES = ["experiments.demo", "experiments.pretext_baselines", "experiments.table1_mtlcc2017", "experiments.early_season",
            "experiments.label_limited", "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.profile_step",
-           "bench.data_loading"]
+           "bench.data_loading", "bench.gpu_step"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,23 @@ def test_help(target, workdir):
     result = run(args + ["--help"], workdir)
     assert result.returncode == 0, result.stderr
     assert "usage:" in result.stdout
+    description = result.stdout.split("\n\n")[1].strip()  # argparse: usage, blank line, description
+    assert len(description.split()) >= 4 and not description.startswith(("options:", "positional")), result.stdout[:500]
+
+
+@pytest.mark.parametrize("dataset", ["pastis", "mtlcc"])
+def test_help_never_contradicts_the_defaults(dataset):
+    """A help text that says "X (default)" must have X as the real default (PASTIS fine-tuning once
+    said "'synthetic' (default)" next to "(default: pastis)")."""
+    import re
+
+    import pretrain_STCLN
+    from utils.finetune import get_parser
+
+    for parser in (get_parser(dataset, "fine-tune"), pretrain_STCLN.get_parser()):
+        for action in parser._actions:
+            for claimed in re.findall(r"'?([\w.]+)'? \(default\)", action.help or ""):
+                assert claimed == str(action.default), (action.dest, action.help, action.default)
 
 
 @pytest.mark.parametrize("experiment", ["demo", "table1_mtlcc2017", "early_season", "label_limited --dataset pastis",

@@ -42,7 +42,8 @@ def apply_dataset_defaults(args: argparse.Namespace, stage: str) -> argparse.Nam
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                       help="'synthetic' (default) writes the embedded crop-phenology data set in PASTIS format and uses it; "
+                       help="'synthetic': the embedded crop-phenology data set, written once in PASTIS format and used like "
+                            "real data; 'pastis'/'mtlcc': the real data set under --data_root; "
                             "'folder': your own data, PASTIS layout + dataset.json (README 'Your own region')")
     group.add_argument("--data_root", type=Path, default=None,
                        help="dataset folder (PASTIS: holds metadata.geojson; MTLCC: holds tileids/ and classes.txt; folder: holds "
