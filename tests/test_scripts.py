@@ -156,3 +156,15 @@ def test_freeze_backbone_keeps_pretrained_weights_exactly(workdir):
         assert torch.equal(tuned[f"backbone.{key}"], value), key
     head = torch.load(out / "last.tar", weights_only=True)["model"]["classifier.weight"]
     assert not torch.equal(head, torch.zeros_like(head))
+
+
+def test_gpu_bench_dry_run(workdir):
+    """bench/gpu_step.py end to end on CPU: every row, fp32 and bf16, eager and (fine-tune) compiled."""
+    result = run(["-m", "bench.gpu_step", "--device", "cpu", "--smoke", "--workers", "0"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [line.split("|")[1:-1] for line in lines[1:]]
+    assert len(rows) == 3 * 2 + 2  # 3 rows x (fp32, bf16) eager + the fine-tune row compiled twice
+    for cells in rows:
+        assert float(cells[5]) > 0 and float(cells[7]) > 0  # samples/s, TFLOP/s
+    assert {cells[2].strip() for cells in rows} == {"fp32", "bf16"}
