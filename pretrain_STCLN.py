@@ -34,7 +34,8 @@ log = logging.getLogger("stcln")
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCLN masked pre-training: random (pixel, date) cells of every series are masked and "
                                      "reconstructed; writes last.tar (resumable) and the backbone exports "
-                                     "checkpoint_<epoch>.<export_name>.tar that fine-tuning's --pretrain_pth takes", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     "checkpoint_<epoch>.<export_name>.tar that fine-tuning's --pretrain_pth takes",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_data_args(parser)
     parser.add_argument_group("data").add_argument(
         "--folds", type=int, nargs="+", default=None,

@@ -1,4 +1,4 @@
-"""GPU step benchmark of the paper-size STCLN: samples/s, peak memory, TFLOP/s and MFU per precision, with and without torch.compile, next to the data loader's samples/s.
+"""GPU step benchmark of the paper-size STCLN: samples/s, memory, TFLOP/s, MFU, eager and compiled, next to the loader.
 
     python -m bench.gpu_step                                   # CUDA, every row x precision x compile
     python -m bench.gpu_step --data_root data/PASTIS --workers 8 # loader column on the real PASTIS files
@@ -62,10 +62,16 @@ class Row:
 
 def rows(args) -> list[Row]:
     if args.smoke:
-        return [Row("pretrain step", "pretrain", 2, 6, 16), Row("finetune step", "finetune", 2, 6, 16),
-                Row("infer full patch", "infer", 1, 6, 32, sta_chunk=256)]
-    return [Row("pretrain step", "pretrain", 4, args.dates, 32), Row("finetune step", "finetune", 2, args.dates, 32),
-            Row("infer full patch", "infer", 1, args.dates, 128, sta_chunk=args.sta_chunk)]
+        return [
+            Row("pretrain step", "pretrain", 2, 6, 16),
+            Row("finetune step", "finetune", 2, 6, 16),
+            Row("infer full patch", "infer", 1, 6, 32, sta_chunk=256),
+        ]
+    return [
+        Row("pretrain step", "pretrain", 4, args.dates, 32),
+        Row("finetune step", "finetune", 2, args.dates, 32),
+        Row("infer full patch", "infer", 1, args.dates, 128, sta_chunk=args.sta_chunk),
+    ]
 
 
 def synchronize(device: torch.device) -> None:
@@ -149,8 +155,12 @@ def time_config(row: Row, device: torch.device, precision: str, backend: str | N
         step()
     synchronize(device)
     seconds = (time.perf_counter() - start) / args.repeats
-    return {"step_s": seconds, "samples_per_s": row.batch / seconds, "peak_mib": peak_memory_mib(device),
-            "warmup_s": warmup_s}
+    return {
+        "step_s": seconds,
+        "samples_per_s": row.batch / seconds,
+        "peak_mib": peak_memory_mib(device),
+        "warmup_s": warmup_s,
+    }
 
 
 def device_peak(device: torch.device, precision: str) -> tuple[float, str]:
@@ -190,11 +200,19 @@ def loader_samples_per_s(args, batch: int, dates: int) -> float:
         if root is None:
             root = Path(tmp) / "pastis_like"
             size, patches = (32, 10) if args.smoke else (128, 10)  # 6 patches in folds 1-3
-            write_pastis_like(root, n_patches=patches, size=size, n_dates=(max(dates - 2, 2), dates), return_arrays=False)
+            write_pastis_like(
+                root, n_patches=patches, size=size, n_dates=(max(dates - 2, 2), dates), return_arrays=False
+            )
         crop = 8 if args.smoke else 32
         dataset = PASTISDataset(root, folds=(1, 2, 3), crop_size=crop, crop_mode="random")
-        loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=args.workers, collate_fn=pad_collate,
-                            persistent_workers=args.workers > 0)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch,
+            shuffle=True,
+            num_workers=args.workers,
+            collate_fn=pad_collate,
+            persistent_workers=args.workers > 0,
+        )
         for _ in loader:  # warm-up: worker start, page cache
             pass
         samples, start = 0, time.perf_counter()
@@ -205,22 +223,44 @@ def loader_samples_per_s(args, batch: int, dates: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
-    parser.add_argument("--smoke", action="store_true",
-                        help="dry run (CI): tiny model and sizes, 1 warm-up and 1 timed step, only the fine-tune row compiled")
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
-                        help="fp32 = strict fp32; tf32 = fp32 with TF32 matmuls (CUDA only); bf16 = autocast (--amp)")
-    parser.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off", "on"], help="eager and/or torch.compile")
-    parser.add_argument("--compile_backend", default=None, help="torch.compile backend (default: inductor on CUDA, aot_eager on CPU)")
-    parser.add_argument("--dates", type=int, default=61, help="dates per series (PASTIS: 38-61; batches pad to the longest)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="dry run (CI): tiny model and sizes, 1 warm-up and 1 timed step, only the fine-tune row compiled",
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS,
+        default=list(PRECISIONS),
+        help="fp32 = strict fp32; tf32 = fp32 with TF32 matmuls (CUDA only); bf16 = autocast (--amp)",
+    )
+    parser.add_argument(
+        "--compile", nargs="+", choices=("off", "on"), default=["off", "on"], help="eager and/or torch.compile"
+    )
+    parser.add_argument(
+        "--compile_backend", default=None, help="torch.compile backend (default: inductor on CUDA, aot_eager on CPU)"
+    )
+    parser.add_argument(
+        "--dates", type=int, default=61, help="dates per series (PASTIS: 38-61; batches pad to the longest)"
+    )
     parser.add_argument("--sta_chunk", type=int, default=4096, help="STA queries per chunk for full-patch inference")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 3, smoke 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed steps (default 10, smoke 1)")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the loader column")
-    parser.add_argument("--loader_epochs", type=int, default=5, help="timed passes over the loader's data set (smoke: 1)")
-    parser.add_argument("--data_root", type=Path, default=None,
-                        help="PASTIS folder for the loader column (default: PASTIS-format synthetic patches in a temp dir)")
+    parser.add_argument(
+        "--loader_epochs", type=int, default=5, help="timed passes over the loader's data set (smoke: 1)"
+    )
+    parser.add_argument(
+        "--data_root",
+        type=Path,
+        default=None,
+        help="PASTIS folder for the loader column (default: PASTIS-format synthetic patches in a temp dir)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -250,17 +290,21 @@ def main(argv: list[str] | None = None) -> int:
                 table.append((row, precision, compiled, result, tflops, tflops * 1e12 / peak, source))
     configure_matmul_precision(device, strict_fp32=True)
 
-    header = ("| row | B x T x HxW | precision | compile | step ms | samples/s | peak MiB | TFLOP/s | MFU | peak from "
-              "| loader samples/s | bound by |")
+    header = (
+        "| row | B x T x HxW | precision | compile | step ms | samples/s | peak MiB | TFLOP/s | MFU | peak from "
+        "| loader samples/s | bound by |"
+    )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for row, precision, compiled, r, tflops, mfu, source in table:
         rate = loader_rate.get(row.name)
         bound = "-" if rate is None else ("data" if rate < r["samples_per_s"] else "step")
-        print(f"| {row.name} | {row.batch} x {row.dates} x {row.size}x{row.size} | {precision} | "
-              f"{compiled + (f' ({backend})' if compiled == 'on' else '')} | {r['step_s'] * 1e3:.1f} | {r['samples_per_s']:.2f} | "
-              f"{r['peak_mib']:.0f} | {tflops:.4f} | {mfu:.1%} | {source} | "
-              f"{'-' if rate is None else f'{rate:.1f} ({args.workers} workers)'} | {bound} |")
+        print(
+            f"| {row.name} | {row.batch} x {row.dates} x {row.size}x{row.size} | {precision} | "
+            f"{compiled + (f' ({backend})' if compiled == 'on' else '')} | {r['step_s'] * 1e3:.1f} | {r['samples_per_s']:.2f} | "
+            f"{r['peak_mib']:.0f} | {tflops:.4f} | {mfu:.1%} | {source} | "
+            f"{'-' if rate is None else f'{rate:.1f} ({args.workers} workers)'} | {bound} |"
+        )
     return 0
 
 

@@ -57,8 +57,14 @@ def test_unwrap_every_nesting_of_ddp_and_compile(one_process_group):
     ddp = nn.parallel.DistributedDataParallel
     model = STCLNPretrain(tiny_config(in_channels=5, num_classes=4))
     compiled = torch.compile(model, backend="aot_eager")  # lazy: nothing is compiled until called
-    nestings = [model, compiled, ddp(compiled), torch.compile(ddp(model), backend="aot_eager"),
-                torch.compile(ddp(compiled), backend="aot_eager"), nn.DataParallel(ddp(compiled))]
+    nestings = [
+        model,
+        compiled,
+        ddp(compiled),
+        torch.compile(ddp(model), backend="aot_eager"),
+        torch.compile(ddp(compiled), backend="aot_eager"),
+        nn.DataParallel(ddp(compiled)),
+    ]
     for wrapped in nestings:
         assert unwrap(wrapped) is model
     sized = Sized()
@@ -145,8 +151,17 @@ def short_finetune(amp: bool) -> list[float]:
     losses = []
     for epoch in range(4):
         start_epoch(loader, 0, epoch)
-        losses.append(train_one_epoch(model, loader, optimizer, epoch, config=model.config,
-                                      class_weight=torch.tensor([1.0, 1.0, 1.0, 0.0]), options=options)["loss"])
+        losses.append(
+            train_one_epoch(
+                model,
+                loader,
+                optimizer,
+                epoch,
+                config=model.config,
+                class_weight=torch.tensor([1.0, 1.0, 1.0, 0.0]),
+                options=options,
+            )["loss"]
+        )
     return losses
 
 
@@ -196,9 +211,28 @@ def test_finetune_script_amp_pad_mask_on_cpu(tmp_path, caplog, monkeypatch, fres
 
     monkeypatch.chdir(tmp_path)
     with caplog.at_level(logging.INFO, logger="stcln"):
-        status = main("pastis", "test", ["--dataset", "synthetic", "--smoke", "--amp", "--use_pad_mask", "--device", "cpu",
-                                         "--num_workers", "0", "--no_progress", "--epochs", "1", "--label_ratio", "0.5",
-                                         "--output_dir", str(tmp_path / "out")])
+        status = main(
+            "pastis",
+            "test",
+            [
+                "--dataset",
+                "synthetic",
+                "--smoke",
+                "--amp",
+                "--use_pad_mask",
+                "--device",
+                "cpu",
+                "--num_workers",
+                "0",
+                "--no_progress",
+                "--epochs",
+                "1",
+                "--label_ratio",
+                "0.5",
+                "--output_dir",
+                str(tmp_path / "out"),
+            ],
+        )
     assert status == 0
     text = caplog.text
     if cpu_native_bf16():

@@ -72,7 +72,11 @@ def resolve_amp(requested: bool, device: torch.device, native_bf16: str | None =
         if feature:
             _once(logging.INFO, "--amp: bf16 autocast on the CPU (native bf16: %s)", feature)
             return True
-        _once(logging.WARNING, "--amp: this CPU has no native bf16 (no %s flag): running in fp32", "/".join(X86_BF16_FLAGS))
+        _once(
+            logging.WARNING,
+            "--amp: this CPU has no native bf16 (no %s flag): running in fp32",
+            "/".join(X86_BF16_FLAGS),
+        )
         return False
     _once(logging.WARNING, "--amp: no bf16 autocast on device %s: running in fp32", str(device))
     return False
@@ -130,6 +134,7 @@ def compile_model(model: nn.Module, backend: str) -> nn.Module:
     if backend not in known:
         from utils.errors import STCLNError
 
-        raise STCLNError(f"--compile_backend {backend!r}: not a torch.compile backend (e.g. {', '.join(b for b in ('inductor', 'aot_eager', 'eager') if b in known)})")
+        examples = ", ".join(b for b in ("inductor", "aot_eager", "eager") if b in known)
+        raise STCLNError(f"--compile_backend {backend!r}: not a torch.compile backend (e.g. {examples})")
     _once(logging.INFO, "torch.compile: %s with backend %s", type(model).__name__, backend)
     return torch.compile(model, backend=backend)
