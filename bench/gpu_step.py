@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {row.name} | {row.batch} x {row.dates} x {row.size}x{row.size} | {precision} | "
             f"{compiled + (f' ({backend})' if compiled == 'on' else '')} | {r['step_s'] * 1e3:.1f} | {r['samples_per_s']:.2f} | "
-            f"{r['peak_mib']:.0f} | {tflops:.4f} | {mfu:.1%} | {source} | "
+            f"{r['peak_mib']:.0f} | {tflops:.3g} | {mfu:.1%} | {source} | "
             f"{'-' if rate is None else f'{rate:.1f} ({args.workers} workers)'} | {bound} |"
         )
     return 0
