@@ -38,22 +38,44 @@ from utils.data import build_pretrain_data, is_pastis_format, uses_synthetic
 from utils.datasets.collate import pad_collate
 from utils.errors import STCLNError
 from utils.masking import MASK_MODES, MaskingConfig, eligible_frames, ndvi_from_input, sample_mask
-from utils.pretext_baselines import (ConstantStats, baseline_sse, masked_sse, neighbour_sums, temporal_interpolation,
-                                     visible_cells)
+from utils.pretext_baselines import (
+    ConstantStats,
+    baseline_sse,
+    masked_sse,
+    neighbour_sums,
+    temporal_interpolation,
+    visible_cells,
+)
 from utils.report import format_table, write_text_atomic
 
-COLUMNS = ("mask", "masked fraction", "masked cells", "(a) neighbour mean", "(b) temporal interp", "(b') gated dates",
-           "(c) best constant", "(a) no neighbour")
+COLUMNS = (
+    "mask",
+    "masked fraction",
+    "masked cells",
+    "(a) neighbour mean",
+    "(b) temporal interp",
+    "(b') gated dates",
+    "(c) best constant",
+    "(a) no neighbour",
+)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_data_args(parser)
     parser.set_defaults(crop_size=None, batch_size=16, num_workers=0)
-    parser.add_argument("--folds", type=int, nargs="+", default=None,
-                        help="pre-training folds (default: those of experiments.label_efficiency: synthetic 1 2 3 5, "
-                             "PASTIS 5; folder: dataset.json)")
+    parser.add_argument(
+        "--folds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="pre-training folds (default: those of experiments.label_efficiency: synthetic 1 2 3 5, "
+        "PASTIS 5; folder: dataset.json)",
+    )
     group = parser.add_argument_group("masking (as pretrain_STCLN.py)")
     group.add_argument("--mask_mode", nargs="+", choices=MASK_MODES, default=["cell", "block"], help="one row per mode")
     group.add_argument("--mask_ratio", type=float, default=0.4, help="(paper: 0.4)")
@@ -62,8 +84,12 @@ def get_parser() -> argparse.ArgumentParser:
     group.add_argument("--veg_fraction", type=float, default=0.9, help="(paper: 0.9)")
     group.add_argument("--authors_ndvi", action="store_true", help="NDVI on the normalised input, as the authors' code")
     run = parser.add_argument_group("runtime")
-    run.add_argument("--limit", type=int, default=0,
-                     help="measure on this many samples, evenly spaced over the pre-training set (0 = all of them)")
+    run.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="measure on this many samples, evenly spaced over the pre-training set (0 = all of them)",
+    )
     run.add_argument("--seed", type=int, default=0, help="seeds the mask generator (and MTLCC date sampling)")
     run.add_argument("--output_dir", type=Path, default=None, help="also write results.md and results.json here")
     run.add_argument("--smoke", action="store_true", help="the tiny synthetic set (CI)")
@@ -88,7 +114,9 @@ class Tally:
         gated = temporal_interpolation(x, mask, days, pad, source_dates=eligible)
         self.sse["gated_interp"] += masked_sse(gated, x, mask).item()
         self.constant.update(x, mask)
-        _, neighbours = neighbour_sums(x[:, :, :1], visible_cells(mask, pad))  # (B, T, 1, H, W) visible-neighbour counts
+        _, neighbours = neighbour_sums(
+            x[:, :, :1], visible_cells(mask, pad)
+        )  # (B, T, 1, H, W) visible-neighbour counts
         pixels = x.shape[-1] * x.shape[-2]
         self.counts["masked"] += int(mask.sum())
         self.counts["no_neighbour"] += int(((neighbours[:, :, 0] == 0) & mask).sum())
@@ -115,8 +143,9 @@ def measure(dataset, info, maskings: list[MaskingConfig], args) -> list[dict]:
     """One pass over ``dataset``: masked-cell MSE of the baselines for every masking (one row each)."""
     if args.limit and args.limit < len(dataset):
         dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, args.limit).round().astype(int).tolist())
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
-                        collate_fn=pad_collate)
+    loader = DataLoader(
+        dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers, collate_fn=pad_collate
+    )
     tallies = [Tally(masking, args.seed) for masking in maskings]
     gate = maskings[0]  # every row shares the NDVI gate
     for batch in loader:
@@ -144,15 +173,25 @@ def report(args, rows: list[dict], n_samples: int, size: tuple[int, int]) -> str
         source = args.dataset
     else:
         source = f"synthetic v{args.synthetic_version}" if is_pastis_format(args) else "synthetic MTLCC"
-    where = f"{args.year} training tiles" if args.dataset == "mtlcc" else f"folds {' '.join(map(str, args.folds or []))}"
-    head = (f"Pretext baselines on {source} ({where}, {n_samples} samples of {size[0]}x{size[1]} px"
-            f"{', evenly spaced' if args.limit else ''}): "
-            f"mask ratio {args.mask_ratio} on dates with > {args.veg_fraction:g} of pixels at NDVI > {args.ndvi_threshold:g}, "
-            f"seed {args.seed}. MSE over masked cells and bands of the normalised input (the pre-training loss's units); "
-            f"masked fraction of all non-padded cells (and of cells on eligible dates); 'no neighbour': masked cells "
-            f"where (a) fell back to the date mean.")
-    table_rows = [row | {"masked fraction": f"{row['masked fraction']:.3f} ({row['masked of eligible']:.3f})",
-                         "(a) no neighbour": f"{row['(a) no neighbour']:.3f}"} for row in rows]
+    where = (
+        f"{args.year} training tiles" if args.dataset == "mtlcc" else f"folds {' '.join(map(str, args.folds or []))}"
+    )
+    head = (
+        f"Pretext baselines on {source} ({where}, {n_samples} samples of {size[0]}x{size[1]} px"
+        f"{', evenly spaced' if args.limit else ''}): "
+        f"mask ratio {args.mask_ratio} on dates with > {args.veg_fraction:g} of pixels at NDVI > {args.ndvi_threshold:g}, "
+        f"seed {args.seed}. MSE over masked cells and bands of the normalised input (the pre-training loss's units); "
+        f"masked fraction of all non-padded cells (and of cells on eligible dates); 'no neighbour': masked cells "
+        f"where (a) fell back to the date mean."
+    )
+    table_rows = [
+        row
+        | {
+            "masked fraction": f"{row['masked fraction']:.3f} ({row['masked of eligible']:.3f})",
+            "(a) no neighbour": f"{row['(a) no neighbour']:.3f}",
+        }
+        for row in rows
+    ]
     return head + "\n\n" + format_table(table_rows, COLUMNS)
 
 
@@ -164,8 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         resolve(args)
         data = build_pretrain_data(args)
-        maskings = [MaskingConfig(args.mask_ratio, mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi,
-                                  args.mask_block) for mode in args.mask_mode]
+        maskings = [
+            MaskingConfig(
+                args.mask_ratio, mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi, args.mask_block
+            )
+            for mode in args.mask_mode
+        ]
         rows = measure(data.train, data.info, maskings, args)
     except (STCLNError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
