@@ -25,7 +25,7 @@ import torch
 
 from models import STCLNConfig, STCLNSegmenter
 from utils.checkpoint import load_checkpoint, load_state_checked
-from utils.datasets.scene import open_cube, pixel_area_m2, stage_geotiff_folder, write_geotiff
+from utils.datasets.scene import check_scene_source, open_cube, pixel_area_m2, stage_geotiff_folder, write_geotiff
 from utils.distributed import resolve_device
 from utils.errors import CheckpointError, DataError, STCLNError
 from utils.predict import BLENDS, class_areas, plan_windows, sliding_window_logits, training_context
@@ -148,10 +148,7 @@ def predict(args) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    if (args.geotiff_dir is None) == (args.cube is None):
-        parser.error("give exactly one of --geotiff_dir and --cube")
-    if args.cube is not None and args.dates is None:
-        parser.error("--cube needs --dates")
+    check_scene_source(parser, args)
     if args.batch_size < 1 or args.margin < 0 or (args.window is not None and args.window < 1):
         parser.error("--batch_size and --window must be >= 1 and --margin >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.train_step import synchronize, timed_matmul_flops
 from models import STCLNConfig, STCLNPretrain, STCLNSegmenter, tiny_config
 from utils.precision import configure_matmul_precision
 
@@ -72,11 +73,6 @@ def rows(args) -> list[Row]:
         Row("finetune step", "finetune", 2, args.dates, 32),
         Row("infer full patch", "infer", 1, args.dates, 128, sta_chunk=args.sta_chunk),
     ]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def build(row: Row, device: torch.device, smoke: bool, bands: int = 10, classes: int = 20):
@@ -178,17 +174,7 @@ def measured_matmul_peak(device: torch.device, precision: str) -> float:
     n = 512 if device.type == "cpu" else 8192
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     configure_matmul_precision(device, strict_fp32=precision == "fp32")
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn_like(a)
-    for _ in range(2):
-        a @ b
-    synchronize(device)
-    repeats = 3 if device.type == "cpu" else 20
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+    return timed_matmul_flops(device, dtype, n, 3 if device.type == "cpu" else 20)
 
 
 def loader_samples_per_s(args, batch: int, dates: int) -> float:

@@ -121,17 +121,21 @@ def synchronize(device: torch.device) -> None:
 def matmul_peak(device: torch.device, amp: bool) -> float:
     """Measured dense matmul FLOP/s (bf16 with ``amp``, fp32 otherwise)."""
     dtype = torch.bfloat16 if amp else torch.float32
-    a = torch.randn(PEAK_MATMUL_SIZE, PEAK_MATMUL_SIZE, device=device, dtype=dtype)
+    return timed_matmul_flops(device, dtype, PEAK_MATMUL_SIZE, 5 if device.type == "cpu" else 50)
+
+
+def timed_matmul_flops(device: torch.device, dtype: torch.dtype, n: int, repeats: int) -> float:
+    """FLOP/s of ``repeats`` n x n @ n x n products in ``dtype`` after two warm-up products."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn_like(a)
     for _ in range(2):
         a @ b
     synchronize(device)
-    repeats = 5 if device.type == "cpu" else 50
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
     synchronize(device)
-    return 2 * PEAK_MATMUL_SIZE**3 * repeats / (time.perf_counter() - start)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 def run_row(row: Row, device: torch.device, amp: bool, repeats: int) -> dict:

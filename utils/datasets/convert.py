@@ -32,7 +32,7 @@ import numpy as np
 
 from utils.datasets.folder import DATASET_FILE
 from utils.datasets.pastis import METADATA_FILE, S2_DIR, TARGET_DIR, s2_path, target_path
-from utils.datasets.scene import Scene, affine, open_cube, read_label_file, stage_geotiff_folder
+from utils.datasets.scene import check_scene_source, Scene, affine, open_cube, read_label_file, stage_geotiff_folder
 from utils.errors import DataError, STCLNError
 
 log = logging.getLogger("stcln")
@@ -238,10 +238,7 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
-    if (args.geotiff_dir is None) == (args.cube is None):
-        parser.error("give exactly one of --geotiff_dir and --cube")
-    if args.cube is not None and args.dates is None:
-        parser.error("--cube needs --dates")
+    check_scene_source(parser, args)
     if args.patch_size < 1 or args.fold_block < 1 or args.n_folds < 3:
         parser.error("--patch_size and --fold_block must be >= 1 and --n_folds >= 3")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)

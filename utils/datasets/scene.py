@@ -54,6 +54,15 @@ class Scene:
         return tuple(self.cube.shape[2:])
 
 
+def check_scene_source(parser, args) -> None:
+    """The scene flags shared by the converter and predict_STCLN.py: exactly one of --geotiff_dir
+    and --cube, and --dates with --cube (``parser.error`` otherwise)."""
+    if (args.geotiff_dir is None) == (args.cube is None):
+        parser.error("give exactly one of --geotiff_dir and --cube")
+    if args.cube is not None and args.dates is None:
+        parser.error("--cube needs --dates")
+
+
 def date_from_name(path: Path) -> datetime.date:
     """The acquisition date in a file name (``YYYYMMDD`` or ``YYYY-MM-DD``)."""
     for match in DATE_PATTERN.finditer(path.stem):
