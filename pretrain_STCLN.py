@@ -1,6 +1,7 @@
 """Spatiotemporal masked pre-training of STCLN (docs/method.md §2).
 
-    python pretrain_STCLN.py                                   # embedded synthetic data set
+    python pretrain_STCLN.py                                   # embedded synthetic data set (PASTIS format)
+    python pretrain_STCLN.py --synthetic_format mtlcc          # the same in the MTLCC format, with the authors' tile ids
     python pretrain_STCLN.py --dataset pastis --data_root data/PASTIS --folds 5
     python pretrain_STCLN.py --dataset mtlcc --data_root data/MTLCC/480 --year 2016 --n_dates 30 --crop_size 0
     torchrun --nproc_per_node 4 pretrain_STCLN.py --dataset pastis --data_root data/PASTIS --folds 5

@@ -5,7 +5,8 @@
 
 Paper protocol (docs/method.md §3): the authors' 6 tiles per class from train_fold0,
 validation on their test_fold0 tiles, test on eval tiles; unknown (class 0) ignored; Adam 1e-4,
-100 epochs. Without --data_root the embedded synthetic data set (MTLCC formats) is used.
+100 epochs. --data_root is required; --dataset synthetic runs on the embedded synthetic data set
+written in the MTLCC formats instead.
 """
 
 import sys

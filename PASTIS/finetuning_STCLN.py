@@ -5,7 +5,7 @@
 
 Paper protocol (docs/method.md §3): the authors' 2% subset of fold 1 (two 32x32 crops per
 patch), validation on their fold-2 subset, test on full fold-4 patches; Adam 1e-4, 100 epochs.
-Without --data_root the embedded synthetic data set (PASTIS format) is used.
+--data_root is required; --dataset synthetic runs on the embedded synthetic data set (PASTIS format).
 """
 
 import sys

@@ -61,7 +61,8 @@ def write_markdown(path: Path, title: str, body: str) -> None:
 def experiment_parser(doc: str, data_help: str) -> argparse.ArgumentParser:
     """The flags every experiment command shares."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--data_root", type=Path, default=None, help=f"{data_help} (default: the synthetic data set)")
+    parser.add_argument("--data_root", type=Path, default=None,
+                        help=f"{data_help}; required unless --smoke (which runs on the embedded synthetic data set)")
     parser.add_argument("--pretrain_pth", type=Path, default=None,
                         help="start STCLN_wp from this backbone (e.g. the authors' release) instead of pre-training here")
     parser.add_argument("--output_dir", type=Path, default=None, help="where every run of the experiment goes")
@@ -70,10 +71,21 @@ def experiment_parser(doc: str, data_help: str) -> argparse.ArgumentParser:
     return parser
 
 
+def data_args(parser: argparse.ArgumentParser, args, dataset: str) -> list:
+    """The entry scripts' data flags: ``--dataset <dataset> --data_root R``, or, with ``--smoke`` and no
+    ``--data_root``, ``--dataset synthetic`` (the embedded set, written in the MTLCC format by the MTLCC
+    scripts and by pre-training with ``--synthetic_format mtlcc``)."""
+    if args.data_root is not None:
+        return ["--dataset", dataset, "--data_root", args.data_root]
+    if args.smoke and dataset != "folder":
+        return ["--dataset", "synthetic"]
+    parser.error(f"--data_root is required for {dataset} data (only --smoke runs on the embedded synthetic data set)")
+
+
 def mtlcc_2016_backbone(args, data: list, out: Path, smoke: list) -> Path:
     """The cross-year backbone: ``--pretrain_pth`` or a pre-training on MTLCC 2016 with 30 dates (mask 0.4)."""
     if args.pretrain_pth is not None:
         return args.pretrain_pth
-    run_pretrain(data + ["--year", "2016", "--n_dates", "6" if args.smoke else "30", "--mask_ratio", "0.4",
-                         "--epochs", args.epochs, "--output_dir", out / "pretrain_2016"] + smoke)
+    run_pretrain(data + ["--synthetic_format", "mtlcc", "--year", "2016", "--n_dates", "6" if args.smoke else "30",
+                         "--mask_ratio", "0.4", "--epochs", args.epochs, "--output_dir", out / "pretrain_2016"] + smoke)
     return export_path(out / "pretrain_2016")

@@ -12,7 +12,8 @@ with the authors' 6 tiles per class. Writes results.md (a table per month) and c
 
 from pathlib import Path
 
-from experiments.common import METRICS, SMOKE_ARGS, experiment_parser, mtlcc_2016_backbone, run_finetune, write_markdown
+from experiments.common import (METRICS, SMOKE_ARGS, data_args, experiment_parser, mtlcc_2016_backbone, run_finetune,
+                                write_markdown)
 from utils.report import format_table
 
 MONTHS = range(3, 11)  # March .. October
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = experiment_parser(__doc__, "MTLCC root with data16/ and data17/")
     args = parser.parse_args(argv)
     out = args.output_dir or Path("checkpoints/early_season")
-    data = (["--data_root", args.data_root] if args.data_root else []) + ["--dataset", "mtlcc", "--crop_size", "0"]
+    data = data_args(parser, args, "mtlcc") + ["--crop_size", "0"]
     smoke = SMOKE_ARGS if args.smoke else []
     backbone = mtlcc_2016_backbone(args, data, out, smoke)
     rows = []

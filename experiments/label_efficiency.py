@@ -184,7 +184,9 @@ class Executor:
 # ---------------------------------------------------------------------------------------------
 
 def common_args(args) -> list:
-    out = ["--dataset", args.dataset, "--device", args.device, "--num_workers", "0", "--no_progress"]
+    # --smoke without --data_root: the embedded synthetic set, in MTLCC format through the MTLCC script
+    dataset = args.dataset if args.data_root is not None else "synthetic"
+    out = ["--dataset", dataset, "--device", args.device, "--num_workers", "0", "--no_progress"]
     if args.data_root is not None:
         out += ["--data_root", args.data_root]
     if args.dataset == "mtlcc":
@@ -215,7 +217,8 @@ def pretrain_tasks(args, modes: list[str]) -> list:
         resume = ["--resume"] if (out / "last.tar").is_file() else []
         if not resume and out.exists():
             shutil.rmtree(out)
-        argv = common_args(args) + SPLITS[args.dataset]["pretrain"] + [
+        layout = ["--synthetic_format", "mtlcc"] if args.dataset == "mtlcc" else []  # of a --smoke synthetic set
+        argv = common_args(args) + SPLITS[args.dataset]["pretrain"] + layout + [
             "--mask_mode", mode, "--epochs", args.pretrain_epochs, "--lr", args.pretrain_lr,
             "--batch_size", args.pretrain_batch_size, "--seed", 0, "--save_every", 1, "--output_dir", out] + resume
         tasks.append(("pretrain_STCLN.py", argv, out / "log.txt"))
@@ -305,8 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
-    if args.dataset != "synthetic" and args.data_root is None and not args.smoke:
-        get_parser().error(f"--dataset {args.dataset} needs --data_root")
+    if args.dataset != "synthetic" and args.data_root is None and (args.dataset == "folder" or not args.smoke):
+        get_parser().error(f"--dataset {args.dataset} needs --data_root (only --smoke runs on the synthetic data set)")
     if args.sweep_budget not in args.budgets:
         get_parser().error(f"--sweep_budget {args.sweep_budget:g} must be one of --budgets {args.budgets}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)

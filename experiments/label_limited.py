@@ -18,13 +18,13 @@ subset replaces them there).
 
 from pathlib import Path
 
-from experiments.common import (SMOKE_ARGS, comparison_table, experiment_parser, export_path, run_finetune,
-                                run_pretrain, write_markdown)
+from experiments.common import (SMOKE_ARGS, comparison_table, data_args, experiment_parser, export_path,
+                                run_finetune, run_pretrain, write_markdown)
 
 SETTINGS = {
     "pastis": {"pretrain": ["--folds", "5", "--crop_size", "32"], "finetune": ["--crop_size", "32"]},
     "folder": {"pretrain": ["--crop_size", "32"], "finetune": ["--crop_size", "32"]},  # folds: dataset.json splits
-    "mtlcc": {"pretrain": ["--year", "2016", "--n_dates", "30", "--crop_size", "0"],
+    "mtlcc": {"pretrain": ["--synthetic_format", "mtlcc", "--year", "2016", "--n_dates", "30", "--crop_size", "0"],
               "finetune": ["--year", "2016", "--n_dates", "30", "--crop_size", "0"]},
 }
 
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", choices=sorted(SETTINGS), required=True)
     args = parser.parse_args(argv)
     out = args.output_dir or Path("checkpoints/label_limited") / args.dataset
-    data = (["--data_root", args.data_root] if args.data_root else []) + ["--dataset", args.dataset]
+    data = data_args(parser, args, args.dataset)
     smoke = SMOKE_ARGS if args.smoke else []
-    synthetic_pastis = args.dataset == "pastis" and args.data_root is None
+    synthetic_pastis = args.dataset == "pastis" and args.data_root is None  # --smoke: the synthetic set in PASTIS format
     subset = ["--label_subset", "ratio", "--label_ratio", "0.02"] if synthetic_pastis else ["--label_subset", "authors"]
     if args.dataset == "folder":
         subset = ["--label_subset", "all"]  # your own labels are the few labels

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from experiments.label_efficiency import SPLITS
-from utils.args import add_data_args
+from utils.args import add_data_args, data_layout
 from utils.data import build_pretrain_data, is_pastis_format, uses_synthetic
 from utils.datasets.collate import pad_collate
 from utils.errors import STCLNError
@@ -159,13 +159,17 @@ def measure(dataset, info, maskings: list[MaskingConfig], args) -> list[dict]:
 
 def resolve(args) -> None:
     """Fill the defaults that depend on the data set: folds and crop of the label-efficiency study."""
-    if args.dataset != "synthetic" and args.data_root is None and not args.smoke:
-        raise STCLNError(f"--dataset {args.dataset} needs --data_root")
     split = SPLITS.get(args.dataset)  # a folder data set keeps its own (dataset.json) defaults
     if args.folds is None and split and split["pretrain"]:
         args.folds = [int(v) for v in split["pretrain"][1:]]
     if args.crop_size is None:
         args.crop_size = split["crop"] if split else 32
+    if args.dataset != "synthetic" and args.data_root is None:
+        if args.dataset == "folder" or not args.smoke:
+            raise STCLNError(
+                f"--dataset {args.dataset} needs --data_root (only --smoke runs on the synthetic data set)"
+            )
+        args.synthetic_format, args.dataset = args.dataset, "synthetic"  # --smoke: the synthetic set in that format
 
 
 def report(args, rows: list[dict], n_samples: int, size: tuple[int, int]) -> str:
@@ -174,7 +178,9 @@ def report(args, rows: list[dict], n_samples: int, size: tuple[int, int]) -> str
     else:
         source = f"synthetic v{args.synthetic_version}" if is_pastis_format(args) else "synthetic MTLCC"
     where = (
-        f"{args.year} training tiles" if args.dataset == "mtlcc" else f"folds {' '.join(map(str, args.folds or []))}"
+        f"{args.year} training tiles"
+        if data_layout(args) == "mtlcc"
+        else f"folds {' '.join(map(str, args.folds or []))}"
     )
     head = (
         f"Pretext baselines on {source} ({where}, {n_samples} samples of {size[0]}x{size[1]} px"

@@ -13,7 +13,8 @@ chosen), Adam 1e-4 for 100 epochs, and tested on the eval tiles.
 
 from pathlib import Path
 
-from experiments.common import SMOKE_ARGS, comparison_table, experiment_parser, mtlcc_2016_backbone, run_finetune, write_markdown
+from experiments.common import (SMOKE_ARGS, comparison_table, data_args, experiment_parser, mtlcc_2016_backbone,
+                                run_finetune, write_markdown)
 
 PAPER = {"STCLN": {"OA": 0.7674, "mIoU": 0.3896, "mF1": 0.4881}, "STCLN_wp": {"OA": 0.8018, "mIoU": 0.4870, "mF1": 0.5914}}
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = experiment_parser(__doc__, "MTLCC root with data16/ and data17/")
     args = parser.parse_args(argv)
     out = args.output_dir or Path("checkpoints/table1_mtlcc2017")
-    data = (["--data_root", args.data_root] if args.data_root else []) + ["--dataset", "mtlcc", "--crop_size", "0"]
+    data = data_args(parser, args, "mtlcc") + ["--crop_size", "0"]
     smoke = SMOKE_ARGS if args.smoke else []
     backbone = mtlcc_2016_backbone(args, data, out, smoke)
     finetune = data + ["--year", "2017", "--n_dates", "6" if args.smoke else "12", "--label_subset", "authors",

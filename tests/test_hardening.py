@@ -173,7 +173,7 @@ def test_smoke_subset_has_labelled_pixels():
     from utils.data import build_finetune_data
     from utils.finetune import class_weights, get_parser
 
-    args = get_parser("pastis", "test").parse_args(["--smoke"])
+    args = get_parser("pastis", "test").parse_args(["--dataset", "synthetic", "--smoke"])
     data = build_finetune_data(args, splits=("train",))
     weight = class_weights(data.info, data.info.num_classes)
     assert len(data.train) >= 1
@@ -230,7 +230,7 @@ def test_failed_resume_keeps_config_json(pastis_root, tmp_path, capsys):
 )
 @pytest.mark.parametrize("script", ["pretrain", "finetune"])
 def test_bad_flags_fail_up_front(tmp_path, capsys, script, flags, needle):
-    argv = ["--output_dir", str(tmp_path / "out"), *flags]
+    argv = ["--dataset", "synthetic", "--output_dir", str(tmp_path / "out"), *flags]
     with pytest.raises(SystemExit) as exit_info:
         pretrain_STCLN.main(argv) if script == "pretrain" else finetune.main("pastis", "test", argv)
     assert exit_info.value.code == 2
@@ -240,7 +240,9 @@ def test_bad_flags_fail_up_front(tmp_path, capsys, script, flags, needle):
 
 def test_missing_cuda_device_is_one_line(tmp_path, capsys):
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    status, lines = run_finetune(["--device", f"cuda:{count}", "--output_dir", tmp_path / "out"], capsys)
+    status, lines = run_finetune(
+        ["--dataset", "synthetic", "--device", f"cuda:{count}", "--output_dir", tmp_path / "out"], capsys
+    )
     assert_one_error_line(status, lines, f"--device cuda:{count}")
 
 
@@ -570,3 +572,103 @@ def test_every_entry_point_takes_its_defaults_from_the_one_table():
     assert apply_dataset_defaults(args, "pretrain").n_dates == 6  # an explicit flag wins
     for script in ("PASTIS/finetuning_STCLN.py", "MTLCC/finetuning_STCLN.py", "MTLCC/test_STCLN.py"):
         assert "crop_size=" not in (REPO / script).read_text()  # no second source of defaults
+
+
+# ---------------------------------------------------------------------------------------------
+# --dataset pastis|mtlcc|folder without --data_root: an error, never the synthetic set
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "entry,argv,dataset",
+    [
+        ("pretrain", ["--dataset", "pastis"], "pastis"),
+        ("pretrain", ["--dataset", "mtlcc"], "mtlcc"),
+        ("pretrain", ["--dataset", "folder"], "folder"),
+        ("pastis", [], "pastis"),  # PASTIS/finetuning_STCLN.py with its default --dataset
+        ("pastis", ["--dataset", "folder"], "folder"),
+        ("mtlcc", [], "mtlcc"),  # MTLCC/finetuning_STCLN.py and MTLCC/test_STCLN.py
+        ("mtlcc", ["--eval_only"], "mtlcc"),
+    ],
+)
+def test_real_dataset_without_data_root_is_an_argument_error(tmp_path, capsys, entry, argv, dataset):
+    argv = [*argv, "--smoke", "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_STCLN.main(argv) if entry == "pretrain" else finetune.main(entry, "test", argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(
+        f"error: --dataset {dataset} needs --data_root DIR (the data set folder); "
+        "only --dataset synthetic runs on the embedded synthetic data set"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_synthetic_follows_the_format_of_the_entry_point():
+    from utils.args import DATASET_DEFAULTS, apply_dataset_defaults, data_layout
+    from utils.data import is_pastis_format, resolve_label_subset
+
+    mtlcc = finetune.get_parser("mtlcc", "test").parse_args(["--dataset", "synthetic"])
+    pastis = finetune.get_parser("pastis", "test").parse_args(["--dataset", "synthetic"])
+    assert (data_layout(mtlcc), data_layout(pastis)) == ("mtlcc", "pastis")
+    assert not is_pastis_format(mtlcc) and is_pastis_format(pastis)
+    # the synthetic MTLCC set holds the authors' tile ids; the PASTIS-format one has no authors' ids
+    assert (resolve_label_subset(mtlcc), resolve_label_subset(pastis)) == ("authors", "ratio")
+    with pytest.raises(SystemExit):  # an MTLCC script does not read PASTIS data, nor the other way round
+        finetune.get_parser("mtlcc", "test").parse_args(["--dataset", "pastis"])
+    with pytest.raises(SystemExit):
+        finetune.get_parser("pastis", "test").parse_args(["--dataset", "mtlcc"])
+    with pytest.raises(SystemExit):  # the format is the entry point's, not a flag
+        finetune.get_parser("mtlcc", "test").parse_args(["--synthetic_format", "pastis"])
+    # pre-training: --synthetic_format picks the format, and with it the defaults of the one table
+    args = pretrain_STCLN.get_parser().parse_args(["--dataset", "synthetic", "--synthetic_format", "mtlcc"])
+    apply_dataset_defaults(args, "pretrain")
+    assert data_layout(args) == "mtlcc"
+    assert {k: getattr(args, k) for k in ("crop_size", "n_dates", "batch_size")} == DATASET_DEFAULTS["pretrain"][
+        "mtlcc"
+    ]
+
+
+def test_synthetic_mtlcc_reads_the_mtlcc_loader(mtlcc_root, tmp_path):
+    """--dataset synthetic on an MTLCC entry point reads MTLCC tiles (a cache folder marked as complete
+    stands in for the written synthetic set, which takes tens of seconds to write)."""
+    from utils.data import COMPLETE_MARKER, SYNTHETIC_MTLCC, SYNTHETIC_MTLCC_EVAL_TILES, build_finetune_data
+
+    cache = copy_tree(mtlcc_root, tmp_path / "cache")
+    params = SYNTHETIC_MTLCC["smoke"] | {"eval_tiles": SYNTHETIC_MTLCC_EVAL_TILES["smoke"]}
+    (cache / COMPLETE_MARKER).write_text(json.dumps(params))
+    argv = ["--dataset", "synthetic", "--smoke", "--data_root", str(cache), "--label_subset", "all", "--n_dates", "4"]
+    data = build_finetune_data(finetune.get_parser("mtlcc", "test").parse_args(argv), splits=("train",))
+    assert isinstance(data.train, MTLCCDataset) and data.train.root == cache
+    assert (data.info.in_channels, data.info.num_classes) == (MTLCCDataset.in_channels, MTLCCDataset.num_classes)
+
+
+def test_synthetic_mtlcc_never_overwrites_a_folder_it_did_not_write(mtlcc_root, tmp_path):
+    from utils.data import mtlcc_root as synthetic_mtlcc_root
+
+    real = copy_tree(mtlcc_root, tmp_path / "real")  # e.g. a real MTLCC root given with --dataset synthetic
+    before = sorted(p.relative_to(real) for p in real.rglob("*"))
+    args = finetune.get_parser("mtlcc", "test").parse_args(
+        ["--dataset", "synthetic", "--smoke", "--data_root", str(real)]
+    )
+    with pytest.raises(DataError, match="refusing to overwrite"):
+        synthetic_mtlcc_root(args)
+    assert sorted(p.relative_to(real) for p in real.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "module,argv",
+    [
+        ("table1_mtlcc2017", []),
+        ("early_season", []),
+        ("label_limited", ["--dataset", "pastis"]),
+        ("label_limited", ["--dataset", "folder", "--smoke"]),  # --smoke has no synthetic folder data set
+    ],
+)
+def test_experiments_need_data_root_unless_smoke(tmp_path, capsys, module, argv):
+    import importlib
+
+    experiment = importlib.import_module(f"experiments.{module}")
+    with pytest.raises(SystemExit) as exit_info:
+        experiment.main([*argv, "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--data_root is required" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

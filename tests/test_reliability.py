@@ -109,7 +109,7 @@ def test_pretrain_kill9_then_resume_is_bitwise_identical(tmp_path):
     assert_same_tensors(load(reference / export)["model"], load(resumed / export)["model"])
 
 
-FINETUNE_ARGS = ["--smoke", "--epochs", FINETUNE_EPOCHS, "--save_every", 1, "--label_ratio", 0.3, *COMMON]
+FINETUNE_ARGS = ["--dataset", "synthetic", "--smoke", "--epochs", FINETUNE_EPOCHS, "--save_every", 1, "--label_ratio", 0.3, *COMMON]
 
 
 @pytest.fixture(scope="module")

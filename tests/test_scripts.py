@@ -89,7 +89,7 @@ def test_pretext_baselines_smoke(workdir):
 def test_finetune_outputs_are_consistent(workdir):
     """metrics.json equals a recomputation from its own confusion matrix; test-only reruns agree."""
     out = workdir / "ft"
-    base = ["--smoke", "--epochs", "2", "--num_workers", "0", "--no_progress", "--output_dir", str(out), "--label_ratio", "0.5"]
+    base = ["--dataset", "synthetic", "--smoke", "--epochs", "2", "--num_workers", "0", "--no_progress", "--output_dir", str(out), "--label_ratio", "0.5"]
     result = run([str(REPO / "PASTIS/finetuning_STCLN.py"), *base], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads((out / "test_stcln" / "metrics.json").read_text())
@@ -101,7 +101,7 @@ def test_finetune_outputs_are_consistent(workdir):
                  "test_stcln/metrics.md"):
         assert (out / name).is_file(), name
     # the test script alone, with the other protocol, on the saved best checkpoint
-    result = run([str(REPO / "PASTIS/test_STCLN.py"), "--smoke", "--num_workers", "0", "--no_progress",
+    result = run([str(REPO / "PASTIS/test_STCLN.py"), "--dataset", "synthetic", "--smoke", "--num_workers", "0", "--no_progress",
                   "--output_dir", str(out), "--protocol", "utae"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     utae = json.loads((out / "test_utae" / "metrics.json").read_text())
@@ -143,7 +143,7 @@ def test_freeze_backbone_keeps_pretrained_weights_exactly(workdir):
 
     pt = workdir / "pt_freeze"
     # --grad_checkpoint: both scripts run it end to end; frozen BatchNorm statistics must not move either
-    common = ["--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress", "--grad_checkpoint"]
+    common = ["--dataset", "synthetic", "--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress", "--grad_checkpoint"]
     assert run([str(REPO / "pretrain_STCLN.py"), *common, "--output_dir", str(pt)], workdir).returncode == 0
     export = pt / "checkpoint_0.stcln.tar"
     out = workdir / "ft_freeze"

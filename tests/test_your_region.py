@@ -118,12 +118,6 @@ def test_predict_with_one_window_is_the_model_on_the_normalised_scene(trained, r
     np.testing.assert_array_equal(np.load(out / "class_map.npy"), logits[0].argmax(0).numpy())
 
 
-def test_folder_without_data_root_is_one_clean_error(capsys):
-    assert pretrain_STCLN.main(["--dataset", "folder"] + SMOKE) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --dataset folder needs --data_root DIR (a folder with dataset.json)"]
-
-
 def test_authors_subset_is_refused_on_folder_data(region, capsys):
     argv = ["--dataset", "folder", "--data_root", str(region["tmp"] / "s2"), "--label_subset", "authors",
             "--output_dir", str(region["tmp"] / "refused")] + SMOKE

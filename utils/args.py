@@ -12,6 +12,8 @@ from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
 from utils.atomic import write_text_atomic
 
 DATASETS = ("synthetic", "pastis", "mtlcc", "folder")
+NEEDS_DATA_ROOT = ("pastis", "mtlcc", "folder")  # only --dataset synthetic runs without --data_root
+SYNTHETIC_FORMATS = ("pastis", "mtlcc")  # the file formats the embedded synthetic data set is written in
 
 
 # The one table of per-data-set defaults (the authors' settings, docs/method.md §2.1 and §3), used by
@@ -31,24 +33,47 @@ def dataset_defaults(stage: str, dataset: str) -> dict:
     return dict(DATASET_DEFAULTS[stage].get(dataset, GENERIC_DEFAULTS))
 
 
+def data_layout(args: argparse.Namespace) -> str:
+    """The file layout a run reads: 'pastis', 'mtlcc' or 'folder'.
+
+    ``--dataset synthetic`` is the embedded data set written in ``synthetic_format``: MTLCC for the
+    MTLCC scripts, ``--synthetic_format`` in pre-training, PASTIS everywhere else.
+    """
+    if args.dataset == "synthetic":
+        return getattr(args, "synthetic_format", "pastis")
+    return args.dataset
+
+
 def apply_dataset_defaults(args: argparse.Namespace, stage: str) -> argparse.Namespace:
-    """Fill the flags left unset (None) from :data:`DATASET_DEFAULTS` for ``args.dataset``."""
-    for name, value in dataset_defaults(stage, args.dataset).items():
+    """Fill the flags left unset (None) from :data:`DATASET_DEFAULTS` for the run's data layout
+    (``--dataset synthetic`` in MTLCC format takes the MTLCC defaults)."""
+    for name, value in dataset_defaults(stage, data_layout(args)).items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     return args
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
+def add_data_args(parser: argparse.ArgumentParser, synthetic_format: str | None = None,
+                  datasets: tuple[str, ...] = DATASETS) -> None:
+    """The data flags. ``synthetic_format``: the format of ``--dataset synthetic`` fixed by the entry
+    point (the MTLCC scripts: 'mtlcc'); None adds the ``--synthetic_format`` flag instead."""
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", choices=DATASETS, default="synthetic",
-                       help="'synthetic': the embedded crop-phenology data set, written once in PASTIS format and used like "
+    written = f"in {synthetic_format.upper()} format" if synthetic_format else "in the --synthetic_format"
+    group.add_argument("--dataset", choices=datasets, default="synthetic",
+                       help=f"'synthetic': the embedded crop-phenology data set, written once {written} and used like "
                             "real data; 'pastis'/'mtlcc': the real data set under --data_root; "
-                            "'folder': your own data, PASTIS layout + dataset.json (README 'Your own region')")
+                            "'folder': your own data, PASTIS layout + dataset.json (README 'Your own region'). "
+                            "Every data set but 'synthetic' needs --data_root")
+    if synthetic_format is None:
+        group.add_argument("--synthetic_format", choices=SYNTHETIC_FORMATS, default="pastis",
+                           help="--dataset synthetic: write the embedded data set in the PASTIS format or in the MTLCC "
+                                "TFRecord format (then it holds the authors' MTLCC tile ids); ignored for real data")
+    else:
+        parser.set_defaults(synthetic_format=synthetic_format)
     group.add_argument("--data_root", type=Path, default=None,
                        help="dataset folder (PASTIS: holds metadata.geojson; MTLCC: holds tileids/ and classes.txt; folder: holds "
                             "dataset.json and metadata.geojson). "
-                            "Synthetic: where the generated data set is cached (default data_cache/synthetic)")
+                            "Synthetic: where the generated data set is cached (default: a folder under data_cache/)")
     group.add_argument("--synthetic_version", type=int, choices=(1, 2), default=2,
                        help="synthetic data set: 2 (default) the realistic benchmark (mixed pixels, three end-members, "
                             "within-field variation, haze/clouds/shadows, 8 tiles); 1 the old demo set, kept for comparison")
@@ -135,6 +160,9 @@ def device_name(text: str) -> str:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject, before any work, flag values that would fail later (after an epoch of training)."""
+    if args.dataset in NEEDS_DATA_ROOT and args.data_root is None:
+        parser.error(f"--dataset {args.dataset} needs --data_root DIR (the data set folder); "
+                     "only --dataset synthetic runs on the embedded synthetic data set")
     positive = ("epochs", "save_every", "batch_size")
     non_negative = ("num_workers", "sta_chunk", "n_dates", "crop_size")
     for name in positive:
@@ -166,7 +194,7 @@ def model_config_from_args(args: argparse.Namespace, in_channels: int, num_class
     )
     if args.dropout is not None:
         overrides["dropout"] = args.dropout
-    synthetic = args.dataset == "synthetic" or args.data_root is None
+    synthetic = args.dataset == "synthetic"
     if args.smoke:
         return tiny_config(**overrides)
     preset = args.preset or ("tiny" if synthetic else "paper")

@@ -1,8 +1,9 @@
 """Build the data sets each script needs from its flags (one place for every data decision).
 
-Without ``--data_root`` the embedded synthetic data set is written once (PASTIS format for
-``--dataset synthetic|pastis``, MTLCC TFRecord format for ``--dataset mtlcc``) under
-``data_cache/`` and then read through the same loaders as the real data.
+``--dataset synthetic`` writes the embedded synthetic data set once (PASTIS format, or MTLCC
+TFRecord format for the MTLCC scripts and ``--synthetic_format mtlcc``) under ``data_cache/`` (or
+``--data_root``) and then reads it through the same loaders as the real data. Every other
+``--dataset`` reads ``--data_root`` (``utils.args.check_args`` refuses it missing).
 """
 
 import argparse
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from utils.args import parse_temporal
+from utils.args import data_layout, parse_temporal
 from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic, label_ratio_subset
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
@@ -68,11 +69,11 @@ def size_key(args) -> str:
 
 
 def is_pastis_format(args) -> bool:
-    return args.dataset in ("synthetic", "pastis")
+    return data_layout(args) == "pastis"
 
 
 def uses_synthetic(args) -> bool:
-    return args.dataset == "synthetic" or args.data_root is None
+    return args.dataset == "synthetic"
 
 
 def info_for(args, dataset: Dataset | None = None) -> DataInfo:
@@ -110,15 +111,18 @@ def pastis_root(args) -> Path:
 
 def mtlcc_root(args) -> Path:
     """The MTLCC root; the synthetic one holds the authors' tile ids (train/val) and extra eval tiles."""
-    if args.data_root is not None:
+    if not uses_synthetic(args):
         return Path(args.data_root)
     key = size_key(args)
-    root = CACHE_ROOT / f"synthetic_mtlcc_{key}"
+    root = Path(args.data_root) if args.data_root else CACHE_ROOT / f"synthetic_mtlcc_{key}"
     marker = root / COMPLETE_MARKER
     params = json.loads(json.dumps(SYNTHETIC_MTLCC[key] | {"eval_tiles": SYNTHETIC_MTLCC_EVAL_TILES[key]}))
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return root
-    if root.exists():
+    if root.exists() and not marker.is_file() and any(root.iterdir()):
+        raise DataError(f"{root}: folder exists, is not empty and has no {COMPLETE_MARKER} of a synthetic MTLCC "
+                        "set; refusing to overwrite it (--dataset synthetic writes the synthetic set there)")
+    if root.exists():  # a synthetic set written with other parameters
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
@@ -176,7 +180,8 @@ def resolve_label_subset(args) -> str:
     if args.label_subset is None and args.dataset == "folder":
         return "all"  # the user's labels are the few labels
     if args.label_subset is None:
-        return "ratio" if args.dataset == "synthetic" or (is_pastis_format(args) and args.data_root is None) else "authors"
+        # synthetic MTLCC-format data holds the authors' tile ids; synthetic PASTIS-format data has no authors' ids
+        return "ratio" if uses_synthetic(args) and is_pastis_format(args) else "authors"
     return args.label_subset
 
 

@@ -28,11 +28,15 @@ from utils.runner import (compile_backend, full_state, guarded_main, loop_option
 
 log = logging.getLogger("stcln")
 SELECT_METRICS = ("mIoU", "OA")
+# --dataset choices of the fine-tuning entry points by the format they read: the MTLCC scripts read
+# MTLCC tiles (--dataset synthetic: the embedded set written in the MTLCC format), the PASTIS scripts the rest
+ENTRY_DATASETS = {"mtlcc": ("synthetic", "mtlcc"), "pastis": ("synthetic", "pastis", "folder")}
 
 
 def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_data_args(parser)
+    layout = "mtlcc" if dataset == "mtlcc" else "pastis"  # the format this entry point reads (and writes synthetic data in)
+    add_data_args(parser, synthetic_format=layout, datasets=ENTRY_DATASETS[layout])
     parser.set_defaults(dataset=dataset)
     group = parser.add_argument_group("labels and splits")
     group.add_argument("--label_subset", choices=("authors", "ratio", "all"), default=None,

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from utils.args import parse_temporal
+from utils.args import data_layout, parse_temporal
 from utils.data import SMOKE_CROP, DataInfo, info_for, pastis_root
 from utils.datasets.folder import FolderDataset
 from utils.datasets.pastis import PASTISDataset
@@ -186,7 +186,9 @@ def training_context(ckpt_args: dict, data_root: Path | None = None) -> Training
         raise CheckpointError("checkpoint has no fine-tuning arguments ('args'): use a best.tar/last.tar of fine-tuning")
     args = argparse.Namespace(**{**ckpt_args, "data_root": str(data_root) if data_root else ckpt_args["data_root"]})
     args.data_root = Path(args.data_root) if args.data_root else None
-    if args.dataset == "mtlcc":
+    if args.dataset == "pastis" and args.data_root is None:  # written before --dataset pastis needed --data_root
+        args.dataset = "synthetic"
+    if data_layout(args) == "mtlcc":
         raise CheckpointError("predict_STCLN.py takes models fine-tuned on PASTIS-format or folder data (not MTLCC)")
     if args.dataset == "folder":
         reference = FolderDataset(args.data_root, folds=args.train_folds, labels=False)
