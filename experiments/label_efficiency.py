@@ -160,23 +160,39 @@ def _execute(script: str, argv: list, log_file: Path | None, threads: int | None
 
 
 class Executor:
-    """Runs jobs one at a time in-process (jobs=1) or in parallel subprocesses."""
+    """Runs tasks one at a time in-process (jobs=1) or ``jobs`` at a time (entry scripts as subprocesses).
+
+    A task is ``(script, argv, log file)`` for an entry script, or ``(function, args, None)`` for
+    work done in this process (the non-learned anchors), which then takes one of the ``jobs`` slots."""
 
     def __init__(self, jobs: int):
         self.jobs = jobs
         self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
-    def map(self, tasks: list[tuple[str, list, Path]]) -> None:
-        """tasks: (script, argv, log file). Stops at the first failure."""
+    def run(self, task: tuple, in_process: bool) -> None:
+        target, argv, log_file = task
+        if callable(target):
+            target(*argv)
+        else:
+            _execute(target, argv, None if in_process else log_file, self.threads)
+
+    def map(self, tasks: list[tuple]) -> None:
+        """Runs every task; at the first failure the tasks not started yet are dropped (the running ones finish)."""
         if not tasks:
             return
         if self.jobs == 1:
-            for script, argv, _ in tasks:
-                _execute(script, argv, None, None)
+            for task in tasks:
+                self.run(task, in_process=True)
             return
         with ThreadPoolExecutor(self.jobs) as pool:
-            for future in [pool.submit(_execute, s, a, f, self.threads) for s, a, f in tasks]:
-                future.result()
+            futures = [pool.submit(self.run, task, False) for task in tasks]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,11 +361,15 @@ def main(argv: list[str] | None = None) -> dict:
             if scores:
                 log.info("lr sweep %s: %s -> %g", arm, {f"{k:g}": round(v, 4) for k, v in scores.items()}, chosen[arm])
 
+    # The non-learned anchors (random forest, majority class) need no backbone: they take a slot
+    # of the first wave instead of running alone at the end.
+    anchors = [arm for arm in args.arms if arm in ("rf", "majority")]
+    anchor_tasks = [(baselines, (args, b, s, anchors), None) for b in args.budgets for s in seeds] if anchors else []
     if len(args.lrs) == 1:
         choose(learned)
-        executor.map(pretrain_tasks(args, needed_modes(args.arms)) + run_tasks(study_runs(no_backbone), script))
+        executor.map(pretrain_tasks(args, needed_modes(args.arms)) + anchor_tasks + run_tasks(study_runs(no_backbone), script))
     else:
-        executor.map(pretrain_tasks(args, needed_modes(args.arms)) + run_tasks(sweep_runs(no_backbone), script))
+        executor.map(pretrain_tasks(args, needed_modes(args.arms)) + anchor_tasks + run_tasks(sweep_runs(no_backbone), script))
         choose(no_backbone)
         executor.map(run_tasks(sweep_runs(with_backbone) + study_runs(no_backbone), script))
         choose(with_backbone)
@@ -358,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
     records = [read_run(run) for run in runs]
     for b in args.budgets:
         for s in seeds:
-            records += baselines(args, b, s, [arm for arm in args.arms if arm in ("rf", "majority")])
+            records += baselines(args, b, s, anchors)  # cached by the first wave
 
     results = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -400,6 +420,11 @@ def collect_pixels(dataset, grid: np.ndarray, weight: np.ndarray) -> tuple[np.nd
     return np.concatenate(features), np.concatenate(labels)
 
 
+def rf_threads(args) -> int:
+    """Cores of one job slot (all cores when runs go one at a time)."""
+    return max(1, (os.cpu_count() or 1) // args.jobs)
+
+
 def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
     """rf / majority at one budget and seed, cached as <output_dir>/runs/<arm>/b<budget>_s<seed>/summary.json."""
     from sklearn.ensemble import RandomForestClassifier
@@ -418,7 +443,7 @@ def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
         if len(y) > RF_MAX_PIXELS:
             keep = np.sort(rng.choice(len(y), RF_MAX_PIXELS, replace=False))
             x, y = x[keep], y[keep]
-        forest = RandomForestClassifier(RF_TREES, n_jobs=max(1, args.jobs), random_state=seed).fit(x, y) if "rf" in pending else None
+        forest = RandomForestClassifier(RF_TREES, n_jobs=rf_threads(args), random_state=seed).fit(x, y) if "rf" in pending else None
         majority = int(np.bincount(y).argmax())
         matrices = {arm: np.zeros((info.num_classes, info.num_classes), dtype=np.int64) for arm in pending}
         test_set = evenly_spaced(data.test, args.test_limit)

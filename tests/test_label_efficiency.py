@@ -5,6 +5,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from scipy import stats
 
@@ -66,3 +67,18 @@ def test_smoke_study_writes_results_and_skips_finished_runs(tmp_path, monkeypatc
     again = le.main(["--smoke", "--output_dir", str(out)])
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")} == stamps  # nothing re-ran
     assert [r["test"] for r in again["runs"]] == [r["test"] for r in results["runs"]]
+
+
+def test_executor_runs_in_process_tasks_in_a_slot_and_propagates_their_failure(tmp_path):
+    done = []
+    tasks = [(done.append, (i,), None) for i in range(5)]
+    le.Executor(2).map(tasks)
+    assert sorted(done) == list(range(5))
+    le.Executor(1).map(tasks)  # in this process, in order
+    assert done[5:] == list(range(5))
+
+    def fail():
+        raise ValueError("anchor failed")
+
+    with pytest.raises(ValueError, match="anchor failed"):
+        le.Executor(2).map([(fail, (), None)])
