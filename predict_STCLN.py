@@ -14,7 +14,6 @@ areas.json and areas.md (pixels, share and hectares per class when the pixel siz
 import argparse
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -23,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import STCLNConfig, STCLNSegmenter
-from utils.checkpoint import load_checkpoint, load_state_checked
+from models import STCLNSegmenter
+from utils.checkpoint import load_finetuned, load_state_checked
 from utils.datasets.scene import check_scene_source, open_cube, pixel_area_m2, stage_geotiff_folder, write_geotiff
 from utils.distributed import resolve_device
-from utils.errors import CheckpointError, DataError, STCLNError
+from utils.datasets.protocols import selects_a_date
+from utils.errors import CheckpointError, DataError
 from utils.predict import BLENDS, class_areas, plan_windows, sliding_window_logits, training_context
 from utils.report import format_table, plot_class_map, write_file_atomic, write_text_atomic
+from utils.runner import guarded_main
 
 log = logging.getLogger("stcln")
 
@@ -67,10 +68,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def load_model(args) -> tuple[STCLNSegmenter, dict]:
-    ckpt = load_checkpoint(args.checkpoint, args.trust_checkpoint)
-    if "model_config" not in ckpt or "model" not in ckpt:
-        raise CheckpointError(f"{args.checkpoint}: not a fine-tuned STCLN checkpoint (no model/model_config)")
-    config = STCLNConfig.from_dict(ckpt["model_config"])
+    ckpt, config = load_finetuned(args.checkpoint, args.trust_checkpoint)
     config.sta_chunk = args.sta_chunk or config.sta_chunk
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(args.checkpoint))
@@ -115,6 +113,8 @@ def predict(args) -> np.ndarray:
         T, C, H, W = scene.cube.shape
         if C != model.config.in_channels:
             raise DataError(f"{scene.source}: {C} bands, the model was trained on {model.config.in_channels}")
+        if not selects_a_date(context.temporal, scene.dates):
+            raise DataError(f"{scene.source}: no date inside the training run's temporal subset ({context.temporal!r})")
         frames = np.asarray(context.temporal(scene.dates) if context.temporal else range(T), dtype=np.int64)
         days = [(scene.dates[f] - context.reference_date).days for f in frames]
         positions = torch.tensor(days if model.config.positions == "doy" else range(len(frames)), dtype=torch.int64)
@@ -152,14 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1 or args.margin < 0 or (args.window is not None and args.window < 1):
         parser.error("--batch_size and --window must be >= 1 and --margin >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
-    try:
-        predict(args)
-    except (STCLNError, ValueError) as err:
-        if os.environ.get("STCLN_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return guarded_main(lambda: predict(args), None)  # only STCLNError is one line: a bug keeps its traceback
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from experiments.label_efficiency import SPLITS
-from utils.args import add_data_args, data_layout
+from utils.args import add_data_args, data_layout, parse_temporal
 from utils.data import build_pretrain_data, is_pastis_format, uses_synthetic
 from utils.datasets.collate import pad_collate
 from utils.errors import STCLNError
@@ -47,6 +47,7 @@ from utils.pretext_baselines import (
     visible_cells,
 )
 from utils.report import format_table, write_text_atomic
+from utils.runner import guarded_main
 
 COLUMNS = (
     "mask",
@@ -206,19 +207,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.mask_block < 1:
         parser.error(f"--mask_block must be >= 1 pixel, got {args.mask_block}")
-    try:
-        resolve(args)
-        data = build_pretrain_data(args)
+    try:  # the flags are checked up front: a ValueError later is a bug and keeps its traceback
+        parse_temporal(args.temporal)
         maskings = [
             MaskingConfig(
                 args.mask_ratio, mode, args.ndvi_threshold, args.veg_fraction, args.authors_ndvi, args.mask_block
             )
             for mode in args.mask_mode
         ]
-        rows = measure(data.train, data.info, maskings, args)
-    except (STCLNError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except ValueError as err:
+        parser.error(f"{err} (--temporal, --mask_ratio, --ndvi_threshold, --veg_fraction, --mask_block)")
+    result = {}
+
+    def run() -> None:
+        resolve(args)
+        result["data"] = build_pretrain_data(args)
+        result["rows"] = measure(result["data"].train, result["data"].info, maskings, args)
+
+    status = guarded_main(run, None)
+    if status != 0:
+        return status
+    data, rows = result["data"], result["rows"]
     n_samples = min(args.limit, len(data.train)) if args.limit else len(data.train)
     text = report(args, rows, n_samples, tuple(data.train[0]["image"].shape[-2:]))
     print(text)

@@ -672,3 +672,51 @@ def test_experiments_need_data_root_unless_smoke(tmp_path, capsys, module, argv)
     assert exit_info.value.code == 2
     assert "--data_root is required" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# only expected errors become one line: a bug (a plain ValueError) keeps its traceback
+# ---------------------------------------------------------------------------------------------
+def test_predict_bad_model_config_is_one_line_naming_the_file(tmp_path, capsys):
+    import predict_STCLN
+
+    path = tmp_path / "best.tar"
+    save_checkpoint(path, {"model": {}, "model_config": {"no_such_field": 1}, "args": {}})
+    cube = tmp_path / "cube.npy"
+    np.save(cube, np.zeros((2, 10, 4, 4), dtype=np.float32))
+    (tmp_path / "dates.txt").write_text("2020-01-01\n2020-02-01\n")
+    argv = ["--checkpoint", path, "--cube", cube, "--dates", tmp_path / "dates.txt", "--output_dir", tmp_path / "out"]
+    assert predict_STCLN.main([str(a) for a in argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {path}: invalid model_config (unknown STCLNConfig fields: ['no_such_field'])"
+    ]
+
+
+@pytest.mark.parametrize("error", [ValueError, RuntimeError])
+def test_predict_bug_keeps_its_traceback(tmp_path, monkeypatch, error):
+    import predict_STCLN
+
+    def bug(args):
+        raise error("a bug, not bad input")
+
+    monkeypatch.setattr(predict_STCLN, "predict", bug)
+    cube = tmp_path / "cube.npy"
+    np.save(cube, np.zeros((2, 10, 4, 4), dtype=np.float32))
+    argv = ["--checkpoint", tmp_path / "x.tar", "--cube", cube, "--dates", cube, "--output_dir", tmp_path / "out"]
+    with pytest.raises(error, match="a bug"):
+        predict_STCLN.main([str(a) for a in argv])
+
+
+def test_pretext_baselines_bug_keeps_its_traceback_and_bad_flags_are_argument_errors(monkeypatch, capsys):
+    from experiments import pretext_baselines
+
+    with pytest.raises(SystemExit) as exit_info:
+        pretext_baselines.main(["--smoke", "--temporal", "window:2"])
+    assert exit_info.value.code == 2 and "--temporal 'window:2'" in capsys.readouterr().err
+
+    def bug(*args):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr(pretext_baselines, "resolve", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        pretext_baselines.main(["--smoke"])

@@ -15,6 +15,7 @@ import torch
 
 import predict_STCLN
 from models import STCLNSegmenter, tiny_config
+from utils.errors import STCLNError
 from utils.predict import axis_weight, class_areas, plan_windows, sliding_window_logits, window_starts
 
 T, C, K, H, W = 4, 3, 5, 21, 26
@@ -104,7 +105,7 @@ def test_window_plan_covers_the_scene_and_refuses_gaps():
     assert window_starts(8, 12, 5) == (0,)
     plan = plan_windows(8, 30, 12, 6)
     assert (plan.window_h, plan.window_w, plan.col_starts) == (8, 12, (0, 6, 12, 18))
-    with pytest.raises(ValueError, match="--stride"):
+    with pytest.raises(STCLNError, match="--stride"):
         plan_windows(40, 40, 12, 6, margin=4)  # 6 > 12 - 2 * 4: pixels between kept parts
 
 

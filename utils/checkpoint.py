@@ -95,6 +95,18 @@ def load_checkpoint(path: str | Path, trusted: bool = False) -> dict:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated, corrupt or not a PyTorch file: {reason})") from None
 
 
+def load_finetuned(path: str | Path, trusted: bool = False) -> tuple[dict, STCLNConfig]:
+    """A fine-tuned checkpoint (``best.tar``/``last.tar``) and its validated model configuration."""
+    ckpt = load_checkpoint(path, trusted)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_config"), dict):
+        raise CheckpointError(f"{path}: not a fine-tuned STCLN checkpoint (needs dicts 'model' and 'model_config')")
+    try:
+        config = STCLNConfig.from_dict(ckpt["model_config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid model_config ({err})") from None
+    return ckpt, config
+
+
 def strip_wrapper_prefixes(state_dict: dict) -> dict:
     """Remove ``module.`` (DDP/DataParallel) and ``_orig_mod.`` (torch.compile) prefixes."""
     out = {}

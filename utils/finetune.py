@@ -14,7 +14,7 @@ from torch.utils.data import Subset
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
                         model_config_from_args)
-from utils.checkpoint import (config_for_backbone, load_checkpoint, load_pretrained_backbone, load_state_checked,
+from utils.checkpoint import (config_for_backbone, load_finetuned, load_pretrained_backbone, load_state_checked,
                               read_pretrained_backbone, save_checkpoint)
 from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
@@ -189,13 +189,7 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
     """Evaluate ``checkpoint`` on the test split; write metrics.json/.md, confusion matrix and maps."""
     data = build_finetune_data(args, splits=("test",))
     info = data.info
-    ckpt = load_checkpoint(checkpoint, args.trust_checkpoint)
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("model_config"), dict):
-        raise CheckpointError(f"{checkpoint}: not a fine-tuned STCLN checkpoint (needs dicts 'model' and 'model_config')")
-    try:
-        config = STCLNConfig.from_dict(ckpt["model_config"])
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"{checkpoint}: invalid model_config ({err})") from None
+    ckpt, config = load_finetuned(checkpoint, args.trust_checkpoint)
     if args.sta_chunk:
         config.sta_chunk = args.sta_chunk
     if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):

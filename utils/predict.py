@@ -31,7 +31,7 @@ from utils.data import SMOKE_CROP, DataInfo, info_for, pastis_root
 from utils.datasets.folder import FolderDataset
 from utils.datasets.pastis import PASTISDataset
 from utils.datasets.scene import SQUARE_METRES_PER_HECTARE
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, STCLNError
 
 BLENDS = ("uniform", "linear")
 
@@ -68,12 +68,13 @@ def plan_windows(height: int, width: int, window: int, stride: int, blend: str =
     """The windows covering an (H, W) scene; a window larger than the scene shrinks to it.
 
     Raises:
-        ValueError: a stride, blend or margin that would leave pixels uncovered.
+        STCLNError: a stride or margin that would leave pixels uncovered (``--stride``/``--margin``).
+        ValueError: an unknown blend (the parser's choices prevent it: a bug).
     """
     if blend not in BLENDS:
         raise ValueError(f"blend must be one of {BLENDS}, got {blend!r}")
     if window < 1 or not 1 <= stride <= window - 2 * margin:
-        raise ValueError(f"--stride {stride} must be in 1..window - 2 * margin = {window - 2 * margin} "
+        raise STCLNError(f"--stride {stride} must be in 1..window - 2 * margin = {window - 2 * margin} "
                          f"(window {window}, margin {margin}), or some pixels get no window")
     window_h, window_w = min(window, height), min(window, width)
     return WindowPlan(height, width, window_h, window_w, window_starts(height, window_h, stride),
@@ -195,5 +196,9 @@ def training_context(ckpt_args: dict, data_root: Path | None = None) -> Training
     else:
         reference = PASTISDataset(pastis_root(args), folds=args.train_folds)
     window = SMOKE_CROP if args.crop_size and args.smoke else args.crop_size
-    return TrainingContext(reference.mean, reference.std, reference.reference_date, parse_temporal(args.temporal),
+    try:
+        temporal = parse_temporal(args.temporal)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint arguments: {err}") from None
+    return TrainingContext(reference.mean, reference.std, reference.reference_date, temporal,
                            int(window), info_for(args))

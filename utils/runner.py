@@ -180,7 +180,7 @@ def full_state(model: nn.Module, optimizer, config: STCLNConfig, args, epoch: in
     }
 
 
-def guarded_main(run: Callable[[], None], output_dir: Path) -> int:
+def guarded_main(run: Callable[[], None], output_dir: Path | None) -> int:
     """Run a script body; return its exit status.
 
     Expected errors (:class:`STCLNError`) become one ``error: ...`` line and status 2
@@ -196,8 +196,8 @@ def guarded_main(run: Callable[[], None], output_dir: Path) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         except Interrupted as stop:
-            last = Path(output_dir) / "last.tar"
-            hint = f"; {last} holds the last saved epoch: continue with --resume" if last.is_file() else ""
+            last = Path(output_dir) / "last.tar" if output_dir is not None else None
+            hint = f"; {last} holds the last saved epoch: continue with --resume" if last and last.is_file() else ""
             print(f"stopped by {stop}{hint}", file=sys.stderr)
             return stop.exit_status
     return 0
