@@ -19,14 +19,14 @@ import torch
 from models import STCLNPretrain
 from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, apply_dataset_defaults,
                         check_args, model_config_from_args)
-from utils.checkpoint import backbone_export, save_checkpoint, unwrap
+from utils.checkpoint import (backbone_export, full_state, prepare_output_dir, resume_state, save_checkpoint, unwrap,
+                              write_run_config)
 from utils.data import build_pretrain_data
 from utils.distributed import setup_runtime, seed_everything, shutdown
 from utils.engine import pretrain_one_epoch, reconstruct_preview
 from utils.masking import MASK_MODES, MaskingConfig
-from utils.runner import (compile_backend, epoch_seed, full_state, guarded_main, loop_options, make_loader,
-                          make_optimizer, open_writer, prepare_output_dir, resume_state, setup_logging, start_epoch,
-                          wrap_model, write_run_config)
+from utils.runner import (compile_backend, epoch_seed, guarded_main, loop_options, make_loader, make_optimizer,
+                          open_writer, setup_logging, start_epoch, wrap_model)
 from utils.visualize import reconstruction_figure, save_figure
 
 log = logging.getLogger("stcln")

@@ -25,7 +25,7 @@ from fakes import FakeSITS
 import pretrain_STCLN
 from models import STCLNPretrain, tiny_config
 from utils import finetune
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import prepare_output_dir, save_checkpoint
 from utils.data import check_disjoint_samples
 from utils.datasets import PASTISDataset
 from utils.datasets.collate import pad_collate
@@ -36,7 +36,6 @@ from utils.datasets.protocols import TemporalSubset
 from utils.datasets.writers import write_pastis_like
 from utils.engine import LoopOptions, progress, train_one_epoch
 from utils.errors import DataError, STCLNError
-from utils.runner import prepare_output_dir
 from utils.signals import Interrupted, stop_on_signals
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Checkpoint I/O: atomic writes, resumable training state, and ``--pretrain_pth`` loading.
+"""Checkpoint I/O: atomic writes, resumable training state, run folders, and ``--pretrain_pth`` loading.
 
 Our ``.tar`` files are plain dicts of plain types (loadable with ``weights_only=True``):
 ``model`` (state dict), ``optimizer``, ``epoch``, ``metrics``, ``model_config`` (dict),
@@ -13,6 +13,8 @@ Any missing, unexpected or mis-shaped key is an error that lists them: never a s
 from-scratch model.
 """
 
+import argparse
+import logging
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,8 +23,12 @@ import torch
 from torch import nn
 
 from models import STCLNConfig
+from utils.args import args_dict, dump_args
 from utils.atomic import write_atomic
-from utils.errors import CheckpointError
+from utils.distributed import Runtime
+from utils.errors import CheckpointError, STCLNError
+
+log = logging.getLogger("stcln")
 
 # The authors' modules that are built but never executed: dropped on load.
 AUTHORS_UNUSED_PREFIXES = (
@@ -333,3 +339,78 @@ def unwrap(model: nn.Module) -> nn.Module:
 def _preview(items: list, limit: int = 6) -> str:
     shown = ", ".join(map(str, items[:limit]))
     return f"[{shown}{f', ... ({len(items)} in all)' if len(items) > limit else ''}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders: the refusal to train over an earlier run, resumable state (last.tar / best.tar)
+# ---------------------------------------------------------------------------------------------
+RUN_FILES = ("last.tar", "best.tar", "checkpoint_*.tar", "summary.json", "tb/events.out.tfevents.*")
+
+
+def previous_run_files(out: Path) -> list[Path]:
+    """Files of an earlier training run in ``out`` (checkpoints, exports, summary, TensorBoard events)."""
+    return sorted(path for pattern in RUN_FILES for path in out.glob(pattern) if path.is_file())
+
+
+def prepare_output_dir(args: argparse.Namespace, runtime: Runtime) -> Path:
+    """Create the run folder and check it is writable; refuse to train over an earlier run.
+
+    A folder that already holds a run needs ``--resume`` (continue it) or ``--overwrite`` (its
+    checkpoints, exports, summary and TensorBoard events are deleted first, so no stale
+    ``checkpoint_<e>`` is left next to the new ones). ``config.json`` is written by
+    :func:`write_run_config` once a resumed checkpoint has loaded.
+    """
+    out = Path(args.output_dir)
+    previous = previous_run_files(out) if out.is_dir() else []
+    if previous and not (args.resume or args.overwrite):
+        names = ", ".join(str(path.relative_to(out)) for path in previous[:3])
+        raise STCLNError(f"--output_dir {out}: already holds a run ({names}{', ...' if len(previous) > 3 else ''}); "
+                         "pass --resume to continue it, --overwrite to replace it, or choose another --output_dir")
+    if runtime.is_main:
+        if previous and args.overwrite and not args.resume:
+            for path in previous:
+                path.unlink(missing_ok=True)
+            log.info("--overwrite: deleted %d files of the previous run in %s", len(previous), out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            probe = out / ".write_test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise STCLNError(f"{out}: output directory is not writable ({err.strerror})") from None
+    return out
+
+
+def write_run_config(args: argparse.Namespace, out: Path, runtime: Runtime) -> None:
+    """Dump the resolved flags to ``config.json`` (rank 0), after any ``--resume`` has loaded."""
+    if runtime.is_main:
+        dump_args(args, out / "config.json")
+
+
+def resume_state(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: STCLNConfig, trusted: bool) -> tuple[int, dict]:
+    """Load ``last.tar`` into model and optimizer; return (next epoch, saved extras)."""
+    path = out / "last.tar"
+    ckpt = load_checkpoint(path, trusted)
+    if not isinstance(ckpt, dict) or not all(isinstance(ckpt.get(k), dict) for k in ("model", "optimizer", "model_config")) \
+            or not isinstance(ckpt.get("epoch"), int):
+        raise CheckpointError(f"{path}: not a resumable STCLN checkpoint (needs dicts 'model', 'optimizer', "
+                              "'model_config' and an integer 'epoch')")
+    if ckpt["model_config"] != config.to_dict():
+        diff = sorted(k for k in set(ckpt["model_config"]) | set(config.to_dict())
+                      if ckpt["model_config"].get(k) != config.to_dict().get(k))
+        raise CheckpointError(f"{path}: saved with a different model configuration ({', '.join(diff)}); "
+                              "resume with the same flags")
+    load_state_checked(unwrap(model), ckpt["model"], str(path))  # e.g. a pre-training run resumed by fine-tuning
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: optimizer state does not fit this run ({err})") from None
+    log.info("resumed from %s at epoch %d", path, ckpt["epoch"] + 1)
+    return ckpt["epoch"] + 1, ckpt.get("extra", {})
+
+
+def full_state(model: nn.Module, optimizer, config: STCLNConfig, args, epoch: int, metrics: dict, extra: dict | None = None) -> dict:
+    return {
+        "kind": "full", "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+        "metrics": metrics, "model_config": config.to_dict(), "args": args_dict(args), "extra": extra or {},
+    }

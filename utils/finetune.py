@@ -14,17 +14,17 @@ from torch.utils.data import Subset
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
                         model_config_from_args)
-from utils.checkpoint import (config_for_backbone, load_finetuned, load_pretrained_backbone, load_state_checked,
-                              read_pretrained_backbone, save_checkpoint)
+from utils.checkpoint import (config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
+                              load_state_checked, prepare_output_dir, read_pretrained_backbone, resume_state,
+                              save_checkpoint, write_run_config)
 from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import evaluate, train_one_epoch
 from utils.errors import CheckpointError, DataError
 from utils.metrics import evaluate_protocol
 from utils.report import plot_confusion_matrix, plot_prediction_maps, rgb_composite, write_results
-from utils.runner import (compile_backend, full_state, guarded_main, loop_options, make_loader, make_optimizer,
-                          open_writer, prepare_output_dir, resume_state, setup_logging, start_epoch, wrap_model,
-                          write_json, write_run_config)
+from utils.runner import (compile_backend, guarded_main, loop_options, make_loader, make_optimizer, open_writer,
+                          setup_logging, start_epoch, wrap_model, write_json)
 
 log = logging.getLogger("stcln")
 SELECT_METRICS = ("mIoU", "OA")

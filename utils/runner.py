@@ -1,4 +1,6 @@
-"""Wiring shared by the entry scripts: loaders, optimiser, resume, logging, checkpoints.
+"""Wiring shared by the entry scripts: loaders, optimiser, logging, the guarded main.
+
+Run folders, resumable state and the checkpoint layout live in :mod:`utils.checkpoint`.
 
 Resumability: every epoch re-seeds the global torch RNG (dropout), the mask generator, the
 sampler and the dataset's random crops from ``seed`` and the epoch number, so a run resumed from
@@ -17,13 +19,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from models import STCLNConfig
-from utils.args import args_dict, dump_args
-from utils.checkpoint import load_checkpoint, load_state_checked, unwrap
 from utils.datasets.collate import pad_collate
 from utils.distributed import Runtime, seed_worker
 from utils.engine import LoopOptions
-from utils.errors import CheckpointError, STCLNError
+from utils.errors import STCLNError
 from utils.precision import compile_model, configure_matmul_precision, make_adam, resolve_amp
 from utils.report import write_json  # noqa: F401 -- re-exported for the scripts
 from utils.signals import Interrupted, stop_on_signals
@@ -99,49 +98,6 @@ def loop_options(args: argparse.Namespace, runtime: Runtime, *, train: bool = Tr
                        args.skip_nonfinite and train, not args.no_progress, runtime.distributed)
 
 
-RUN_FILES = ("last.tar", "best.tar", "checkpoint_*.tar", "summary.json", "tb/events.out.tfevents.*")
-
-
-def previous_run_files(out: Path) -> list[Path]:
-    """Files of an earlier training run in ``out`` (checkpoints, exports, summary, TensorBoard events)."""
-    return sorted(path for pattern in RUN_FILES for path in out.glob(pattern) if path.is_file())
-
-
-def prepare_output_dir(args: argparse.Namespace, runtime: Runtime) -> Path:
-    """Create the run folder and check it is writable; refuse to train over an earlier run.
-
-    A folder that already holds a run needs ``--resume`` (continue it) or ``--overwrite`` (its
-    checkpoints, exports, summary and TensorBoard events are deleted first, so no stale
-    ``checkpoint_<e>`` is left next to the new ones). ``config.json`` is written by
-    :func:`write_run_config` once a resumed checkpoint has loaded.
-    """
-    out = Path(args.output_dir)
-    previous = previous_run_files(out) if out.is_dir() else []
-    if previous and not (args.resume or args.overwrite):
-        names = ", ".join(str(path.relative_to(out)) for path in previous[:3])
-        raise STCLNError(f"--output_dir {out}: already holds a run ({names}{', ...' if len(previous) > 3 else ''}); "
-                         "pass --resume to continue it, --overwrite to replace it, or choose another --output_dir")
-    if runtime.is_main:
-        if previous and args.overwrite and not args.resume:
-            for path in previous:
-                path.unlink(missing_ok=True)
-            log.info("--overwrite: deleted %d files of the previous run in %s", len(previous), out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            probe = out / ".write_test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as err:
-            raise STCLNError(f"{out}: output directory is not writable ({err.strerror})") from None
-    return out
-
-
-def write_run_config(args: argparse.Namespace, out: Path, runtime: Runtime) -> None:
-    """Dump the resolved flags to ``config.json`` (rank 0), after any ``--resume`` has loaded."""
-    if runtime.is_main:
-        dump_args(args, out / "config.json")
-
-
 def open_writer(out: Path, runtime: Runtime):
     """TensorBoard writer on rank 0 (None elsewhere)."""
     if not runtime.is_main:
@@ -149,35 +105,6 @@ def open_writer(out: Path, runtime: Runtime):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(out / "tb"))
-
-
-def resume_state(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: STCLNConfig, trusted: bool) -> tuple[int, dict]:
-    """Load ``last.tar`` into model and optimizer; return (next epoch, saved extras)."""
-    path = out / "last.tar"
-    ckpt = load_checkpoint(path, trusted)
-    if not isinstance(ckpt, dict) or not all(isinstance(ckpt.get(k), dict) for k in ("model", "optimizer", "model_config")) \
-            or not isinstance(ckpt.get("epoch"), int):
-        raise CheckpointError(f"{path}: not a resumable STCLN checkpoint (needs dicts 'model', 'optimizer', "
-                              "'model_config' and an integer 'epoch')")
-    if ckpt["model_config"] != config.to_dict():
-        diff = sorted(k for k in set(ckpt["model_config"]) | set(config.to_dict())
-                      if ckpt["model_config"].get(k) != config.to_dict().get(k))
-        raise CheckpointError(f"{path}: saved with a different model configuration ({', '.join(diff)}); "
-                              "resume with the same flags")
-    load_state_checked(unwrap(model), ckpt["model"], str(path))  # e.g. a pre-training run resumed by fine-tuning
-    try:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{path}: optimizer state does not fit this run ({err})") from None
-    log.info("resumed from %s at epoch %d", path, ckpt["epoch"] + 1)
-    return ckpt["epoch"] + 1, ckpt.get("extra", {})
-
-
-def full_state(model: nn.Module, optimizer, config: STCLNConfig, args, epoch: int, metrics: dict, extra: dict | None = None) -> dict:
-    return {
-        "kind": "full", "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
-        "metrics": metrics, "model_config": config.to_dict(), "args": args_dict(args), "extra": extra or {},
-    }
 
 
 def guarded_main(run: Callable[[], None], output_dir: Path | None) -> int:
@@ -204,7 +131,6 @@ def guarded_main(run: Callable[[], None], output_dir: Path | None) -> int:
 
 
 __all__ = [
-    "compile_backend", "epoch_seed", "full_state", "guarded_main", "loop_options", "make_loader", "make_optimizer",
-    "open_writer", "prepare_output_dir", "resume_state", "setup_logging", "start_epoch", "wrap_model", "write_json",
-    "write_run_config",
+    "compile_backend", "epoch_seed", "guarded_main", "loop_options", "make_loader", "make_optimizer", "open_writer",
+    "setup_logging", "start_epoch", "wrap_model", "write_json",
 ]
