@@ -24,12 +24,13 @@ import torch
 
 from models import STCLNSegmenter
 from utils.checkpoint import load_finetuned, load_state_checked
+from utils.datasets.protocols import selects_a_date
 from utils.datasets.scene import check_scene_source, open_cube, pixel_area_m2, stage_geotiff_folder, write_geotiff
 from utils.distributed import resolve_device
-from utils.datasets.protocols import selects_a_date
 from utils.errors import CheckpointError, DataError
+from utils.figures import plot_class_map
 from utils.predict import BLENDS, class_areas, plan_windows, sliding_window_logits, training_context
-from utils.report import format_table, plot_class_map, write_file_atomic, write_text_atomic
+from utils.report import format_table, write_file_atomic, write_text_atomic
 from utils.runner import guarded_main
 
 log = logging.getLogger("stcln")

@@ -27,7 +27,7 @@ from utils.engine import pretrain_one_epoch, reconstruct_preview
 from utils.masking import MASK_MODES, MaskingConfig
 from utils.runner import (compile_backend, epoch_seed, guarded_main, loop_options, make_loader, make_optimizer,
                           open_writer, setup_logging, start_epoch, wrap_model)
-from utils.visualize import reconstruction_figure, save_figure
+from utils.figures import reconstruction_figure, save_figure
 
 log = logging.getLogger("stcln")
 
@@ -118,7 +118,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
         preview = reconstruct_preview(unwrap(model), data.train, config, masking, data.info, runtime.device, args.seed)
         fig = reconstruction_figure(*preview, rgb_indices=data.info.rgb_indices, title=f"epoch {epoch + 1}")
         writer.add_figure("pretrain/reconstruction", fig, epoch, close=False)
-        save_figure(fig, out / "reconstruction.png")  # the latest epoch's figure; closes it
+        save_figure(fig, out / "reconstruction.png")  # the latest epoch's figure
         if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
             save_checkpoint(out / "last.tar", full_state(model, optimizer, config, args, epoch, stats))
             save_checkpoint(out / f"checkpoint_{epoch}.{args.export_name}.tar", backbone_export(model, config, epoch))

@@ -14,25 +14,11 @@ from pathlib import Path
 
 from experiments.common import (METRICS, SMOKE_ARGS, data_args, experiment_parser, mtlcc_2016_backbone, run_finetune,
                                 write_markdown)
+from utils.figures import early_season_figure, save_figure
 from utils.report import format_table
 
 MONTHS = range(3, 11)  # March .. October
 SMOKE_MONTHS = (9, 10)  # smoke tiles hold only 6-10 dates: windows ending later always contain some
-
-
-def plot_curve(rows: list[dict], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.add_subplot()
-    for method, style in (("STCLN", "o--"), ("STCLN_wp", "s-")):
-        ax.plot([r["cut-off month"] for r in rows], [r[f"{method} mIoU"] for r in rows], style, label=method)
-    ax.set_xlabel("last month used (from February)")
-    ax.set_ylabel("test mIoU")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
     table = format_table(rows, list(rows[0]))
     write_markdown(out / "results.md", "Early season, MTLCC 2017 (February to cut-off month)", table)
-    plot_curve(rows, out / "curve.png")
+    save_figure(early_season_figure(rows), out / "curve.png", dpi=120)
     print(table)
 
 

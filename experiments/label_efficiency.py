@@ -543,7 +543,7 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
 
 def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str]) -> None:
     from utils.report import write_text_atomic
-    from utils.visualize import label_efficiency_figure, save_figure, training_curves_figure
+    from utils.figures import label_efficiency_figure, save_figure, training_curves_figure
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1, default=float))

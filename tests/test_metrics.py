@@ -24,12 +24,10 @@ from utils.metrics import (
     evaluate_protocol,
     get_protocol,
 )
+from utils.figures import plot_confusion_matrix, plot_prediction_maps, rgb_composite
 from utils.report import (
     format_table,
-    plot_confusion_matrix,
-    plot_prediction_maps,
     read_results,
-    rgb_composite,
     write_results,
 )
 

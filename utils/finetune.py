@@ -21,8 +21,9 @@ from utils.data import build_finetune_data, resolve_label_subset
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import evaluate, train_one_epoch
 from utils.errors import CheckpointError, DataError
+from utils.figures import plot_confusion_matrix, plot_prediction_maps, rgb_composite
 from utils.metrics import evaluate_protocol
-from utils.report import plot_confusion_matrix, plot_prediction_maps, rgb_composite, write_results
+from utils.report import write_results
 from utils.runner import (compile_backend, guarded_main, loop_options, make_loader, make_optimizer, open_writer,
                           setup_logging, start_epoch, wrap_model, write_json)
 
