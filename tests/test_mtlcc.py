@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.datasets import mtlcc
+from utils.datasets import mtlcc, mtlcc_sources
 from utils.datasets.collate import pad_collate
 from utils.datasets.mtlcc import (
     MTLCC_RAW_IDS, MTLCCDataset, authors_mtlcc_subset, read_tfrecord_tile, year_folder,
@@ -285,9 +285,8 @@ def forbid_sources(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a source file was parsed although the tile is cached")
 
-    monkeypatch.setattr(mtlcc, "read_tfrecord_tile", refuse)
-    monkeypatch.setattr(mtlcc, "read_geotiff_tile", refuse)
-    monkeypatch.setattr(mtlcc, "geotiff_dates", refuse)
+    for name in ("read_tfrecord_tile", "read_geotiff_tile", "geotiff_dates"):  # every source read goes through these
+        monkeypatch.setattr(mtlcc_sources, name, refuse)
 
 
 @pytest.mark.parametrize("layout", ["tfrecord", "geotiff"])

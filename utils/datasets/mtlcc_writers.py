@@ -22,7 +22,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from utils.datasets.mtlcc import (
+from utils.datasets.mtlcc_sources import (
     CLASSES_FILE, DATE_FORMAT, GEOTIFF_DATA_DIR, LABEL_TIF, MTLCC_BAND_NAMES, MTLCC_CLASSES, MTLCC_RAW_IDS,
     RESOLUTIONS, TFRECORD_SUFFIX, TILEIDS_DIR, TILEIDS_SUFFIX, year_folder,
 )
