@@ -38,16 +38,15 @@ written atomically; scripts use the training folds' statistics for every split.
 import datetime
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from utils.datasets.pastis import (
-    CROP_MODES, METADATA_FILE, NORM_FILE, PASTISDataset, _Patch, open_npy, read_pastis_metadata, s2_path, target_path,
+    METADATA_FILE, NORM_FILE, PASTISDataset, _Patch, open_npy, read_pastis_metadata, s2_path, target_path,
 )
 from utils.datasets.protocols import UNSCORED
 from utils.errors import DataError
@@ -248,56 +247,43 @@ def folder_norm_stats(root: str | Path, n_bands: int, folds: Sequence[int]) -> t
 class FolderDataset(PASTISDataset):
     """Patches of a folder data set as CONTRACT.md sample dicts (PASTIS machinery, declared metadata).
 
-    Args mirror :class:`PASTISDataset`, plus:
+    Args are those of :class:`PASTISDataset` (keywords after ``norm_folds``) except
+    ``reference_date`` (dataset.json's, else 1 January of the first acquisition's year), plus:
         labels: read ANNOTATIONS (fine-tuning, test). False for pre-training: no label file is
             needed and every label pixel is ``NO_LABEL`` (-1).
 
     Folds are any integers >= 0 (the converter writes 1..5 for blocks and 0 for buffer patches).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        folds: Sequence[int],
-        norm_folds: Sequence[int] | None = None,
-        crop_size: int | None = None,
-        crop_mode: str = "random",
-        cells: Sequence[tuple[int, int]] | None = None,
-        ids: Sequence[int] | None = None,
-        temporal: Callable[[list[datetime.date]], Sequence[int]] | None = None,
-        seed: int = 0,
-        mmap: bool = True,
-        labels: bool = True,
-    ) -> None:
-        Dataset.__init__(self)
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"{self.root}: folder data set not found")
-        self.spec = spec = read_dataset_json(self.root)
-        if labels and spec.classes is None:
-            raise DataError(f"{spec.path}: field 'classes' is null: this folder has no labels (pre-training only)")
+    root_description = "folder data set"
+
+    def __init__(self, root: str | Path, folds: Sequence[int], norm_folds: Sequence[int] | None = None, *,
+                 labels: bool = True, **sampling) -> None:
         self.labels = labels
+        super().__init__(root, folds, norm_folds, reference_date=None, **sampling)
+        self.reference_date = self.spec.reference_date or datetime.date(
+            min(patch.meta.dates[0] for patch in self.patches).year, 1, 1)
+
+    def _read_description(self) -> None:
+        """dataset.json: bands, red/NIR, classes, ignored and background classes."""
+        self.spec = spec = read_dataset_json(self.root)
+        if self.labels and spec.classes is None:
+            raise DataError(f"{spec.path}: field 'classes' is null: this folder has no labels (pre-training only)")
         self.classes = list(spec.classes or ())
         self.num_classes = len(self.classes)
         self.ignore_index, self.background_index = spec.ignore_index, spec.background_index
         self.band_names, self.in_channels = spec.band_names, len(spec.band_names)
         self.red_index, self.nir_index = spec.red_index, spec.nir_index
-        self.folds = tuple(int(fold) for fold in folds)
-        self.norm_folds = tuple(int(fold) for fold in norm_folds) if norm_folds else self.folds
-        if not self.folds or min(self.folds + self.norm_folds) < 0:
+
+    def _checked_folds(self, folds: Sequence[int], norm_folds: Sequence[int] | None) -> tuple[tuple, tuple]:
+        checked = tuple(int(fold) for fold in folds)
+        norm = tuple(int(fold) for fold in norm_folds) if norm_folds else checked
+        if not checked or min(checked + norm) < 0:
             raise DataError(f"{self.root}: folds must be a non-empty list of integers >= 0, got {list(folds)}")
-        if crop_mode not in CROP_MODES:
-            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
-        self.crop_size, self.crop_mode = crop_size, crop_mode
-        self.cells = [tuple(cell) for cell in cells] if cells is not None else None
-        if crop_size is not None and crop_mode == "cells" and not self.cells:
-            raise ValueError("crop_mode='cells' needs a non-empty cells list, e.g. [(0, 0), (1, 1)]")
-        self.temporal, self.seed, self.mmap, self.epoch = temporal, seed, mmap, 0
-        self.mean, self.std = folder_norm_stats(self.root, self.in_channels, self.norm_folds)
-        self.patches = self._select_patches(ids)
-        self.entries = self._build_entries()
-        self.reference_date = spec.reference_date or datetime.date(
-            min(patch.meta.dates[0] for patch in self.patches).year, 1, 1)
+        return checked, norm
+
+    def _norm_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        return folder_norm_stats(self.root, self.in_channels, self.norm_folds)
 
     def _check_files(self, meta) -> _Patch:
         """Validate one patch's headers (memory-mapped: no pixel is read)."""

@@ -249,25 +249,40 @@ class PASTISDataset(Dataset):
         super().__init__()
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataError(f"{self.root}: PASTIS root folder not found")
-        self.folds = tuple(int(fold) for fold in folds)
-        bad_folds = [fold for fold in self.folds + tuple(norm_folds or ()) if fold not in PASTIS_FOLDS]
-        if not self.folds or bad_folds:
-            raise DataError(f"{self.root}: folds must be a non-empty subset of {PASTIS_FOLDS}, got {list(folds)}")
+            raise DataError(f"{self.root}: {self.root_description} not found")
+        self._read_description()
+        self.folds, self.norm_folds = self._checked_folds(folds, norm_folds)
         if crop_mode not in CROP_MODES:
             raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
-        self.norm_folds = tuple(norm_folds) if norm_folds else self.folds
         self.crop_size, self.crop_mode = crop_size, crop_mode
         self.cells = [tuple(cell) for cell in cells] if cells is not None else None
         if crop_size is not None and crop_mode == "cells" and not self.cells:
             raise ValueError("crop_mode='cells' needs a non-empty cells list, e.g. [(0, 0), (1, 1)]")
         self.temporal, self.seed, self.mmap, self.epoch = temporal, seed, mmap, 0
-        self.reference_date = (
+        self.reference_date = None if reference_date is None else (  # None: set by a subclass (FolderDataset)
             reference_date if isinstance(reference_date, datetime.date) else datetime.date.fromisoformat(reference_date)
         )
-        self.mean, self.std = read_norm_stats(self.root / NORM_FILE, self.norm_folds)
+        self.mean, self.std = self._norm_stats()
         self.patches = self._select_patches(ids)
         self.entries = self._build_entries()
+
+    # ---- construction hooks (FolderDataset overrides them) ----
+    root_description = "PASTIS root folder"
+
+    def _read_description(self) -> None:
+        """Read what the root declares about the data set (PASTIS: fixed, nothing to read)."""
+
+    def _checked_folds(self, folds: Sequence[int], norm_folds: Sequence[int] | None) -> tuple[tuple, tuple]:
+        """(folds, normalisation folds), validated: PASTIS folds are 1..5."""
+        checked = tuple(int(fold) for fold in folds)
+        bad_folds = [fold for fold in checked + tuple(norm_folds or ()) if fold not in PASTIS_FOLDS]
+        if not checked or bad_folds:
+            raise DataError(f"{self.root}: folds must be a non-empty subset of {PASTIS_FOLDS}, got {list(folds)}")
+        return checked, tuple(norm_folds) if norm_folds else checked
+
+    def _norm_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band (mean, std) of the normalisation folds."""
+        return read_norm_stats(self.root / NORM_FILE, self.norm_folds)
 
     # ---- construction helpers ----
     def _select_patches(self, ids: Sequence[int] | None) -> list[_Patch]:
