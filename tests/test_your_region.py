@@ -40,15 +40,20 @@ def region(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module", params=["s2", "ndvi"])
 def trained(request, region) -> dict:
-    """Pre-train then fine-tune (from the pre-trained backbone) on one converted folder."""
+    """Pre-train then fine-tune (from the pre-trained backbone) on one converted folder (once per
+    data set: tests that take only one of them re-parametrise this fixture and reuse its runs)."""
     name, tmp = request.param, region["tmp"]
+    done = region.setdefault("trained", {})
+    if name in done:
+        return done[name]
     data = ["--dataset", "folder", "--data_root", str(tmp / name)]
     assert pretrain_STCLN.main(data + SMOKE + ["--output_dir", str(tmp / f"pt_{name}")]) == 0
     backbone = tmp / f"pt_{name}" / "checkpoint_0.stcln.tar"
     out = tmp / f"ft_{name}"
     assert finetune.main("folder", "folder fine-tuning",
                          data + SMOKE + ["--output_dir", str(out), "--pretrain_pth", str(backbone)]) == 0
-    return {"name": name, "root": tmp / name, "out": out, "pretrain": tmp / f"pt_{name}"}
+    done[name] = {"name": name, "root": tmp / name, "out": out, "pretrain": tmp / f"pt_{name}"}
+    return done[name]
 
 
 def test_pretrain_and_finetune_use_the_folder_splits_and_classes(trained):
@@ -62,9 +67,8 @@ def test_pretrain_and_finetune_use_the_folder_splits_and_classes(trained):
     assert len(metrics["confusion_matrix"]) == len(CLASSES)
 
 
+@pytest.mark.parametrize("trained", ["ndvi"], indirect=True)  # the one-band series only
 def test_ndvi_only_series_pretrains_with_the_gate_off(trained):
-    if trained["name"] != "ndvi":
-        pytest.skip("one-band series only")
     # NDVI is all zeros without red/NIR: with the gate on no date would be eligible and nothing masked
     state = torch.load(trained["pretrain"] / "last.tar", map_location="cpu", weights_only=True)
     assert 0.3 < state["metrics"]["masked_fraction"] < 0.5  # --mask_ratio 0.4 of every date
@@ -97,11 +101,10 @@ def test_predict_maps_the_whole_scene_with_its_georeferencing(trained, region):
     assert not any(path.name.startswith(".") for path in out.iterdir())  # staging cube removed
 
 
+@pytest.mark.parametrize("trained", ["ndvi"], indirect=True)  # one scene is enough
 def test_predict_with_one_window_is_the_model_on_the_normalised_scene(trained, region):
     """--window = scene size: the map is the argmax of one forward pass on the scene normalised with
     the training fold's statistics (read back from NORM_S2_patch.json), computed here independently."""
-    if trained["name"] != "ndvi":
-        pytest.skip("one scene is enough")
     out = region["tmp"] / "map_one_window"
     cube_path, dates_path = region["ndvi_src"]["cube"], region["ndvi_src"]["dates"]
     assert predict_STCLN.main(["--checkpoint", str(trained["out"] / "best.tar"), "--cube", str(cube_path), "--dates",
@@ -135,9 +138,8 @@ def test_label_limited_experiment_takes_a_folder(region):
     assert (config["dataset"], config["label_subset"], config["test_folds"]) == ("folder", "all", [2])
 
 
+@pytest.mark.parametrize("trained", ["s2"], indirect=True)  # one data set is enough
 def test_test_script_evaluates_a_folder_checkpoint(trained):
-    if trained["name"] != "s2":
-        pytest.skip("one data set is enough")
     argv = ["--dataset", "folder", "--data_root", str(trained["root"]), "--eval_only", "--checkpoint",
             str(trained["out"] / "best.tar"), "--protocol", "utae", "--output_dir", str(trained["out"])] + SMOKE
     assert finetune.main("folder", "folder test", argv) == 0
