@@ -41,6 +41,27 @@ def run_script(script: Path, *args, timeout: int = RUN_TIMEOUT) -> subprocess.Co
                           capture_output=True, text=True, timeout=timeout)
 
 
+class Background:
+    """An uninterrupted reference run started beside the run that gets killed (1 thread each: on 2 cores the
+    pair takes the time of one; results are bitwise those of a run alone)."""
+
+    def __init__(self, script: Path, *args):
+        self.proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=REPO, env=ENV,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> subprocess.CompletedProcess:
+        if self.proc.returncode is not None:
+            return self.done
+        try:
+            stdout, stderr = self.proc.communicate(timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+            raise
+        self.done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, stdout, stderr)
+        return self.done
+
+
 def check_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
@@ -97,8 +118,9 @@ def kill_after_checkpoint(script: Path, out: Path, args: list, epochs: int) -> N
 def test_pretrain_kill9_then_resume_is_bitwise_identical(tmp_path):
     args = ["--smoke", "--epochs", PRETRAIN_EPOCHS, "--save_every", 1, *COMMON]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    check_ok(run_script(PRETRAIN, *args, "--output_dir", reference))
+    uninterrupted = Background(PRETRAIN, *args, "--output_dir", reference)
     kill_after_checkpoint(PRETRAIN, resumed, args, PRETRAIN_EPOCHS)
+    check_ok(uninterrupted.result())
     check_ok(run_script(PRETRAIN, *args, "--output_dir", resumed, "--resume"))
     ref, res = load(reference / "last.tar"), load(resumed / "last.tar")
     assert ref["epoch"] == res["epoch"] == PRETRAIN_EPOCHS - 1
@@ -113,16 +135,28 @@ FINETUNE_ARGS = ["--dataset", "synthetic", "--smoke", "--epochs", FINETUNE_EPOCH
 
 
 @pytest.fixture(scope="module")
-def finetune_reference(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ft_reference")
-    check_ok(run_script(PASTIS_FT, *FINETUNE_ARGS, "--output_dir", out))
-    return out
+def finetune_runs(tmp_path_factory):
+    """Two uninterrupted fine-tunes with the same seed, started in the background at once (the kill test
+    runs beside them); ``finished(name)`` waits for one and returns its output folder."""
+    root = tmp_path_factory.mktemp("ft_runs")
+    runs = {name: Background(PASTIS_FT, *FINETUNE_ARGS, "--output_dir", root / name) for name in ("reference", "again")}
+
+    def finished(name: str) -> Path:
+        check_ok(runs[name].result())
+        return root / name
+
+    yield finished
+    for run in runs.values():
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.communicate()
 
 
-def test_finetune_kill9_then_resume_is_bitwise_identical(finetune_reference, tmp_path):
+def test_finetune_kill9_then_resume_is_bitwise_identical(finetune_runs, tmp_path):
     resumed = tmp_path / "resumed"
     kill_after_checkpoint(PASTIS_FT, resumed, FINETUNE_ARGS, FINETUNE_EPOCHS)
     check_ok(run_script(PASTIS_FT, *FINETUNE_ARGS, "--output_dir", resumed, "--resume"))
+    finetune_reference = finetune_runs("reference")
     ref, res = load(finetune_reference / "last.tar"), load(resumed / "last.tar")
     assert ref["epoch"] == res["epoch"] == FINETUNE_EPOCHS - 1
     assert_same_tensors(ref["model"], res["model"])
@@ -142,12 +176,12 @@ def test_numbers(out: Path) -> dict:
 test_numbers.__test__ = False  # a helper, not a test
 
 
-def test_identical_finetuning_runs_give_identical_metrics(finetune_reference, tmp_path):
-    check_ok(run_script(PASTIS_FT, *FINETUNE_ARGS, "--output_dir", tmp_path / "again"))
-    first, second = test_numbers(finetune_reference), test_numbers(tmp_path / "again")
+def test_identical_finetuning_runs_give_identical_metrics(finetune_runs):
+    reference, again = finetune_runs("reference"), finetune_runs("again")
+    first, second = test_numbers(reference), test_numbers(again)
     assert first["metrics"]["OA"] is not None and np.asarray(first["confusion_matrix"]).sum() > 0
     assert first == second
-    assert_same_tensors(load(finetune_reference / "last.tar")["model"], load(tmp_path / "again" / "last.tar")["model"])
+    assert_same_tensors(load(reference / "last.tar")["model"], load(again / "last.tar")["model"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,13 +31,28 @@ def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
 
 
 @pytest.mark.parametrize("target", SCRIPTS + [f"-m {m}" for m in MODULES])
-def test_help(target, workdir):
-    args = target.split() if target.startswith("-m") else [str(REPO / target)]
-    result = run(args + ["--help"], workdir)
-    assert result.returncode == 0, result.stderr
-    assert "usage:" in result.stdout
-    description = result.stdout.split("\n\n")[1].strip()  # argparse: usage, blank line, description
-    assert len(description.split()) >= 4 and not description.startswith(("options:", "positional")), result.stdout[:500]
+@pytest.mark.filterwarnings("ignore:.*found in sys.modules after import of package:RuntimeWarning")  # `-m` of a submodule
+def test_help(target, capsys, monkeypatch):
+    """`--help` of every entry point, run in this process as ``python <target> --help`` would (runpy,
+    ``__name__ == "__main__"``): a subprocess per target cost 16 torch imports. The scripts' own start-up
+    as subprocesses is exercised by the end-to-end tests below."""
+    import runpy
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the scripts' one sys.path edit stays in this test
+    if target.startswith("-m"):
+        module = target.split()[1]
+        monkeypatch.setattr(sys, "argv", [module, "--help"])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+        monkeypatch.setattr(sys, "argv", [str(REPO / target), "--help"])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(REPO / target), run_name="__main__")
+    assert exit_info.value.code in (0, None)
+    stdout = capsys.readouterr().out
+    assert "usage:" in stdout
+    description = stdout.split("\n\n")[1].strip()  # argparse: usage, blank line, description
+    assert len(description.split()) >= 4 and not description.startswith(("options:", "positional")), stdout[:500]
 
 
 @pytest.mark.parametrize("dataset", ["pastis", "mtlcc"])
