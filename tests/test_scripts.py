@@ -1,9 +1,14 @@
-"""End-to-end tests of the entry scripts and experiment commands (tiny sizes, CPU)."""
+"""End-to-end tests of the entry scripts and experiment commands (tiny sizes, CPU).
+
+The commands run as subprocesses, two at a time with one thread each (CI has 2 cores; a tiny model
+gains little from a second thread), each in its own folder (its own synthetic data cache); the
+tests then check what each wrote."""
 
 import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +24,104 @@ MODULES = ["experiments.demo", "experiments.pretext_baselines", "experiments.tab
            "bench.data_loading", "bench.gpu_step"]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    """One working directory for the module, so the synthetic data sets are written once."""
-    return tmp_path_factory.mktemp("scripts")
-
-
-def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+def run(args: list, cwd: Path, timeout: int = 600, threads: int = 1) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
+    args = [str(a) for a in args]
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+PRETRAIN = REPO / "pretrain_STCLN.py"
+PASTIS_FT = REPO / "PASTIS/finetuning_STCLN.py"
+QUIET = ["--num_workers", "0", "--no_progress"]
+EXPERIMENTS = ["demo", "table1_mtlcc2017", "early_season", "label_limited --dataset pastis", "label_limited --dataset mtlcc"]
+
+
+def experiment_job(experiment: str):
+    def job(cwd: Path) -> dict:
+        name, *extra = experiment.split()
+        return {"result": run(["-m", f"experiments.{name}", *extra, "--smoke", "--output_dir", cwd / "out"], cwd)}
+
+    return job
+
+
+def pretext_baselines_job(cwd: Path) -> dict:
+    return {
+        "result": run(["-m", "experiments.pretext_baselines", "--smoke", "--limit", 40, "--output_dir", cwd / "out"], cwd),
+        "bad": run(["-m", "experiments.pretext_baselines", "--smoke", "--mask_block", 0], cwd),
+    }
+
+
+def finetune_job(cwd: Path) -> dict:
+    base = ["--dataset", "synthetic", "--smoke", "--epochs", 2, *QUIET, "--output_dir", cwd / "out", "--label_ratio", 0.5]
+    runs = {"finetune": run([PASTIS_FT, *base], cwd)}
+    if runs["finetune"].returncode == 0:  # the test script alone, with the other protocol, on the saved best checkpoint
+        runs["test"] = run([REPO / "PASTIS/test_STCLN.py", "--dataset", "synthetic", "--smoke", *QUIET,
+                            "--output_dir", cwd / "out", "--protocol", "utae"], cwd)
+    return runs
+
+
+def pretrain_job(cwd: Path) -> dict:
+    return {"result": run([PRETRAIN, "--smoke", "--epochs", 3, *QUIET, "--output_dir", cwd / "out", "--save_every", 1,
+                           "--folds", 1, 2, 3, 5, "--lr", 3e-3], cwd)}
+
+
+def block_pretrain_job(cwd: Path) -> dict:
+    return {
+        "result": run([PRETRAIN, "--smoke", "--epochs", 1, *QUIET, "--output_dir", cwd / "out", "--mask_mode", "block",
+                       "--mask_block", 3], cwd),
+        "bad": run([PRETRAIN, "--smoke", "--mask_block", 0], cwd),
+    }
+
+
+def freeze_job(cwd: Path) -> dict:
+    # --grad_checkpoint: both scripts run it end to end; frozen BatchNorm statistics must not move either
+    common = ["--dataset", "synthetic", "--smoke", "--epochs", 1, *QUIET, "--grad_checkpoint"]
+    runs = {"pretrain": run([PRETRAIN, *common, "--output_dir", cwd / "pt"], cwd)}
+    if runs["pretrain"].returncode == 0:
+        runs["finetune"] = run([PASTIS_FT, *common, "--epochs", 2, "--output_dir", cwd / "out", "--pretrain_pth",
+                                cwd / "pt" / "checkpoint_0.stcln.tar", "--freeze_backbone", "--label_ratio", 0.5], cwd)
+    return runs
+
+
+def gpu_bench_job(cwd: Path) -> dict:
+    return {"result": run(["-m", "bench.gpu_step", "--device", "cpu", "--smoke", "--workers", 0], cwd)}
+
+
+# longest first (measured), so that the two lanes finish together
+JOBS = {
+    "early_season": experiment_job("early_season"),
+    "demo": experiment_job("demo"),
+    "table1_mtlcc2017": experiment_job("table1_mtlcc2017"),
+    "label_limited --dataset mtlcc": experiment_job("label_limited --dataset mtlcc"),
+    "freeze": freeze_job,
+    "pretrain": pretrain_job,
+    "finetune": finetune_job,
+    "gpu_bench": gpu_bench_job,
+    "block_pretrain": block_pretrain_job,
+    "label_limited --dataset pastis": experiment_job("label_limited --dataset pastis"),
+    "pretext_baselines": pretext_baselines_job,
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """name -> (folder, {step: CompletedProcess}) of every job above."""
+
+    def execute(name: str):
+        cwd = tmp_path_factory.mktemp(name.split()[0])
+        return cwd, JOBS[name](cwd)
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(zip(JOBS, pool.map(execute, JOBS)))
+
+
+def finished(runs: dict, name: str) -> tuple[Path, dict]:
+    """The job's folder and runs; fails with the stderr of the first failed step."""
+    cwd, steps = runs[name]
+    for step, result in steps.items():
+        if step != "bad":
+            assert result.returncode == 0, f"{name}/{step}: {result.stderr[-3000:]}"
+    return cwd, steps
 
 
 @pytest.mark.parametrize("target", SCRIPTS + [f"-m {m}" for m in MODULES])
@@ -70,25 +164,20 @@ def test_help_never_contradicts_the_defaults(dataset):
                 assert claimed == str(action.default), (action.dest, action.help, action.default)
 
 
-@pytest.mark.parametrize("experiment", ["demo", "table1_mtlcc2017", "early_season", "label_limited --dataset pastis",
-                                        "label_limited --dataset mtlcc"])
-def test_experiment_smoke(experiment, workdir):
-    name = experiment.split()[0]
-    out = workdir / f"out_{experiment.replace(' ', '_')}"
-    result = run(["-m", f"experiments.{name}", *experiment.split()[1:], "--smoke", "--output_dir", str(out)], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "STCLN_wp" in result.stdout
-    text = (out / "results.md").read_text()
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_smoke(experiment, runs):
+    cwd, steps = finished(runs, experiment)
+    assert "STCLN_wp" in steps["result"].stdout
+    text = (cwd / "out" / "results.md").read_text()
     assert "STCLN" in text
-    for summary in out.glob("*/summary.json"):  # every fine-tune tested its best checkpoint
+    for summary in (cwd / "out").glob("*/summary.json"):  # every fine-tune tested its best checkpoint
         assert set(json.loads(summary.read_text())["test"]) >= {"OA", "mIoU", "mF1", "kappa"}
 
 
-def test_pretext_baselines_smoke(workdir):
-    out = workdir / "out_pretext_baselines"
-    result = run(["-m", "experiments.pretext_baselines", "--smoke", "--limit", "40", "--output_dir", str(out)], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "(a) neighbour mean" in result.stdout and "block 4x4" in result.stdout and "40 samples" in result.stdout
+def test_pretext_baselines_smoke(runs):
+    cwd, steps = finished(runs, "pretext_baselines")
+    out, stdout = cwd / "out", steps["result"].stdout
+    assert "(a) neighbour mean" in stdout and "block 4x4" in stdout and "40 samples" in stdout
     rows = {row["mask"]: row for row in json.loads((out / "results.json").read_text())["rows"]}
     assert set(rows) == {"cell", "block 4x4"} and (out / "results.md").is_file()
     for row in rows.values():
@@ -97,16 +186,13 @@ def test_pretext_baselines_smoke(workdir):
         assert all(np.isfinite(row[k]) and row[k] > 0 for k in scores)
     # blocks hide the same-date neighbours: many more masked cells have none left
     assert rows["block 4x4"]["(a) no neighbour"] > 10 * max(rows["cell"]["(a) no neighbour"], 0.01)
-    bad = run(["-m", "experiments.pretext_baselines", "--smoke", "--mask_block", "0"], workdir)
-    assert bad.returncode == 2 and "--mask_block" in bad.stderr
+    assert steps["bad"].returncode == 2 and "--mask_block" in steps["bad"].stderr
 
 
-def test_finetune_outputs_are_consistent(workdir):
+def test_finetune_outputs_are_consistent(runs):
     """metrics.json equals a recomputation from its own confusion matrix; test-only reruns agree."""
-    out = workdir / "ft"
-    base = ["--dataset", "synthetic", "--smoke", "--epochs", "2", "--num_workers", "0", "--no_progress", "--output_dir", str(out), "--label_ratio", "0.5"]
-    result = run([str(REPO / "PASTIS/finetuning_STCLN.py"), *base], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
+    cwd, _ = finished(runs, "finetune")
+    out = cwd / "out"
     saved = json.loads((out / "test_stcln" / "metrics.json").read_text())
     cm = np.array(saved["confusion_matrix"])
     recomputed = evaluate_protocol(cm, PROTOCOLS["pastis"]["stcln"])
@@ -115,69 +201,50 @@ def test_finetune_outputs_are_consistent(workdir):
     for name in ("best.tar", "last.tar", "config.json", "test_stcln/confusion_matrix.png", "test_stcln/prediction_maps.png",
                  "test_stcln/metrics.md"):
         assert (out / name).is_file(), name
-    # the test script alone, with the other protocol, on the saved best checkpoint
-    result = run([str(REPO / "PASTIS/test_STCLN.py"), "--dataset", "synthetic", "--smoke", "--num_workers", "0", "--no_progress",
-                  "--output_dir", str(out), "--protocol", "utae"], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
     utae = json.loads((out / "test_utae" / "metrics.json").read_text())
     assert utae["metrics"]["protocol"] == "utae"
     assert np.array_equal(np.array(utae["confusion_matrix"]), cm)  # same predictions, other scoring
 
 
-def test_pretraining_writes_everything_and_lowers_loss(workdir):
-    out = workdir / "pt"
-    result = run([str(REPO / "pretrain_STCLN.py"), "--smoke", "--epochs", "3", "--num_workers", "0", "--no_progress",
-                  "--output_dir", str(out), "--save_every", "1", "--folds", "1", "2", "3", "5", "--lr", "3e-3"], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    losses = [float(line.split("loss ")[1].split()[0]) for line in result.stdout.splitlines() if " loss " in line]
+def test_pretraining_writes_everything_and_lowers_loss(runs):
+    cwd, steps = finished(runs, "pretrain")
+    out, stdout = cwd / "out", steps["result"].stdout
+    losses = [float(line.split("loss ")[1].split()[0]) for line in stdout.splitlines() if " loss " in line]
     assert len(losses) == 3 and losses[-1] < losses[0]
-    assert sum("pretext MSE model" in line for line in result.stdout.splitlines()) == 3
+    assert sum("pretext MSE model" in line for line in stdout.splitlines()) == 3
     for name in ("last.tar", "checkpoint_2.stcln.tar", "reconstruction.png", "config.json"):
         assert (out / name).is_file(), name
     assert any((out / "tb").iterdir())
 
 
-def test_block_masking_pretraining_logs_the_pretext_baselines(workdir):
+def test_block_masking_pretraining_logs_the_pretext_baselines(runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out = workdir / "pt_block"
-    result = run([str(REPO / "pretrain_STCLN.py"), "--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress",
-                  "--output_dir", str(out), "--mask_mode", "block", "--mask_block", "3"], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if "pretext MSE model" in line)
+    cwd, steps = finished(runs, "block_pretrain")
+    line = next(line for line in steps["result"].stdout.splitlines() if "pretext MSE model" in line)
     model, neighbour, interp = (float(line.split(name)[1].split()[0]) for name in ("model", "neighbour mean", "temporal interp"))
     assert ("does not beat both" in line) == (model >= min(neighbour, interp))
-    tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
+    tags = EventAccumulator(str(cwd / "out" / "tb")).Reload().Tags()["scalars"]
     assert {"pretext/model", "pretext/neighbour_mean", "pretext/temporal_interp", "pretrain/loss"} <= set(tags)
-    bad = run([str(REPO / "pretrain_STCLN.py"), "--smoke", "--mask_block", "0"], workdir)
-    assert bad.returncode == 2 and "--mask_block" in bad.stderr
+    assert steps["bad"].returncode == 2 and "--mask_block" in steps["bad"].stderr
 
 
-def test_freeze_backbone_keeps_pretrained_weights_exactly(workdir):
+def test_freeze_backbone_keeps_pretrained_weights_exactly(runs):
     import torch
 
-    pt = workdir / "pt_freeze"
-    # --grad_checkpoint: both scripts run it end to end; frozen BatchNorm statistics must not move either
-    common = ["--dataset", "synthetic", "--smoke", "--epochs", "1", "--num_workers", "0", "--no_progress", "--grad_checkpoint"]
-    assert run([str(REPO / "pretrain_STCLN.py"), *common, "--output_dir", str(pt)], workdir).returncode == 0
-    export = pt / "checkpoint_0.stcln.tar"
-    out = workdir / "ft_freeze"
-    result = run([str(REPO / "PASTIS/finetuning_STCLN.py"), *common, "--epochs", "2", "--output_dir", str(out),
-                  "--pretrain_pth", str(export), "--freeze_backbone", "--label_ratio", "0.5"], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    backbone = torch.load(export, weights_only=True)["model"]
-    tuned = torch.load(out / "last.tar", weights_only=True)["model"]
+    cwd, _ = finished(runs, "freeze")
+    backbone = torch.load(cwd / "pt" / "checkpoint_0.stcln.tar", weights_only=True)["model"]
+    tuned = torch.load(cwd / "out" / "last.tar", weights_only=True)["model"]
     for key, value in backbone.items():
         assert torch.equal(tuned[f"backbone.{key}"], value), key
-    head = torch.load(out / "last.tar", weights_only=True)["model"]["classifier.weight"]
+    head = tuned["classifier.weight"]
     assert not torch.equal(head, torch.zeros_like(head))
 
 
-def test_gpu_bench_dry_run(workdir):
+def test_gpu_bench_dry_run(runs):
     """bench/gpu_step.py end to end on CPU: every row, fp32 and bf16, eager and (fine-tune) compiled."""
-    result = run(["-m", "bench.gpu_step", "--device", "cpu", "--smoke", "--workers", "0"], workdir)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    _, steps = finished(runs, "gpu_bench")
+    lines = [line for line in steps["result"].stdout.splitlines() if line.startswith("| ") and "---" not in line]
     rows = [line.split("|")[1:-1] for line in lines[1:]]
     assert len(rows) == 3 * 2 + 2  # 3 rows x (fp32, bf16) eager + the fine-tune row compiled twice
     for cells in rows:
