@@ -1,8 +1,7 @@
-"""The label-efficiency study: its helpers against independent computations, and a smoke run."""
+"""The label-efficiency study: its helpers against independent computations (its --smoke run is in
+test_scripts.py, beside the other experiment commands)."""
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -44,29 +43,6 @@ def test_schedule_gives_enough_steps():
     assert le.schedule(args, 30) == (75, 9)  # 4 steps/epoch -> 75 epochs, validate every 9
     epochs, _ = le.schedule(args, 3000)  # 375 steps/epoch: the min_epochs floor wins
     assert epochs == 2
-
-
-def test_smoke_study_writes_results_and_skips_finished_runs(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    out = tmp_path / "study"
-    results = le.main(["--smoke", "--output_dir", str(out)])
-    for name in ("results.json", "results.md", "curve.png", "training_curves.png"):
-        assert (out / name).is_file(), name
-    saved = json.loads((out / "results.json").read_text())
-    arms = {r["arm"] for r in saved["runs"]}
-    assert arms == set(le.ARMS)
-    assert len(saved["runs"]) == len(le.ARMS) * 2  # one budget x two seeds
-    for run in saved["runs"]:
-        assert set(run["test"]) >= {"OA", "mIoU", "mF1"}
-        if run["arm"] in le.LEARNED:  # the study's numbers are the runs' own summaries
-            summary = json.loads((out / "runs" / run["arm"] / Path(run["dir"]).name / "summary.json").read_text())
-            assert summary["test"]["mIoU"] == run["test"]["mIoU"]
-    text = (out / "results.md").read_text()
-    assert "wp_cell − scratch" in text and "± " in text
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")}
-    again = le.main(["--smoke", "--output_dir", str(out)])
-    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")} == stamps  # nothing re-ran
-    assert [r["test"] for r in again["runs"]] == [r["test"] for r in results["runs"]]
 
 
 def test_executor_runs_in_process_tasks_in_a_slot_and_propagates_their_failure(tmp_path):

@@ -83,12 +83,25 @@ def freeze_job(cwd: Path) -> dict:
     return runs
 
 
+def label_efficiency_job(cwd: Path) -> dict:
+    """The study's smoke run, then the same command again (every run finished: nothing may re-run)."""
+    command = ["-m", "experiments.label_efficiency", "--smoke", "--output_dir", cwd / "out"]
+    steps = {"result": run(command, cwd)}
+    if steps["result"].returncode == 0:
+        (cwd / "first_results.json").write_bytes((cwd / "out" / "results.json").read_bytes())
+        stamps = {str(p): p.stat().st_mtime_ns for p in (cwd / "out").glob("runs/*/*/summary.json")}
+        (cwd / "first_stamps.json").write_text(json.dumps(stamps))
+        steps["again"] = run(command, cwd)
+    return steps
+
+
 def gpu_bench_job(cwd: Path) -> dict:
     return {"result": run(["-m", "bench.gpu_step", "--device", "cpu", "--smoke", "--workers", 0], cwd)}
 
 
 # longest first (measured), so that the two lanes finish together
 JOBS = {
+    "label_efficiency": label_efficiency_job,
     "early_season": experiment_job("early_season"),
     "demo": experiment_job("demo"),
     "table1_mtlcc2017": experiment_job("table1_mtlcc2017"),
@@ -172,6 +185,29 @@ def test_experiment_smoke(experiment, runs):
     assert "STCLN" in text
     for summary in (cwd / "out").glob("*/summary.json"):  # every fine-tune tested its best checkpoint
         assert set(json.loads(summary.read_text())["test"]) >= {"OA", "mIoU", "mF1", "kappa"}
+
+
+def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
+    from experiments import label_efficiency as le
+
+    cwd, _ = finished(runs, "label_efficiency")
+    out = cwd / "out"
+    for name in ("results.json", "results.md", "curve.png", "training_curves.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((cwd / "first_results.json").read_text())
+    assert {r["arm"] for r in saved["runs"]} == set(le.ARMS)
+    assert len(saved["runs"]) == len(le.ARMS) * 2  # one budget x two seeds
+    for run_ in saved["runs"]:
+        assert set(run_["test"]) >= {"OA", "mIoU", "mF1"}
+        if run_["arm"] in le.LEARNED:  # the study's numbers are the runs' own summaries
+            summary = json.loads((out / "runs" / run_["arm"] / Path(run_["dir"]).name / "summary.json").read_text())
+            assert summary["test"]["mIoU"] == run_["test"]["mIoU"]
+    text = (out / "results.md").read_text()
+    assert "wp_cell − scratch" in text and "± " in text
+    stamps = json.loads((cwd / "first_stamps.json").read_text())
+    assert stamps and {str(p): p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")} == stamps  # nothing re-ran
+    again = json.loads((out / "results.json").read_text())
+    assert [r["test"] for r in again["runs"]] == [r["test"] for r in saved["runs"]]
 
 
 def test_pretext_baselines_smoke(runs):
