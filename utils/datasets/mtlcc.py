@@ -215,7 +215,8 @@ class MTLCCDataset(Dataset):
                    f"{f'{outside} without a date in {self.temporal!r}, ' if self.temporal is not None else ''}"
                    f"{len({info.tile_id for info in kept})} kept")
         if not kept:
-            raise DataError(f"{self.root}: no usable tile ({message})")
+            hint = "; --n_dates sets the dates per sample (and the minimum per tile)" if too_short else ""
+            raise DataError(f"{self.root}: no usable tile ({message}){hint}")
         if missing or too_short or outside:
             log.warning(message)
         return kept
