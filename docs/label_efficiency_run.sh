@@ -1,9 +1,16 @@
 #!/bin/sh
-# The label-efficiency grid reported in README.md (run from the repository root).
+# The label-efficiency grid reported in README.md (run from the repository root). The three commands
+# write into one output folder; each skips the runs that are already finished.
 # pretrain_cell/ and pretrain_block/ and the 5 % runs at lr 3e-3 of scratch (seeds 1, 2), wp_cell, wp_block, probe_wp,
 # probe_random (seeds 1, 2), rf and majority were copied from the earlier 5 %-only run (same command and code
 # path: scratch b5_s0 re-run here reproduced its losses and test mIoU bit for bit).
-OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 5 --sweep_budget 5 --seeds 3 \
-    --arms scratch wp_cell wp_block wp_frame probe_wp probe_random rf majority --lrs 3e-3 1e-2 \
+set -e
+GRID="--sweep_budget 5 --arms scratch wp_cell wp_block wp_frame probe_wp probe_random rf majority --lrs 3e-3 1e-2 \
     --steps 300 --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 2 --jobs 2 \
-    --output_dir checkpoints/label_efficiency_grid
+    --output_dir checkpoints/label_efficiency_grid"
+# 1. first session: 1 % and 5 %, seeds 0-2 (and the lr sweep at 5 %, seed 0)
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 5 --seeds 3 $GRID
+# 2. next session: seeds 3 and 4 at 1 % and 5 %
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 5 --seeds 5 $GRID
+# 3. then the 2 % budget, seeds 0-4
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 5 --seeds 5 $GRID
