@@ -127,7 +127,7 @@ def write_records(path: str | Path, payloads: Iterable[bytes], compress: bool = 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     content = b"".join(frame_record(payload) for payload in payloads)
-    if compress:  # level 1: ~10x faster than gzip's default 9 on these records, files ~1 % larger; any level reads back
+    if compress:  # level 1: ~15x less CPU than gzip's default 9 on the synthetic MTLCC records, files ~9 % larger
         content = gzip.compress(content, compresslevel=GZIP_LEVEL)
     write_bytes_atomic(path, content)
     return path
