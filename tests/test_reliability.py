@@ -37,28 +37,28 @@ RUN_TIMEOUT = 300
 
 
 def run_script(script: Path, *args, timeout: int = RUN_TIMEOUT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), *map(str, args)], cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=timeout)
+    return Background(script, *args).result(timeout)
 
 
 class Background:
-    """An uninterrupted reference run started beside the run that gets killed (1 thread each: on 2 cores the
-    pair takes the time of one; results are bitwise those of a run alone)."""
+    """A run of ``script`` started now and waited for by :meth:`result`; the uninterrupted reference runs
+    start beside the run that gets killed (1 thread each: on 2 cores the pair takes the time of one;
+    results are bitwise those of a run alone)."""
 
     def __init__(self, script: Path, *args):
         self.proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], cwd=REPO, env=ENV,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.done: subprocess.CompletedProcess | None = None
 
-    def result(self) -> subprocess.CompletedProcess:
-        if self.proc.returncode is not None:
-            return self.done
-        try:
-            stdout, stderr = self.proc.communicate(timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate()
-            raise
-        self.done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, stdout, stderr)
+    def result(self, timeout: int = RUN_TIMEOUT) -> subprocess.CompletedProcess:
+        if self.done is None:
+            try:
+                stdout, stderr = self.proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+                raise
+            self.done = subprocess.CompletedProcess(self.proc.args, self.proc.returncode, stdout, stderr)
         return self.done
 
 
