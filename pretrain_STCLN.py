@@ -88,7 +88,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     out = prepare_output_dir(args, runtime)
     data = build_pretrain_data(args)
     config = model_config_from_args(args, data.info.in_channels, data.info.num_classes)
-    model = wrap_model(STCLNPretrain(config), runtime, compile_backend(args), args.grad_checkpoint)
+    model = wrap_model(STCLNPretrain(config), runtime, compile_backend(args), args.grad_checkpoint, args.fast_dropout)
     optimizer = make_optimizer(model, args)
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
     write_run_config(args, out, runtime)

@@ -67,36 +67,39 @@ SPEEDUP_ROWS = [
 
 @dataclass(frozen=True)
 class Variant:
-    """One way of running the same step: precision, compilation, activation checkpointing."""
+    """One way of running the same step: precision, compilation, activation checkpointing, dropout masks."""
 
     name: str
     amp: bool = False
     compile: bool = False
     grad_checkpoint: bool = False
+    fast_dropout: bool = False
 
 
 BASELINE = Variant("fp32 eager (paper mode)")
-FAST_PATHS = [Variant("bf16 autocast", amp=True), Variant("bf16 autocast + compile", amp=True, compile=True)]
+FAST_PATHS = [Variant("bf16 autocast", amp=True), Variant("bf16 + fast dropout", amp=True, fast_dropout=True),
+              Variant("bf16 autocast + compile", amp=True, compile=True)]
 MEMORY_PATHS = [BASELINE, Variant("fp32 eager + grad_checkpoint", grad_checkpoint=True), FAST_PATHS[0],
                 Variant("bf16 autocast + grad_checkpoint", amp=True, grad_checkpoint=True)]
 PATHS = {p.name: p for p in [BASELINE, *FAST_PATHS, *MEMORY_PATHS]}
 ALL_ROWS = {r.name: r for r in ROWS + SPEEDUP_ROWS}
 
 
-def make_step(row: Row, device: torch.device, amp: bool, compile_model: bool = False, grad_checkpoint: bool = False):
-    """Build the model and inputs of ``row`` (seeded: every path gets the same weights and data);
-    return a closure running one step."""
+def make_step(row: Row, device: torch.device, variant: Variant):
+    """Build the model and inputs of ``row`` run as ``variant`` (seeded: every path gets the same
+    weights and data); return a closure running one step."""
     torch.manual_seed(0)
     config = tiny_config(in_channels=row.bands) if row.tiny else STCLNConfig(in_channels=row.bands, sta_chunk=row.sta_chunk)
     x = torch.randn(row.batch, row.dates, row.bands, row.height, row.width, device=device)
     positions = torch.arange(row.dates, device=device).expand(row.batch, row.dates)
     module = (STCLNPretrain(config) if row.mode == "pretrain" else STCLNSegmenter(config)).to(device)
-    module.backbone.set_grad_checkpointing(grad_checkpoint)
+    module.backbone.set_grad_checkpointing(variant.grad_checkpoint)
+    module.backbone.set_fast_dropout(variant.fast_dropout)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
-    model = torch.compile(module) if compile_model else module
+    model = torch.compile(module) if variant.compile else module
     mask = torch.rand(row.batch, row.dates, row.height, row.width, device=device) < 0.4
     target = torch.randint(0, config.num_classes, (row.batch, row.height, row.width), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.amp)
 
     def step():
         if row.mode == "infer":
@@ -140,7 +143,7 @@ def timed_matmul_flops(device: torch.device, dtype: torch.dtype, n: int, repeats
 
 def run_row(row: Row, device: torch.device, amp: bool, repeats: int) -> dict:
     """Time one row in this process; returns the numbers of the table."""
-    step = make_step(row, device, amp)
+    step = make_step(row, device, Variant("rows", amp=amp))
     step()  # warm-up (allocator, kernels)
     synchronize(device)
     with FlopCounterMode(display=False) as counter:
@@ -171,7 +174,7 @@ def run_speedup(row: Row, variants: list[Variant], repeats: int) -> dict:
     device = torch.device("cpu")
     steps, warmup = {}, {}
     for v in variants:
-        steps[v.name] = make_step(row, device, v.amp, v.compile, v.grad_checkpoint)
+        steps[v.name] = make_step(row, device, v)
         start = time.perf_counter()
         steps[v.name]()  # compilation, allocator, kernel selection
         steps[v.name]()
@@ -187,7 +190,7 @@ def run_speedup(row: Row, variants: list[Variant], repeats: int) -> dict:
 
 def run_memory(row: Row, variant: Variant) -> dict:
     """Peak resident memory of a fresh process running two steps of ``variant`` (CPU)."""
-    step = make_step(row, torch.device("cpu"), variant.amp, variant.compile, variant.grad_checkpoint)
+    step = make_step(row, torch.device("cpu"), variant)
     step()
     start = time.perf_counter()
     step()

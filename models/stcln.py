@@ -33,6 +33,15 @@ class STCLN(nn.Module):
         self.grad_checkpoint = enable
         self.temporal.grad_checkpoint = enable
 
+    def set_fast_dropout(self, enable: bool = True) -> None:
+        """Dropout masks from 16-bit slices of 64-bit random words (``--fast_dropout``, models/temporal.py).
+
+        A runtime option for CPU training: same keep probability up to 1.5e-5 and the same model,
+        a different random stream from the default ``nn.Dropout`` (paper). Evaluation is unchanged.
+        """
+        for layer in self.temporal.layers:
+            layer.fast_dropout = enable
+
     def forward(
         self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:

@@ -30,6 +30,63 @@ class SinusoidalPositions(nn.Module):
         return table.repeat(1, 1, self.n_heads)  # (B, T, d_head) -> (B, T, D)
 
 
+class _MultiplyByMask(torch.autograd.Function):
+    """out = x * mask, grad_x = grad * mask; ``mask`` holds 0 or 1 / (1 - p) in x's dtype."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout (training) whose masks are cut from 64-bit random words (``--fast_dropout``).
+
+    ``nn.Dropout`` calls ``bernoulli_``, which draws one random number per element in a single
+    thread on CPUs where PyTorch does not use MKL's generator (AMD). Here every 64-bit word of the
+    default generator gives four 16-bit draws, and an element is kept when its draw is at least
+    ``round(p * 2**16) - 2**15``: keep probability ``1 - round(p * 2**16) / 2**16`` (p = 0.1:
+    0.899994 instead of 0.9). Same distribution up to that rounding, a different random stream:
+    runs are reproducible from their seed but not bitwise equal to the default (paper) dropout.
+    The mask is kept for backward in x's dtype (0 or 1 / (1 - p)): two same-dtype multiplications
+    are faster on CPU than a select on a bool mask (bench/README.md), at one more byte per element
+    in bf16. Under ``torch.compile`` it is ``F.dropout``: inductor generates its own parallel masks.
+    """
+    if p <= 0:
+        return x
+    if p >= 1:
+        return x * 0
+    if torch.compiler.is_compiling():
+        return F.dropout(x, p, training=True)
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    draws = words.view(torch.int16)[:n].view(x.shape)  # (ceil(n/4),) int64 -> (4*ceil(n/4),) int16 -> x.shape
+    keep = draws >= round(p * 2**16) - 2**15
+    mask = keep.view(torch.uint8).to(x.dtype).mul_(1.0 / (1.0 - p))  # via uint8: a faster conversion than bool's
+    return _MultiplyByMask.apply(x, mask)
+
+
+def attention_fast_dropout(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, p: float
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d_head)) v with :func:`fast_dropout` on the attention weights.
+
+    What ``scaled_dot_product_attention`` computes on CPU when it drops out attention weights (its
+    math path); the softmax runs in fp32 under autocast. q, k, v: (N, nh, T, dh); ``attn_mask``
+    (N, 1, 1, T) bool, True = may attend. Returns (N, nh, T, dh).
+    """
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (N, nh, T, dh) @ (N, nh, dh, T) -> (N, nh, T, T)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    weights = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    return fast_dropout(weights, p) @ v  # (N, nh, T, T) @ (N, nh, T, dh) -> (N, nh, T, dh)
+
+
 class TransformerLayer(nn.Module):
     """Post-norm encoder layer: x = LN(x + MHA(x)); x = LN(x + FFN(x)), dropout everywhere."""
 
@@ -44,21 +101,29 @@ class TransformerLayer(nn.Module):
         self.norm1 = nn.LayerNorm(d_model)
         self.norm2 = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
+        self.fast_dropout = False  # runtime option (STCLN.set_fast_dropout), not architecture
+
+    def apply_dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-time dropout: ``nn.Dropout`` (paper), or :func:`fast_dropout` with ``--fast_dropout``."""
+        return fast_dropout(x, self.dropout) if self.fast_dropout and self.training else self.drop(x)
 
     def attention(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
         """(N, T, D) -> (N, T, D); ``attn_mask`` (N, 1, 1, T) bool, True = may attend."""
         N, T, D = x.shape
         q, k, v = self.qkv(x).view(N, T, 3, self.n_heads, D // self.n_heads).unbind(2)  # 3 x (N, T, nh, dh)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (N, T, nh, dh) -> (N, nh, T, dh)
-        dropout_p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+        if self.fast_dropout and self.training and self.dropout > 0:
+            out = attention_fast_dropout(q, k, v, attn_mask, self.dropout)
+        else:
+            dropout_p = self.dropout if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return self.proj(out.transpose(1, 2).reshape(N, T, D))  # (N, nh, T, dh) -> (N, T, D)
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, D) -> (N, T, D)."""
-        x = self.norm1(x + self.drop(self.attention(x, attn_mask)))
+        x = self.norm1(x + self.apply_dropout(self.attention(x, attn_mask)))
         hidden = F.relu(self.linear1(x), inplace=True)  # in place: addmm keeps its inputs, not its output
-        return self.norm2(x + self.drop(self.linear2(self.drop(hidden))))
+        return self.norm2(x + self.apply_dropout(self.linear2(self.apply_dropout(hidden))))
 
 
 def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None) -> torch.Tensor:

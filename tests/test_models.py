@@ -198,10 +198,12 @@ def saved_bytes_of_forward(run) -> tuple[torch.Tensor, int]:
     return out, total
 
 
+@pytest.mark.parametrize("fast_dropout", [False, True], ids=["dropout", "fast_dropout"])
 @pytest.mark.parametrize("head", ["segmenter", "pretrain"])
-def test_grad_checkpoint_keeps_gradients_and_saves_memory(head):
+def test_grad_checkpoint_keeps_gradients_and_saves_memory(head, fast_dropout):
     """Checkpointing recomputes the CNN and Transformer layers in backward: same loss, gradients
-    (dropout on, padded dates) and BatchNorm statistics, fewer activations kept for backward."""
+    (dropout on, either kind of dropout, padded dates) and BatchNorm statistics, fewer
+    activations kept for backward."""
     import copy
 
     torch.manual_seed(0)
@@ -210,6 +212,7 @@ def test_grad_checkpoint_keeps_gradients_and_saves_memory(head):
     with torch.no_grad():
         if head == "segmenter":
             plain.sta.gate.fill_(0.5)
+    plain.backbone.set_fast_dropout(fast_dropout)
     ckpt = copy.deepcopy(plain)
     ckpt.backbone.set_grad_checkpointing(True)
     x = torch.randn(2, 5, 5, 8, 8)
@@ -236,3 +239,71 @@ def test_grad_checkpoint_keeps_gradients_and_saves_memory(head):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
     for (name, b), c in zip(plain.named_buffers(), ckpt.buffers()):
         torch.testing.assert_close(c, b, rtol=0, atol=0, msg=name)  # BatchNorm counted each batch once
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fast_dropout_distribution_mask_rule_and_gradient(p, dtype):
+    """--fast_dropout: values are 0 or x / (1 - p); the keep rate is 1 - round(p * 2**16) / 2**16 within
+    5 binomial sigmas; the four masks cut from one 64-bit word are uncorrelated; the mask is the
+    documented rule applied to the generator's words; the gradient is the same mask; a seed
+    reproduces it."""
+    from models.temporal import fast_dropout
+
+    n = 400_000
+    x = torch.full((n,), 2.0, dtype=dtype, requires_grad=True)
+    torch.manual_seed(7)
+    y = fast_dropout(x, p)
+    kept = y != 0
+    scale = torch.tensor(1 / (1 - p), dtype=dtype)
+    assert torch.equal(y[kept], (x.detach() * scale)[kept])
+    p_hat = round(p * 2**16) / 2**16
+    assert abs(kept.double().mean().item() - (1 - p_hat)) < 5 * (p_hat * (1 - p_hat) / n) ** 0.5
+    by_word = kept.view(-1, 4).double()  # (n/4 words, 4 draws each)
+    corr = torch.corrcoef(by_word.T)
+    assert (corr - torch.eye(4, dtype=torch.float64)).abs().max() < 0.03, corr
+    torch.manual_seed(7)  # the rule, re-derived from the same generator state
+    words = torch.empty(n // 4, dtype=torch.int64).random_(-(2**63), None)
+    assert torch.equal(kept, words.view(torch.int16) >= round(p * 2**16) - 2**15)
+    grad = torch.randn(n).to(dtype)
+    y.backward(grad)
+    assert torch.equal(x.grad, grad * (kept.to(dtype) * scale))
+    torch.manual_seed(8)
+    assert not torch.equal(fast_dropout(x.detach(), p) != 0, kept)
+
+
+def test_fast_dropout_attention_equals_sdpa_without_dropout_and_eval_is_unchanged():
+    """The attention written out for --fast_dropout is SDPA's (p = 0, with and without a key mask);
+    a model in eval mode gives bitwise the same outputs with the option on or off."""
+    import torch.nn.functional as F
+
+    from models.temporal import attention_fast_dropout
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 6, 4, 9, 8).unbind(0)  # 3 x (N, nh, T, dh)
+    mask = torch.rand(6, 1, 1, 9) > 0.4
+    mask[..., 0] = True
+    for m in (None, mask):
+        torch.testing.assert_close(attention_fast_dropout(q, k, v, m, 0.0), F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+                                   rtol=0, atol=1e-6)
+    model = STCLNSegmenter(tiny_config(in_channels=5, num_classes=4)).eval()
+    x, pos = torch.randn(2, 5, 5, 8, 8), index_positions(2, 5)
+    reference = model(x, pos)
+    model.backbone.set_fast_dropout(True)
+    assert torch.equal(model(x, pos), reference)
+    model.train()
+    torch.manual_seed(1)
+    assert not torch.equal(model(x, pos), reference)  # dropout is on in training
+
+
+def test_fast_dropout_under_torch_compile_is_inductors_dropout():
+    """Compiled, the option defers to F.dropout (inductor draws its own masks): the step runs and drops out."""
+    torch.manual_seed(0)
+    model = STCLNPretrain(tiny_config(in_channels=4, dropout=0.5))
+    model.backbone.set_fast_dropout(True)
+    compiled = torch.compile(model, backend="aot_eager")
+    x, pos, mask = torch.randn(1, 3, 4, 6, 6), index_positions(1, 3), torch.rand(1, 3, 6, 6) < 0.4
+    losses = [compiled(x, pos, mask)["loss"] for _ in range(2)]
+    losses[0].backward()
+    assert losses[0].item() != losses[1].item()  # different masks each call
+    assert all(p.grad is not None for p in model.backbone.temporal.parameters())

@@ -68,8 +68,8 @@ def block_pretrain_job(cwd: Path) -> dict:
 
 
 def freeze_job(cwd: Path) -> dict:
-    # --grad_checkpoint: both scripts run it end to end; frozen BatchNorm statistics must not move either
-    common = ["--dataset", "synthetic", "--smoke", "--epochs", 1, *QUIET, "--grad_checkpoint"]
+    # --grad_checkpoint --fast_dropout: both scripts run them end to end; frozen BatchNorm statistics must not move either
+    common = ["--dataset", "synthetic", "--smoke", "--epochs", 1, *QUIET, "--grad_checkpoint", "--fast_dropout"]
     runs = {"pretrain": run([PRETRAIN, *common, "--output_dir", cwd / "pt"], cwd)}
     if runs["pretrain"].returncode == 0:
         runs["finetune"] = run([PASTIS_FT, *common, "--epochs", 2, "--output_dir", cwd / "out", "--pretrain_pth",
@@ -276,6 +276,9 @@ def test_freeze_backbone_keeps_pretrained_weights_exactly(runs):
     import torch
 
     cwd, _ = finished(runs, "freeze")
+    for run_dir in ("pt", "out"):  # the runtime options reached both scripts
+        flags = json.loads((cwd / run_dir / "config.json").read_text())
+        assert flags["grad_checkpoint"] and flags["fast_dropout"], run_dir
     backbone = torch.load(cwd / "pt" / "checkpoint_0.stcln.tar", weights_only=True)["model"]
     tuned = torch.load(cwd / "out" / "last.tar", weights_only=True)["model"]
     for key, value in backbone.items():

@@ -135,7 +135,7 @@ def train(args, runtime: Runtime) -> Path:
     data = build_finetune_data(args)
     info = data.info
     model, config = build_model(args, info, runtime)
-    model = wrap_model(model, runtime, compile_backend(args), args.grad_checkpoint)
+    model = wrap_model(model, runtime, compile_backend(args), args.grad_checkpoint, args.fast_dropout)
     optimizer = make_optimizer(model, args)
     first_epoch, extra = resume_state(out, model, optimizer, config, args.trust_checkpoint) if args.resume else (0, {})
     write_run_config(args, out, runtime)

@@ -65,13 +65,15 @@ def start_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
 
 
 def wrap_model(model: nn.Module, runtime: Runtime, compile_backend: str | None = None,
-               grad_checkpoint: bool = False) -> nn.Module:
-    """Move to the device, ``torch.compile`` with ``compile_backend`` (any device; None = eager), wrap in DDP.
+               grad_checkpoint: bool = False, fast_dropout: bool = False) -> nn.Module:
+    """Move to the device, set the runtime options (--grad_checkpoint, --fast_dropout), ``torch.compile``
+    with ``compile_backend`` (any device; None = eager), wrap in DDP.
 
     The result is DDP(compiled(model)) under torchrun; :func:`utils.checkpoint.unwrap` undoes any nesting.
     """
     model = model.to(runtime.device)
     model.backbone.set_grad_checkpointing(grad_checkpoint)
+    model.backbone.set_fast_dropout(fast_dropout)
     if compile_backend:
         model = compile_model(model, compile_backend)
     if runtime.distributed:
