@@ -6,8 +6,8 @@
     python -m bench.train_step --suite rows --device cuda --rows tiny-pretrain mtlcc-finetune --repeats 5
 
 speed-up: for the paper-size fine-tune and pre-train steps (2 x 30 x 10 x 32 x 32), one process
-builds the paper-mode fp32 eager step and the faster paths (bf16 autocast, and bf16 autocast +
-torch.compile), warms them up (compilation included), then runs their timed steps in turn, so
+builds the paper-mode fp32 eager step and the faster paths (bf16 autocast, bf16 autocast +
+--fast_dropout, and bf16 autocast + torch.compile), warms them up (compilation included), then runs their timed steps in turn, so
 machine noise hits every path alike; the ratio is the fp32 median over the path's median.
 
 Peak memory is always measured in a fresh subprocess per configuration (CUDA:
