@@ -252,7 +252,7 @@ def labelled_data(args, budget: float, seed: int, splits):
     from utils.data import build_finetune_data
 
     argv = [str(a) for a in common_args(args) + SPLITS[args.dataset]["finetune"] + label_args(budget) + ["--seed", seed]]
-    ft_args = finetune.get_parser(args.dataset, "fine-tuning").parse_args(argv)
+    ft_args = finetune.parse_args(args.dataset, "fine-tuning", argv)
     return build_finetune_data(ft_args, splits=splits)
 
 

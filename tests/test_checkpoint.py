@@ -229,9 +229,9 @@ def test_parity_command_fails_on_a_wrong_expectation(tmp_path, capsys):
 
 
 def finetune_args(*argv: str):
-    from utils.finetune import get_parser
+    from utils.finetune import parse_args
 
-    return get_parser("mtlcc", "test").parse_args(["--data_root", "unused", *argv])
+    return parse_args("mtlcc", "test", ["--data_root", "unused", *argv])
 
 
 def test_authors_layout_of_other_sizes_through_pretrain_pth(tmp_path):

@@ -170,9 +170,9 @@ def test_epoch_without_a_labelled_pixel_is_an_error():
 def test_smoke_subset_has_labelled_pixels():
     """The documented ``PASTIS/finetuning_STCLN.py --smoke`` used to pick one crop with no labelled pixel."""
     from utils.data import build_finetune_data
-    from utils.finetune import class_weights, get_parser
+    from utils.finetune import class_weights, parse_args
 
-    args = get_parser("pastis", "test").parse_args(["--dataset", "synthetic", "--smoke"])
+    args = parse_args("pastis", "test", ["--dataset", "synthetic", "--smoke"])
     data = build_finetune_data(args, splits=("train",))
     weight = class_weights(data.info, data.info.num_classes)
     assert len(data.train) >= 1
@@ -562,13 +562,22 @@ def test_every_entry_point_takes_its_defaults_from_the_one_table():
     assert DATASET_DEFAULTS["finetune"]["mtlcc"] == dict(crop_size=0, n_dates=30, batch_size=2)  # the authors'
     assert DATASET_DEFAULTS["finetune"]["pastis"] == dict(crop_size=32, n_dates=0, batch_size=2)
     for dataset in ("pastis", "mtlcc"):  # the scripts and the experiments build the same parser
-        args = finetune.get_parser(dataset, "test").parse_args([])
+        args = finetune.parse_args(dataset, "test", ["--data_root", "unused"])
         assert {k: getattr(args, k) for k in keys} == DATASET_DEFAULTS["finetune"][dataset]
     for dataset, expected in (("mtlcc", DATASET_DEFAULTS["pretrain"]["mtlcc"]), ("synthetic", GENERIC_DEFAULTS)):
         args = apply_dataset_defaults(pretrain_STCLN.get_parser().parse_args(["--dataset", dataset]), "pretrain")
         assert {k: getattr(args, k) for k in keys} == expected
     args = pretrain_STCLN.get_parser().parse_args(["--dataset", "mtlcc", "--n_dates", "6"])
     assert apply_dataset_defaults(args, "pretrain").n_dates == 6  # an explicit flag wins
+    # --smoke on the synthetic MTLCC set: its tiles hold 6-10 dates, so the MTLCC default of 30 would find no tile
+    from utils.args import SMOKE_MTLCC_DATES
+
+    assert finetune.parse_args("mtlcc", "test", ["--dataset", "synthetic", "--smoke"]).n_dates == SMOKE_MTLCC_DATES == 6
+    assert finetune.parse_args("mtlcc", "test", ["--dataset", "synthetic"]).n_dates == 30
+    assert finetune.parse_args("mtlcc", "test", ["--dataset", "synthetic", "--smoke", "--n_dates", "4"]).n_dates == 4
+    assert finetune.parse_args("pastis", "test", ["--dataset", "synthetic", "--smoke"]).n_dates == 0
+    smoke_pretrain = pretrain_STCLN.get_parser().parse_args(["--smoke", "--synthetic_format", "mtlcc"])
+    assert apply_dataset_defaults(smoke_pretrain, "pretrain").n_dates == SMOKE_MTLCC_DATES
     for script in ("PASTIS/finetuning_STCLN.py", "MTLCC/finetuning_STCLN.py", "MTLCC/test_STCLN.py"):
         assert "crop_size=" not in (REPO / script).read_text()  # no second source of defaults
 
@@ -605,8 +614,8 @@ def test_synthetic_follows_the_format_of_the_entry_point():
     from utils.args import DATASET_DEFAULTS, apply_dataset_defaults, data_layout
     from utils.data import is_pastis_format, resolve_label_subset
 
-    mtlcc = finetune.get_parser("mtlcc", "test").parse_args(["--dataset", "synthetic"])
-    pastis = finetune.get_parser("pastis", "test").parse_args(["--dataset", "synthetic"])
+    mtlcc = finetune.parse_args("mtlcc", "test", ["--dataset", "synthetic"])
+    pastis = finetune.parse_args("pastis", "test", ["--dataset", "synthetic"])
     assert (data_layout(mtlcc), data_layout(pastis)) == ("mtlcc", "pastis")
     assert not is_pastis_format(mtlcc) and is_pastis_format(pastis)
     # the synthetic MTLCC set holds the authors' tile ids; the PASTIS-format one has no authors' ids
@@ -635,7 +644,7 @@ def test_synthetic_mtlcc_reads_the_mtlcc_loader(mtlcc_root, tmp_path):
     params = SYNTHETIC_MTLCC["smoke"] | {"eval_tiles": SYNTHETIC_MTLCC_EVAL_TILES["smoke"]}
     (cache / COMPLETE_MARKER).write_text(json.dumps(params))
     argv = ["--dataset", "synthetic", "--smoke", "--data_root", str(cache), "--label_subset", "all", "--n_dates", "4"]
-    data = build_finetune_data(finetune.get_parser("mtlcc", "test").parse_args(argv), splits=("train",))
+    data = build_finetune_data(finetune.parse_args("mtlcc", "test", argv), splits=("train",))
     assert isinstance(data.train, MTLCCDataset) and data.train.root == cache
     assert (data.info.in_channels, data.info.num_classes) == (MTLCCDataset.in_channels, MTLCCDataset.num_classes)
 
@@ -645,9 +654,7 @@ def test_synthetic_mtlcc_never_overwrites_a_folder_it_did_not_write(mtlcc_root, 
 
     real = copy_tree(mtlcc_root, tmp_path / "real")  # e.g. a real MTLCC root given with --dataset synthetic
     before = sorted(p.relative_to(real) for p in real.rglob("*"))
-    args = finetune.get_parser("mtlcc", "test").parse_args(
-        ["--dataset", "synthetic", "--smoke", "--data_root", str(real)]
-    )
+    args = finetune.parse_args("mtlcc", "test", ["--dataset", "synthetic", "--smoke", "--data_root", str(real)])
     with pytest.raises(DataError, match="refusing to overwrite"):
         synthetic_mtlcc_root(args)
     assert sorted(p.relative_to(real) for p in real.rglob("*")) == before

@@ -26,6 +26,7 @@ DATASET_DEFAULTS = {
                  "mtlcc": dict(crop_size=0, n_dates=30, batch_size=2)},
 }
 GENERIC_DEFAULTS = dict(crop_size=32, n_dates=0, batch_size=4)
+SMOKE_MTLCC_DATES = 6  # --smoke on the synthetic MTLCC set: its smoke tiles hold 6-10 dates (utils/data.py)
 
 
 def dataset_defaults(stage: str, dataset: str) -> dict:
@@ -47,10 +48,20 @@ def data_layout(args: argparse.Namespace) -> str:
 def apply_dataset_defaults(args: argparse.Namespace, stage: str) -> argparse.Namespace:
     """Fill the flags left unset (None) from :data:`DATASET_DEFAULTS` for the run's data layout
     (``--dataset synthetic`` in MTLCC format takes the MTLCC defaults)."""
-    for name, value in dataset_defaults(stage, data_layout(args)).items():
+    defaults = dataset_defaults(stage, data_layout(args))
+    resolve_n_dates(args, defaults.pop("n_dates"))
+    for name, value in defaults.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     return args
+
+
+def resolve_n_dates(args: argparse.Namespace, default: int) -> None:
+    """``--n_dates`` left unset (None) becomes ``default``, except in a ``--smoke`` run on the synthetic
+    MTLCC set, whose tiles hold only 6-10 dates: there it is :data:`SMOKE_MTLCC_DATES`."""
+    if getattr(args, "n_dates", None) is None:
+        smoke_mtlcc = args.dataset == "synthetic" and getattr(args, "smoke", False) and data_layout(args) == "mtlcc"
+        args.n_dates = SMOKE_MTLCC_DATES if smoke_mtlcc else default
 
 
 def add_data_args(parser: argparse.ArgumentParser, synthetic_format: str | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from utils.args import data_layout, parse_temporal
+from utils.args import SMOKE_MTLCC_DATES, data_layout, parse_temporal
 from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic, label_ratio_subset
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
@@ -31,7 +31,7 @@ SYNTHETIC_PASTIS = {  # per --synthetic_version: v1 the original demo set, v2 th
     1: {"full": dict(n_patches=200, size=32, n_dates=(24, 40)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))},
     2: {"full": dict(n_patches=1250, size=32, n_dates=(20, 30)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))},
 }
-SYNTHETIC_MTLCC = {"full": dict(size=24, n_dates=(30, 40)), "smoke": dict(size=12, n_dates=(6, 10))}
+SYNTHETIC_MTLCC = {"full": dict(size=24, n_dates=(30, 40)), "smoke": dict(size=12, n_dates=(SMOKE_MTLCC_DATES, 10))}
 SYNTHETIC_MTLCC_EVAL_TILES = {"full": 60, "smoke": 6}
 SYNTHETIC_MTLCC_FIRST_EVAL_ID = 20_000  # above every id of the authors' lists
 MTLCC_RGB = (0, 1, 2)  # B04, B03, B02

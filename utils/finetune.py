@@ -13,7 +13,7 @@ from torch.utils.data import Subset
 
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
-                        model_config_from_args)
+                        model_config_from_args, resolve_n_dates)
 from utils.checkpoint import (config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
                               load_state_checked, prepare_output_dir, read_pretrained_backbone, resume_state,
                               save_checkpoint, write_run_config)
@@ -77,8 +77,18 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
                        help="samples per validation/test batch. Series of different lengths are padded in a batch: "
                             ">1 gives the same predictions as 1 only with --use_pad_mask")
     add_runtime_args(parser, output_dir=f"checkpoints/finetune/{dataset}")
-    parser.set_defaults(**dataset_defaults("finetune", dataset))
+    parser.set_defaults(**{**dataset_defaults("finetune", dataset), "n_dates": None})  # None: resolve_n_dates in main
     return parser
+
+
+def parse_args(dataset: str, description: str, argv: list[str] | None = None, **defaults) -> argparse.Namespace:
+    """The fine-tuning/test flags, resolved (``--n_dates`` per data set and --smoke) and checked."""
+    parser = get_parser(dataset, description)
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    resolve_n_dates(args, dataset_defaults("finetune", dataset)["n_dates"])
+    check_args(parser, args)
+    return args
 
 
 def class_weights(info, num_classes: int) -> torch.Tensor:
@@ -236,10 +246,7 @@ def _scalars(metrics: dict) -> dict:
 
 def main(dataset: str, description: str, argv: list[str] | None = None, **defaults) -> int:
     """Entry point of the per-dataset fine-tuning/test scripts; returns the exit status."""
-    parser = get_parser(dataset, description)
-    parser.set_defaults(**defaults)
-    args = parser.parse_args(argv)
-    check_args(parser, args)
+    args = parse_args(dataset, description, argv, **defaults)
     runtime = None
 
     def run() -> None:
