@@ -58,3 +58,27 @@ def test_executor_runs_in_process_tasks_in_a_slot_and_propagates_their_failure(t
 
     with pytest.raises(ValueError, match="anchor failed"):
         le.Executor(2).map([(fail, (), None)])
+
+
+def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
+    """study.json records the schedule; more budgets or seeds extend the study, another schedule is refused
+    (exit 2, one line naming the file and what differs) before any work."""
+    folder = tmp_path / "study"
+    base = ["--output_dir", str(folder), "--budgets", "1", "5", "--steps", "300"]
+    le.check_schedule(le.get_parser().parse_args(base))
+    assert __import__("json").loads((folder / "study.json").read_text())["steps"] == 300
+    le.check_schedule(le.get_parser().parse_args(base + ["--seeds", "7", "--budgets", "1", "2", "5", "--arms", "rf"]))
+    for extra, named in ((["--steps", "900"], "steps 300 (folder) vs 900 (now)"), (["--fast"], "fast False (folder) vs True (now)")):
+        with pytest.raises(SystemExit) as exit_info:
+            le.main(base + extra)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "study.json" in err and named in err, err
+    assert not (folder / "runs").exists()  # refused before any run
+
+
+def test_fast_passes_bf16_and_fast_dropout_to_every_run():
+    plain = le.common_args(le.get_parser().parse_args([]))
+    fast = le.common_args(le.get_parser().parse_args(["--fast"]))
+    assert "--amp" not in plain and "--fast_dropout" not in plain
+    assert fast[-2:] == ["--amp", "--fast_dropout"] and fast[:-2] == plain
