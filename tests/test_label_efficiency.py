@@ -68,7 +68,10 @@ def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
     le.check_schedule(le.get_parser().parse_args(base))
     assert __import__("json").loads((folder / "study.json").read_text())["steps"] == 300
     le.check_schedule(le.get_parser().parse_args(base + ["--seeds", "7", "--budgets", "1", "2", "5", "--arms", "rf"]))
-    for extra, named in ((["--steps", "900"], "steps 300 (folder) vs 900 (now)"), (["--fast"], "fast False (folder) vs True (now)")):
+    for extra, named in (
+        (["--steps", "900"], "steps 300 (folder) vs 900 (now)"),
+        (["--fast"], "fast False (folder) vs True (now)"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
             le.main(base + extra)
         assert exit_info.value.code == 2
