@@ -14,3 +14,11 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 5 --seeds 3
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 5 --seeds 5 $GRID
 # 3. then the 2 % budget, seeds 0-4
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 5 --seeds 5 $GRID
+# 4. converged-schedule check at 5 % (README "Converged schedules at 5 %"): 900 instead of 300 steps, seeds 0-2,
+#    scratch and the three pre-trained arms at the lr chosen above (3e-3), into its own folder; pretrain_cell/,
+#    pretrain_block/ and pretrain_frame/ were copied from checkpoints/label_efficiency_grid (same 2-epoch backbones).
+#    (Its first launch was stopped after starting scratch seeds 0 and 1, which ran to the end, and restarted with the
+#    same command; no run was repeated.)
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 3 --sweep_budget 5 \
+    --arms scratch wp_cell wp_block wp_frame --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32 \
+    --test_limit 100 --pretrain_epochs 2 --jobs 2 --output_dir checkpoints/label_efficiency_steps900
