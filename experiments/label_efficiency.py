@@ -231,7 +231,7 @@ def common_args(args) -> list:
 def check_schedule(args) -> None:
     """Record the folder's schedule in study.json on the first run; refuse another schedule later."""
     path = args.output_dir / "study.json"
-    current = {key: (str(v) if isinstance(v := getattr(args, key), Path) else v) for key in SCHEDULE_KEYS}
+    current = {key: getattr(args, key) for key in SCHEDULE_KEYS}  # plain values (no paths among them)
     if not path.is_file():
         from utils.atomic import write_text_atomic
 
