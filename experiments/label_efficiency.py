@@ -132,7 +132,7 @@ def get_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="passed to every run ('auto', 'cpu', 'cuda')")
     run.add_argument("--fast", action="store_true",
                      help="pass --amp --fast_dropout to every pre-training and fine-tuning run (bf16 autocast where the "
-                          "device has it, cheaper dropout masks): measured 1.8x per tiny-model step on one CPU thread; "
+                          "device has it, cheaper dropout masks): 1.9x per tiny-model step (python -m bench.dropout); "
                           "a different recipe (bf16 numerics, another dropout stream), so a folder holds runs of one kind"),
     run.add_argument("--smoke", action="store_true", help="tiny data, one budget x 2 seeds, one epoch per run (CI)")
     return parser

@@ -54,7 +54,7 @@ def fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     0.899994 instead of 0.9). Same distribution up to that rounding, a different random stream:
     runs are reproducible from their seed but not bitwise equal to the default (paper) dropout.
     The mask is kept for backward in x's dtype (0 or 1 / (1 - p)): two same-dtype multiplications
-    are faster on CPU than a select on a bool mask (bench/README.md), at one more byte per element
+    were faster on CPU than a select on a bool mask when measured, at one more byte per element
     in bf16. Under ``torch.compile`` it is ``F.dropout``: inductor generates its own parallel masks.
     """
     if p <= 0:

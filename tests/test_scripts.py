@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = ["pretrain_STCLN.py", "PASTIS/finetuning_STCLN.py", "PASTIS/test_STCLN.py", "MTLCC/finetuning_STCLN.py",
            "MTLCC/test_STCLN.py"]
 MODULES = ["experiments.demo", "experiments.pretext_baselines", "experiments.table1_mtlcc2017", "experiments.early_season",
-           "experiments.label_limited", "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.profile_step",
+           "experiments.label_limited", "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.profile_step", "bench.dropout",
            "bench.data_loading", "bench.gpu_step"]
 
 
