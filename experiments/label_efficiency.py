@@ -229,10 +229,16 @@ def common_args(args) -> list:
 
 
 def check_schedule(args) -> None:
-    """Record the folder's schedule in study.json on the first run; refuse another schedule later."""
+    """Record the folder's schedule in study.json; refuse another schedule once work has started.
+
+    Work = a pre-training or run folder. A command that stopped before any (bad data, Ctrl-C while
+    the labelled subsets are drawn) leaves nothing to protect, so the next command's schedule
+    replaces the recorded one.
+    """
     path = args.output_dir / "study.json"
     current = {key: getattr(args, key) for key in SCHEDULE_KEYS}  # plain values (no paths among them)
-    if not path.is_file():
+    started = (args.output_dir / "runs").exists() or any(args.output_dir.glob("pretrain_*"))
+    if not path.is_file() or not started:
         from utils.atomic import write_text_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)

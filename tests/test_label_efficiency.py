@@ -1,6 +1,7 @@
 """The label-efficiency study: its helpers against independent computations (its --smoke run is in
 test_scripts.py, beside the other experiment commands)."""
 
+import json
 import math
 
 import numpy as np
@@ -62,11 +63,14 @@ def test_executor_runs_in_process_tasks_in_a_slot_and_propagates_their_failure(t
 
 def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
     """study.json records the schedule; more budgets or seeds extend the study, another schedule is refused
-    (exit 2, one line naming the file and what differs) before any work."""
+    (exit 2, one line naming the file and what differs) before any work; a folder where no work started
+    takes the new schedule."""
     folder = tmp_path / "study"
     base = ["--output_dir", str(folder), "--budgets", "1", "5", "--steps", "300"]
+    le.check_schedule(le.get_parser().parse_args(base[:-1] + ["600"]))  # a command that stopped before any work
     le.check_schedule(le.get_parser().parse_args(base))
-    assert __import__("json").loads((folder / "study.json").read_text())["steps"] == 300
+    assert json.loads((folder / "study.json").read_text())["steps"] == 300
+    (folder / "pretrain_cell").mkdir()  # pre-training has started: from now on the schedule is fixed
     le.check_schedule(le.get_parser().parse_args(base + ["--seeds", "7", "--budgets", "1", "2", "5", "--arms", "rf"]))
     for extra, named in (
         (["--steps", "900"], "steps 300 (folder) vs 900 (now)"),
