@@ -2,6 +2,7 @@
 
     python -m bench.train_step                      # speed-up: paper-mode fp32 eager vs the fast path
     python -m bench.train_step --suite memory       # peak memory with and without --grad_checkpoint
+    python -m bench.train_step --suite saved        # activation bytes kept for backward, with and without it
     python -m bench.train_step --suite rows         # per-workload table: FLOPs, MFU, scaling in T and H x W
     python -m bench.train_step --suite rows --device cuda --rows tiny-pretrain mtlcc-finetune --repeats 5
 
@@ -13,7 +14,9 @@ machine noise hits every path alike; the ratio is the fp32 median over the path'
 Peak memory is always measured in a fresh subprocess per configuration (CUDA:
 max_memory_allocated; CPU: peak resident set size of a process that ran two steps). FLOPs come
 from torch.utils.flop_counter for one step; MFU = achieved FLOP/s divided by a matmul peak
-measured on the same machine in the same run.
+measured on the same machine in the same run. The saved suite counts the bytes autograd keeps for
+backward during one forward (torch.autograd.graph.saved_tensors_hooks; a tensor saved by two
+operators counts twice): what --grad_checkpoint changes, free of allocator caching.
 """
 
 import argparse
@@ -101,19 +104,39 @@ def make_step(row: Row, device: torch.device, variant: Variant):
     target = torch.randint(0, config.num_classes, (row.batch, row.height, row.width), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=variant.amp)
 
+    def loss():
+        with autocast:
+            if row.mode == "pretrain":
+                return model(x, positions, mask)["loss"]
+            return torch.nn.functional.cross_entropy(model(x, positions).float(), target)
+
     def step():
         if row.mode == "infer":
             model.eval()
             with torch.no_grad(), autocast:
                 return model(x, positions).argmax(1)
-        with autocast:
-            out = model(x, positions, mask)["loss"] if row.mode == "pretrain" else torch.nn.functional.cross_entropy(model(x, positions).float(), target)
+        out = loss()
         optimizer.zero_grad(set_to_none=True)
         out.backward()
         optimizer.step()
         return out
 
+    step.loss = loss  # the forward alone (saved suite)
     return step
+
+
+def saved_bytes_of_forward(run) -> tuple[object, int]:
+    """Run ``run()`` and count the bytes autograd keeps for backward (packed saved tensors)."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = run()
+    return out, total
 
 
 def synchronize(device: torch.device) -> None:
@@ -257,6 +280,31 @@ def memory_suite(rows: list[Row]) -> None:
                 print(f"| {row.name:<15} | {v.name:<31} | {memory['peak_mib']:8.0f} | {memory['step_s']:7.2f} |")
 
 
+def run_saved(row: Row, variant: Variant) -> dict:
+    """Bytes autograd keeps for backward during one forward of ``variant`` (CPU)."""
+    _, saved = saved_bytes_of_forward(make_step(row, torch.device("cpu"), variant).loss)
+    return {"row": row.name, "variant": variant.name, "saved_bytes": saved}
+
+
+def saved_suite(rows: list[Row]) -> None:
+    """Activation bytes kept for backward by one forward of each memory path (a fresh process each)."""
+    print(f"activation bytes kept for backward by one forward (saved_tensors_hooks; CPU, torch {torch.__version__})")
+    header = f"| {'row':<15} | {'path':<31} | {'saved MiB':>9} | {'vs without':>10} |"
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for row in rows:
+        without = {}
+        for v in MEMORY_PATHS:
+            result = subprocess_json(["--one_saved", row.name, v.name])
+            if result is None:
+                continue
+            saved = result["saved_bytes"]
+            if not v.grad_checkpoint:  # MEMORY_PATHS: each precision without checkpointing comes first
+                without[v.amp] = saved
+            ratio = f"{without[v.amp] / saved:9.1f}x" if v.grad_checkpoint and v.amp in without else f"{'-':>10}"
+            print(f"| {row.name:<15} | {v.name:<31} | {saved / KIB**2:9.0f} | {ratio} |")
+
+
 def rows_suite(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     amp = device.type == "cuda"
@@ -286,7 +334,7 @@ def rows_suite(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", choices=("speedup", "memory", "rows"), default="speedup")
+    parser.add_argument("--suite", choices=("speedup", "memory", "saved", "rows"), default="speedup")
     parser.add_argument("--device", default="cpu", help="rows suite: cpu or cuda (cuda uses bf16 autocast)")
     parser.add_argument("--rows", nargs="+", default=None,
                         help=f"subset of row names (speedup/memory: {', '.join(r.name for r in SPEEDUP_ROWS)})")
@@ -297,6 +345,7 @@ def main() -> int:
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one row, print JSON
     parser.add_argument("--one_speedup", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--one_memory", nargs=2, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--one_saved", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     keep_freed_cpu_memory()  # as the training scripts do on CPU
     if args.one is not None:
@@ -310,6 +359,9 @@ def main() -> int:
     if args.one_memory is not None:
         print(json.dumps(run_memory(ALL_ROWS[args.one_memory[0]], PATHS[args.one_memory[1]])))
         return 0
+    if args.one_saved is not None:
+        print(json.dumps(run_saved(ALL_ROWS[args.one_saved[0]], PATHS[args.one_saved[1]])))
+        return 0
     if args.suite == "rows":
         args.repeats = args.repeats or 2
         rows_suite(args)
@@ -321,6 +373,8 @@ def main() -> int:
         parser.error(f"--rows: none of {args.rows} is a {args.suite} row ({', '.join(r.name for r in SPEEDUP_ROWS)})")
     if args.suite == "speedup":
         speedup_suite(rows, args.repeats or 3, not args.no_compile, not args.skip_memory)
+    elif args.suite == "saved":
+        saved_suite(rows)
     else:
         memory_suite(rows)
     return 0

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.train_step import saved_bytes_of_forward
 from models import STCLNPretrain, STCLNSegmenter, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,20 +183,6 @@ def test_preset_sizes_and_parameter_counts(preset, sizes):
     count = sum(p.numel() for p in STCLNSegmenter(config).parameters())
     assert count == analytic_parameters(10, 20, w1, D, F, L)
     assert count == {"tiny": 33_861, "small": 130_805, "paper": 3_248_341}[preset]
-
-
-def saved_bytes_of_forward(run) -> tuple[torch.Tensor, int]:
-    """Run ``run()`` and count the bytes autograd keeps for backward (packed saved tensors)."""
-    total = 0
-
-    def pack(tensor):
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        out = run()
-    return out, total
 
 
 @pytest.mark.parametrize("fast_dropout", [False, True], ids=["dropout", "fast_dropout"])
