@@ -26,6 +26,10 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 3 -
 #    seeds 0-2, scratch, the three pre-trained arms and the anchors, lr 3e-3 for every learned arm (the grid's choice),
 #    with --fast (bf16 autocast + --fast_dropout, 1.9x per step) so that it fits one session; --fast is another recipe,
 #    so the backbones are pre-trained again with it (2 epochs, as before) in its own folder. Fixed before any run.
+#    It was launched three times with this same command: the first launch was lost with its machine (none of its output
+#    was kept); the second pre-trained the three backbones and finished 10 fine-tunes before its session ended; the third
+#    skipped those and ran the rest (a run without summary.json, cut off by the end of the second session, starts
+#    again from its first step with the same seed, so no partial run enters the table).
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 --seeds 3 --sweep_budget 1 \
     --arms scratch wp_cell wp_block wp_frame rf majority --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 \
     --val_limit 32 --test_limit 100 --pretrain_epochs 2 --jobs 2 --fast --output_dir checkpoints/label_efficiency_fast900

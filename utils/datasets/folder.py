@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from utils.datasets.pastis import (
     METADATA_FILE, NORM_FILE, PASTISDataset, _Patch, open_npy, read_pastis_metadata, s2_path, target_path,
@@ -344,25 +343,3 @@ class FolderDataset(PASTISDataset):
             for index in (self.red_index, self.nir_index)
         )
         return ((nir - red) / (nir + red + NDVI_EPS)).astype(np.float32)
-
-    def __getitem__(self, index: int) -> dict:
-        position, _ = self.entries[index]
-        meta = self.patches[position].meta
-        rows, cols = self._window(index, self._generator(index))
-        frames = np.arange(len(meta.dates))
-        if self.temporal is not None:
-            frames = np.asarray(self.temporal(list(meta.dates)), dtype=np.int64)
-        series = open_npy(s2_path(self.root, meta.patch_id), self.mmap)
-        raw = np.asarray(series[frames, :, rows, cols], dtype=np.float32)  # (T', C, h, w), only this crop is read
-        image = (raw - self.mean[:, None, None]) / self.std[:, None, None]
-        days = [(meta.dates[frame] - self.reference_date).days for frame in frames]
-        sample_id = str(meta.patch_id)
-        if self.crop_size is not None:
-            sample_id += f"@{rows.start},{cols.start}"
-        return {
-            "image": torch.from_numpy(image),
-            "ndvi": torch.from_numpy(self.ndvi(raw)),
-            "days": torch.tensor(days, dtype=torch.int64),
-            "label": torch.from_numpy(self._read_label(meta.patch_id, rows, cols)),
-            "id": sample_id,
-        }

@@ -422,6 +422,11 @@ class PASTISDataset(Dataset):
                             f"found {label.min()}..{label.max()}")
         return label
 
+    def ndvi(self, raw: np.ndarray) -> np.ndarray:
+        """(T, C, h, w) raw values -> (T, h, w) NDVI (PASTIS stores reflectance x 10,000: the ratio is scale-free)."""
+        red, nir = raw[:, self.red_index], raw[:, self.nir_index]
+        return (nir - red) / (nir + red + NDVI_EPS)
+
     def __getitem__(self, index: int) -> dict:
         position, _ = self.entries[index]
         meta = self.patches[position].meta
@@ -434,8 +439,6 @@ class PASTISDataset(Dataset):
         else:
             frames = np.asarray(self.temporal(list(meta.dates)), dtype=np.int64)
             raw = np.asarray(series[frames, :, rows, cols], dtype=np.float32)  # (T', C, h, w)
-        red, nir = raw[:, self.red_index], raw[:, self.nir_index]
-        ndvi = (nir - red) / (nir + red + NDVI_EPS)
         image = (raw - self.mean[:, None, None]) / self.std[:, None, None]
         days = [(meta.dates[frame] - self.reference_date).days for frame in frames]
         sample_id = str(meta.patch_id)
@@ -443,7 +446,7 @@ class PASTISDataset(Dataset):
             sample_id += f"@{rows.start},{cols.start}"
         return {
             "image": torch.from_numpy(image),
-            "ndvi": torch.from_numpy(ndvi),
+            "ndvi": torch.from_numpy(self.ndvi(raw)),
             "days": torch.tensor(days, dtype=torch.int64),
             "label": torch.from_numpy(self._read_label(meta.patch_id, rows, cols)),
             "id": sample_id,
