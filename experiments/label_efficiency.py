@@ -128,7 +128,7 @@ def get_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("runtime")
     run.add_argument("--output_dir", type=Path, default=Path("checkpoints/label_efficiency"))
     run.add_argument("--jobs", type=int, default=1,
-                     help="runs in parallel, each a subprocess with cores/jobs threads (1 = in this process)")
+                     help="runs in parallel, each a subprocess; the cores are shared among the runs going at once (1 = in this process)")
     run.add_argument("--device", default="auto", help="passed to every run ('auto', 'cpu', 'cuda')")
     run.add_argument("--fast", action="store_true",
                      help="pass --amp --fast_dropout to every pre-training and fine-tuning run (bf16 autocast where the "
@@ -177,14 +177,18 @@ class Executor:
 
     def __init__(self, jobs: int):
         self.jobs = jobs
-        self.threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
 
-    def run(self, task: tuple, in_process: bool) -> None:
+    def threads(self, n_tasks: int) -> int:
+        """Threads per subprocess: the cores shared by the slots this wave fills (a wave of one task,
+        e.g. one pre-training, gets every core instead of 1/jobs of them)."""
+        return max(1, (os.cpu_count() or 1) // max(1, min(self.jobs, n_tasks)))
+
+    def run(self, task: tuple, in_process: bool, threads: int | None = None) -> None:
         target, argv, log_file = task
         if callable(target):
             target(*argv)
         else:
-            _execute(target, argv, None if in_process else log_file, self.threads)
+            _execute(target, argv, None if in_process else log_file, threads)
 
     def map(self, tasks: list[tuple]) -> None:
         """Runs every task; at the first failure the tasks not started yet are dropped (the running ones finish)."""
@@ -195,7 +199,8 @@ class Executor:
                 self.run(task, in_process=True)
             return
         with ThreadPoolExecutor(self.jobs) as pool:
-            futures = [pool.submit(self.run, task, False) for task in tasks]
+            threads = self.threads(sum(not callable(task[0]) for task in tasks))  # the anchors are short
+            futures = [pool.submit(self.run, task, False, threads) for task in tasks]
             try:
                 for future in futures:
                     future.result()

@@ -61,6 +61,14 @@ def test_executor_runs_in_process_tasks_in_a_slot_and_propagates_their_failure(t
         le.Executor(2).map([(fail, (), None)])
 
 
+def test_executor_shares_the_cores_among_the_slots_a_wave_fills(monkeypatch):
+    monkeypatch.setattr(le.os, "cpu_count", lambda: 8)
+    executor = le.Executor(4)
+    assert [executor.threads(n) for n in (1, 2, 3, 4, 9)] == [8, 4, 2, 2, 2]
+    monkeypatch.setattr(le.os, "cpu_count", lambda: 2)
+    assert le.Executor(4).threads(4) == 1  # never 0
+
+
 def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
     """study.json records the schedule; more budgets or seeds extend the study, another schedule is refused
     (exit 2, one line naming the file and what differs) before any work; a folder where no work started
