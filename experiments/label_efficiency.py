@@ -20,8 +20,9 @@ for every arm), the arms run on one schedule (same steps, batch, validation and 
 The learning rate of every learned arm is picked from --lrs by the best validation score at
 --sweep_budget with the first seed; that seed's run with the chosen lr is reused by the study.
 Outputs in --output_dir: results.json (every run), results.md (mean +- std per budget and arm,
-paired differences with 95 % confidence intervals over seeds), curve.png (mIoU vs budget) and
-training_curves.png (validation mIoU vs steps, first seed). Re-running with the same
+paired differences with 95 % confidence intervals over seeds), curve.png (mIoU vs budget),
+training_curves.png (validation mIoU vs steps, first seed) and pretext_curves.png (masked-cell MSE of
+each pre-training vs epoch, next to the two non-learned baselines). Re-running with the same
 --output_dir skips every finished run, so an interrupted study continues where it stopped; the
 folder's study.json holds the schedule its runs share, and a command with another schedule
 (steps, batch, model, pre-training, --fast, ...) is refused there, so runs of different recipes
@@ -363,6 +364,23 @@ def pretrain_diagnostics(args, mode: str) -> dict:
     return {k: v for k, v in ckpt.get("metrics", {}).items() if isinstance(v, (int, float))}
 
 
+PRETEXT_TAGS = {"loss": "pretrain/loss", "model": "pretext/model", "neighbour_mean": "pretext/neighbour_mean",
+                "temporal_interp": "pretext/temporal_interp"}
+
+
+def pretrain_history(args, mode: str) -> list[dict]:
+    """Per-epoch training loss and masked-cell MSE of the model and the non-learned baselines, from the
+    pre-training's TensorBoard log (every epoch, across resumed launches)."""
+    from utils.report import read_scalars
+
+    scalars = read_scalars(pretrain_dir(args, mode) / "tb", list(PRETEXT_TAGS.values()))
+    by_epoch: dict[int, dict] = {}
+    for key, tag in PRETEXT_TAGS.items():
+        for step, value in scalars[tag]:
+            by_epoch.setdefault(step, {"epoch": step + 1})[key] = value
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = get_parser().parse_args(argv)
     if args.smoke:
@@ -431,6 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
         "lr_sweep": {arm: {f"{lr:g}": v for lr, v in sweep[arm].items()} for arm in sweep},
         "lr_chosen": {arm: chosen[arm] for arm in chosen},
         "pretrain": {mode: pretrain_diagnostics(args, mode) for mode in needed_modes(args.arms)},
+        "pretrain_history": {mode: pretrain_history(args, mode) for mode in needed_modes(args.arms)},
         "runs": records,
         "minutes": (time.perf_counter() - start) / 60,
     }
@@ -583,12 +602,18 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
         columns = ["mode", *sorted({k for stats in results["pretrain"].values() for k in stats})]
         lines.append("Pre-training, last epoch (masked-cell MSE of the model and of the non-learned baselines):\n\n"
                      + format_table(pre_rows, columns))
+    history = results.get("pretrain_history", {})
+    rows = [{"mode": mode, **epoch} for mode, epochs in history.items() for epoch in epochs]
+    if rows:
+        lines.append("Pre-training per epoch (training loss; masked-cell MSE of the model, the same-date 3x3 neighbour "
+                     "mean and per-pixel temporal interpolation):\n\n"
+                     + format_table(rows, ["mode", "epoch", *PRETEXT_TAGS]))
     return "\n".join(lines)
 
 
 def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str]) -> None:
     from utils.report import write_text_atomic
-    from utils.figures import label_efficiency_figure, save_figure, training_curves_figure
+    from utils.figures import label_efficiency_figure, pretext_curves_figure, save_figure, training_curves_figure
 
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", json.dumps(results, indent=1, default=float))
@@ -605,8 +630,10 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
     curves = [r for r in results["runs"] if "history" in r and r["seed"] == 0]
     if curves:
         save_figure(training_curves_figure(curves, budgets), out / "training_curves.png")
+    if any(results.get("pretrain_history", {}).values()):
+        save_figure(pretext_curves_figure(results["pretrain_history"]), out / "pretext_curves.png")
     print(header + body)
-    print(f"written to {out / 'results.md'}, {out / 'results.json'}, {out / 'curve.png'}")
+    print(f"written to {out / 'results.md'}, {out / 'results.json'} and the figures in {out}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,28 @@ def test_executor_shares_the_cores_among_the_slots_a_wave_fills(monkeypatch):
     assert le.Executor(4).threads(4) == 1  # never 0
 
 
+def test_pretrain_history_reads_every_launch_of_a_resumed_pre_training(tmp_path):
+    """Two TensorBoard files (a launch, then a resumed one that redoes epoch 3) -> one row per epoch, the
+    redone epoch with its latest values."""
+    import time
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    args = le.get_parser().parse_args(["--output_dir", str(tmp_path)])
+    log_dir = le.pretrain_dir(args, "cell") / "tb"
+    for epochs in ({0: 0.5, 1: 0.2, 2: 0.1}, {2: 0.09, 3: 0.05}):
+        writer = SummaryWriter(str(log_dir))
+        for epoch, value in epochs.items():
+            writer.add_scalar("pretext/model", value, epoch)
+            writer.add_scalar("pretext/neighbour_mean", 0.01, epoch)
+        writer.close()
+        time.sleep(1.1)  # event file names carry the second they were opened
+    history = le.pretrain_history(args, "cell")
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    assert [row["model"] for row in history] == pytest.approx([0.5, 0.2, 0.09, 0.05])
+    assert all(row["neighbour_mean"] == pytest.approx(0.01) and "loss" not in row for row in history)
+
+
 def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
     """study.json records the schedule; more budgets or seeds extend the study, another schedule is refused
     (exit 2, one line naming the file and what differs) before any work; a folder where no work started

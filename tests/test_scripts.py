@@ -5,6 +5,7 @@ gains little from a second thread), each in its own folder (its own synthetic da
 tests then check what each wrote."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -196,9 +197,15 @@ def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
 
     cwd, _ = finished(runs, "label_efficiency")
     out = cwd / "out"
-    for name in ("results.json", "results.md", "curve.png", "training_curves.png"):
+    for name in ("results.json", "results.md", "curve.png", "training_curves.png", "pretext_curves.png"):
         assert (out / name).is_file(), name
     saved = json.loads((cwd / "first_results.json").read_text())
+    for mode, epochs in saved["pretrain_history"].items():  # TensorBoard log vs the checkpoint's own metrics
+        assert [e["epoch"] for e in epochs] == [1]  # --smoke: one epoch
+        final = saved["pretrain"][mode]
+        assert math.isclose(epochs[-1]["model"], final["pretext_model"], rel_tol=1e-6)
+        assert math.isclose(epochs[-1]["neighbour_mean"], final["pretext_neighbour_mean"], rel_tol=1e-6)
+        assert math.isclose(epochs[-1]["loss"], final["loss"], rel_tol=1e-6)
     assert {r["arm"] for r in saved["runs"]} == set(le.ARMS)
     assert len(saved["runs"]) == len(le.ARMS) * 2  # one budget x two seeds
     for run_ in saved["runs"]:

@@ -306,6 +306,32 @@ def training_curves_figure(runs: list[dict], budgets: list[float]) -> Figure:
     return fig
 
 
+def pretext_curves_figure(histories: dict[str, list[dict]]) -> Figure:
+    """Masked-cell MSE vs pre-training epoch, one panel per masking mode: the model and the two
+    non-learned baselines on the same masked cells (log y)."""
+    modes = [mode for mode, epochs in histories.items() if epochs]
+    fig = Figure(figsize=(3.4 * len(modes), 3.2))
+    axes = fig.subplots(1, len(modes), squeeze=False)
+    lines = (
+        ("model", "model", "tab:blue", "-"),
+        ("neighbour_mean", "same-date 3x3 neighbour mean", "tab:orange", "--"),
+        ("temporal_interp", "temporal interpolation", "tab:green", ":"),
+    )
+    for ax, mode in zip(axes[0], modes):
+        for key, label, colour, style in lines:
+            points = [(e["epoch"], e[key]) for e in histories[mode] if key in e]
+            if points:
+                ax.plot(*zip(*points), label=label, color=colour, linestyle=style, marker=".")
+        ax.set_yscale("log")
+        ax.set_title(f"{mode} masking", fontsize=9)
+        ax.set_xlabel("pre-training epoch")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("masked-cell MSE")
+    axes[0, -1].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def early_season_figure(rows: list[dict]) -> Figure:
     """Test mIoU against the cut-off month, STCLN and STCLN_wp (experiments/early_season.py)."""
     fig = Figure(figsize=(5, 3.2))

@@ -103,3 +103,18 @@ def read_results(path: str | Path) -> dict:
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
     payload["confusion_matrix"] = np.asarray(payload["confusion_matrix"], dtype=np.int64)
     return payload
+
+
+def read_scalars(log_dir: str | Path, tags: Sequence[str]) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` from every TensorBoard event file in ``log_dir`` (a resumed run
+    adds a file; a step written again after a restart keeps its latest value). Missing tags map to []."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0 = keep every point
+    events.Reload()
+    present = set(events.Tags().get("scalars", []))
+    out = {}
+    for tag in tags:
+        latest = {e.step: e.value for e in events.Scalars(tag)} if tag in present else {}  # files load oldest first
+        out[tag] = sorted(latest.items())
+    return out
