@@ -43,9 +43,11 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 --seeds 3
 #    Fixed before any of its runs; whatever the pretext reaches at epoch 10 and whatever the fine-tunes give is reported.
 SRC=checkpoints/label_efficiency_fast900
 DST=checkpoints/label_efficiency_fast900_pre10
-mkdir -p $DST/runs
-cp -r $SRC/pretrain_cell $DST/
-cp -r $SRC/runs/scratch $SRC/runs/rf $SRC/runs/majority $DST/runs/
+if [ ! -d $DST ]; then  # (guard added after the launch, so that a re-run does not copy into the copies)
+    mkdir -p $DST/runs
+    cp -r $SRC/pretrain_cell $DST/
+    cp -r $SRC/runs/scratch $SRC/runs/rf $SRC/runs/majority $DST/runs/
+fi
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 --seeds 3 --sweep_budget 1 \
     --arms scratch wp_cell rf majority --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 \
     --val_limit 32 --test_limit 100 --pretrain_epochs 10 --jobs 2 --fast --output_dir $DST
