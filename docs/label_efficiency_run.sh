@@ -51,3 +51,6 @@ fi
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 --seeds 3 --sweep_budget 1 \
     --arms scratch wp_cell rf majority --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 \
     --val_limit 32 --test_limit 100 --pretrain_epochs 10 --jobs 2 --fast --output_dir $DST
+# (Command 6 ran with the code of a766b38. Once it had finished, its python line was run once more with the code of
+#  1835022, which skipped every run and rewrote results.md/results.json with the per-epoch pre-training table and
+#  drew pretext_curves.png; the launch itself took 113 min.)
