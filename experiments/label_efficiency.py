@@ -624,7 +624,7 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
               f"preset {settings['preset']}, >= {settings['steps']} fine-tuning steps of batch {settings['batch_size']}, "
               f"{settings['pretrain_epochs']} pre-training epochs"
               f"{', --fast (bf16 autocast + fast dropout in every run)' if settings.get('fast') else ''}. "
-              f"{results['minutes']:.0f} min.\n\n")
+              f"{results['minutes']:.0f} min in this command (runs finished before it are not re-run).\n\n")
     write_text_atomic(out / "results.md", header + body)
     save_figure(label_efficiency_figure(results["runs"], budgets, arms), out / "curve.png")
     curves = [r for r in results["runs"] if "history" in r and r["seed"] == 0]
