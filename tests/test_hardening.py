@@ -341,6 +341,27 @@ def test_pastis_patches_without_a_date_in_the_window_are_dropped(pastis_root):
 # ---------------------------------------------------------------------------------------------
 # 10. Ctrl-C / SIGTERM stop the run, workers or not
 # ---------------------------------------------------------------------------------------------
+def test_a_stop_signal_during_a_checkpoint_write_lands_after_the_file_is_complete(tmp_path):
+    """A Ctrl-C inside torch.save's zip writer used to end in a second error and exit 1: the atomic
+    writer defers it, the checkpoint is written whole, then the run stops (Interrupted)."""
+    from utils.checkpoint import save_checkpoint
+
+    state = {"model": {"w": torch.arange(10_000.0)}, "epoch": 3}
+    real_save = torch.save
+
+    def save_interrupted_midway(obj, handle):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the write
+        real_save(obj, handle)
+
+    with stop_on_signals(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "save", save_interrupted_midway)
+        with pytest.raises(Interrupted):
+            save_checkpoint(tmp_path / "last.tar", state)
+    loaded = torch.load(tmp_path / "last.tar", weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], state["model"]["w"])
+    assert [p.name for p in tmp_path.iterdir()] == ["last.tar"]  # no temporary file left
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_swallowed_interrupt_still_stops_the_loop(signum):
     """The KeyboardInterrupt of Ctrl-C can land in an at-fork callback, which only prints it."""

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from utils.signals import deferred_stop
+
 
 def default_file_mode() -> int:
     """The mode a plain ``open(path, 'w')`` would give (mkstemp files are 0600)."""
@@ -27,12 +29,13 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], *, durable: bo
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        write(Path(tmp))
-        if durable:
-            with open(tmp, "rb+") as handle:
-                os.fsync(handle.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        with deferred_stop():  # Ctrl-C / SIGTERM take effect once the file is complete (utils/signals.py)
+            write(Path(tmp))
+            if durable:
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            os.chmod(tmp, default_file_mode())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -11,10 +11,11 @@ and shuts them down. The last complete ``last.tar`` stays on disk for ``--resume
 
 import os
 import signal
+import threading
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_state = {"owner": None, "signal": None}
+_state = {"owner": None, "signal": None, "defer": 0}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -34,6 +35,8 @@ def _handler(signum, frame):
         return  # a forked DataLoader worker: the main process decides and shuts it down
     first = _state["signal"] is None
     _state["signal"] = signum
+    if first and _state["defer"]:
+        return  # a file is being written: deferred_stop raises once it is complete
     if first:
         raise Interrupted(signum)
     signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C while stopping: stop at once
@@ -44,6 +47,26 @@ def check_stop() -> None:
     """Raise :class:`Interrupted` if a stop signal arrived (even if its first exception was swallowed)."""
     if _state["signal"] is not None and os.getpid() == _state["owner"]:
         raise Interrupted(_state["signal"])
+
+
+@contextmanager
+def deferred_stop():
+    """A first stop signal arriving in the body is recorded and raised only once the body has finished.
+
+    For writes that an exception must not cut in half: ``torch.save`` interrupted inside its zip
+    writer raises a second, unrelated error on the way out, which turned a clean Ctrl-C into a
+    traceback and exit 1. A second signal still stops the process at once.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    _state["defer"] += 1
+    try:
+        yield
+    finally:
+        _state["defer"] -= 1
+    if not _state["defer"]:
+        check_stop()
 
 
 @contextmanager
