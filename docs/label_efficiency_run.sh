@@ -54,3 +54,10 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 --seeds 3
 # (Command 6 ran with the code of a766b38. Once it had finished, its python line was run once more with the code of
 #  1835022, which skipped every run and rewrote results.md/results.json with the per-epoch pre-training table and
 #  drew pretext_curves.png; the launch itself took 113 min.)
+# 7. model capacity on the pretext (README "Ten pre-training epochs"): is the tiny model (34 k parameters) what keeps
+#    the cell pretext above the same-date neighbour mean? The same cell pre-training as commands 5/6 (the study's own
+#    arguments, --fast) with --preset small (131 k), 2 epochs, compared epoch by epoch with the tiny curve of command 6.
+#    A diagnostic of the pretext only (no fine-tuning); fixed before it ran.
+OMP_NUM_THREADS=2 python pretrain_STCLN.py --dataset synthetic --device auto --num_workers 0 --no_progress \
+    --preset small --crop_size 16 --use_pad_mask --amp --fast_dropout --folds 1 2 3 5 --mask_mode cell --epochs 2 \
+    --lr 1e-3 --batch_size 16 --seed 0 --save_every 1 --output_dir checkpoints/pretext_capacity/small_cell
