@@ -54,8 +54,10 @@ def comparison_table(results: dict[str, dict], reference: dict[str, dict] | None
 
 
 def write_markdown(path: Path, title: str, body: str) -> None:
+    from utils.atomic import write_text_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {title}\n\n{body}\n")
+    write_text_atomic(path, f"# {title}\n\n{body}\n")
 
 
 def experiment_parser(doc: str, data_help: str) -> argparse.ArgumentParser:

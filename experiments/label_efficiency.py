@@ -23,7 +23,8 @@ Outputs in --output_dir: results.json (every run), results.md (mean +- std per b
 paired differences with 95 % confidence intervals over seeds), curve.png (mIoU vs budget),
 training_curves.png (validation mIoU vs steps, first seed) and pretext_curves.png (masked-cell MSE of
 each pre-training vs epoch, next to the two non-learned baselines). Re-running with the same
---output_dir skips every finished run, so an interrupted study continues where it stopped; the
+--output_dir skips every finished run, so an interrupted study continues where it stopped (and
+--report writes the tables and figures of the runs finished so far without starting any); the
 folder's study.json holds the schedule its runs share, and a command with another schedule
 (steps, batch, model, pre-training, --fast, ...) is refused there, so runs of different recipes
 never mix in one table (budgets, seeds and arms may grow).
@@ -134,8 +135,11 @@ def get_parser() -> argparse.ArgumentParser:
     run.add_argument("--fast", action="store_true",
                      help="pass --amp --fast_dropout to every pre-training and fine-tuning run (bf16 autocast where the "
                           "device has it, cheaper dropout masks): 1.9x per tiny-model step (python -m bench.dropout); "
-                          "a different recipe (bf16 numerics, another dropout stream), so a folder holds runs of one kind"),
+                          "a different recipe (bf16 numerics, another dropout stream), so a folder holds runs of one kind")
     run.add_argument("--smoke", action="store_true", help="tiny data, one budget x 2 seeds, one epoch per run (CI)")
+    run.add_argument("--report", action="store_true",
+                     help="start nothing: write results.md/json and the figures from the runs of --output_dir that have "
+                          "finished (a partial table while the study runs, or after it was stopped)")
     return parser
 
 
@@ -244,6 +248,8 @@ def check_schedule(args) -> None:
     path = args.output_dir / "study.json"
     current = {key: getattr(args, key) for key in SCHEDULE_KEYS}  # plain values (no paths among them)
     started = (args.output_dir / "runs").exists() or any(args.output_dir.glob("pretrain_*"))
+    if args.report and not (path.is_file() and started):
+        get_parser().error(f"{args.output_dir}: no study has started there (no study.json with runs), nothing to report")
     if not path.is_file() or not started:
         from utils.atomic import write_text_atomic
 
@@ -418,6 +424,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     def choose(arms):
         for arm in arms:
+            if args.report and not all(run.done for run in sweep_runs([arm])) and len(args.lrs) > 1:
+                log.info("%s: its lr sweep has not finished, so it has no chosen lr and no row yet", arm)
+                continue
             scores = {run.lr: read_run(run)["best_val_mIoU"] for run in sweep_runs([arm])} if len(args.lrs) > 1 else {}
             sweep[arm] = scores
             chosen[arm] = max(scores, key=lambda lr: (scores[lr] if scores[lr] == scores[lr] else -1.0, -lr)) if scores else args.lrs[0]
@@ -428,7 +437,9 @@ def main(argv: list[str] | None = None) -> dict:
     # of the first wave instead of running alone at the end.
     anchors = [arm for arm in args.arms if arm in ("rf", "majority")]
     anchor_tasks = [(baselines, (args, b, s, anchors), None) for b in args.budgets for s in seeds] if anchors else []
-    if len(args.lrs) == 1:
+    if args.report:
+        choose(learned)
+    elif len(args.lrs) == 1:
         choose(learned)
         executor.map(pretrain_tasks(args, needed_modes(args.arms)) + anchor_tasks + run_tasks(study_runs(no_backbone), script))
     else:
@@ -436,21 +447,24 @@ def main(argv: list[str] | None = None) -> dict:
         choose(no_backbone)
         executor.map(run_tasks(sweep_runs(with_backbone) + study_runs(no_backbone), script))
         choose(with_backbone)
-    runs = study_runs(learned)
-    executor.map(run_tasks(runs, script))
-    records = [read_run(run) for run in runs]
+    runs = study_runs([arm for arm in learned if arm in chosen])
+    if not args.report:
+        executor.map(run_tasks(runs, script))
+    records = [read_run(run) for run in runs if run.done]
     for b in args.budgets:
-        for s in seeds:
-            records += baselines(args, b, s, anchors)  # cached by the first wave
+        for s in seeds:  # cached by the first wave (--report: those cached so far)
+            records += baselines(args, b, s, [arm for arm in anchors if not args.report or anchor_done(args, arm, b, s)])
+    modes = [mode for mode in needed_modes(args.arms) if not args.report or (pretrain_dir(args, mode) / "last.tar").is_file()]
 
     results = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "labelled_crops": {f"{b:g}": [counts[(b, s)] for s in seeds] for b in args.budgets},
         "lr_sweep": {arm: {f"{lr:g}": v for lr, v in sweep[arm].items()} for arm in sweep},
         "lr_chosen": {arm: chosen[arm] for arm in chosen},
-        "pretrain": {mode: pretrain_diagnostics(args, mode) for mode in needed_modes(args.arms)},
-        "pretrain_history": {mode: pretrain_history(args, mode) for mode in needed_modes(args.arms)},
+        "pretrain": {mode: pretrain_diagnostics(args, mode) for mode in modes},
+        "pretrain_history": {mode: pretrain_history(args, mode) for mode in modes},
         "runs": records,
+        "finished": {"runs": len(records), "of": (len(learned) + len(anchors)) * len(args.budgets) * len(seeds)},
         "minutes": (time.perf_counter() - start) / 60,
     }
     write_outputs(args.output_dir, results, args.budgets, [a for a in ARMS if a in args.arms])
@@ -489,14 +503,19 @@ def rf_threads(args) -> int:
     return max(1, (os.cpu_count() or 1) // args.jobs)
 
 
+def anchor_done(args, arm: str, budget: float, seed: int) -> bool:
+    return (args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").is_file()
+
+
 def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
     """rf / majority at one budget and seed, cached as <output_dir>/runs/<arm>/b<budget>_s<seed>/summary.json."""
     from sklearn.ensemble import RandomForestClassifier
 
+    from utils.atomic import write_text_atomic
     from utils.finetune import class_weights, evenly_spaced
     from utils.metrics import evaluate_protocol
 
-    pending = [arm for arm in arms if not (args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").is_file()]
+    pending = [arm for arm in arms if not anchor_done(args, arm, budget, seed)]
     if pending:
         data = labelled_data(args, budget, seed, splits=("train", "test"))
         info = data.info
@@ -526,7 +545,7 @@ def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
             out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}"
             out.mkdir(parents=True, exist_ok=True)
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            (out / "summary.json").write_text(json.dumps({"test": scalars, "train_pixels": int(len(y))}))
+            write_text_atomic(out / "summary.json", json.dumps({"test": scalars, "train_pixels": int(len(y))}))
     records = []
     for arm in arms:
         summary = json.loads((args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").read_text())
@@ -574,6 +593,8 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
                 if values:
                     mean, std = mean_std(values)
                     row[arm] = f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+                    if len(values) < results["settings"]["seeds"]:
+                        row[arm] += f" (n={len(values)})"  # seeds not finished yet (--report)
             rows.append(row)
         lines.append(f"Test {metric} (mean ± std over seeds, stcln protocol):\n\n"
                      + format_table(rows, ["budget %", "labelled crops", *arms]))
@@ -624,7 +645,12 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
               f"preset {settings['preset']}, >= {settings['steps']} fine-tuning steps of batch {settings['batch_size']}, "
               f"{settings['pretrain_epochs']} pre-training epochs"
               f"{', --fast (bf16 autocast + fast dropout in every run)' if settings.get('fast') else ''}. "
-              f"{results['minutes']:.0f} min in this command (runs finished before it are not re-run).\n\n")
+              + (f"{results['minutes']:.0f} min in this command (runs finished before it are not re-run).\n\n"
+                 if not settings.get("report") else "Written by --report (no run was started by it).\n\n"))
+    done = results.get("finished", {})
+    if done and done["runs"] < done["of"]:
+        header += (f"**Partial: {done['runs']} of {done['of']} runs have finished** (a cell with fewer seeds says n=...; "
+                   "the paired differences use the seeds both arms have).\n\n")
     write_text_atomic(out / "results.md", header + body)
     save_figure(label_efficiency_figure(results["runs"], budgets, arms), out / "curve.png")
     curves = [r for r in results["runs"] if "history" in r and r["seed"] == 0]

@@ -114,6 +114,19 @@ def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
     assert not (folder / "runs").exists()  # refused before any run
 
 
+def test_report_on_a_folder_without_a_study_is_one_line_and_writes_nothing(tmp_path, capsys):
+    for folder in (tmp_path / "missing", tmp_path / "empty"):
+        if folder.name == "empty":
+            folder.mkdir()
+            (folder / "study.json").write_text("{}")  # a command that stopped before any work
+        with pytest.raises(SystemExit) as exit_info:
+            le.main(["--output_dir", str(folder), "--report"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert str(folder) in err and "nothing to report" in err, err
+        assert not (folder / "results.md").exists() and not (folder / "runs").exists()
+
+
 def test_fast_passes_bf16_and_fast_dropout_to_every_run():
     plain = le.common_args(le.get_parser().parse_args([]))
     fast = le.common_args(le.get_parser().parse_args(["--fast"]))

@@ -89,7 +89,17 @@ def label_efficiency_job(cwd: Path) -> dict:
         stamps = {str(p): p.stat().st_mtime_ns for p in (cwd / "out").glob("runs/*/*/summary.json")}
         (cwd / "first_stamps.json").write_text(json.dumps(stamps))
         steps["again"] = run(command, cwd)
+    if steps["again"].returncode == 0:
+        (cwd / "again_results.json").write_bytes((cwd / "out" / "results.json").read_bytes())
+        stamps = {str(p): p.stat().st_mtime_ns for p in (cwd / "out").glob("runs/*/*/summary.json")}
+        (cwd / "again_stamps.json").write_text(json.dumps(stamps))
+        for name in REPORT_REMOVED:  # as if the study had been stopped before these runs finished
+            (cwd / "out" / "runs" / name / "summary.json").unlink()
+        steps["report"] = run(command + ["--report"], cwd)
     return steps
+
+
+REPORT_REMOVED = ("scratch/b100_s1_lr0.001", "rf/b100_s1")
 
 
 def gpu_bench_job(cwd: Path) -> dict:
@@ -210,15 +220,30 @@ def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
     assert len(saved["runs"]) == len(le.ARMS) * 2  # one budget x two seeds
     for run_ in saved["runs"]:
         assert set(run_["test"]) >= {"OA", "mIoU", "mF1"}
-        if run_["arm"] in le.LEARNED:  # the study's numbers are the runs' own summaries
-            summary = json.loads((out / "runs" / run_["arm"] / Path(run_["dir"]).name / "summary.json").read_text())
+        name = f"{run_['arm']}/{Path(run_['dir']).name}" if run_["arm"] in le.LEARNED else None
+        if name and name not in REPORT_REMOVED:  # the study's numbers are the runs' own summaries
+            summary = json.loads((out / "runs" / name / "summary.json").read_text())
             assert summary["test"]["mIoU"] == run_["test"]["mIoU"]
     text = (out / "results.md").read_text()
     assert "wp_cell − scratch" in text and "± " in text
     stamps = json.loads((cwd / "first_stamps.json").read_text())
-    assert stamps and {str(p): p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")} == stamps  # nothing re-ran
-    again = json.loads((out / "results.json").read_text())
+    assert stamps and json.loads((cwd / "again_stamps.json").read_text()) == stamps  # nothing re-ran
+    again = json.loads((cwd / "again_results.json").read_text())
     assert [r["test"] for r in again["runs"]] == [r["test"] for r in saved["runs"]]
+    # --report after two runs "did not finish": a partial table of the others, and nothing started
+    for name in REPORT_REMOVED:
+        assert not (out / "runs" / name / "summary.json").exists()
+    partial = json.loads((out / "results.json").read_text())
+    kept = [r for r in saved["runs"] if not (r["seed"] == 1 and r["arm"] in ("scratch", "rf"))]
+    assert [r["test"] for r in partial["runs"]] == [r["test"] for r in kept]
+    assert partial["finished"] == {"runs": len(kept), "of": len(saved["runs"])}
+    text = (out / "results.md").read_text()
+    assert f"Partial: {len(kept)} of {len(saved['runs'])} runs" in text and "no run was started" in text
+    scratch = next(line for line in text.splitlines() if line.startswith("| 100 |"))  # first table: test mIoU
+    one = next(r["test"]["mIoU"] for r in kept if r["arm"] == "scratch")
+    assert f"{one:.3f} (n=1)" in scratch
+    paired = next(line for line in text.splitlines() if line.startswith("| wp_cell − scratch |"))
+    assert paired.endswith("(0/1) |") or paired.endswith("(1/1) |")  # over the one seed both arms have
 
 
 def test_pretext_baselines_smoke(runs, capsys):

@@ -301,7 +301,10 @@ def training_curves_figure(runs: list[dict], budgets: list[float]) -> Figure:
         ax.set_xlabel("steps")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("validation mIoU")
-    axes[0, -1].legend(fontsize=6)
+    for ax in axes[0][::-1]:  # the legend on the last panel that has a curve
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+            break
     fig.tight_layout()
     return fig
 
@@ -327,7 +330,10 @@ def pretext_curves_figure(histories: dict[str, list[dict]]) -> Figure:
         ax.set_xlabel("pre-training epoch")
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("masked-cell MSE")
-    axes[0, -1].legend(fontsize=6)
+    for ax in axes[0][::-1]:  # the legend on the last panel that has a curve
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+            break
     fig.tight_layout()
     return fig
 

@@ -7,6 +7,7 @@ Every file is written to a temporary name in the target folder and moved into pl
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,7 @@ def read_scalars(log_dir: str | Path, tags: Sequence[str]) -> dict[str, list[tup
     adds a file; a step written again after a restart keeps its latest value). Missing tags map to []."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logging.getLogger("tensorboard").setLevel(logging.WARNING)  # not its "Directory watcher advancing" lines
     events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})  # 0 = keep every point
     events.Reload()
     present = set(events.Tags().get("scalars", []))
