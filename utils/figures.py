@@ -287,6 +287,14 @@ def label_efficiency_figure(runs: list[dict], budgets: list[float], arms: list[s
     return fig
 
 
+def legend_on_last_drawn_panel(axes) -> None:
+    """The legend on the last panel that has a curve (a panel may be empty, e.g. in a partial report)."""
+    for ax in axes[::-1]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+            return
+
+
 def training_curves_figure(runs: list[dict], budgets: list[float]) -> Figure:
     """Validation mIoU vs optimiser steps, one panel per budget, one line per arm (one seed)."""
     fig = Figure(figsize=(3.2 * len(budgets), 3.2))
@@ -301,10 +309,7 @@ def training_curves_figure(runs: list[dict], budgets: list[float]) -> Figure:
         ax.set_xlabel("steps")
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("validation mIoU")
-    for ax in axes[0][::-1]:  # the legend on the last panel that has a curve
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-            break
+    legend_on_last_drawn_panel(axes[0])
     fig.tight_layout()
     return fig
 
@@ -330,10 +335,7 @@ def pretext_curves_figure(histories: dict[str, list[dict]]) -> Figure:
         ax.set_xlabel("pre-training epoch")
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("masked-cell MSE")
-    for ax in axes[0][::-1]:  # the legend on the last panel that has a curve
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6)
-            break
+    legend_on_last_drawn_panel(axes[0])
     fig.tight_layout()
     return fig
 
