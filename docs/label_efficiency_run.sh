@@ -69,3 +69,7 @@ OMP_NUM_THREADS=2 python pretrain_STCLN.py --dataset synthetic --device auto --n
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 5 20 --seeds 3 --sweep_budget 1 \
     --arms scratch wp_cell rf majority --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 \
     --val_limit 32 --test_limit 100 --pretrain_epochs 10 --jobs 2 --fast --output_dir $DST
+# (Command 8 ran with the code of c1edf04 from 12:15 to 14:40. It was stopped when its last two runs, wp_cell at 20 %
+#  seeds 1 and 2, had just started, so that the session's time was left for reporting; their folders were removed.
+#  Its python line with --report (code of e0c17fe) then wrote results.md/results.json and the figures from the 46 of
+#  48 finished runs. Re-running the line above finishes the two.)
