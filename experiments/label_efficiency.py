@@ -503,8 +503,13 @@ def rf_threads(args) -> int:
     return max(1, (os.cpu_count() or 1) // args.jobs)
 
 
+def anchor_dir(args, arm: str, budget: float, seed: int) -> Path:
+    """Where an anchor's result at one budget and seed is cached (its summary.json)."""
+    return args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}"
+
+
 def anchor_done(args, arm: str, budget: float, seed: int) -> bool:
-    return (args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").is_file()
+    return (anchor_dir(args, arm, budget, seed) / "summary.json").is_file()
 
 
 def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
@@ -542,13 +547,13 @@ def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
                                              minlength=info.num_classes ** 2).reshape(info.num_classes, info.num_classes)
         for arm in pending:
             metrics = evaluate_protocol(matrices[arm], info.protocols["stcln"], info.classes)
-            out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}"
+            out = anchor_dir(args, arm, budget, seed)
             out.mkdir(parents=True, exist_ok=True)
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             write_text_atomic(out / "summary.json", json.dumps({"test": scalars, "train_pixels": int(len(y))}))
     records = []
     for arm in arms:
-        summary = json.loads((args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}" / "summary.json").read_text())
+        summary = json.loads((anchor_dir(args, arm, budget, seed) / "summary.json").read_text())
         records.append({"arm": arm, "budget": budget, "seed": seed, "lr": None, "test": summary["test"]})
     return records
 
