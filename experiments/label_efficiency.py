@@ -23,7 +23,8 @@ Outputs in --output_dir: results.json (every run), results.md (mean +- std per b
 paired differences with 95 % confidence intervals over seeds), curve.png (mIoU vs budget),
 training_curves.png (validation mIoU vs steps, first seed) and pretext_curves.png (masked-cell MSE of
 each pre-training vs epoch, next to the two non-learned baselines). Re-running with the same
---output_dir skips every finished run, so an interrupted study continues where it stopped (and
+--output_dir skips every finished run and resumes an interrupted one from its last epoch (saved every
+epoch), so an interrupted study continues where it stopped (and
 --report writes the tables and figures of the runs finished so far without starting any); the
 folder's study.json holds the schedule its runs share, and a command with another schedule
 (steps, batch, model, pre-training, --fast, ...) is refused there, so runs of different recipes
@@ -324,7 +325,7 @@ def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: in
     argv = common_args(args) + SPLITS[args.dataset]["finetune"] + label_args(budget) + [
         "--seed", seed, "--lr", lr, "--epochs", epochs, "--val_every", val_every, "--batch_size", args.batch_size,
         "--val_limit", args.val_limit, "--test_limit", args.test_limit, "--eval_batch_size", 16 if not args.paper_padding else 1,
-        "--save_every", epochs, "--n_maps", 0, "--output_dir", out]
+        "--save_every", 1, "--n_maps", 0, "--output_dir", out]  # last.tar every epoch: an interrupted run resumes
     if arm.startswith("wp_"):
         argv += ["--pretrain_pth", backbone_path(args, arm[3:])]
     if arm == "probe_wp":
@@ -335,13 +336,18 @@ def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: in
 
 
 def run_tasks(runs: list[Run], script: str) -> list:
+    """The unfinished runs' tasks. A run stopped after an epoch resumes from its last.tar (each epoch is
+    re-seeded from (seed, epoch), so it ends as the uninterrupted run would); one stopped before, restarts."""
     tasks = []
     for run in runs:
         if run.done:
             continue
-        if run.out.exists():
-            shutil.rmtree(run.out)  # an interrupted run restarts (runs are short)
-        tasks.append((script, run.argv, run.out / "log.txt"))
+        argv = run.argv
+        if (run.out / "last.tar").is_file():
+            argv = argv + ["--resume"]
+        elif run.out.exists():
+            shutil.rmtree(run.out)
+        tasks.append((script, argv, run.out / "log.txt"))
     return tasks
 
 

@@ -96,6 +96,10 @@ def label_efficiency_job(cwd: Path) -> dict:
         for name in REPORT_REMOVED:  # as if the study had been stopped before these runs finished
             (cwd / "out" / "runs" / name / "summary.json").unlink()
         steps["report"] = run(command + ["--report"], cwd)
+    if steps.get("report") and steps["report"].returncode == 0:
+        for name in ("results.json", "results.md"):
+            (cwd / f"report_{name}").write_bytes((cwd / "out" / name).read_bytes())
+        steps["resume"] = run(command, cwd)  # the learned run kept its last.tar: it resumes, not restarts
     return steps
 
 
@@ -205,7 +209,7 @@ def test_experiment_smoke(experiment, runs):
 def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
     from experiments import label_efficiency as le
 
-    cwd, _ = finished(runs, "label_efficiency")
+    cwd, steps = finished(runs, "label_efficiency")
     out = cwd / "out"
     for name in ("results.json", "results.md", "curve.png", "training_curves.png", "pretext_curves.png"):
         assert (out / name).is_file(), name
@@ -231,19 +235,28 @@ def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
     again = json.loads((cwd / "again_results.json").read_text())
     assert [r["test"] for r in again["runs"]] == [r["test"] for r in saved["runs"]]
     # --report after two runs "did not finish": a partial table of the others, and nothing started
-    for name in REPORT_REMOVED:
-        assert not (out / "runs" / name / "summary.json").exists()
-    partial = json.loads((out / "results.json").read_text())
+    partial = json.loads((cwd / "report_results.json").read_text())
     kept = [r for r in saved["runs"] if not (r["seed"] == 1 and r["arm"] in ("scratch", "rf"))]
     assert [r["test"] for r in partial["runs"]] == [r["test"] for r in kept]
     assert partial["finished"] == {"runs": len(kept), "of": len(saved["runs"])}
-    text = (out / "results.md").read_text()
+    text = (cwd / "report_results.md").read_text()
     assert f"Partial: {len(kept)} of {len(saved['runs'])} runs" in text and "no run was started" in text
     scratch = next(line for line in text.splitlines() if line.startswith("| 100 |"))  # first table: test mIoU
     one = next(r["test"]["mIoU"] for r in kept if r["arm"] == "scratch")
     assert f"{one:.3f} (n=1)" in scratch
     paired = next(line for line in text.splitlines() if line.startswith("| wp_cell − scratch |"))
     assert paired.endswith("(0/1) |") or paired.endswith("(1/1) |")  # over the one seed both arms have
+    # the study again: the stopped learned run resumes from its last.tar (trained no epoch again, only tested),
+    # the anchor runs again, nothing else re-runs, and the table is the full one again
+    log = steps["resume"].stdout  # --smoke runs in-process: the runs log to the study's stdout
+    assert f"resumed from {out / 'runs' / REPORT_REMOVED[0] / 'last.tar'}" in log and "epoch 1/1 " not in log, log[-3000:]
+    now = {str(p): p.stat().st_mtime_ns for p in out.glob("runs/*/*/summary.json")}
+    removed = {str(out / "runs" / name / "summary.json") for name in REPORT_REMOVED}
+    assert set(now) == set(stamps) and all(now[k] != stamps[k] for k in removed)
+    assert {k: v for k, v in now.items() if k not in removed} == {k: v for k, v in stamps.items() if k not in removed}
+    final = json.loads((out / "results.json").read_text())
+    assert [r["test"] for r in final["runs"]] == [r["test"] for r in saved["runs"]]
+    assert final["finished"] == {"runs": len(saved["runs"]), "of": len(saved["runs"])}
 
 
 def test_pretext_baselines_smoke(runs, capsys):
