@@ -73,6 +73,8 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 2 5 20 --se
 #  seeds 1 and 2, had just started, so that the session's time was left for reporting; their folders were removed.
 #  Its python line with --report (code of e0c17fe) then wrote results.md/results.json and the figures from the 46 of
 #  48 finished runs. Re-running the line above finishes the two.)
+# (The next session re-ran that line unchanged with the code of cbe7142, 15:33-15:59: it skipped the 46 finished runs,
+#  ran the two and wrote results.md/results.json and the figures from all 48.)
 # 9. a schedule long enough at 20 % (README "Ten pre-training epochs"): in command 8, 900 steps are 12 epochs of the
 #    597 labelled crops; scratch's training loss ended at 0.36-0.49 (0.13-0.30 at 5 %), seed 0's validation mIoU was
 #    still rising, and scratch (0.624) stayed below the random forest (0.640): a recipe too short, not a comparison.
