@@ -23,10 +23,10 @@ Outputs in --output_dir: results.json (every run), results.md (mean +- std per b
 paired differences with 95 % confidence intervals over seeds), curve.png (mIoU vs budget),
 training_curves.png (validation mIoU vs steps, first seed) and pretext_curves.png (masked-cell MSE of
 each pre-training vs epoch, next to the two non-learned baselines). Re-running with the same
---output_dir skips every finished run and resumes an interrupted one from its last epoch (saved every
-epoch), so an interrupted study continues where it stopped (and
---report writes the tables and figures of the runs finished so far without starting any); the
-folder's study.json holds the schedule its runs share, and a command with another schedule
+--output_dir skips every finished run and resumes an interrupted one from its last epoch (saved
+every epoch), so an interrupted study continues where it stopped; --report writes the tables and
+figures of the runs finished so far, and how far each unfinished one has trained, without starting
+any. The folder's study.json holds the schedule its runs share, and a command with another schedule
 (steps, batch, model, pre-training, --fast, ...) is refused there, so runs of different recipes
 never mix in one table (budgets, seeds and arms may grow).
 """
@@ -89,11 +89,18 @@ class Run:
     seed: int
     lr: float
     out: Path
+    epochs: int = 0
     argv: list = field(default_factory=list)
 
     @property
     def done(self) -> bool:
         return (self.out / "summary.json").is_file()
+
+    def progress(self) -> dict:
+        """Where an unfinished run stands: epochs trained so far (its history.json, written every epoch)."""
+        history = self.out / "history.json"
+        trained = json.loads(history.read_text())["history"][-1]["epoch"] if history.is_file() else 0
+        return {"arm": self.arm, "budget": self.budget, "seed": self.seed, "lr": self.lr, "epoch": trained, "of": self.epochs}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -332,7 +339,7 @@ def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: in
         argv += ["--pretrain_pth", backbone_path(args, PROBE_BACKBONE)]
     if arm.startswith("probe_"):
         argv += ["--freeze_backbone"]
-    return Run(arm, budget, seed, lr, out, argv)
+    return Run(arm, budget, seed, lr, out, epochs, argv)
 
 
 def run_tasks(runs: list[Run], script: str) -> list:
@@ -471,6 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pretrain_history": {mode: pretrain_history(args, mode) for mode in modes},
         "runs": records,
         "finished": {"runs": len(records), "of": (len(learned) + len(anchors)) * len(args.budgets) * len(seeds)},
+        "unfinished": [run.progress() for run in runs if not run.done],
         "minutes": (time.perf_counter() - start) / 60,
     }
     write_outputs(args.output_dir, results, args.budgets, [a for a in ARMS if a in args.arms])
@@ -662,6 +670,10 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
     if done and done["runs"] < done["of"]:
         header += (f"**Partial: {done['runs']} of {done['of']} runs have finished** (a cell with fewer seeds says n=...; "
                    "the paired differences use the seeds both arms have).\n\n")
+        unfinished = [f"{r['arm']} {r['budget']:g} % seed {r['seed']}: {r['epoch']} of {r['of']} epochs"
+                      for r in results.get("unfinished", [])]
+        if unfinished:
+            header += f"Unfinished learned runs (epochs trained so far): {'; '.join(unfinished)}.\n\n"
     write_text_atomic(out / "results.md", header + body)
     save_figure(label_efficiency_figure(results["runs"], budgets, arms), out / "curve.png")
     curves = [r for r in results["runs"] if "history" in r and r["seed"] == 0]

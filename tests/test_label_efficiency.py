@@ -132,3 +132,21 @@ def test_fast_passes_bf16_and_fast_dropout_to_every_run():
     fast = le.common_args(le.get_parser().parse_args(["--fast"]))
     assert "--amp" not in plain and "--fast_dropout" not in plain
     assert fast[-2:] == ["--amp", "--fast_dropout"] and fast[:-2] == plain
+
+
+def test_a_stopped_run_resumes_from_its_last_tar_and_one_stopped_in_its_first_epoch_restarts(tmp_path):
+    args = le.get_parser().parse_args(["--output_dir", str(tmp_path)])
+    stopped, early, finished = (le.make_run(args, "scratch", 5.0, seed, 1e-3, 149) for seed in (0, 1, 2))
+    assert stopped.epochs == le.schedule(args, 149)[0] > 2
+    assert stopped.argv[stopped.argv.index("--save_every") + 1] == 1  # last.tar after every epoch
+    for run in (stopped, early, finished):
+        run.out.mkdir(parents=True)
+    (stopped.out / "last.tar").write_bytes(b"epoch 2")
+    (stopped.out / "history.json").write_text(json.dumps({"history": [{"epoch": 1}, {"epoch": 2}]}))
+    (early.out / "log.txt").write_text("stopped before its first last.tar")
+    (finished.out / "summary.json").write_text("{}")
+    tasks = le.run_tasks([stopped, early, finished], "PASTIS/finetuning_STCLN.py")
+    assert [argv for _, argv, _ in tasks] == [stopped.argv + ["--resume"], early.argv]
+    assert (stopped.out / "last.tar").read_bytes() == b"epoch 2" and not early.out.exists()
+    assert stopped.progress() == {"arm": "scratch", "budget": 5.0, "seed": 0, "lr": 1e-3, "epoch": 2, "of": stopped.epochs}
+    assert early.progress()["epoch"] == 0

@@ -241,6 +241,9 @@ def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
     assert partial["finished"] == {"runs": len(kept), "of": len(saved["runs"])}
     text = (cwd / "report_results.md").read_text()
     assert f"Partial: {len(kept)} of {len(saved['runs'])} runs" in text and "no run was started" in text
+    # the learned run lost only its summary: it trained its one epoch (history.json), the anchor is not listed
+    assert [(r["arm"], r["seed"], r["epoch"], r["of"]) for r in partial["unfinished"]] == [("scratch", 1, 1, 1)]
+    assert "Unfinished learned runs (epochs trained so far): scratch 100 % seed 1: 1 of 1 epochs." in text
     scratch = next(line for line in text.splitlines() if line.startswith("| 100 |"))  # first table: test mIoU
     one = next(r["test"]["mIoU"] for r in kept if r["arm"] == "scratch")
     assert f"{one:.3f} (n=1)" in scratch
@@ -256,7 +259,7 @@ def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
     assert {k: v for k, v in now.items() if k not in removed} == {k: v for k, v in stamps.items() if k not in removed}
     final = json.loads((out / "results.json").read_text())
     assert [r["test"] for r in final["runs"]] == [r["test"] for r in saved["runs"]]
-    assert final["finished"] == {"runs": len(saved["runs"]), "of": len(saved["runs"])}
+    assert final["finished"] == {"runs": len(saved["runs"]), "of": len(saved["runs"])} and final["unfinished"] == []
 
 
 def test_pretext_baselines_smoke(runs, capsys):
