@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> dict:
     #    sweep, or all their runs when a single lr is given);
     # 2. the sweep of the backbone arms + the remaining runs of the no-backbone arms;
     # 3. the remaining runs of the backbone arms. (budget, seed) is outermost in every wave.
+    # With one lr and every backbone already pre-trained nothing waits: all runs form one wave, so
+    # the tail of one arm's runs does not leave a slot idle.
     no_backbone = [arm for arm in learned if arm in ("scratch", "probe_random")]
     with_backbone = [arm for arm in learned if arm not in no_backbone]
     sweep_key = (args.sweep_budget, seeds[0])
@@ -454,7 +456,9 @@ def main(argv: list[str] | None = None) -> dict:
         choose(learned)
     elif len(args.lrs) == 1:
         choose(learned)
-        executor.map(pretrain_tasks(args, needed_modes(args.arms)) + anchor_tasks + run_tasks(study_runs(no_backbone), script))
+        pretraining = pretrain_tasks(args, needed_modes(args.arms))
+        first = no_backbone if pretraining else learned
+        executor.map(pretraining + anchor_tasks + run_tasks(study_runs(first), script))
     else:
         executor.map(pretrain_tasks(args, needed_modes(args.arms)) + anchor_tasks + run_tasks(sweep_runs(no_backbone), script))
         choose(no_backbone)

@@ -150,3 +150,43 @@ def test_a_stopped_run_resumes_from_its_last_tar_and_one_stopped_in_its_first_ep
     assert (stopped.out / "last.tar").read_bytes() == b"epoch 2" and not early.out.exists()
     assert stopped.progress() == {"arm": "scratch", "budget": 5.0, "seed": 0, "lr": 1e-3, "epoch": 2, "of": stopped.epochs}
     assert early.progress()["epoch"] == 0
+
+
+@pytest.mark.parametrize("pre_trained", [False, True])
+def test_waves_with_one_lr(tmp_path, monkeypatch, pre_trained):
+    """One lr: the pre-training and scratch runs form the first wave and wp runs wait for the backbone; once
+    the backbone exists every run is in one wave (no slot idles while one arm's last runs finish)."""
+    waves = []
+
+    class Recorder:
+        def __init__(self, jobs):
+            pass
+
+        def map(self, tasks):  # "runs" every task: a fine-tune leaves its summary, a pre-training its backbone
+            waves.append([str(log.parent.relative_to(tmp_path)) for _, _, log in tasks if log])  # anchors: no log
+            for _, _, log in tasks:
+                if log is None:
+                    continue
+                log.parent.mkdir(parents=True)
+                if log.parent.name.startswith("pretrain_"):
+                    le.backbone_path(args, log.parent.name[len("pretrain_"):]).write_bytes(b"backbone")
+                else:
+                    (log.parent / "summary.json").write_text(json.dumps({"test": {"mIoU": 0.5}}))
+                    (log.parent / "history.json").write_text(json.dumps({"history": [{"epoch": 1, "steps": 2}]}))
+
+    for name, fake in {"Executor": Recorder, "labelled_count": lambda *a: 16, "pretrain_diagnostics": lambda *a: {},
+                       "pretrain_history": lambda *a: [], "write_outputs": lambda *a: None}.items():
+        monkeypatch.setattr(le, name, fake)
+    argv = ["--output_dir", str(tmp_path), "--arms", "scratch", "wp_cell", "--lrs", "1e-3", "--budgets", "5",
+            "--sweep_budget", "5", "--seeds", "2"]
+    args = le.get_parser().parse_args(argv)
+    if pre_trained:
+        le.pretrain_dir(args, "cell").mkdir(parents=True)
+        le.backbone_path(args, "cell").write_bytes(b"backbone")
+    results = le.main(argv)
+    runs = [f"runs/{arm}/b5_s{seed}_lr0.001" for seed in (0, 1) for arm in ("scratch", "wp_cell")]
+    if pre_trained:
+        assert waves == [runs, []]
+    else:
+        assert waves == [["pretrain_cell", *runs[::2]], runs[1::2]]
+    assert [(r["arm"], r["seed"]) for r in results["runs"]] == [("scratch", 0), ("wp_cell", 0), ("scratch", 1), ("wp_cell", 1)]
