@@ -95,3 +95,7 @@ fi
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 20 --seeds 3 --sweep_budget 20 \
     --arms scratch wp_cell rf majority --lrs 3e-3 --steps 900 --min_epochs 48 --validations 4 \
     --val_limit 32 --test_limit 100 --pretrain_epochs 10 --jobs 2 --fast --output_dir $DST
+# (Command 9's first launch, code of 77de576, 16:05-16:20: scratch seeds 0 and 1 trained 7 and 6 epochs, then it was
+#  stopped and launched again with the same line and the code of 3cdf4a2, which puts all runs in one wave once the
+#  backbone exists, so that scratch seed 2 does not run alone while a core idles; the two runs resumed from their
+#  last.tar. Nothing else differs between the launches.)
