@@ -206,7 +206,7 @@ def test_experiment_smoke(experiment, runs):
         assert set(json.loads(summary.read_text())["test"]) >= {"OA", "mIoU", "mF1", "kappa"}
 
 
-def test_label_efficiency_smoke_writes_results_and_skips_finished_runs(runs):
+def test_label_efficiency_smoke_writes_results_skips_finished_runs_and_resumes_stopped_ones(runs):
     from experiments import label_efficiency as le
 
     cwd, steps = finished(runs, "label_efficiency")
