@@ -148,7 +148,8 @@ def test_a_stopped_run_resumes_from_its_last_tar_and_one_stopped_in_its_first_ep
     tasks = le.run_tasks([stopped, early, finished], "PASTIS/finetuning_STCLN.py")
     assert [argv for _, argv, _ in tasks] == [stopped.argv + ["--resume"], early.argv]
     assert (stopped.out / "last.tar").read_bytes() == b"epoch 2" and not early.out.exists()
-    assert stopped.progress() == {"arm": "scratch", "budget": 5.0, "seed": 0, "lr": 1e-3, "epoch": 2, "of": stopped.epochs}
+    expected = dict(arm="scratch", budget=5.0, seed=0, lr=1e-3, epoch=2, of=stopped.epochs)
+    assert stopped.progress() == expected
     assert early.progress()["epoch"] == 0
 
 
@@ -169,16 +170,25 @@ def test_waves_with_one_lr(tmp_path, monkeypatch, pre_trained):
                     continue
                 log.parent.mkdir(parents=True)
                 if log.parent.name.startswith("pretrain_"):
-                    le.backbone_path(args, log.parent.name[len("pretrain_"):]).write_bytes(b"backbone")
+                    le.backbone_path(args, log.parent.name.removeprefix("pretrain_")).write_bytes(b"backbone")
                 else:
                     (log.parent / "summary.json").write_text(json.dumps({"test": {"mIoU": 0.5}}))
                     (log.parent / "history.json").write_text(json.dumps({"history": [{"epoch": 1, "steps": 2}]}))
 
-    for name, fake in {"Executor": Recorder, "labelled_count": lambda *a: 16, "pretrain_diagnostics": lambda *a: {},
-                       "pretrain_history": lambda *a: [], "write_outputs": lambda *a: None}.items():
+    fakes = dict(
+        Executor=Recorder,
+        labelled_count=lambda *a: 16,
+        write_outputs=lambda *a: None,
+        pretrain_diagnostics=lambda *a: {},
+        pretrain_history=lambda *a: [],
+    )
+    for name, fake in fakes.items():
         monkeypatch.setattr(le, name, fake)
-    argv = ["--output_dir", str(tmp_path), "--arms", "scratch", "wp_cell", "--lrs", "1e-3", "--budgets", "5",
-            "--sweep_budget", "5", "--seeds", "2"]
+    argv = [
+        "--output_dir",
+        str(tmp_path),
+        *"--arms scratch wp_cell --lrs 1e-3 --budgets 5 --sweep_budget 5 --seeds 2".split(),
+    ]
     args = le.get_parser().parse_args(argv)
     if pre_trained:
         le.pretrain_dir(args, "cell").mkdir(parents=True)
@@ -189,4 +199,4 @@ def test_waves_with_one_lr(tmp_path, monkeypatch, pre_trained):
         assert waves == [runs, []]
     else:
         assert waves == [["pretrain_cell", *runs[::2]], runs[1::2]]
-    assert [(r["arm"], r["seed"]) for r in results["runs"]] == [("scratch", 0), ("wp_cell", 0), ("scratch", 1), ("wp_cell", 1)]
+    assert [f"runs/{r['arm']}/b5_s{r['seed']}_lr0.001" for r in results["runs"]] == runs
