@@ -99,3 +99,6 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 20 --seeds 3 
 #  stopped and launched again with the same line and the code of 3cdf4a2, which puts all runs in one wave once the
 #  backbone exists, so that scratch seed 2 does not run alone while a core idles; the two runs resumed from their
 #  last.tar. Nothing else differs between the launches.)
+# (By 18:00 of that session seed 0 of both arms had finished (scratch 0.788, wp_cell 0.782) and README's table was
+#  written from the line above with --report (code of 2155c26); scratch seed 1 had trained 10 epochs and wp_cell seed 1
+#  one. The command was left running at the session's end; re-running the line resumes whatever is unfinished.)
