@@ -104,5 +104,5 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 20 --seeds 3 
 #  one. The command was left running at the session's end; re-running the line resumes whatever is unfinished.)
 # (Next session, 2026-12-03 18:21: the command had been stopped at the previous session's end (scratch seed 1 after
 #  11 epochs, wp_cell seed 1 after 2); the same line was launched again with the code of a1eda2e (README/tests changes
-#  only since 2155c26) and resumed both. Seed 1 of both arms finished by 19:55 (scratch 0.749, wp_cell 0.750); the
+#  only since 2155c26) and resumed both. Seed 1 of both arms finished by 19:43 (scratch 0.749, wp_cell 0.750); the
 #  README table was written from the line above with --report. Seed 2 of both arms started at about 19:40.)
