@@ -115,6 +115,9 @@ def get_parser() -> argparse.ArgumentParser:
     study.add_argument("--budgets", type=float, nargs="+", default=[1, 2, 5, 20, 100],
                        help="label budgets in %% of the training crops (class-stratified)")
     study.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1; each draws the labelled subset and the initialisation")
+    study.add_argument("--only_seeds", type=int, nargs="+", default=None, metavar="S",
+                       help="run (or --report) only these of the seeds 0..N-1, e.g. one seed per machine: copy the runs/ "
+                            "folders into one output folder and --report them together (the lr sweep stays at seed 0)")
     study.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (see above)")
     study.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="learning rates swept per arm")
     study.add_argument("--sweep_budget", type=float, default=5, help="budget (%%) at which the lr is chosen, first seed")
@@ -255,6 +258,8 @@ def check_schedule(args) -> None:
     """
     path = args.output_dir / "study.json"
     current = {key: getattr(args, key) for key in SCHEDULE_KEYS}  # plain values (no paths among them)
+    if not args.report:  # --report starts nothing, so it runs on any machine
+        current["precision"] = run_precision(args)
     started = (args.output_dir / "runs").exists() or any(args.output_dir.glob("pretrain_*"))
     if args.report and not (path.is_file() and started):
         get_parser().error(f"{args.output_dir}: no study has started there (no study.json with runs), nothing to report")
@@ -268,11 +273,23 @@ def check_schedule(args) -> None:
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         get_parser().error(f"{path}: unreadable ({err}); it records the schedule of the runs in that folder")
-    differ = {key: (saved.get(key), value) for key, value in current.items() if saved.get(key) != value}
+    # (a folder started before "precision" was recorded has no value to compare)
+    differ = {key: (saved.get(key), value) for key, value in current.items()
+              if saved.get(key) != value and (key in saved or key != "precision")}
     if differ:
         listed = ", ".join(f"{key} {old} (folder) vs {new} (now)" for key, (old, new) in differ.items())
         get_parser().error(f"{path}: the runs in {args.output_dir} used another schedule ({listed}); "
                            "use another --output_dir, or the same settings to extend the study")
+
+
+def run_precision(args) -> str:
+    """What the runs compute in on this machine: 'bf16' when --fast gets bf16 autocast (CUDA, or a CPU
+    with native bf16), else 'fp32'. Part of a folder's schedule: a seed added or a run resumed on a
+    machine that resolves --fast otherwise would mix two recipes in one table."""
+    from utils.distributed import resolve_device
+    from utils.precision import resolve_amp
+
+    return "bf16" if resolve_amp(args.fast, resolve_device("auto")) else "fp32"
 
 
 def pretrain_dir(args, mode: str) -> Path:
@@ -407,6 +424,8 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, key, value)
     if args.dataset != "synthetic" and args.data_root is None and (args.dataset == "folder" or not args.smoke):
         get_parser().error(f"--dataset {args.dataset} needs --data_root (only --smoke runs on the synthetic data set)")
+    if args.only_seeds and not set(args.only_seeds) <= set(range(args.seeds)):
+        get_parser().error(f"--only_seeds {args.only_seeds} must be among the seeds 0..{args.seeds - 1} of --seeds {args.seeds}")
     if args.sweep_budget not in args.budgets:
         get_parser().error(f"--sweep_budget {args.sweep_budget:g} must be one of --budgets {args.budgets}")
     check_schedule(args)
@@ -414,10 +433,13 @@ def main(argv: list[str] | None = None) -> dict:
     script = SCRIPTS[args.dataset]
     start = time.perf_counter()
     executor = Executor(args.jobs)
-    seeds = list(range(args.seeds))
+    seeds = sorted(set(args.only_seeds)) if args.only_seeds else list(range(args.seeds))
     learned = [arm for arm in args.arms if arm in LEARNED]
     counts = {(b, s): labelled_count(args, b, s) for b in args.budgets for s in seeds}
-    log.info("labelled crops per budget (seed 0): %s", {b: counts[(b, 0)] for b in args.budgets})
+    sweep_key = (args.sweep_budget, 0)  # the first seed of the study, also under --only_seeds
+    if len(args.lrs) > 1 and sweep_key not in counts:
+        counts[sweep_key] = labelled_count(args, *sweep_key)
+    log.info("labelled crops per budget (seed %d): %s", seeds[0], {b: counts[(b, seeds[0])] for b in args.budgets})
 
     # Three waves, so that both the pre-training and the lr sweeps overlap with other work:
     # 1. pre-training (one backbone per masking mode) + the arms that need no backbone (their lr
@@ -428,7 +450,6 @@ def main(argv: list[str] | None = None) -> dict:
     # the tail of one arm's runs does not leave a slot idle.
     no_backbone = [arm for arm in learned if arm in ("scratch", "probe_random")]
     with_backbone = [arm for arm in learned if arm not in no_backbone]
-    sweep_key = (args.sweep_budget, seeds[0])
     chosen, sweep = {}, {}
 
     def sweep_runs(arms):
@@ -475,6 +496,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     results = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "seeds": seeds,
         "labelled_crops": {f"{b:g}": [counts[(b, s)] for s in seeds] for b in args.budgets},
         "lr_sweep": {arm: {f"{lr:g}": v for lr, v in sweep[arm].items()} for arm in sweep},
         "lr_chosen": {arm: chosen[arm] for arm in chosen},
@@ -602,6 +624,14 @@ def paired_difference(results: list[dict], a: str, b: str, budget: float, metric
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diff), "wins": int((diff > 0).sum())}
 
 
+def seeds_text(results: dict) -> str:
+    """'3 seeds', or 'seed 2 of 0-2' for a study run with --only_seeds."""
+    n, seeds = results["settings"]["seeds"], results.get("seeds", list(range(results["settings"]["seeds"])))
+    if len(seeds) == n:
+        return f"{n} seeds"
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} of 0-{n - 1}"
+
+
 def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
     from utils.report import format_table
 
@@ -616,7 +646,7 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
                 if values:
                     mean, std = mean_std(values)
                     row[arm] = f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
-                    if len(values) < results["settings"]["seeds"]:
+                    if len(values) < len(results.get("seeds", range(results["settings"]["seeds"]))):
                         row[arm] += f" (n={len(values)})"  # seeds not finished yet (--report)
             rows.append(row)
         lines.append(f"Test {metric} (mean ± std over seeds, stcln protocol):\n\n"
@@ -664,7 +694,7 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
     body = markdown(results, budgets, arms)
     settings = results["settings"]
     header = (f"# Label efficiency of masked pre-training ({settings['dataset']})\n\n"
-              f"{settings['seeds']} seeds, budgets {', '.join(f'{b:g}' for b in budgets)} % of the training crops, "
+              f"{seeds_text(results)}, budgets {', '.join(f'{b:g}' for b in budgets)} % of the training crops, "
               f"preset {settings['preset']}, >= {settings['steps']} fine-tuning steps of batch {settings['batch_size']}, "
               f"{settings['pretrain_epochs']} pre-training epochs"
               f"{', --fast (bf16 autocast + fast dropout in every run)' if settings.get('fast') else ''}. "
@@ -680,7 +710,8 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
             header += f"Unfinished learned runs (epochs trained so far): {'; '.join(unfinished)}.\n\n"
     write_text_atomic(out / "results.md", header + body)
     save_figure(label_efficiency_figure(results["runs"], budgets, arms), out / "curve.png")
-    curves = [r for r in results["runs"] if "history" in r and r["seed"] == 0]
+    first_seed = results.get("seeds", [0])[0]  # one seed's curves: the first of this study's seeds
+    curves = [r for r in results["runs"] if "history" in r and r["seed"] == first_seed]
     if curves:
         save_figure(training_curves_figure(curves, budgets), out / "training_curves.png")
     if any(results.get("pretrain_history", {}).values()):

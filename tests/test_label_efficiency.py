@@ -114,6 +114,32 @@ def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
     assert not (folder / "runs").exists()  # refused before any run
 
 
+def test_a_folder_started_in_bf16_refuses_a_machine_that_would_run_fp32(tmp_path, capsys, monkeypatch):
+    """--fast gives bf16 autocast only where bf16 is native: runs added or resumed on a CPU without it would
+    mix fp32 into a bf16 study, so the command is refused (exit 2, one line) before any work; --report,
+    which runs nothing, still works there."""
+    from utils import precision
+
+    folder = tmp_path / "study"
+    argv = ["--output_dir", str(folder), "--fast", "--arms", "rf", "--budgets", "100", "--sweep_budget", "100"]
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: "avx512_bf16")
+    le.check_schedule(le.get_parser().parse_args(argv))
+    assert json.loads((folder / "study.json").read_text())["precision"] == "bf16"
+    (folder / "runs").mkdir()  # work has started
+    le.check_schedule(le.get_parser().parse_args(argv))  # the same machine kind: accepted
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: None)
+    with pytest.raises(SystemExit) as exit_info:
+        le.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "study.json" in err and "precision bf16 (folder) vs fp32 (now)" in err, err
+    le.check_schedule(le.get_parser().parse_args(argv + ["--report"]))
+    saved = json.loads((folder / "study.json").read_text())
+    del saved["precision"]  # a folder from before precision was recorded: nothing to compare
+    (folder / "study.json").write_text(json.dumps(saved))
+    le.check_schedule(le.get_parser().parse_args(argv))
+
+
 def test_report_on_a_folder_without_a_study_is_one_line_and_writes_nothing(tmp_path, capsys):
     for folder in (tmp_path / "missing", tmp_path / "empty"):
         if folder.name == "empty":
@@ -153,11 +179,10 @@ def test_a_stopped_run_resumes_from_its_last_tar_and_one_stopped_in_its_first_ep
     assert early.progress()["epoch"] == 0
 
 
-@pytest.mark.parametrize("pre_trained", [False, True])
-def test_waves_with_one_lr(tmp_path, monkeypatch, pre_trained):
-    """One lr: the pre-training and scratch runs form the first wave and wp runs wait for the backbone; once
-    the backbone exists every run is in one wave (no slot idles while one arm's last runs finish)."""
+def run_recording_waves(tmp_path, monkeypatch, argv: list[str], pre_trained: bool) -> tuple[list, dict]:
+    """le.main(argv) with every task "run" by a recorder: returns the waves (run folders per Executor.map) and the results."""
     waves = []
+    args = le.get_parser().parse_args(argv)
 
     class Recorder:
         def __init__(self, jobs):
@@ -181,22 +206,54 @@ def test_waves_with_one_lr(tmp_path, monkeypatch, pre_trained):
         write_outputs=lambda *a: None,
         pretrain_diagnostics=lambda *a: {},
         pretrain_history=lambda *a: [],
+        read_run=lambda run: {"arm": run.arm, "seed": run.seed, "lr": run.lr, "best_val_mIoU": 0.5 - run.lr},
     )
     for name, fake in fakes.items():
         monkeypatch.setattr(le, name, fake)
+    if pre_trained:
+        le.pretrain_dir(args, "cell").mkdir(parents=True)
+        le.backbone_path(args, "cell").write_bytes(b"backbone")
+    return waves, le.main(argv)
+
+
+@pytest.mark.parametrize("pre_trained", [False, True])
+def test_waves_with_one_lr(tmp_path, monkeypatch, pre_trained):
+    """One lr: the pre-training and scratch runs form the first wave and wp runs wait for the backbone; once
+    the backbone exists every run is in one wave (no slot idles while one arm's last runs finish)."""
     argv = [
         "--output_dir",
         str(tmp_path),
         *"--arms scratch wp_cell --lrs 1e-3 --budgets 5 --sweep_budget 5 --seeds 2".split(),
     ]
-    args = le.get_parser().parse_args(argv)
-    if pre_trained:
-        le.pretrain_dir(args, "cell").mkdir(parents=True)
-        le.backbone_path(args, "cell").write_bytes(b"backbone")
-    results = le.main(argv)
+    waves, results = run_recording_waves(tmp_path, monkeypatch, argv, pre_trained)
     runs = [f"runs/{arm}/b5_s{seed}_lr0.001" for seed in (0, 1) for arm in ("scratch", "wp_cell")]
     if pre_trained:
         assert waves == [runs, []]
     else:
         assert waves == [["pretrain_cell", *runs[::2]], runs[1::2]]
     assert [f"runs/{r['arm']}/b5_s{r['seed']}_lr0.001" for r in results["runs"]] == runs
+
+
+def test_only_seeds_runs_those_seeds_and_keeps_the_lr_sweep_at_seed_0(tmp_path, monkeypatch):
+    """--only_seeds 2 of --seeds 3 (one seed per machine): the lr sweep still runs at seed 0 (the same choice as
+    the whole study), then only seed 2's runs; the results hold seed 2 alone."""
+    argv = [
+        "--output_dir",
+        str(tmp_path),
+        *"--arms scratch --lrs 1e-3 3e-3 --budgets 5 20 --sweep_budget 5 --seeds 3 --only_seeds 2".split(),
+    ]
+    waves, results = run_recording_waves(tmp_path, monkeypatch, argv, pre_trained=False)
+    sweep = ["runs/scratch/b5_s0_lr0.001", "runs/scratch/b5_s0_lr0.003"]
+    assert waves == [sweep, ["runs/scratch/b5_s2_lr0.001", "runs/scratch/b20_s2_lr0.001"], []]  # 1e-3 scores higher
+    assert results["seeds"] == [2] and {r["seed"] for r in results["runs"]} == {2}
+    assert results["finished"]["of"] == 2
+    results["settings"]["seeds"] = 3
+    assert le.seeds_text(results) == "seed 2 of 0-2" and le.seeds_text({"settings": {"seeds": 3}}) == "3 seeds"
+
+
+def test_only_seeds_outside_the_study_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        le.main(["--output_dir", str(tmp_path), "--seeds", "3", "--only_seeds", "3", "--arms", "rf"])
+    assert exit_info.value.code == 2
+    assert "--only_seeds [3] must be among the seeds 0..2" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
