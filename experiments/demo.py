@@ -1,6 +1,6 @@
 """The demo (what `make demo` runs): a reduced run of the label-efficiency study on the synthetic benchmark.
 
-    python -m experiments.demo            # about 12 minutes on 2 CPU cores (measured 12 min 15 s)
+    python -m experiments.demo            # 12-19 min on 2 CPU cores (12 min 15 s with AVX-512, 18 min 55 s without)
     python -m experiments.demo --smoke    # seconds (CI)
 
 Pre-trains a tiny STCLN with the paper's spatiotemporal (cell) masking on the unlabelled pool
