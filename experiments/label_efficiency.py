@@ -287,9 +287,14 @@ def run_precision(args) -> str:
     with native bf16), else 'fp32'. Part of a folder's schedule: a seed added or a run resumed on a
     machine that resolves --fast otherwise would mix two recipes in one table."""
     from utils.distributed import resolve_device
+    from utils.errors import STCLNError
     from utils.precision import resolve_amp
 
-    return "bf16" if resolve_amp(args.fast, resolve_device("auto")) else "fp32"
+    try:
+        device = resolve_device(args.device)  # the device every run is given (--device)
+    except STCLNError as err:  # e.g. --device cuda on a machine without one: refused before any work
+        get_parser().error(str(err))
+    return "bf16" if resolve_amp(args.fast, device) else "fp32"
 
 
 def pretrain_dir(args, mode: str) -> Path:

@@ -140,6 +140,29 @@ def test_a_folder_started_in_bf16_refuses_a_machine_that_would_run_fp32(tmp_path
     le.check_schedule(le.get_parser().parse_args(argv))
 
 
+def test_the_recorded_precision_is_that_of_the_device_the_runs_get(tmp_path, capsys, monkeypatch):
+    """--device cpu on a machine with CUDA runs on a CPU without bf16 in fp32: that is what study.json says;
+    a device that is not there is refused in one line before anything is written."""
+    from utils import precision
+
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    common = ["--fast", "--arms", "rf", "--budgets", "100", "--sweep_budget", "100"]
+    for device, expected in (("cpu", "fp32"), ("auto", "bf16"), ("cuda", "bf16")):
+        folder = tmp_path / device
+        le.check_schedule(le.get_parser().parse_args(["--output_dir", str(folder), "--device", device, *common]))
+        assert json.loads((folder / "study.json").read_text())["precision"] == expected, device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    folder = tmp_path / "missing_gpu"
+    with pytest.raises(SystemExit) as exit_info:
+        le.main(["--output_dir", str(folder), "--device", "cuda", *common])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--device cuda" in err and "no CUDA device" in err, err
+    assert not (folder / "study.json").exists()
+
+
 def test_report_on_a_folder_without_a_study_is_one_line_and_writes_nothing(tmp_path, capsys):
     for folder in (tmp_path / "missing", tmp_path / "empty"):
         if folder.name == "empty":
