@@ -149,3 +149,20 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
 #  0.5388). wp_frame test mIoU 0.640 (s3), 0.609 (s4). Five seeds at 5 %, 900 steps (README "Five seeds at 5 %"):
 #  wp_cell - scratch +0.049 [+0.015, +0.083] (5/5), wp_block +0.046 [+0.005, +0.087] (5/5), wp_frame +0.014
 #  [-0.045, +0.074] (4/5).)
+# 12. 1 % in command 4's fp32 recipe (2026-12-04, 04:15), chosen after commands 10-11: the 5 % gain (+0.049, 5/5) came
+#     from the fp32 recipe (no --fast, 2-epoch backbones), while the 900-step 1 % and 2 % results that show no gain
+#     (command 5) came from the bf16 --fast recipe. Running 1 % in the fp32 recipe tells whether the 5 % gain belongs to
+#     the budget or to the recipe. Seeds 0-2 (five would not fit the session), scratch and the three pre-trained arms,
+#     lr 3e-3, 900 steps (225 epochs of 30 crops), 4 validations on 32 patches, random forest and majority class as
+#     anchors. The 2-epoch fp32 backbones of commands 10-11 (same seed and arguments as command 4's) are copied, not
+#     pre-trained again. Fixed before launch; whatever comes out is reported (partial, with --report, if the session
+#     ends first).
+SRC=checkpoints/label_efficiency_steps900_s34
+DST=checkpoints/label_efficiency_steps900_b1
+if [ ! -d $DST ]; then
+    mkdir -p $DST
+    cp -r $SRC/pretrain_cell $SRC/pretrain_block $SRC/pretrain_frame $DST/
+fi
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 3 --sweep_budget 1 \
+    --arms scratch wp_cell wp_block wp_frame rf majority --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 \
+    --val_limit 32 --test_limit 100 --pretrain_epochs 2 --jobs 2 --output_dir $DST
