@@ -401,7 +401,10 @@ def pretrain_diagnostics(args, mode: str) -> dict:
     """Final-epoch pre-training numbers (masked MSE and, where logged, the non-learned baselines)."""
     from utils.checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(pretrain_dir(args, mode) / "last.tar", trusted=False)
+    path = pretrain_dir(args, mode) / "last.tar"
+    if not path.is_file():  # a backbone export pre-trained elsewhere and copied in (docs/label_efficiency_run.sh, 13)
+        return {}
+    ckpt = load_checkpoint(path, trusted=False)
     return {k: v for k, v in ckpt.get("metrics", {}).items() if isinstance(v, (int, float))}
 
 
@@ -414,7 +417,10 @@ def pretrain_history(args, mode: str) -> list[dict]:
     pre-training's TensorBoard log (every epoch, across resumed launches)."""
     from utils.report import read_scalars
 
-    scalars = read_scalars(pretrain_dir(args, mode) / "tb", list(PRETEXT_TAGS.values()))
+    log_dir = pretrain_dir(args, mode) / "tb"
+    if not log_dir.is_dir():  # a backbone export copied in without its pre-training folder
+        return []
+    scalars = read_scalars(log_dir, list(PRETEXT_TAGS.values()))
     by_epoch: dict[int, dict] = {}
     for key, tag in PRETEXT_TAGS.items():
         for step, value in scalars[tag]:

@@ -378,8 +378,12 @@ def test_a_swallowed_interrupt_still_stops_the_loop(signum):
     assert signal.getsignal(signum) is before  # restored
 
 
-def test_ctrl_c_with_dataloader_workers_stops_the_run(tmp_path):
-    signum = signal.SIGINT
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(tmp_path, signum):
+    """The whole process group gets the signal, workers included: a terminal's Ctrl-C (SIGINT), and
+    SIGTERM from `timeout`, `kill -- -PGID` or a cluster scheduler ending a job. PyTorch's workers
+    die on a SIGTERM that does not come from their parent, and the main process then raised
+    "DataLoader worker ... is killed by signal: Terminated" on top of its own clean stop (exit 1)."""
     out = tmp_path / "run"
     args = [
         sys.executable,
@@ -406,7 +410,7 @@ def test_ctrl_c_with_dataloader_workers_stops_the_run(tmp_path):
         deadline = time.monotonic() + 240
         while not (out / "last.tar").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        os.killpg(proc.pid, signum)  # the whole group, workers included, as a terminal's Ctrl-C does
+        os.killpg(proc.pid, signum)  # the whole group, workers included
         status = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
