@@ -378,7 +378,15 @@ def test_a_swallowed_interrupt_still_stops_the_loop(signum):
     assert signal.getsignal(signum) is before  # restored
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    pids = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(c) for c in children.read_text().split()]
+    return pids
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(tmp_path, signum):
     """The whole process group gets the signal, workers included: a terminal's Ctrl-C (SIGINT), and
     SIGTERM from `timeout`, `kill -- -PGID` or a cluster scheduler ending a job. PyTorch's workers
@@ -390,7 +398,9 @@ def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(
         "pretrain_STCLN.py",
         "--smoke",
         "--epochs",
-        "2",
+        "3",
+        "--batch_size",
+        "2",  # 48 steps per epoch: the signal lands mid-epoch, while the workers load batches
         "--save_every",
         "1",
         "--num_workers",
@@ -410,6 +420,10 @@ def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(
         deadline = time.monotonic() + 240
         while not (out / "last.tar").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
+        while len(child_pids(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the second epoch's workers have started (the first epoch's left before the save)
+        if signum == signal.SIGTERM:
+            os.kill(proc.pid, signum)  # as `timeout` does: the main process, then the whole group
         os.killpg(proc.pid, signum)  # the whole group, workers included
         status = proc.wait(timeout=120)
     finally:
@@ -417,8 +431,12 @@ def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     log = log_path.read_text()
-    assert status == 128 + signum, log[-3000:]
+    # -signum: `timeout`'s second SIGTERM reached the process after its clean stop had restored the
+    # default handler; a shell reports both as 128 + signum
+    assert status in (128 + signum, -signum), log[-3000:]
     assert f"stopped by {signal.Signals(signum).name}" in log and "--resume" in log, log[-3000:]
+    # (an "Exception ignored" print of an interrupt swallowed in an at-fork callback can precede it: see utils/signals.py)
+    assert "is killed by signal" not in log and "race condition" not in log, log[-3000:]
     state = torch.load(out / "last.tar", weights_only=True)  # complete, resumable (resume: test_reliability.py)
     assert state["epoch"] == 0 and state["kind"] == "full", "the run went on to the end"
 

@@ -5,8 +5,10 @@ When that is inside an at-fork callback (the DataLoader forks its workers at the
 epoch, right after a save), Python prints "Exception ignored" and the run goes on to the end
 with exit 0. Here the handler records the signal before raising, and the training loops call
 :func:`check_stop` between batches, so a swallowed interrupt still stops the run at the next
-batch. Worker processes (forked with the handler) ignore the signal: the main process stops
-and shuts them down. The last complete ``last.tar`` stays on disk for ``--resume``.
+batch. Worker processes (forked with the handler) ignore SIGINT: the main process stops and
+shuts them down. PyTorch's workers die on a SIGTERM sent to the whole job (``timeout``, ``kill --
+-PGID``, cluster schedulers); a stopping main process does not count their deaths as errors. The
+last complete ``last.tar`` stays on disk for ``--resume``.
 """
 
 import os
@@ -15,7 +17,7 @@ import threading
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_state = {"owner": None, "signal": None, "defer": 0}
+_state = {"owner": None, "signal": None, "defer": 0, "sigchld": None}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -30,11 +32,22 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
+def _ignore(signum, frame):
+    pass
+
+
 def _handler(signum, frame):
     if os.getpid() != _state["owner"]:
         return  # a forked DataLoader worker: the main process decides and shuts it down
     first = _state["signal"] is None
     _state["signal"] = signum
+    if first:
+        # `timeout`, `kill -- -PGID` and cluster schedulers send SIGTERM to the whole job: PyTorch's
+        # workers die on it, and the DataLoader's SIGCHLD handler then raised "DataLoader worker ...
+        # is killed by signal: Terminated" over the clean stop. A stopping run shuts its workers
+        # down anyway, so their deaths are no longer errors (restored by stop_on_signals).
+        _state["sigchld"] = signal.signal(signal.SIGCHLD, _ignore)  # a Python no-op: SIG_DFL made a pending
+        # SIGCHLD print "Signal 17 ignored due to race condition"
     if first and _state["defer"]:
         return  # a file is being written: deferred_stop raises once it is complete
     if first:
@@ -81,4 +94,6 @@ def stop_on_signals():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _state.update(owner=None, signal=None)
+        if _state["sigchld"] is not None:
+            signal.signal(signal.SIGCHLD, _state["sigchld"])
+        _state.update(owner=None, signal=None, sigchld=None)
