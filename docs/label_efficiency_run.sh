@@ -170,7 +170,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 3 -
 #  seeds 0-2: scratch 0.349, 0.353, 0.446; wp_cell 0.370, 0.368, 0.394; wp_block 0.358, 0.398, 0.443; wp_frame 0.373,
 #  0.323, 0.427; paired - scratch: cell -0.006 [-0.107, +0.096] (2/3), block +0.017 [-0.045, +0.078] (2/3), frame
 #  -0.009 [-0.080, +0.062] (1/3). results.md (written by --report) as docs/label_efficiency_steps900_b1_results.md.)
-# 13. a cell backbone whose pretext beats the non-learned baselines (2026-12-04, 13:45), chosen after the GPU call of
+# 13. a cell backbone whose pretext beats the non-learned baselines (2026-12-04, 13:41), chosen after the GPU call of
 #     docs/gpu_check.sh: on one H200 the same cell pre-training as commands 5-6 (the study's arguments with --fast,
 #     seed 0, tiny) ran 35 epochs in a 240 s time box and its masked-cell MSE went below the same-date neighbour mean
 #     from epoch 16 on (epoch 35: 0.0045 vs 0.0076), which item 4 of the issue asks before fine-tuning is compared.

@@ -91,6 +91,17 @@ def test_pretrain_history_reads_every_launch_of_a_resumed_pre_training(tmp_path)
     assert all(row["neighbour_mean"] == pytest.approx(0.01) and "loss" not in row for row in history)
 
 
+def test_a_backbone_copied_in_without_its_pre_training_folder_reports_no_pre_training(tmp_path):
+    """An export pre-trained elsewhere (docs/label_efficiency_run.sh, command 13): no last.tar, no TensorBoard
+    folder; the study treats it as pre-trained and its pre-training tables stay empty."""
+    args = le.get_parser().parse_args(["--output_dir", str(tmp_path), "--pretrain_epochs", "35"])
+    le.pretrain_dir(args, "cell").mkdir(parents=True)
+    le.backbone_path(args, "cell").write_bytes(b"backbone")
+    assert le.backbone_path(args, "cell").name == "checkpoint_34.stcln.tar"
+    assert le.pretrain_tasks(args, ["cell"]) == []
+    assert le.pretrain_diagnostics(args, "cell") == {} and le.pretrain_history(args, "cell") == []
+
+
 def test_one_output_folder_holds_one_schedule(tmp_path, capsys):
     """study.json records the schedule; more budgets or seeds extend the study, another schedule is refused
     (exit 2, one line naming the file and what differs) before any work; a folder where no work started
