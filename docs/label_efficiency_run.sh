@@ -187,7 +187,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
     --arms scratch wp_cell --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32 \
     --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST
 # (Command 13 ran in one go, 13:41-15:17 (95 min), code of 8a9c103 (a fix to utils/signals.py and README edits landed
-#  while it ran; neither touches a fine-tune), on the 2-core EPYC without AVX-512; a clean-clone .ci/run shared the
-#  cores for 10 of those minutes. Test mIoU s0-s4: scratch 0.633, 0.589, 0.626, 0.625, 0.582 (s3 and s4 equal command
+#  while it ran; neither touches a fine-tune), on the 2-core EPYC without AVX-512; test runs and a clean-clone .ci/run
+#  shared the cores for about 20 of those minutes. Test mIoU s0-s4: scratch 0.633, 0.589, 0.626, 0.625, 0.582 (s3 and s4 equal command
 #  10's, same CPU type); wp_cell (35-epoch GPU backbone) 0.693, 0.631, 0.600, 0.624, 0.684; paired +0.035 [-0.027,
 #  +0.098] (3/5). results.md (written by the command) as docs/label_efficiency_gpu35_results.md.)
