@@ -191,3 +191,16 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
 #  shared the cores for about 20 of those minutes. Test mIoU s0-s4: scratch 0.633, 0.589, 0.626, 0.625, 0.582 (s3 and s4 equal command
 #  10's, same CPU type); wp_cell (35-epoch GPU backbone) 0.693, 0.631, 0.600, 0.624, 0.684; paired +0.035 [-0.027,
 #  +0.098] (3/5). results.md (written by the command) as docs/label_efficiency_gpu35_results.md.)
+# 14. the 35-epoch GPU cell backbone at 1 % (2026-12-04, 15:26), chosen after command 13: does a backbone that solves
+#     its pretext help at the smallest budget, where the 2-epoch one did not (command 12: cell -0.006)? Command 12's
+#     fp32 recipe exactly (lr 3e-3, 900 steps, 4 validations on 32 patches, 100 test crops), wp_cell seeds 0-2 with
+#     the backbone of command 13; scratch seed 0 is run again next to it, to check that command 12's scratch values
+#     (same CPU type: 0.349, 0.353, 0.446) reproduce as commands 10/13 did, and the paired difference is taken
+#     against them. Two waves of two runs, to fit the session. Fixed before its runs; whatever comes out is reported.
+DST=checkpoints/label_efficiency_gpu35_b1
+mkdir -p $DST/pretrain_cell
+cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+GRID="--budgets 1 --seeds 3 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32
+      --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST"
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 0 &&
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms wp_cell --only_seeds 1 2
