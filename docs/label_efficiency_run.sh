@@ -204,3 +204,7 @@ GRID="--budgets 1 --seeds 3 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epochs
       --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST"
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 0 &&
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms wp_cell --only_seeds 1 2
+# (Command 14 ran in one go, 15:24-15:58 (35 min), code of the commit that wrote it down, same machine as command 13.
+#  Scratch s0 0.3495 (command 12: 0.349). wp_cell (35-epoch GPU backbone) s0-s2: 0.362, 0.413, 0.434; paired against
+#  command 12's scratch (0.349, 0.353, 0.446): +0.020 [-0.071, +0.111] (2/3). results.md as
+#  docs/label_efficiency_gpu35_b1_results.md (its own paired row holds seed 0 only, the one scratch run it has).)
