@@ -208,3 +208,9 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms wp_cell --
 #  Scratch s0 0.3495 (command 12: 0.349). wp_cell (35-epoch GPU backbone) s0-s2: 0.362, 0.413, 0.434; paired against
 #  command 12's scratch (0.349, 0.353, 0.446): +0.020 [-0.071, +0.111] (2/3). results.md as
 #  docs/label_efficiency_gpu35_b1_results.md (its own paired row holds seed 0 only, the one scratch run it has).)
+# (The 3-seed pair of command 14 and the p values of command 13 quoted in the README were computed by hand, as the
+#  study computes its intervals (t, 95 %, n-1 degrees of freedom):
+#  python -c "import numpy as np; from scipy import stats; d = np.array([0.3620, 0.4126, 0.4335]) - [0.3495, 0.353,
+#  0.446]; h = stats.t.ppf(0.975, 2) * d.std(ddof=1) / 3**0.5; print(d.mean(), d.mean() - h, d.mean() + h)"
+#  -> +0.020 [-0.071, +0.111]; command 13's differences [0.0606, 0.0415, -0.0257, -0.0006, 0.1016]:
+#  stats.ttest_1samp(d, 0).pvalue 0.19, stats.wilcoxon(d).pvalue 0.31.)

@@ -45,9 +45,9 @@ def _handler(signum, frame):
         # `timeout`, `kill -- -PGID` and cluster schedulers send SIGTERM to the whole job: PyTorch's
         # workers die on it, and the DataLoader's SIGCHLD handler then raised "DataLoader worker ...
         # is killed by signal: Terminated" over the clean stop. A stopping run shuts its workers
-        # down anyway, so their deaths are no longer errors (restored by stop_on_signals).
-        _state["sigchld"] = signal.signal(signal.SIGCHLD, _ignore)  # a Python no-op: SIG_DFL made a pending
-        # SIGCHLD print "Signal 17 ignored due to race condition"
+        # down anyway, so their deaths are no longer errors (restored by stop_on_signals). A Python
+        # no-op rather than SIG_DFL, which made a pending SIGCHLD print "ignored due to race condition".
+        _state["sigchld"] = signal.signal(signal.SIGCHLD, _ignore)
     if first and _state["defer"]:
         return  # a file is being written: deferred_stop raises once it is complete
     if first:
