@@ -378,6 +378,42 @@ def test_a_swallowed_interrupt_still_stops_the_loop(signum):
     assert signal.getsignal(signum) is before  # restored
 
 
+TWICE = """
+import os, signal, sys, time
+from utils.runner import guarded_main
+
+def run():
+    try:
+        os.kill(os.getpid(), signal.SIG{name})  # the first delivery: the handler raises Interrupted here
+        time.sleep(30)
+    finally:
+        time.sleep({gap})
+        os.kill(os.getpid(), signal.SIG{name})  # the second, while the first is still unwinding
+        time.sleep(2)
+
+sys.exit(guarded_main(run, None))
+"""
+
+
+@pytest.mark.parametrize("name", ["INT", "TERM"])
+def test_one_stop_delivered_twice_stops_cleanly_and_a_late_second_one_stops_at_once(name):
+    """`timeout` signals the main process, then its whole group; `kill PID` followed by `kill -- -PGID`
+    does the same. The second delivery used to count as a user's second Ctrl-C ("stop at once"): when
+    it landed while the first was unwinding, the run died by the signal without its "stopped by"
+    line (seen in CI). A repeat within a second is one stop; a later one still stops at once."""
+    signum = getattr(signal, f"SIG{name}")
+
+    def deliver_twice(gap: float) -> subprocess.CompletedProcess:
+        script = TWICE.format(name=name, gap=gap)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+
+    twice = deliver_twice(0.0)
+    assert twice.returncode == 128 + signum and f"stopped by SIG{name}" in twice.stderr, twice.stderr
+    late = deliver_twice(1.5)
+    assert late.returncode == -signum and "stopped by" not in late.stderr, late.stderr
+
+
 def child_pids(pid: int) -> list[int]:
     """The live child processes of ``pid`` (Linux /proc)."""
     pids = []
@@ -400,7 +436,7 @@ def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(
         "--epochs",
         "3",
         "--batch_size",
-        "2",  # 48 steps per epoch: the signal lands mid-epoch, while the workers load batches
+        "2",  # 12 steps per epoch: the signal lands mid-epoch, while the workers load batches
         "--save_every",
         "1",
         "--num_workers",

@@ -7,17 +7,21 @@ with exit 0. Here the handler records the signal before raising, and the trainin
 :func:`check_stop` between batches, so a swallowed interrupt still stops the run at the next
 batch. Worker processes (forked with the handler) ignore SIGINT: the main process stops and
 shuts them down. PyTorch's workers die on a SIGTERM sent to the whole job (``timeout``, ``kill --
--PGID``, cluster schedulers); a stopping main process does not count their deaths as errors. The
-last complete ``last.tar`` stays on disk for ``--resume``.
+-PGID``, cluster schedulers); a stopping main process does not count their deaths as errors. A
+second signal within a second of the first is the same stop delivered twice (``timeout`` signals
+the main process, then the group); a later one stops the process at once. The last complete
+``last.tar`` stays on disk for ``--resume``.
 """
 
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_state = {"owner": None, "signal": None, "defer": 0, "sigchld": None}
+REPEAT_WINDOW_S = 1.0  # a second signal sooner than this is the same stop delivered twice, not a second Ctrl-C
+_state = {"owner": None, "signal": None, "first_at": 0.0, "defer": 0, "sigchld": None}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -40,8 +44,14 @@ def _handler(signum, frame):
     if os.getpid() != _state["owner"]:
         return  # a forked DataLoader worker: the main process decides and shuts it down
     first = _state["signal"] is None
+    if not first and time.monotonic() - _state["first_at"] < REPEAT_WINDOW_S:
+        # `timeout` signals the main process and then its whole group, as does `kill PID` followed by
+        # `kill -- -PGID`: one stop delivered twice. Counting it as a second Ctrl-C killed the run
+        # while it was stopping, without its "stopped by" line.
+        return
     _state["signal"] = signum
     if first:
+        _state["first_at"] = time.monotonic()
         # `timeout`, `kill -- -PGID` and cluster schedulers send SIGTERM to the whole job: PyTorch's
         # workers die on it, and the DataLoader's SIGCHLD handler then raised "DataLoader worker ...
         # is killed by signal: Terminated" over the clean stop. A stopping run shuts its workers
@@ -52,7 +62,7 @@ def _handler(signum, frame):
         return  # a file is being written: deferred_stop raises once it is complete
     if first:
         raise Interrupted(signum)
-    signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C while stopping: stop at once
+    signal.signal(signum, signal.SIG_DFL)  # a second Ctrl-C (a second later or more) while stopping: stop at once
     os.kill(os.getpid(), signum)
 
 
