@@ -389,7 +389,7 @@ def run():
     finally:
         time.sleep({gap})
         os.kill(os.getpid(), signal.SIG{name})  # the second, while the first is still unwinding
-        time.sleep(2)
+        time.sleep(0.2)
 
 sys.exit(guarded_main(run, None))
 """
