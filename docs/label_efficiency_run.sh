@@ -214,3 +214,19 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms wp_cell --
 #  0.446]; h = stats.t.ppf(0.975, 2) * d.std(ddof=1) / 3**0.5; print(d.mean(), d.mean() - h, d.mean() + h)"
 #  -> +0.020 [-0.071, +0.111]; command 13's differences [0.0606, 0.0415, -0.0257, -0.0006, 0.1016]:
 #  stats.ttest_1samp(d, 0).pvalue 0.19, stats.wilcoxon(d).pvalue 0.31.)
+# 15. block and frame at the cell backbone's pre-training budget (2026-12-04 16:20, a new session), chosen to close
+#     what command 13 left: the three masking modes compared at 35 epochs, not cell alone. docs/gpu_check2.sh
+#     pre-trains block and frame on one H200 exactly as docs/gpu_check.sh part 3 pre-trained cell (the study's
+#     arguments, tiny, seed 0, bf16 + --fast_dropout, 35 epochs). Their last exports are fine-tuned in command 13's
+#     recipe (5 %, fp32, lr 3e-3, 900 steps, 4 validations on 32 patches, 100 test crops), seeds 0-4, in command
+#     13's folder, so the study pairs them with the same scratch runs. Fixed before any of its runs; whatever
+#     comes out is reported. (If the device box ends before epoch 35, the modes are compared at the epoch both reach,
+#     said as such.)
+DST=checkpoints/label_efficiency_gpu35
+for mode in block frame; do
+    mkdir -p $DST/pretrain_$mode
+    cp -n docs/gpu_check2/${mode}_tiny_checkpoint_34.stcln.tar $DST/pretrain_$mode/checkpoint_34.stcln.tar
+done
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 --sweep_budget 5 \
+    --arms scratch wp_cell wp_block wp_frame --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32 \
+    --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST

@@ -1,0 +1,26 @@
+#!/bin/bash
+# GPU check 2: the block and frame pretexts pre-trained exactly as the cell one of docs/gpu_check.sh part 3 (the
+# study's pre-training arguments, tiny, seed 0, bf16 + --fast_dropout, 35 epochs), so that the three masking modes
+# can be fine-tuned from backbones of the same pre-training budget (docs/label_efficiency_run.sh, command 15).
+# Written down before it ran; whatever comes out is reported. The session had 453 s of device time left: both run
+# side by side, each writes its checkpoints straight under $OUT, so the epochs done come back even if the box ends.
+# Usage: OUT=dir bash docs/gpu_check2.sh          (the device tool sets OUT)
+#        OUT=dir DEV=cpu EPOCHS=1 bash docs/gpu_check2.sh  (dry run on CPU)
+set -u
+OUT=${OUT:?set OUT}
+DEV=${DEV:-cuda}
+EPOCHS=${EPOCHS:-35}
+export PYTHONUNBUFFERED=1
+start=$SECONDS
+{ nvidia-smi -L 2>&1; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } > "$OUT/env.log"
+# the study's PASTIS-format v2 set (the same generator and parameters as docs/gpu_check.sh)
+python3 -c "from utils.data import SYNTHETIC_PASTIS, CACHE_ROOT; from utils.datasets import build_pastis_synthetic; \
+build_pastis_synthetic(CACHE_ROOT / 'synthetic_pastis_v2_full', version=2, **SYNTHETIC_PASTIS[2]['full'])" >> "$OUT/env.log" 2>&1
+echo "data written after $((SECONDS - start)) s" >> "$OUT/env.log"
+PT=(--dataset synthetic --device "$DEV" --num_workers 3 --no_progress --crop_size 16 --use_pad_mask --amp
+    --fast_dropout --folds 1 2 3 5 --epochs "$EPOCHS" --lr 1e-3 --batch_size 16 --seed 0 --save_every 1 --preset tiny)
+for mode in block frame; do
+    python3 pretrain_STCLN.py "${PT[@]}" --mask_mode $mode --output_dir "$OUT/${mode}_tiny" > "$OUT/pretext_$mode.log" 2>&1 &
+done
+wait
+echo "done after $((SECONDS - start)) s" >> "$OUT/env.log"
