@@ -12,6 +12,10 @@ DEV=${DEV:-cuda}
 EPOCHS=${EPOCHS:-35}
 export PYTHONUNBUFFERED=1
 start=$SECONDS
+if [ -d .whl ]; then  # packages the GPU image lacks (crc32c, imported by utils.data)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site
+fi
 { nvidia-smi -L 2>&1; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } > "$OUT/env.log"
 # the study's PASTIS-format v2 set (the same generator and parameters as docs/gpu_check.sh)
 python3 -c "from utils.data import SYNTHETIC_PASTIS, CACHE_ROOT; from utils.datasets import build_pastis_synthetic; \
@@ -24,3 +28,9 @@ for mode in block frame; do
 done
 wait
 echo "done after $((SECONDS - start)) s" >> "$OUT/env.log"
+# (Ran 2026-12-04 16:18-16:24 UTC, 361 s on one H200 (torch 2.11.0+cu130), code of the commit that added the .whl
+#  install above: a first call without it failed at once on the missing crc32c package. Both runs reached epoch 35
+#  and exited 0; their logs are in docs/gpu_check2/. The exports did NOT come back: the device tool returns at most 8
+#  files from $OUT and the runs had written 35 exports each there, so the first files in name order came back
+#  (checkpoint_0..12 of block) and checkpoint_34 of neither; the session's device time was spent (16 s left), so
+#  command 15 could not run. Next time: write the runs outside $OUT and copy the last export in.)

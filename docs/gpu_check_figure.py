@@ -1,5 +1,6 @@
-"""docs/gpu_check/pretext_curves.png: the masked-cell MSE per epoch of the two cell pre-trainings of
-docs/gpu_check.sh, read from their logs (their TensorBoard folders stayed on the GPU machine).
+"""docs/gpu_check/pretext_curves.png: the masked-cell MSE per epoch of the GPU pre-trainings, read from
+their logs (their TensorBoard folders stayed on the GPU machine): cell masking, tiny and small model
+(docs/gpu_check.sh), then block and frame masking, tiny model (docs/gpu_check2.sh).
 
     python docs/gpu_check_figure.py
 """
@@ -11,7 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from utils.figures import pretext_curves_figure, save_figure  # noqa: E402
 
-HERE = Path(__file__).parent / "gpu_check"
+DOCS = Path(__file__).parent
+HERE = DOCS / "gpu_check"
 LINE = re.compile(
     r"epoch (\d+)/\d+  loss ([\d.]+) .* pretext MSE model ([\d.]+) / neighbour mean ([\d.]+) "
     r"/ temporal interp ([\d.]+)"
@@ -25,6 +27,8 @@ def history(log: Path) -> list[dict]:
 
 if __name__ == "__main__":
     histories = {f"{size} model (H200), cell": history(HERE / f"pretext_{size}.log") for size in ("tiny", "small")}
+    for mode in ("block", "frame"):
+        histories[f"tiny model (H200), {mode}"] = history(DOCS / "gpu_check2" / f"pretext_{mode}.log")
     save_figure(pretext_curves_figure(histories), HERE / "pretext_curves.png")
     for name, epochs in histories.items():
         first = next((e["epoch"] for e in epochs if e["model"] < e["neighbour_mean"]), None)
