@@ -3,37 +3,64 @@
     python -m experiments.demo            # 12-19 min on 2 CPU cores (12 min 15 s with AVX-512, 18 min 55 s without)
     python -m experiments.demo --smoke    # seconds (CI)
 
-Pre-trains a tiny STCLN with the paper's spatiotemporal (cell) masking on the unlabelled pool
-(synthetic folds 1, 2, 3, 5), then fine-tunes from scratch (STCLN) and from the pre-trained
-backbone (STCLN_wp) with 1 % and 5 % of the labelled crops of folds 1-3, three seeds each (a seed
-draws the labelled crops and the initialisation, the same for both arms), selects on fold 5 and
-tests on fold 4. A per-pixel random forest and the majority class on the same labelled pixels are
-the anchors. Prints mean +- std per budget and the paired difference STCLN_wp - STCLN with its
-95 % confidence interval. The full study (all budgets, seeds, masking modes and linear probes) is
+Fine-tunes a tiny STCLN from scratch (STCLN) and from a backbone pre-trained with the paper's
+spatiotemporal (cell) masking on the unlabelled pool (synthetic folds 1, 2, 3, 5; STCLN_wp) with
+1 % and 5 % of the labelled crops of folds 1-3, three seeds each (a seed draws the labelled crops
+and the initialisation, the same for both arms), selects on fold 5 and tests on fold 4. A
+per-pixel random forest and the majority class on the same labelled pixels are the anchors.
+Prints mean +- std per budget and the paired difference STCLN_wp - STCLN with its 95 % confidence
+interval. The full study (all budgets, seeds, masking modes and linear probes) is
 `python -m experiments.label_efficiency`; see the README for its results.
+
+The backbone is the one this repository released: 35 epochs of cell-masked pre-training of the
+tiny model on one H200 (docs/gpu_check.sh, part 3; its masked-cell MSE beats the same-date
+neighbour mean from epoch 16 on), fine-tuned here as a user fine-tunes the authors'
+checkpoint_99. One pre-training epoch takes 5-10 min on 2 CPU cores, so 35 would take hours;
+``--pretrain_epochs N`` pre-trains here instead (the study's own pre-training, N epochs).
 """
 
 import argparse
+import shutil
 from pathlib import Path
 
 from experiments import label_efficiency
 
-# Reduced from the full study only in size (budgets, seeds, arms, steps, pre-training epochs); the
-# learning rates are the ones the full study's sweep chose (README, "Label efficiency").
-# 48 steps and one pre-training epoch keep it within 15 minutes on 2 CPU cores: the learned arms are
-# far from converged there (the README says what the numbers mean).
+# Reduced from the full study only in size (budgets, seeds, arms, steps); the learning rate is the
+# one the full study's sweep chose (README, "Label efficiency"). The steps fill the 15 minutes the
+# demo has on 2 CPU cores without AVX-512 (the slower of the two CPUs measured, README "What the
+# demo numbers mean"): the learned arms are still far from converged there.
 DEMO = ["--budgets", "1", "5", "--sweep_budget", "5", "--seeds", "3", "--arms", "scratch", "wp_cell", "rf", "majority",
         "--lrs", "3e-3", "--steps", "48", "--min_epochs", "1", "--validations", "3", "--val_limit", "24",
-        "--test_limit", "48", "--pretrain_epochs", "1", "--jobs", "2"]
+        "--test_limit", "48", "--jobs", "2"]
+BACKBONE = Path(__file__).resolve().parents[1] / "docs" / "gpu_check" / "cell_tiny_checkpoint_34.stcln.tar"
+BACKBONE_EPOCHS = 35  # checkpoint_34 = after the 35th epoch
+
+
+def use_released_backbone(output_dir: Path, epochs: int) -> None:
+    """Put the released backbone where the study looks for its cell pre-training of ``epochs`` epochs."""
+    target = output_dir / "pretrain_cell" / f"checkpoint_{epochs - 1}.stcln.tar"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(BACKBONE, target)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", type=Path, default=Path("checkpoints/demo"))
+    parser.add_argument("--pretrain_epochs", type=int, default=None,
+                        help="pre-train the backbone here for N epochs (5-10 min each on 2 CPU cores) instead of "
+                             "fine-tuning the released 35-epoch one")
     parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch per run (CI)")
     args = parser.parse_args(argv)
+    if args.pretrain_epochs is not None and args.pretrain_epochs < 1:
+        parser.error(f"--pretrain_epochs must be at least 1, got {args.pretrain_epochs}")
     extra = ["--smoke", "--jobs", "1"] if args.smoke else []
-    label_efficiency.main(DEMO + extra + ["--output_dir", str(args.output_dir)])
+    epochs = args.pretrain_epochs
+    if epochs is None:
+        # --smoke: the study's smoke schedule has one pre-training epoch, and the released backbone stands in for it
+        epochs = 1 if args.smoke else BACKBONE_EPOCHS
+        use_released_backbone(args.output_dir, epochs)
+    label_efficiency.main(DEMO + extra + ["--pretrain_epochs", str(epochs), "--output_dir", str(args.output_dir)])
 
 
 if __name__ == "__main__":

@@ -682,11 +682,15 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
         columns = ["arm", "chosen lr", *[f"val mIoU @ lr {k}" for k in next(iter(results["lr_sweep"].values()))]]
         lines.append("Learning rate per arm (best validation mIoU at the sweep budget, first seed):\n\n"
                      + format_table(lr_rows, columns))
-    if results["pretrain"]:
-        pre_rows = [{"mode": mode, **stats} for mode, stats in results["pretrain"].items()]
-        columns = ["mode", *sorted({k for stats in results["pretrain"].values() for k in stats})]
+    logged = {mode: stats for mode, stats in results["pretrain"].items() if stats}
+    copied = [mode for mode, stats in results["pretrain"].items() if not stats]
+    if logged:
+        pre_rows = [{"mode": mode, **stats} for mode, stats in logged.items()]
+        columns = ["mode", *sorted({k for stats in logged.values() for k in stats})]
         lines.append("Pre-training, last epoch (masked-cell MSE of the model and of the non-learned baselines):\n\n"
                      + format_table(pre_rows, columns))
+    if copied:
+        lines.append(f"Backbones copied in, pre-trained elsewhere (no pre-training log in this folder): {', '.join(copied)}.\n")
     history = results.get("pretrain_history", {})
     rows = [{"mode": mode, **epoch} for mode, epochs in history.items() for epoch in epochs]
     if rows:
