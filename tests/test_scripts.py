@@ -7,6 +7,7 @@ tests then check what each wrote."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -205,6 +206,20 @@ def test_experiment_smoke(experiment, runs):
     for summary in (cwd / "out").glob("*/summary.json"):  # every fine-tune tested its best checkpoint
         assert set(json.loads(summary.read_text())["test"]) >= {"OA", "mIoU", "mF1", "kappa"}
 
+
+
+def test_the_demo_fine_tunes_the_released_backbone(runs):
+    """make demo fine-tunes the 35-epoch GPU backbone the repository ships (--smoke: in the place of
+    the smoke schedule's one pre-training epoch) and pre-trains nothing itself."""
+    from experiments import demo
+
+    cwd, steps = finished(runs, "demo")
+    copied = cwd / "out" / "pretrain_cell" / "checkpoint_0.stcln.tar"
+    assert copied.read_bytes() == demo.BACKBONE.read_bytes()
+    assert [p.name for p in copied.parent.iterdir()] == [copied.name]  # no last.tar, config.json, tb/: not pre-trained
+    loaded = re.findall(r"loaded \d+ backbone tensors from (\S+)", steps["result"].stdout)
+    assert len(loaded) == 2 and set(loaded) == {str(copied)}  # both wp_cell seeds
+    assert "Backbones copied in, pre-trained elsewhere" in (cwd / "out" / "results.md").read_text()
 
 def test_label_efficiency_smoke_writes_results_skips_finished_runs_and_resumes_stopped_ones(runs):
     from experiments import label_efficiency as le
