@@ -7,7 +7,7 @@ PIP ?= $(PYTHON) -m pip
 install:
 	$(PIP) install -q -r requirements.txt
 
-demo: install  ## reduced label-efficiency study: pre-train, fine-tune with 1 % and 5 % of the labels, 3 seeds, scratch vs pre-trained; mean +- std and paired difference
+demo: install  ## reduced label-efficiency study: fine-tune with 1 % and 5 % of the labels, 3 seeds, scratch vs the shipped pre-trained backbone; mean +- std and paired difference
 	$(PYTHON) -m experiments.demo
 
 lint:  ## ruff lint rules of ruff.toml
