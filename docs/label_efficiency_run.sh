@@ -233,3 +233,12 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
 # (Command 15 did not run. docs/gpu_check2.sh pre-trained block and frame for 35 epochs (logs in docs/gpu_check2/:
 #  block 0.0147 vs its neighbour mean 0.051, frame 0.0369 vs 0.53), but their exports did not come back from the
 #  device machine (at most 8 files per call) and no device time was left to fetch them.)
+# 16. the 35-epoch GPU cell backbone at 1 %, seeds 3-4 (2026-12-04 16:57), chosen after command 14 (3 seeds): five
+#     seeds at 1 %, as at 5 % (command 13), in command 14's folder and recipe (fp32, lr 3e-3, 900 steps, 4
+#     validations on 32 patches, 100 test crops). Scratch seeds 3-4 run next to them (command 12 has seeds 0-2
+#     only); the five-seed paired difference takes seeds 0-2 of scratch from command 12 (seed 0 reproduced by
+#     command 14 to 0.0005). Fixed before its runs; whatever comes out is reported.
+DST=checkpoints/label_efficiency_gpu35_b1
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 5 --sweep_budget 1 --lrs 3e-3 --steps 900 \
+    --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
+    --arms scratch wp_cell --only_seeds 3 4
