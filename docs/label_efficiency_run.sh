@@ -242,3 +242,14 @@ DST=checkpoints/label_efficiency_gpu35_b1
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 5 --sweep_budget 1 --lrs 3e-3 --steps 900 \
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
     --arms scratch wp_cell --only_seeds 3 4
+# 17. the 35-epoch GPU cell backbone at 2 %, seeds 0-2 (written 2026-12-04 17:13, while command 16's second wave ran
+#     and before any of its results were read): the budget between commands 14 (1 %) and 13 (5 %), so that this
+#     backbone has three budgets in one recipe. No fp32 900-step runs exist at 2 % (commands 5-8 were bf16), so
+#     scratch runs next to it: 6 runs, three waves of two, what fits the rest of the session. Same recipe as 13/14.
+#     Fixed before its runs; whatever comes out is reported.
+DST=checkpoints/label_efficiency_gpu35_b2
+mkdir -p $DST/pretrain_cell
+cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 3 --sweep_budget 2 --lrs 3e-3 --steps 900 \
+    --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
+    --arms scratch wp_cell
