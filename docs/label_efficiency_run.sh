@@ -242,6 +242,11 @@ DST=checkpoints/label_efficiency_gpu35_b1
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 5 --sweep_budget 1 --lrs 3e-3 --steps 900 \
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
     --arms scratch wp_cell --only_seeds 3 4
+# (Command 16 ran in one go, 16:55-17:25 (31 min), code of the commit that wrote it down, same machine as commands
+#  13-14. Test mIoU, seeds 3-4: scratch 0.4798, 0.3790; wp_cell 0.4961, 0.4838. results.md (seeds 3-4 only) as
+#  docs/label_efficiency_gpu35_b1_s34_results.md. Five seeds, scratch s0-s2 from command 12, computed by hand as for
+#  command 14: d = [0.3620, 0.4126, 0.4335, 0.4961, 0.4838] - [0.349, 0.353, 0.446, 0.4798, 0.3790]
+#  -> +0.036 [-0.021, +0.094] (4/5), t test p 0.15, Wilcoxon p 0.13; scratch 0.401 +- 0.059, wp_cell 0.438 +- 0.055.)
 # 17. the 35-epoch GPU cell backbone at 2 %, seeds 0-2 (written 2026-12-04 17:13, while command 16's second wave ran
 #     and before any of its results were read): the budget between commands 14 (1 %) and 13 (5 %), so that this
 #     backbone has three budgets in one recipe. No fp32 900-step runs exist at 2 % (commands 5-8 were bf16), so
