@@ -258,3 +258,7 @@ cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkp
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 3 --sweep_budget 2 --lrs 3e-3 --steps 900 \
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
     --arms scratch wp_cell
+# (Command 17 ran in one go, 17:25-18:12 (46 min), code of the commit that wrote it down, same machine as commands
+#  13-16. Test mIoU s0-s2: scratch 0.501, 0.505, 0.520; wp_cell 0.516, 0.663, 0.611; paired +0.088 [-0.091, +0.267]
+#  (3/3), t test p 0.17. results.md (written by the command) as docs/label_efficiency_gpu35_b2_results.md, its seed-0
+#  validation curves as docs/label_efficiency_gpu35_b2_training_curves.png.)
