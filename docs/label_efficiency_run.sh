@@ -262,3 +262,10 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 3 -
 #  13-16. Test mIoU s0-s2: scratch 0.501, 0.505, 0.520; wp_cell 0.516, 0.663, 0.611; paired +0.088 [-0.091, +0.267]
 #  (3/3), t test p 0.17. results.md (written by the command) as docs/label_efficiency_gpu35_b2_results.md, its seed-0
 #  validation curves as docs/label_efficiency_gpu35_b2_training_curves.png.)
+# 18. the 35-epoch GPU cell backbone at 2 %, seeds 3-4 (2026-12-04 18:21), chosen after command 17 (3 seeds), as
+#     command 16 completed command 14: five seeds at 2 %, same folder and recipe, scratch next to it. Two waves of two
+#     runs (about 32 min), what is left of the session; a wave that does not finish is reported as such.
+DST=checkpoints/label_efficiency_gpu35_b2
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 5 --sweep_budget 2 --lrs 3e-3 --steps 900 \
+    --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
+    --arms scratch wp_cell --only_seeds 3 4
