@@ -269,3 +269,5 @@ DST=checkpoints/label_efficiency_gpu35_b2
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 5 --sweep_budget 2 --lrs 3e-3 --steps 900 \
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
     --arms scratch wp_cell --only_seeds 3 4
+# (Command 18, started 18:19: seed 3 finished at 18:37 (scratch 0.5189, wp_cell 0.5940); seed 4 was still running at
+#  the end of the session. Seeds 0-3 by the hand computation of command 14: +0.085 [-0.009, +0.179] (4/4), t p 0.06.)
