@@ -269,5 +269,7 @@ DST=checkpoints/label_efficiency_gpu35_b2
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 5 --sweep_budget 2 --lrs 3e-3 --steps 900 \
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
     --arms scratch wp_cell --only_seeds 3 4
-# (Command 18, started 18:19: seed 3 finished at 18:37 (scratch 0.5189, wp_cell 0.5940); seed 4 was still running at
-#  the end of the session. Seeds 0-3 by the hand computation of command 14: +0.085 [-0.009, +0.179] (4/4), t p 0.06.)
+# (Command 18 ran in one go, 18:19-18:53 (33 min). Seeds 3-4: scratch 0.5189, 0.5402; wp_cell 0.5940, 0.6106.
+#  results.md (seeds 3-4) as docs/label_efficiency_gpu35_b2_s34_results.md. Five seeds by the hand computation of
+#  command 14: +0.082 [+0.018, +0.146] (5/5), t test p 0.024, Wilcoxon p 0.0625; scratch 0.517 +- 0.016, wp_cell
+#  0.599 +- 0.053.)
