@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from experiments import label_efficiency
+from utils.atomic import write_atomic
 
 # Reduced from the full study only in size (budgets, seeds, arms, steps); the learning rate is the
 # one the full study's sweep chose (README, "Label efficiency"). 80 steps: the most that keeps the
@@ -39,10 +40,9 @@ BACKBONE_EPOCHS = 35  # checkpoint_34 = after the 35th epoch
 
 def use_released_backbone(output_dir: Path, epochs: int) -> None:
     """Put the released backbone where the study looks for its cell pre-training of ``epochs`` epochs."""
-    target = output_dir / "pretrain_cell" / f"checkpoint_{epochs - 1}.stcln.tar"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(BACKBONE, target)
+    target = label_efficiency.backbone_path(argparse.Namespace(output_dir=output_dir, pretrain_epochs=epochs), "cell")
+    if not target.is_file():  # atomic: a stop during the copy leaves no truncated backbone for the next run to take
+        write_atomic(target, lambda tmp: shutil.copyfile(BACKBONE, tmp))
 
 
 def main(argv: list[str] | None = None) -> None:
