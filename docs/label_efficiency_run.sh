@@ -273,7 +273,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 5 -
 #  results.md (seeds 3-4) as docs/label_efficiency_gpu35_b2_s34_results.md. Five seeds by the hand computation of
 #  command 14: +0.082 [+0.018, +0.146] (5/5), t test p 0.024, Wilcoxon p 0.0625; scratch 0.517 +- 0.016, wp_cell
 #  0.599 +- 0.053.)
-# 19. a confirmatory replication at 2 % on fresh seeds 5-9 (written 2026-12-04 19:25, a new session, before any of
+# 19. a confirmatory replication at 2 % on fresh seeds 5-9 (written 2026-12-04 19:17, a new session, before any of
 #     its runs). Command 18's +0.082 [+0.018, +0.146] (5/5) is the study's one interval clear of zero for the
 #     35-epoch backbone, but it is exploratory: seeds 3-4 were added after seeing seeds 0-2, and it is one budget of
 #     three (Bonferroni p 0.07). Five new seeds, fixed in number now, in command 17's folder and recipe exactly (fp32,

@@ -619,7 +619,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def paired_difference(results: list[dict], a: str, b: str, budget: float, metric: str = "mIoU") -> dict | None:
-    """Mean of per-seed differences a - b with a 95 % t confidence interval (None if no common seed)."""
+    """Mean of per-seed differences a - b with a 95 % t confidence interval (None if no common seed).
+
+    Also the per-seed differences and two two-sided p values against "no difference": the one-sample t
+    test (the interval's test) and the exact Wilcoxon signed-rank test, which assumes no normality (with
+    n seeds its smallest p is 2 / 2**n: 0.0625 for 5). Neither corrects for the several budgets and arms
+    of one study.
+    """
     from scipy import stats
 
     by_seed = {arm: {r["seed"]: r["test"][metric] for r in results if r["arm"] == arm and r["budget"] == budget}
@@ -628,11 +634,18 @@ def paired_difference(results: list[dict], a: str, b: str, budget: float, metric
     if not seeds:
         return None
     diff = np.array([by_seed[a][s] - by_seed[b][s] for s in seeds])
-    mean = float(diff.mean())
+    out = {"mean": float(diff.mean()), "low": float("nan"), "high": float("nan"), "n": len(diff),
+           "wins": int((diff > 0).sum()), "seeds": seeds, "diffs": diff.tolist(), "p_t": float("nan"),
+           "p_wilcoxon": float("nan")}
     if len(diff) < 2:
-        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": 1, "wins": int((diff > 0).sum())}
+        return out
     half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(diff), "wins": int((diff > 0).sum())}
+    out.update(low=out["mean"] - half, high=out["mean"] + half)
+    if diff.std() > 0:
+        out["p_t"] = float(stats.ttest_1samp(diff, 0.0).pvalue)
+    if np.any(diff != 0):
+        out["p_wilcoxon"] = float(stats.wilcoxon(diff, zero_method="wilcox", method="exact").pvalue)
+    return out
 
 
 def seeds_text(results: dict) -> str:
@@ -676,6 +689,18 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
     if rows:
         lines.append("Paired test-mIoU difference over seeds: mean [95 % CI] (seeds where the first arm wins):\n\n"
                      + format_table(rows, ["difference", *[f"{b:g} %" for b in budgets]]))
+    rows = []
+    for a, b in PAIRS:
+        for budget in budgets if a in arms and b in arms else []:
+            d = paired_difference(runs, a, b, budget)
+            if d is not None and d["n"] > 1:
+                rows.append({"difference": f"{a} − {b}", "budget %": f"{budget:g}",
+                             "per seed": ", ".join(f"s{s} {v:+.3f}" for s, v in zip(d["seeds"], d["diffs"])),
+                             "t test p": f"{d['p_t']:.3g}", "Wilcoxon p": f"{d['p_wilcoxon']:.3g}"})
+    if rows:
+        lines.append("Per-seed differences and two-sided p values against no difference (one-sample t test; exact "
+                     "Wilcoxon signed-rank, smallest possible p 2/2^n), uncorrected for the several budgets and arms:\n\n"
+                     + format_table(rows, ["difference", "budget %", "per seed", "t test p", "Wilcoxon p"]))
     lr_rows = [{"arm": arm, "chosen lr": f"{lr:g}", **{f"val mIoU @ lr {k}": v for k, v in results["lr_sweep"][arm].items()}}
                for arm, lr in results["lr_chosen"].items()]
     if lr_rows:

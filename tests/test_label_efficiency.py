@@ -39,6 +39,30 @@ def test_paired_difference_matches_scipy():
     assert math.isclose(d["mean"], diff.mean()) and math.isclose(d["low"], low) and math.isclose(d["high"], high)
 
 
+
+def test_paired_p_values_match_a_hand_t_test_and_an_enumerated_signed_rank_test():
+    # Command 13's five per-seed differences (docs/label_efficiency_run.sh: t p 0.19, Wilcoxon p 0.31).
+    diff = np.array([0.0606, 0.0415, -0.0257, -0.0006, 0.1016])
+    runs = [{"arm": "x", "budget": 5, "seed": s, "test": {"mIoU": 0.5 + v}} for s, v in enumerate(diff)]
+    runs += [{"arm": "y", "budget": 5, "seed": s, "test": {"mIoU": 0.5}} for s in range(5)]
+    d = le.paired_difference(runs, "x", "y", 5)
+    t = diff.mean() / (diff.std(ddof=1) / math.sqrt(len(diff)))
+    assert math.isclose(d["p_t"], 2 * stats.t.sf(abs(t), len(diff) - 1), rel_tol=1e-9)
+    # Exact signed-rank p: the share of the 2^n sign flips whose rank sum is at least as extreme.
+    ranks = stats.rankdata(np.abs(diff))
+    observed = ranks[diff > 0].sum()
+    flips = np.array([[(k >> i) & 1 for i in range(len(diff))] for k in range(2 ** len(diff))], dtype=bool)
+    sums = (flips * ranks).sum(axis=1)
+    centre = ranks.sum() / 2
+    expected = np.mean(np.abs(sums - centre) >= abs(observed - centre) - 1e-12)
+    assert math.isclose(d["p_wilcoxon"], expected, rel_tol=1e-9)
+    assert round(d["p_t"], 2) == 0.19 and round(d["p_wilcoxon"], 2) == 0.31
+    assert d["seeds"] == list(range(5)) and np.allclose(d["diffs"], diff)
+    # Five wins out of five: the signed-rank test cannot go below 2 / 2^5.
+    runs = [{"arm": a, "budget": 2, "seed": s, "test": {"mIoU": 0.5 + (0.01 * (s + 1) if a == "x" else 0)}}
+            for a in "xy" for s in range(5)]
+    assert math.isclose(le.paired_difference(runs, "x", "y", 2)["p_wilcoxon"], 2 / 2 ** 5)
+
 def test_schedule_gives_enough_steps():
     args = le.get_parser().parse_args(["--steps", "300", "--batch_size", "8", "--min_epochs", "2"])
     assert le.schedule(args, 30) == (75, 9)  # 4 steps/epoch -> 75 epochs, validate every 9
