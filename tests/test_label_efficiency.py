@@ -39,7 +39,6 @@ def test_paired_difference_matches_scipy():
     assert math.isclose(d["mean"], diff.mean()) and math.isclose(d["low"], low) and math.isclose(d["high"], high)
 
 
-
 def test_paired_p_values_match_a_hand_t_test_and_an_enumerated_signed_rank_test():
     # Command 13's five per-seed differences (docs/label_efficiency_run.sh: t p 0.19, Wilcoxon p 0.31).
     diff = np.array([0.0606, 0.0415, -0.0257, -0.0006, 0.1016])
@@ -59,9 +58,13 @@ def test_paired_p_values_match_a_hand_t_test_and_an_enumerated_signed_rank_test(
     assert round(d["p_t"], 2) == 0.19 and round(d["p_wilcoxon"], 2) == 0.31
     assert d["seeds"] == list(range(5)) and np.allclose(d["diffs"], diff)
     # Five wins out of five: the signed-rank test cannot go below 2 / 2^5.
-    runs = [{"arm": a, "budget": 2, "seed": s, "test": {"mIoU": 0.5 + (0.01 * (s + 1) if a == "x" else 0)}}
-            for a in "xy" for s in range(5)]
-    assert math.isclose(le.paired_difference(runs, "x", "y", 2)["p_wilcoxon"], 2 / 2 ** 5)
+    runs = [
+        {"arm": a, "budget": 2, "seed": s, "test": {"mIoU": 0.5 + (0.01 * (s + 1) if a == "x" else 0)}}
+        for a in "xy"
+        for s in range(5)
+    ]
+    assert math.isclose(le.paired_difference(runs, "x", "y", 2)["p_wilcoxon"], 2 / 2**5)
+
 
 def test_schedule_gives_enough_steps():
     args = le.get_parser().parse_args(["--steps", "300", "--batch_size", "8", "--min_epochs", "2"])
