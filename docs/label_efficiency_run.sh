@@ -233,6 +233,10 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
 # (Command 15 did not run. docs/gpu_check2.sh pre-trained block and frame for 35 epochs (logs in docs/gpu_check2/:
 #  block 0.0147 vs its neighbour mean 0.051, frame 0.0369 vs 0.53), but their exports did not come back from the
 #  device machine (at most 8 files per call) and no device time was left to fetch them.)
+# (To run it on a later GPU session: docs/gpu_check3.sh (2026-12-04 evening, dry-run on a CPU with EPOCHS=2
+#  EXTRA=--smoke) pre-trains block and frame with gpu_check2.sh's arguments but outside $OUT, each in a time box, and
+#  copies back only the last export of each and the logs. Keep them as docs/gpu_check3/<mode>_tiny_checkpoint_<E>.stcln.tar
+#  and run command 15 with docs/gpu_check3 in place of docs/gpu_check2 (and the epoch reached, if a box ended first).)
 # 16. the 35-epoch GPU cell backbone at 1 %, seeds 3-4 (2026-12-04 16:57), chosen after command 14 (3 seeds): five
 #     seeds at 1 %, as at 5 % (command 13), in command 14's folder and recipe (fp32, lr 3e-3, 900 steps, 4
 #     validations on 32 patches, 100 test crops). Scratch seeds 3-4 run next to them (command 12 has seeds 0-2
