@@ -1,6 +1,8 @@
 #!/bin/sh
 # The label-efficiency grid reported in README.md (run from the repository root). The three commands
 # write into one output folder; each skips the runs that are already finished.
+# (Since 2026-12-04 the README keeps a summary; the sections named README "..." below are in
+#  docs/label_efficiency.md, the study's complete record, under the same titles.)
 # pretrain_cell/ and pretrain_block/ and the 5 % runs at lr 3e-3 of scratch (seeds 1, 2), wp_cell, wp_block, probe_wp,
 # probe_random (seeds 1, 2), rf and majority were copied from the earlier 5 %-only run (same command and code
 # path: scratch b5_s0 re-run here reproduced its losses and test mIoU bit for bit).

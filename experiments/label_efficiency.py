@@ -2,7 +2,7 @@
 
     python -m experiments.label_efficiency                      # the full study on the synthetic benchmark
     python -m experiments.label_efficiency --smoke              # seconds (CI)
-    python -m experiments.label_efficiency --budgets 1 5 20 100 --seeds 3 --jobs 2   # what the README reports
+    bash docs/label_efficiency_run.sh   # every command behind the README's results, in order (hours on 2 cores)
     python -m experiments.label_efficiency --dataset pastis --data_root data/PASTIS --preset paper --device cuda
 
 For every label budget (% of the training crops, class-stratified, never a crop without a scored
