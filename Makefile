@@ -2,9 +2,12 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install demo lint format-check test parity bench
+.PHONY: help install demo lint format-check test parity bench
 
-install:
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 14
+
+install:  ## the requirements (CPU torch from the local index on CPU machines)
 	$(PIP) install -q -r requirements.txt
 
 demo: install  ## reduced label-efficiency study: fine-tune with 1 % and 5 % of the labels, 3 seeds, scratch vs the shipped pre-trained backbone; mean +- std and paired difference
@@ -23,6 +26,6 @@ parity: install  ## our STCLN vs the authors' model output
 	$(PYTHON) -m utils.check_parity --fixture tests/data/authors_parity_small
 	@if [ -d ../shared/fixtures/authors_parity ]; then $(PYTHON) -m utils.check_parity --fixture ../shared/fixtures/authors_parity; fi
 
-bench: install
+bench: install  ## CPU speed benchmarks: train step and data loading
 	$(PYTHON) -m bench.train_step
 	$(PYTHON) -m bench.data_loading
