@@ -343,3 +343,21 @@ def test_format_table():
                          {"model": "STCLN_wp", "mIoU": 0.45, "OA": 0.8}], ["model", "mIoU", "OA"])
     assert text.splitlines() == ["| model | mIoU | OA |", "|---|---|---|",
                                  "| STCLN | 0.4123 | n/a |", "| STCLN_wp | 0.4500 | 0.8000 |"]
+
+
+def test_paired_differences_figure_draws_each_setting_on_its_own_row_with_its_interval():
+    from utils.figures import paired_differences_figure
+
+    rows = [
+        {"label": "1 %", "arm": "wp_cell", "mean": 0.03, "low": -0.01, "high": 0.07},
+        {"label": "1 %", "arm": "wp_block", "mean": -0.02, "low": -0.05, "high": 0.01},
+        {"label": "5 %", "arm": "wp_cell", "mean": 0.05, "low": 0.02, "high": 0.08},
+    ]
+    ax = paired_differences_figure(rows).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1 %", "5 %"]
+    cell, block = ax.containers  # one error-bar container per arm, in order of first appearance
+    x, y = cell.lines[0].get_data()
+    assert np.allclose(x, [0.03, 0.05]) and y[0] < 0.5 < y[1]  # the 1 % row above the 5 % row's index
+    segments = cell.lines[2][0].get_segments()  # the horizontal interval of each point
+    assert np.allclose([s[:, 0] for s in segments], [[-0.01, 0.07], [0.02, 0.08]])
+    assert np.allclose(block.lines[0].get_data()[0], [-0.02])

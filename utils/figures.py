@@ -287,6 +287,37 @@ def label_efficiency_figure(runs: list[dict], budgets: list[float], arms: list[s
     return fig
 
 
+def paired_differences_figure(rows: list[dict]) -> Figure:
+    """A forest plot of paired differences: one line per setting (``label``), one marker per arm
+    (``arm``), at the mean difference with its 95 % interval (``mean``, ``low``, ``high``); a line at 0.
+
+    Settings are drawn top to bottom in the order of their first row; arms of one setting side by side.
+    """
+    settings = list(dict.fromkeys(r["label"] for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    fig = Figure(figsize=(9.0, 0.3 * len(settings) + 1.4))
+    ax = fig.add_subplot()
+    offset = {arm: (i - (len(arms) - 1) / 2) * 0.22 for i, arm in enumerate(arms)}
+    for arm in arms:
+        label, colour, _ = ARM_STYLES.get(arm, (arm, None, "-"))
+        picked = [r for r in rows if r["arm"] == arm]
+        y = np.array([settings.index(r["label"]) + offset[arm] for r in picked])
+        mean = np.array([r["mean"] for r in picked])
+        low = np.array([r["low"] for r in picked])
+        high = np.array([r["high"] for r in picked])
+        ax.errorbar(
+            mean, y, xerr=[mean - low, high - mean], fmt="o", color=colour, label=label, capsize=2, markersize=4
+        )
+    ax.axvline(0.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(settings)), settings, fontsize=7)
+    ax.set_ylim(len(settings) - 0.5, -0.5)  # first setting on top
+    ax.set_xlabel("test mIoU, pre-trained − scratch (mean over seeds, 95 % t interval)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(arms), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def legend_on_last_drawn_panel(axes) -> None:
     """The legend on the last panel that has a curve (a panel may be empty, e.g. in a partial report)."""
     for ax in axes[::-1]:
