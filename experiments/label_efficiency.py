@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def choose(arms):
         for arm in arms:
-            if args.report and not all(run.done for run in sweep_runs([arm])) and len(args.lrs) > 1:
+            if args.report and len(args.lrs) > 1 and not all(run.done for run in sweep_runs([arm])):
                 log.info("%s: its lr sweep has not finished, so it has no chosen lr and no row yet", arm)
                 continue
             scores = {run.lr: read_run(run)["best_val_mIoU"] for run in sweep_runs([arm])} if len(args.lrs) > 1 else {}
