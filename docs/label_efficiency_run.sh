@@ -318,3 +318,11 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  0.028, wp_cell 0.588 +- 0.050. Random forest (this CPU) seeds 0-9 0.374 +- 0.041 (seeds 0-4 0.372; the grid's,
 #  from the AVX-512 CPU, 0.367), majority 0.024. results.md as docs/label_efficiency_gpu35_b2_s59_results.md (seeds
 #  5-9) and docs/label_efficiency_gpu35_b2_s09_results.md (seeds 0-9).)
+# (Command 20 ran 20:48-21:52 with the code of the commits after command 19's result; four of its five waves
+#  finished before the session had to stop (seed 9 was still training at 21:52 and is not reported). Test mIoU,
+#  seeds 5-8: scratch 0.4580, 0.4458, 0.3794, 0.4685; wp_cell 0.4263, 0.4433, 0.4198, 0.4679. Seeds 5-8
+#  (`--report --seeds 10 --only_seeds 5 6 7 8 9`, partial): +0.001 [-0.046, +0.049] (1/4), t p 0.93, Wilcoxon p 0.88;
+#  scratch 0.438 +- 0.040, wp_cell 0.439 +- 0.021. Nine seeds (scratch s0-2 from command 12, as for command 16),
+#  computed with the study's paired_difference: +0.021 [-0.011, +0.053] (5/9), t p 0.17; scratch 0.418 +- 0.052,
+#  wp_cell 0.438 +- 0.041. The forest and majority (its second line) did not run. results.md as
+#  docs/label_efficiency_gpu35_b1_s59_results.md.)
