@@ -319,7 +319,8 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  from the AVX-512 CPU, 0.367), majority 0.024. results.md as docs/label_efficiency_gpu35_b2_s59_results.md (seeds
 #  5-9) and docs/label_efficiency_gpu35_b2_s09_results.md (seeds 0-9).)
 # (Command 20 ran 20:48-21:52 with the code of the commits after command 19's result; four of its five waves
-#  finished before the session had to stop (seed 9 was still training at 21:52 and is not reported). Test mIoU,
+#  finished before the session had to stop (seed 9 was still training at 21:52, was stopped by Ctrl-C with its
+#  last.tar kept, and is not reported; the same line resumes it and then runs the anchors). Test mIoU,
 #  seeds 5-8: scratch 0.4580, 0.4458, 0.3794, 0.4685; wp_cell 0.4263, 0.4433, 0.4198, 0.4679. Seeds 5-8
 #  (`--report --seeds 10 --only_seeds 5 6 7 8 9`, partial): +0.001 [-0.046, +0.049] (1/4), t p 0.93, Wilcoxon p 0.88;
 #  scratch 0.438 +- 0.040, wp_cell 0.439 +- 0.021. Nine seeds (scratch s0-2 from command 12, as for command 16),
