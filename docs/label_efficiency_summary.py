@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.label_efficiency import paired_difference  # noqa: E402
+from experiments.label_efficiency import PAIRS, paired_difference  # noqa: E402
 from utils.figures import paired_differences_figure, save_figure  # noqa: E402
 from utils.report import format_table  # noqa: E402
 
 DOCS = Path(__file__).parent
-MODES = ("wp_cell", "wp_block", "wp_frame")
+MODES = [a for a, b in PAIRS if b == "scratch"]  # the pre-trained arms, as the study pairs them
 
 
 def records(setting: dict) -> list[dict]:

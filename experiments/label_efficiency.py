@@ -675,13 +675,13 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
             rows.append(row)
         lines.append(f"Test {metric} (mean ± std over seeds, stcln protocol):\n\n"
                      + format_table(rows, ["budget %", "labelled crops", *arms]))
+    pairs = {(a, b, budget): paired_difference(runs, a, b, budget)
+             for a, b in PAIRS if a in arms and b in arms for budget in budgets}  # each computed once, for both tables
     rows = []
-    for a, b in PAIRS:
-        if a not in arms or b not in arms:
-            continue
+    for a, b in dict.fromkeys((a, b) for a, b, _ in pairs):
         row = {"difference": f"{a} − {b}"}
         for budget in budgets:
-            d = paired_difference(runs, a, b, budget)
+            d = pairs[(a, b, budget)]
             if d is not None:
                 ci = f" [{d['low']:+.3f}, {d['high']:+.3f}]" if d["low"] == d["low"] else ""
                 row[f"{budget:g} %"] = f"{d['mean']:+.3f}{ci} ({d['wins']}/{d['n']})"
@@ -689,14 +689,10 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
     if rows:
         lines.append("Paired test-mIoU difference over seeds: mean [95 % CI] (seeds where the first arm wins):\n\n"
                      + format_table(rows, ["difference", *[f"{b:g} %" for b in budgets]]))
-    rows = []
-    for a, b in PAIRS:
-        for budget in budgets if a in arms and b in arms else []:
-            d = paired_difference(runs, a, b, budget)
-            if d is not None and d["n"] > 1:
-                rows.append({"difference": f"{a} − {b}", "budget %": f"{budget:g}",
-                             "per seed": ", ".join(f"s{s} {v:+.3f}" for s, v in zip(d["seeds"], d["diffs"])),
-                             "t test p": f"{d['p_t']:.3g}", "Wilcoxon p": f"{d['p_wilcoxon']:.3g}"})
+    rows = [{"difference": f"{a} − {b}", "budget %": f"{budget:g}",
+             "per seed": ", ".join(f"s{s} {v:+.3f}" for s, v in zip(d["seeds"], d["diffs"])),
+             "t test p": f"{d['p_t']:.3g}", "Wilcoxon p": f"{d['p_wilcoxon']:.3g}"}
+            for (a, b, budget), d in pairs.items() if d is not None and d["n"] > 1]
     if rows:
         lines.append("Per-seed differences and two-sided p values against no difference (one-sample t test; exact "
                      "Wilcoxon signed-rank, smallest possible p 2/2^n), uncorrected for the several budgets and arms:\n\n"

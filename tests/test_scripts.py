@@ -284,7 +284,6 @@ def test_label_efficiency_smoke_writes_results_skips_finished_runs_and_resumes_s
     assert final["finished"] == {"runs": len(saved["runs"]), "of": len(saved["runs"])} and final["unfinished"] == []
 
 
-
 def test_label_efficiency_report_of_later_seeds_only(runs, tmp_path, monkeypatch):
     """--report --only_seeds without seed 0 (one machine's seeds, or a replication on new seeds) with one lr: the
     learned arms' rows are the finished runs of those seeds (it raised KeyError on the sweep's seed 0)."""
@@ -298,6 +297,7 @@ def test_label_efficiency_report_of_later_seeds_only(runs, tmp_path, monkeypatch
     assert report["seeds"] == [1] and {r["arm"] for r in report["runs"]} == set(le.ARMS)
     assert [r["test"] for r in report["runs"]] == [r["test"] for r in full["runs"] if r["seed"] == 1]
     assert "seed 1 of 0-1" in (tmp_path / "out" / "results.md").read_text()
+
 
 def test_pretext_baselines_smoke(runs, capsys):
     cwd, steps = finished(runs, "pretext_baselines")
