@@ -326,4 +326,8 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  scratch 0.438 +- 0.040, wp_cell 0.439 +- 0.021. Nine seeds (scratch s0-2 from command 12, as for command 16),
 #  computed with the study's paired_difference: +0.021 [-0.011, +0.053] (5/9), t p 0.17; scratch 0.418 +- 0.052,
 #  wp_cell 0.438 +- 0.041. The forest and majority (its second line) did not run. results.md as
-#  docs/label_efficiency_gpu35_b1_s59_results.md.)
+#  docs/label_efficiency_gpu35_b1_s59_results.md. The nine-seed pair, by:
+#  python -c "from experiments.label_efficiency import paired_difference as p; sc = [0.349, 0.353, 0.446, 0.4798,
+#  0.3790, 0.4580, 0.4458, 0.3794, 0.4685]; wp = [0.3620, 0.4126, 0.4335, 0.4961, 0.4838, 0.4263, 0.4433, 0.4198,
+#  0.4679]; r = [{'arm': a, 'budget': 1, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc), ('wp_cell', wp))
+#  for s, v in enumerate(vs)]; print(p(r, 'wp_cell', 'scratch', 1))"  -> mean 0.0208, [-0.0113, +0.0528], 5/9, p_t 0.17.)
