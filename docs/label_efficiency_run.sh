@@ -331,3 +331,22 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  0.3790, 0.4580, 0.4458, 0.3794, 0.4685]; wp = [0.3620, 0.4126, 0.4335, 0.4961, 0.4838, 0.4263, 0.4433, 0.4198,
 #  0.4679]; r = [{'arm': a, 'budget': 1, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc), ('wp_cell', wp))
 #  for s, v in enumerate(vs)]; print(p(r, 'wp_cell', 'scratch', 1))"  -> mean 0.0208, [-0.0113, +0.0528], 5/9, p_t 0.17.)
+# 21. command 20 finished on a new machine (written 2026-12-04 22:15, a new session, before any run). The machine
+#     that held command 20's folder did not come back: seed 9's last.tar is gone with it. This machine is a 2-core
+#     EPYC *with* AVX-512 (avx512_bf16); command 20 ran on one without. Fixed now, before any run:
+#     (a) seed 9 of both arms runs from the start, command 20's line and recipe exactly (fp32: no --fast), the shipped
+#         backbone copied in as in command 14; then the forest and the majority class for seeds 0-9 (command 20's
+#         second line, which never ran);
+#     (b) the confirmatory result of command 20 is its pre-registered one: seeds 5-9, seeds 5-8 as recorded above
+#         (they finished) and seed 9 from (a), by the study's paired_difference; the nine/ten-seed pool next to it;
+#     (c) then seeds 5-8 again in the same folder, as a check of how far a fine-tune moves between two CPU types
+#         (same code, same seed, fp32); reported next to command 20's values, never substituted for them. A wave
+#         that does not finish before the session must stop (about 00:40) is reported as such.
+DST=checkpoints/label_efficiency_gpu35_b1
+mkdir -p $DST/pretrain_cell
+cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+GRID="--budgets 1 --seeds 10 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32
+      --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST"
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 9 &&
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majority &&
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 5 6 7 8
