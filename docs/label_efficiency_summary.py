@@ -2,6 +2,8 @@
 comparison the label-efficiency study has made, from the per-seed test mIoU recorded in
 docs/label_efficiency_summary.json. The paired differences are computed by the study's own function
 (experiments.label_efficiency.paired_difference), so the table checks the numbers quoted in the record.
+A second table says what each comparison could detect: the spread of its per-seed differences, the
+smallest true difference its seeds find with 80 % power, and how many seeds would find its own mean.
 
     python docs/label_efficiency_summary.py
 """
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from experiments.label_efficiency import PAIRS, paired_difference  # noqa: E402
+from experiments.label_efficiency import PAIRS, paired_difference, seeds_needed  # noqa: E402
 from utils.figures import paired_differences_figure, save_figure  # noqa: E402
 from utils.report import format_table  # noqa: E402
 
@@ -34,7 +36,7 @@ def records(setting: dict) -> list[dict]:
 
 def main() -> None:
     settings = json.loads((DOCS / "label_efficiency_summary.json").read_text())["settings"]
-    table, points = [], []
+    table, points, power = [], [], []
     for setting in settings:
         runs = records(setting)
         label = f"{setting['budget']:g} % · {setting['fine_tune']} · {setting['backbone']} backbone"
@@ -57,8 +59,21 @@ def main() -> None:
             )
             if d:
                 points.append({"label": label, "arm": mode, "mean": d["mean"], "low": d["low"], "high": d["high"]})
+                power.append(
+                    {
+                        "setting": label,
+                        "arm": mode,
+                        "seeds": d["n"],
+                        "mean": f"{d['mean']:+.3f}",
+                        "sd of differences": f"{d['sd']:.3f}",
+                        "detectable (80 % power)": f"{d['detectable']:.3f}",
+                        "seeds to find this mean": seeds_needed(d["mean"], d["sd"]) if d["mean"] else "–",
+                    }
+                )
         table.append(row)
     print(format_table(table, list(table[0])))
+    print("What each comparison could detect (paired t test, two-sided 5 %, 80 % power, at its own spread):\n")
+    print(format_table(power, list(power[0])))
     save_figure(paired_differences_figure(points), DOCS / "label_efficiency_summary.png", dpi=120, bbox_inches="tight")
     print(f"written to {DOCS / 'label_efficiency_summary.png'}")
 

@@ -66,6 +66,35 @@ def test_paired_p_values_match_a_hand_t_test_and_an_enumerated_signed_rank_test(
     assert math.isclose(le.paired_difference(runs, "x", "y", 2)["p_wilcoxon"], 2 / 2**5)
 
 
+def test_t_test_power_matches_a_published_value_and_a_simulation():
+    # Cohen's dz = 0.5, two-sided 5 %, 80 % power: 34 pairs, actual power 0.808 (G*Power's one-sample t test).
+    assert le.seeds_needed(0.5, 1.0) == 34 and round(le.t_test_power(34, 0.5, 1.0), 3) == 0.808
+    assert le.t_test_power(33, 0.5, 1.0) < 0.8 and le.seeds_needed(-0.5, 1.0) == 34
+    for effect in (2.0, 0.9, 0.3, 0.05):  # the search against counting up one seed at a time
+        n = 2
+        while le.t_test_power(n, effect, 1.0) < 0.8:
+            n += 1
+        assert le.seeds_needed(effect, 1.0) == n
+    assert math.isclose(le.t_test_power(5, 0.0, 0.05), 0.05, rel_tol=1e-9)  # no effect: the test's level
+    # The detectable difference of 5 seeds at sd 0.05, checked by simulating the t test itself.
+    effect = le.detectable_difference(5, 0.05)
+    assert math.isclose(le.t_test_power(5, effect, 0.05), 0.8, rel_tol=1e-6)
+    rng = np.random.default_rng(0)
+    draws = rng.normal(effect, 0.05, size=(40_000, 5))
+    rejected = stats.ttest_1samp(draws, 0.0, axis=1).pvalue < 0.05
+    assert abs(rejected.mean() - 0.8) < 0.01  # binomial sd of the share: 0.002
+
+
+def test_paired_difference_reports_what_its_seeds_could_detect():
+    diff = np.array([0.0606, 0.0415, -0.0257, -0.0006, 0.1016])
+    runs = [{"arm": "x", "budget": 5, "seed": s, "test": {"mIoU": 0.5 + v}} for s, v in enumerate(diff)]
+    runs += [{"arm": "y", "budget": 5, "seed": s, "test": {"mIoU": 0.5}} for s in range(5)]
+    d = le.paired_difference(runs, "x", "y", 5)
+    assert math.isclose(d["sd"], diff.std(ddof=1), rel_tol=1e-9)
+    assert math.isclose(le.t_test_power(5, d["detectable"], d["sd"]), 0.8, rel_tol=1e-6)
+    assert math.isnan(le.paired_difference(runs[:1] + runs[5:6], "x", "y", 5)["detectable"])  # one seed
+
+
 def test_schedule_gives_enough_steps():
     args = le.get_parser().parse_args(["--steps", "300", "--batch_size", "8", "--min_epochs", "2"])
     assert le.schedule(args, 30) == (75, 9)  # 4 steps/epoch -> 75 epochs, validate every 9

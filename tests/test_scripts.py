@@ -251,7 +251,7 @@ def test_label_efficiency_smoke_writes_results_skips_finished_runs_and_resumes_s
             summary = json.loads((out / "runs" / name / "summary.json").read_text())
             assert summary["test"]["mIoU"] == run_["test"]["mIoU"]
     text = (out / "results.md").read_text()
-    assert "wp_cell − scratch" in text and "± " in text
+    assert "wp_cell − scratch" in text and "± " in text and "| detectable (80 % power) |" in text
     stamps = json.loads((cwd / "first_stamps.json").read_text())
     assert stamps and json.loads((cwd / "again_stamps.json").read_text()) == stamps  # nothing re-ran
     again = json.loads((cwd / "again_results.json").read_text())
