@@ -331,7 +331,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  0.3790, 0.4580, 0.4458, 0.3794, 0.4685]; wp = [0.3620, 0.4126, 0.4335, 0.4961, 0.4838, 0.4263, 0.4433, 0.4198,
 #  0.4679]; r = [{'arm': a, 'budget': 1, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc), ('wp_cell', wp))
 #  for s, v in enumerate(vs)]; print(p(r, 'wp_cell', 'scratch', 1))"  -> mean 0.0208, [-0.0113, +0.0528], 5/9, p_t 0.17.)
-# 21. command 20 finished on a new machine (written 2026-12-04 22:15, a new session, before any run). The machine
+# 21. command 20 finished on a new machine (written 2026-12-04 22:04, a new session, before any run). The machine
 #     that held command 20's folder did not come back: seed 9's last.tar is gone with it. This machine is a 2-core
 #     EPYC *with* AVX-512 (avx512_bf16); command 20 ran on one without. Fixed now, before any run:
 #     (a) seed 9 of both arms runs from the start, command 20's line and recipe exactly (fp32: no --fast), the shipped
@@ -350,3 +350,18 @@ GRID="--budgets 1 --seeds 10 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epoch
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 9 &&
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majority &&
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 5 6 7 8
+# (Command 21 (a) and (b) ran 22:05-22:20; (a) loaded the code of b5f8e52, (b) and (c) that of 56285f5, whose one
+#  change is the report's power columns. Seed 9, test mIoU: scratch 0.4457, wp_cell 0.5103 (+0.0646). Forest, seeds 0-9:
+#  0.2153, 0.2355, 0.3006, 0.3206, 0.3080, 0.2825, 0.2473, 0.2327, 0.2571, 0.3246 (0.272 +- 0.040; seeds 0-4 equal the
+#  grid's 0.215, 0.235, 0.301, 0.321, 0.308 to its 3 decimals: this CPU is the grid's type); majority 0.022 +- 0.005.
+#  The pre-registered result of command 20 (seeds 5-8 as recorded above, seed 9 from here), by the study's
+#  paired_difference: +0.014 [-0.033, +0.061] (2/5), t p 0.46, Wilcoxon p 0.81, sd of the differences 0.038 (80 %
+#  power at 5 seeds: 0.064); scratch 0.439 +- 0.035, wp_cell 0.454 +- 0.037. Ten seeds (scratch s0-2 from command 12,
+#  as for command 16): +0.025 [-0.005, +0.055] (6/10), t p 0.089, Wilcoxon p 0.13; scratch 0.420 +- 0.050, wp_cell
+#  0.446 +- 0.045. Computed by:
+#  python -c "from experiments.label_efficiency import paired_difference as p; sc = [0.349, 0.353, 0.446, 0.4798,
+#  0.3790, 0.4580, 0.4458, 0.3794, 0.4685, 0.4457]; wp = [0.3620, 0.4126, 0.4335, 0.4961, 0.4838, 0.4263, 0.4433,
+#  0.4198, 0.4679, 0.5103]; r = [{'arm': a, 'budget': 1, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc),
+#  ('wp_cell', wp)) for s, v in enumerate(vs)]; print(p(r, 'wp_cell', 'scratch', 1)); print(p([x for x in r if
+#  x['seed'] >= 5], 'wp_cell', 'scratch', 1))"
+#  (c), seeds 5-8 again, started at 22:20.)
