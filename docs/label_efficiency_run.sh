@@ -373,7 +373,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp
 #  (4/5), t p 0.068, Wilcoxon p 0.125; scratch 0.423 +- 0.041, wp_cell 0.458 +- 0.034; results.md as
 #  docs/label_efficiency_gpu35_b1_s59_avx512_results.md. Not the pre-registered result (b), which stands; reported
 #  next to it as what the hardware alone moves.)
-# 22. the 35-epoch GPU cell backbone at 5 % on seeds 5-9 (written 2026-12-04 23:14, before any of its runs), so that
+# 22. the 35-epoch GPU cell backbone at 5 % on seeds 5-9 (written 2026-12-04 23:12, before any of its runs), so that
 #     each budget of that backbone has ten seeds: commands 19-21 gave 1 % and 2 % ten seeds each, 5 % has command 13's
 #     five (+0.035 [-0.027, +0.098], 3/5). Not a test of a claim (that interval was never clear of zero): the
 #     estimate is the ten-seed paired difference (seeds 0-4 as recorded for command 13, on the CPU without AVX-512;
