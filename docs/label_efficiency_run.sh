@@ -389,3 +389,16 @@ GRID="--budgets 5 --seeds 10 --sweep_budget 5 --lrs 3e-3 --steps 900 --min_epoch
       --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST"
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 5 6 7 8 9 &&
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majority
+# (Command 22 ran in one go, 23:13-00:16 (63 min), code of 56285f5's successors (README and run.sh changes only),
+#  this AVX-512 CPU. Test mIoU, seeds 5-9: scratch 0.5860, 0.6196, 0.6527, 0.5907, 0.6085; wp_cell 0.6733, 0.6640,
+#  0.6524, 0.6438, 0.6744. Seeds 5-9 (`--report --seeds 10 --only_seeds 5 6 7 8 9 --arms scratch wp_cell rf
+#  majority`): +0.050 [+0.010, +0.090] (4/5), t p 0.026, Wilcoxon p 0.125; scratch 0.611 +- 0.027, wp_cell
+#  0.662 +- 0.013; results.md as docs/label_efficiency_gpu35_s59_results.md. Forest seeds 0-4 0.4970, 0.4647, 0.5002,
+#  0.4848, 0.5378 (the grid's 0.497, 0.465, 0.500, 0.485, 0.538), seeds 5-9 0.5362, 0.4895, 0.5272, 0.5074, 0.4817
+#  (0.508 +- 0.023); majority 0.024. The ten-seed estimate (seeds 0-4 of command 13 as recorded, 3 decimals):
+#  +0.043 [+0.014, +0.072] (7/10), t p 0.009, Wilcoxon p 0.027, sd of the differences 0.041; scratch 0.611 +- 0.024,
+#  wp_cell 0.654 +- 0.029; by:
+#  python -c "from experiments.label_efficiency import paired_difference as p; sc = [0.633, 0.589, 0.626, 0.625,
+#  0.582, 0.5860, 0.6196, 0.6527, 0.5907, 0.6085]; wp = [0.693, 0.631, 0.600, 0.624, 0.684, 0.6733, 0.6640, 0.6524,
+#  0.6438, 0.6744]; r = [{'arm': a, 'budget': 5, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc),
+#  ('wp_cell', wp)) for s, v in enumerate(vs)]; print(p(r, 'wp_cell', 'scratch', 5))")
