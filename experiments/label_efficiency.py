@@ -640,14 +640,14 @@ def paired_difference(results: list[dict], a: str, b: str, budget: float, metric
            "p_wilcoxon": float("nan"), "sd": float("nan"), "detectable": float("nan")}
     if len(diff) < 2:
         return out
-    half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / math.sqrt(len(diff)))
-    out.update(low=out["mean"] - half, high=out["mean"] + half)
-    if diff.std() > 0:
+    sd = float(diff.std(ddof=1))  # the spread of the differences: the interval, the t test and the power use it
+    half = float(stats.t.ppf(0.975, len(diff) - 1) * sd / math.sqrt(len(diff)))
+    out.update(low=out["mean"] - half, high=out["mean"] + half, sd=sd)
+    if sd > 0:
         out["p_t"] = float(stats.ttest_1samp(diff, 0.0).pvalue)
+        out["detectable"] = detectable_difference(len(diff), sd)
     if np.any(diff != 0):
         out["p_wilcoxon"] = float(stats.wilcoxon(diff, zero_method="wilcox", method="exact").pvalue)
-    out["sd"] = float(diff.std(ddof=1))
-    out["detectable"] = detectable_difference(len(diff), out["sd"]) if out["sd"] > 0 else float("nan")
     return out
 
 
