@@ -402,3 +402,27 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  0.582, 0.5860, 0.6196, 0.6527, 0.5907, 0.6085]; wp = [0.693, 0.631, 0.600, 0.624, 0.684, 0.6733, 0.6640, 0.6524,
 #  0.6438, 0.6744]; r = [{'arm': a, 'budget': 5, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc),
 #  ('wp_cell', wp)) for s, v in enumerate(vs)]; print(p(r, 'wp_cell', 'scratch', 5))")
+# 23. a powered test at 1 %, fixed in advance (written 2026-12-05 00:47, a new session, before any of its runs). The
+#     ten seeds of the 35-epoch backbone at 1 % give +0.025 [-0.005, +0.055] with a spread of the differences of 0.042:
+#     a true +0.025 needs about 24 seeds for 80 % power (seeds_needed), more than a fp32 session holds (14 min a seed
+#     pair on this CPU). So a new, independent test, all on this one machine (a 2-core EPYC with AVX-512), in the --fast
+#     recipe (bf16 autocast + fast dropout, 1.9x per step; the shipped backbone was itself pre-trained with bf16
+#     autocast), so that more seeds fit; its own folder, never pooled with seeds 0-9 (another recipe, other CPUs):
+#     - seeds 10-33 (24) in order, one seed pair (scratch and wp_cell side by side) at a time; no new pair starts
+#       after 02:50 this day (the session ends 03:39), a pair that has started runs to its end; the seeds finished
+#       are the test, whatever their number (a stop by the clock, not by the outcome);
+#     - otherwise command 19/20's recipe exactly: lr 3e-3, 900 steps, 4 validations on 32 patches, 100 test crops;
+#     - the estimate and the test, fixed now: the paired difference wp_cell - scratch over the finished seeds by the
+#       study's paired_difference (mean, 95 % CI, wins, paired t p, Wilcoxon p), two-sided at 0.05, no correction
+#       (one test); then the forest and the majority class for the same seeds (anchors, seconds).
+DST=checkpoints/label_efficiency_gpu35_b1_fast
+mkdir -p $DST/pretrain_cell
+cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+GRID="--budgets 1 --seeds 34 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32
+      --test_limit 100 --pretrain_epochs 35 --jobs 2 --fast --output_dir $DST"
+STOP=$(date -d '2026-12-05 02:50' +%s)
+for s in $(seq 10 33); do
+    [ "$(date +%s)" -lt "$STOP" ] || break
+    OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds $s || exit 1
+done
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majority --only_seeds $(seq 10 33)
