@@ -402,7 +402,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  0.582, 0.5860, 0.6196, 0.6527, 0.5907, 0.6085]; wp = [0.693, 0.631, 0.600, 0.624, 0.684, 0.6733, 0.6640, 0.6524,
 #  0.6438, 0.6744]; r = [{'arm': a, 'budget': 5, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc),
 #  ('wp_cell', wp)) for s, v in enumerate(vs)]; print(p(r, 'wp_cell', 'scratch', 5))")
-# 23. a powered test at 1 %, fixed in advance (written 2026-12-05 00:47, a new session, before any of its runs). The
+# 23. a powered test at 1 %, fixed in advance (written 2026-12-05 00:40, a new session, before any of its runs). The
 #     ten seeds of the 35-epoch backbone at 1 % give +0.025 [-0.005, +0.055] with a spread of the differences of 0.042:
 #     a true +0.025 needs about 24 seeds for 80 % power (seeds_needed), more than a fp32 session holds (14 min a seed
 #     pair on this CPU). So a new, independent test, all on this one machine (a 2-core EPYC with AVX-512), in the --fast
