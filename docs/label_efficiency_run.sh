@@ -426,3 +426,13 @@ for s in $(seq 10 33); do
     OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds $s || exit 1
 done
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majority --only_seeds $(seq 10 33)
+# (Command 23 ran 00:40-02:59 in one go on this machine, code of 293a5a5: 19 seed pairs (seeds 10-28; seed 28 started
+#  at 02:48:57, before the stop; seed 29 was not started), about 7.2 min a pair, then the anchors for seeds 10-33 in
+#  2 min. The pre-registered result (`--report --seeds 34 --only_seeds $(seq 10 28) --arms scratch wp_cell rf
+#  majority`, the rest of GRID as above): wp_cell - scratch +0.041 [+0.021, +0.061] (16/19), t p 0.00041, Wilcoxon p
+#  0.00097, sd of the differences 0.041 (80 % power at 19 seeds: 0.028); scratch 0.447 +- 0.040, wp_cell 0.488 +- 0.032,
+#  random forest 0.298 +- 0.039, majority 0.024. Per-seed test mIoU (s10-s28), scratch: 0.4589, 0.4160, 0.5101,
+#  0.4537, 0.4383, 0.4362, 0.4917, 0.4634, 0.3401, 0.4599, 0.4163, 0.4167, 0.5105, 0.4963, 0.4403, 0.4538, 0.4371,
+#  0.4393, 0.4130; wp_cell: 0.5248, 0.5050, 0.4761, 0.4673, 0.4872, 0.4512, 0.4699, 0.5007, 0.4272, 0.5207, 0.4891,
+#  0.4770, 0.4862, 0.5369, 0.4621, 0.4622, 0.5489, 0.5234, 0.4516. results.md as
+#  docs/label_efficiency_gpu35_b1_fast_results.md, seed 10's curves as docs/label_efficiency_gpu35_b1_fast_training_curves.png.)
