@@ -2,11 +2,13 @@
 
     python predict_STCLN.py --checkpoint checkpoints/finetune/folder/best.tar --geotiff_dir my_scene/ --output_dir maps/
     python predict_STCLN.py --checkpoint best.tar --cube ndvi.npy --dates dates.txt --output_dir maps/ --pixel_size_m 10
+    python predict_STCLN.py --checkpoint best.tar --geotiff_dir scene/ --cloud_dir scene_clouds/ --output_dir maps/
 
 The scene is normalised with the statistics of the checkpoint's training folds (read from its
 --data_root, which --data_root here can replace), the same temporal subset is applied, and the
 model runs on windows of the training crop size every --stride pixels; logits are averaged over
-the overlaps (see utils/predict.py). Writes to --output_dir: class_map.tif (GeoTIFF with the
+the overlaps (see utils/predict.py). The scene flags are the converter's (several acquisitions on a
+date, cloud masks); a model fine-tuned with --drop_invalid ignores the cloudy cells they mark. Writes to --output_dir: class_map.tif (GeoTIFF with the
 source's georeferencing; GeoTIFF input) or class_map.npy (cube input), class_map.png (legend),
 areas.json and areas.md (pixels, share and hectares per class when the pixel size is known).
 """
@@ -25,7 +27,7 @@ import torch
 from models import STCLNSegmenter
 from utils.checkpoint import load_finetuned, load_state_checked
 from utils.datasets.protocols import selects_a_date
-from utils.datasets.scene import check_scene_source, open_cube, pixel_area_m2, stage_geotiff_folder, write_geotiff
+from utils.datasets.scene import add_scene_args, check_scene_source, pixel_area_m2, read_scene, write_geotiff
 from utils.distributed import resolve_device
 from utils.errors import CheckpointError, DataError
 from utils.figures import plot_class_map
@@ -41,12 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="fine-tuned checkpoint (best.tar or last.tar of fine-tuning)")
-    source = parser.add_argument_group("scene (one of)")
-    source.add_argument("--geotiff_dir", type=Path, default=None,
-                        help="folder of per-date multi-band GeoTIFFs, YYYYMMDD or YYYY-MM-DD in each file name "
-                             "(as the converter)")
-    source.add_argument("--cube", type=Path, default=None, help="numpy .npy array (T, C, H, W) of raw values")
-    source.add_argument("--dates", type=Path, default=None, help="with --cube: one date per line (or a JSON list)")
+    add_scene_args(parser)
     parser.add_argument("--data_root", type=Path, default=None,
                         help="the training data folder (its dataset.json and statistics); default: the checkpoint's --data_root")
     windows = parser.add_argument_group("sliding windows")
@@ -107,10 +104,10 @@ def predict(args) -> np.ndarray:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".scene.", dir=args.output_dir))
     try:
-        if args.geotiff_dir is not None:
-            scene = stage_geotiff_folder(args.geotiff_dir, staging / "cube.npy")
-        else:
-            scene = open_cube(args.cube, args.dates)
+        scene = read_scene(args, staging / "cube.npy")
+        if model.config.use_valid_mask and scene.valid is None:
+            log.warning("the model was fine-tuned with --drop_invalid but the scene has no cloud information "
+                        "(--cloud_dir/--cloud_cube): every observation is taken as clear")
         T, C, H, W = scene.cube.shape
         if C != model.config.in_channels:
             raise DataError(f"{scene.source}: {C} bands, the model was trained on {model.config.in_channels}")
@@ -125,6 +122,9 @@ def predict(args) -> np.ndarray:
             raw = np.asarray(scene.cube[:, :, row:row + h, col:col + w][frames], dtype=np.float32)  # (T', C, h, w)
             return (raw - mean) / std
 
+        def read_valid(row: int, col: int, h: int, w: int) -> np.ndarray:
+            return np.asarray(scene.valid[:, row:row + h, col:col + w][frames]) != 0  # (T', h, w)
+
         plan = plan_windows(H, W, window, args.stride or max(1, window // 2), args.blend, args.margin)
         info = context.info
         if len(info.classes) != model.config.num_classes:
@@ -138,7 +138,8 @@ def predict(args) -> np.ndarray:
         log.info("%dx%d scene, %d dates (%d used), %d windows of %dx%d, stride %s, %s blend", H, W, T, len(frames),
                  plan.n_windows, plan.window_h, plan.window_w, args.stride or window // 2, args.blend)
         sliding_window_logits(model.to(device), read_window, positions, plan, info.num_classes, keep_rows,
-                              batch_size=args.batch_size, device=device, progress=not args.no_progress)
+                              batch_size=args.batch_size, device=device, progress=not args.no_progress,
+                              read_valid=read_valid if scene.valid is not None else None)
         rows = write_outputs(args, class_map, scene, info)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -54,6 +54,9 @@ def get_parser() -> argparse.ArgumentParser:
                             "(every valid date may be masked)")
     group.add_argument("--veg_fraction", type=float, default=0.9,
                        help="a date may be masked only if more than this fraction of its pixels is vegetated (paper: 0.9)")
+    group.add_argument("--hide_invalid", action="store_true",
+                       help="folder data with cloud masks: invalid (cloudy) cells are also replaced by the mask token in "
+                            "the input, never seen (they are never reconstruction targets in any case)")
     group.add_argument("--authors_ndvi", action="store_true",
                        help="compute NDVI on the normalised model input as the authors' code does (default: raw reflectance)")
     add_optim_args(parser, epochs=100, lr=1e-4, grad_clip=5.0)
@@ -93,7 +96,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0
     write_run_config(args, out, runtime)
     loader = make_loader(data.train, args.batch_size, runtime, train=True, seed=args.seed, workers=args.num_workers)
-    masking = masking_from_args(args, has_red_nir=data.info.red_index is not None)  # gate off without red/NIR
+    masking = masking_from_args(args, has_red_nir=data.info.ndvi_gate)  # gate off without red/NIR or an NDVI band
     generator = torch.Generator(device=runtime.device)
     options = loop_options(args, runtime)
     writer = open_writer(out, runtime)
@@ -106,7 +109,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
         generator.manual_seed(epoch_seed(args.seed, epoch) + runtime.rank)
         stats = pretrain_one_epoch(model, loader, optimizer, epoch, config=config, masking=masking,
                                    red_index=data.info.red_index, nir_index=data.info.nir_index,
-                                   generator=generator, options=options)
+                                   generator=generator, options=options, hide_invalid=args.hide_invalid)
         log.info("epoch %d/%d  loss %.5f  masked %.3f  %.1f samples/s  %s", epoch + 1, args.epochs, stats["loss"],
                  stats["masked_fraction"], stats["samples_per_s"] * runtime.world_size, pretext_summary(stats))
         if not runtime.is_main:

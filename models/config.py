@@ -29,6 +29,11 @@ class STCLNConfig:
         positions: "index" feeds the date index 0..T-1 (paper); "doy" feeds the acquisition day.
         use_pad_mask: if True, padded time steps never change any output (key-padding mask,
             masked GroupNorm, masked max-pool and STA). False reproduces the reference.
+        use_valid_mask: if True and the data carries per-cell validity (cloud masks, ``valid``),
+            invalid cells never change any output: their input is zeroed before the CNN, and per
+            pixel they are left out of the temporal attention keys, the temporal GroupNorm, the STA
+            dot products and the temporal max-pool (``--drop_invalid``). False (paper): every
+            observation is used as it is.
         sta_scale: "d_model" divides STA logits by sqrt(d_model) (paper); "d_model_t" by
             sqrt(d_model * T_valid), the dimension the dot product actually runs over.
         sta_chunk: queries per STA chunk (0 = all at once). Exact; bounds memory at inference.
@@ -45,6 +50,7 @@ class STCLNConfig:
     pe_period: float = 1000.0
     positions: str = "index"
     use_pad_mask: bool = False
+    use_valid_mask: bool = False
     sta_scale: str = "d_model"
     sta_chunk: int = 0
     mask_token: str = "scalar"

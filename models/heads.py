@@ -31,11 +31,20 @@ class STCLNSegmenter(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T, C, H, W) series, (B, T) positions -> (B, K, H, W) logits."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T, C, H, W) series, (B, T) positions -> (B, K, H, W) logits; ``valid`` (B, T, H, W)
+        per-cell validity, honoured with ``config.use_valid_mask``."""
         B, T, C, H, W = x.shape
-        features = self.backbone(x, positions, pad_mask)
-        fused = self.sta(features["temporal"], features["spatial"], features["pad_mask"])  # (B, HW, D)
+        features = self.backbone(x, positions, pad_mask, valid)
+        fused = self.sta(
+            features["temporal"], features["spatial"], features["pad_mask"], features["dropped"]
+        )  # (B, HW, D)
         logits = self.classifier(fused)  # (B, HW, K)
         return logits.transpose(1, 2).reshape(B, -1, H, W)  # (B, HW, K) -> (B, K, H, W)
 
@@ -61,21 +70,28 @@ class STCLNPretrain(nn.Module):
         positions: torch.Tensor,
         mask: torch.Tensor,
         pad_mask: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Reconstruct masked cells.
 
         Args:
             x: (B, T, C, H, W) clean input, also the target.
             positions: (B, T) positions.
-            mask: (B, T, H, W) bool, True = masked cell (all bands replaced by the token).
+            mask: (B, T, H, W) bool, True = masked cell (all bands replaced by the token): the
+                reconstruction targets (invalid cells must already be False, utils.masking).
             pad_mask: (B, T) bool, True = padded step.
+            hidden: (B, T, H, W) bool, cells also replaced by the token but never targets
+                (invalid cells with ``--hide_invalid``), or None.
+            valid: (B, T, H, W) bool validity for the backbone (``config.use_valid_mask``), or None.
 
         Returns:
             ``loss`` (scalar MSE over masked cells), ``pred`` (B, T, C, H, W), ``mask``.
         """
         token = self.mask_token.to(x.dtype).view(1, 1, -1, 1, 1)  # (1 or C,) -> (1, 1, 1 or C, 1, 1)
-        masked_input = torch.where(mask[:, :, None], token, x)
-        features = self.backbone(masked_input, positions, pad_mask)
+        replaced = mask if hidden is None else mask | hidden
+        masked_input = torch.where(replaced[:, :, None], token, x)
+        features = self.backbone(masked_input, positions, pad_mask, valid)
         pred = self.reconstruction(features["temporal"])  # (B, H, W, T, C)
         pred = pred.permute(0, 3, 4, 1, 2)  # (B, H, W, T, C) -> (B, T, C, H, W)
         return {"loss": masked_mse(pred, x, mask), "pred": pred, "mask": mask}

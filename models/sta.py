@@ -30,17 +30,21 @@ class STAFusion(nn.Module):
         self.chunk = chunk
 
     def forward(
-        self, temporal: torch.Tensor, spatial: torch.Tensor, pad_mask: torch.Tensor | None = None
+        self, temporal: torch.Tensor, spatial: torch.Tensor, pad_mask: torch.Tensor | None = None,
+        dropped: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, H, W, T, D) temporal and spatial features -> (B, H*W, D) fused features.
 
         ``pad_mask`` (B, T), True = padding: padded dates are left out of the query/key dot
-        products and of the temporal max-pool.
+        products and of the temporal max-pool. ``dropped`` (B, H, W, T), True = a (pixel, date)
+        left out the same way for that pixel (invalid cells, ``use_valid_mask``).
         """
         B, H, W, T, D = temporal.shape
         pooled_in = temporal
-        if pad_mask is not None:
-            pad = pad_mask[:, None, None, :, None]  # (B, T) -> (B, 1, 1, T, 1)
+        if pad_mask is not None or dropped is not None:
+            pad = pad_mask[:, None, None, :, None] if pad_mask is not None else None  # (B, T) -> (B, 1, 1, T, 1)
+            if dropped is not None:
+                pad = dropped[..., None] if pad is None else pad | dropped[..., None]  # (B, H, W, T) -> (B, H, W, T, 1)
             temporal = temporal.masked_fill(pad, 0.0)
             spatial = spatial.masked_fill(pad, 0.0)
             pooled_in = temporal.masked_fill(pad, float("-inf"))

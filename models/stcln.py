@@ -43,7 +43,8 @@ class STCLN(nn.Module):
             layer.fast_dropout = enable
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None
+        self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Encode a batch of image time series.
 
@@ -51,20 +52,31 @@ class STCLN(nn.Module):
             x: (B, T, C, H, W) input series.
             positions: (B, T) date indices or days (see ``config.positions``).
             pad_mask: (B, T) bool, True = padded step. Used only if ``config.use_pad_mask``.
+            valid: (B, T, H, W) bool, True = clear observation. Used only if ``config.use_valid_mask``.
 
         Returns:
             ``temporal``: (B, H, W, T, D) temporal-branch features;
             ``spatial``: (B, H, W, T, D) spatial-branch (CNN) features;
-            ``pad_mask``: the mask the model honoured, or None.
+            ``pad_mask``: the mask the model honoured, or None;
+            ``dropped``: (B, H, W, T) bool, the (pixel, date) pairs left out per pixel (invalid
+            cells; a pixel without any valid date keeps all its dates, whose inputs are zero), or None.
         """
         B, T, C, H, W = x.shape
         pad_mask = pad_mask if self.config.use_pad_mask else None
+        dropped = keys = None
+        if self.config.use_valid_mask and valid is not None:
+            x = x.masked_fill(~valid[:, :, None], 0.0)  # invalid cells enter nowhere: zero (the normalised mean)
+            real = valid.new_ones(B, 1, 1, T) if pad_mask is None else ~pad_mask[:, None, None, :]  # (B, T) -> (B, 1, 1, T)
+            keep = valid.permute(0, 2, 3, 1) & real  # (B, T, H, W) -> (B, H, W, T)
+            keep = torch.where(keep.any(dim=-1, keepdim=True), keep, real)  # no valid date: every real date (zero inputs)
+            dropped = real & ~keep  # (B, H, W, T): left out per pixel, padding aside
+            keys = keep.reshape(B, H * W, T)  # (B, H, W, T) -> (B, HW, T)
         frames = self.encode_frames(x, pad_mask)  # (B, T, D, H, W)
         sequences = frames.permute(0, 3, 4, 1, 2).reshape(B, H * W, T, -1)  # (B, T, D, H, W) -> (B, HW, T, D), one copy
         spatial = sequences.view(B, H, W, T, -1)  # (B, HW, T, D) -> (B, H, W, T, D), contiguous for the STA keys
-        temporal = self.temporal(sequences, positions, pad_mask)
+        temporal = self.temporal(sequences, positions, pad_mask, keys)
         temporal = temporal.view(B, H, W, T, -1)  # (B, HW, T, D) -> (B, H, W, T, D)
-        return {"temporal": temporal, "spatial": spatial, "pad_mask": pad_mask}
+        return {"temporal": temporal, "spatial": spatial, "pad_mask": pad_mask, "dropped": dropped}
 
     def encode_frames(self, x: torch.Tensor, pad_mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, C, H, W) -> (B, T, D, H, W); padded frames are skipped (left at zero)."""

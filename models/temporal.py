@@ -126,7 +126,8 @@ class TransformerLayer(nn.Module):
         return self.norm2(x + self.apply_dropout(self.linear2(self.apply_dropout(hidden))))
 
 
-def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None) -> torch.Tensor:
+def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tensor | None,
+                         keys: torch.Tensor | None = None) -> torch.Tensor:
     """GroupNorm of every pixel sequence over (channels of a group) x (valid dates).
 
     Matches ``norm`` applied to the (N, D, T) layout as the reference does; with ``valid`` the
@@ -136,6 +137,8 @@ def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tenso
         x: (B, L, T, D) features, L = pixels.
         norm: the GroupNorm holding groups, eps and the affine parameters.
         valid: (B, T) bool, True for real dates, or None (all real).
+        keys: (B, L, T) bool, per pixel the dates that count (``use_valid_mask``), or None; it
+            replaces ``valid`` (it already excludes padded dates).
 
     Returns (B, L, T, D) fp32 features whatever the input dtype.
     """
@@ -143,11 +146,14 @@ def group_norm_over_time(x: torch.Tensor, norm: nn.GroupNorm, valid: torch.Tenso
     groups = norm.num_groups
     x = x.float()  # statistics in fp32, also under bf16 autocast (a no-op in fp32)
     xg = x.view(B, L, T, groups, D // groups)  # (B, L, T, D) -> (B, L, T, G, D/G)
-    if valid is None:
+    if valid is None and keys is None:
         mean = xg.mean(dim=(2, 4), keepdim=True)
         var = xg.var(dim=(2, 4), keepdim=True, unbiased=False)
     else:
-        weight = valid.to(x.dtype).view(B, 1, T, 1, 1)  # (B, T) -> (B, 1, T, 1, 1)
+        if keys is not None:
+            weight = keys.to(x.dtype).view(B, L, T, 1, 1)  # (B, L, T) -> (B, L, T, 1, 1)
+        else:
+            weight = valid.to(x.dtype).view(B, 1, T, 1, 1)  # (B, T) -> (B, 1, T, 1, 1)
         count = weight.sum(dim=2, keepdim=True) * (D // groups)
         mean = (xg * weight).sum(dim=(2, 4), keepdim=True) / count
         var = ((xg - mean).square() * weight).sum(dim=(2, 4), keepdim=True) / count
@@ -165,15 +171,19 @@ class TemporalEncoder(nn.Module):
         self.layers = nn.ModuleList(TransformerLayer(d_model, n_heads, d_ffn, dropout) for _ in range(n_layers))
         self.grad_checkpoint = False  # runtime memory option (set_grad_checkpointing), not architecture
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L, T, D) per-pixel sequences -> (B, L, T, D); ``pad_mask`` (B, T) True = padding."""
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, pad_mask: torch.Tensor | None = None,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, T, D) per-pixel sequences -> (B, L, T, D); ``pad_mask`` (B, T) True = padding;
+        ``keys`` (B, L, T) True = a date this pixel attends to (``use_valid_mask``; excludes padding)."""
         B, L, T, D = x.shape
         valid = None if pad_mask is None else ~pad_mask
-        x = group_norm_over_time(x, self.in_norm, valid)
+        x = group_norm_over_time(x, self.in_norm, valid, keys)
         x = x + self.positional(positions)[:, None]  # (B, T, D) -> (B, 1, T, D), broadcast over L
         x = x.reshape(B * L, T, D)  # (B, L, T, D) -> (B*L, T, D)
         attn_mask = None
-        if valid is not None:
+        if keys is not None:
+            attn_mask = keys.reshape(B * L, 1, 1, T)  # (B, L, T) -> (B*L, 1, 1, T)
+        elif valid is not None:
             attn_mask = valid[:, None, None, None, :].expand(B, L, 1, 1, T).reshape(B * L, 1, 1, T)  # (B, T) -> (B*L, 1, 1, T)
         for layer in self.layers:
             if self.grad_checkpoint and torch.is_grad_enabled():

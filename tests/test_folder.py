@@ -130,15 +130,24 @@ def test_samples_follow_the_contract(converted):
     assert (unlabelled == NO_LABEL).all()
 
 
-def test_one_band_ndvi_series_turns_the_gate_off(scene, tmp_path):
+def test_one_band_ndvi_series_gates_on_its_ndvi_band_and_other_bands_turn_the_gate_off(scene, tmp_path):
     paths = write_ndvi_cube(tmp_path / "src", scene)
-    assert convert_main(["--cube", str(paths["cube"]), "--dates", str(paths["dates"]), "--label", str(paths["label"]),
-                         "--out", str(tmp_path / "ds"), "--band_names", "NDVI", "--patch_size", str(PATCH),
-                         "--fold_block", "1", "--ignore_index", "0"]) == 0
+    common = ["--cube", str(paths["cube"]), "--dates", str(paths["dates"]), "--label", str(paths["label"]),
+              "--patch_size", str(PATCH), "--fold_block", "1", "--ignore_index", "0"]
+    assert convert_main([*common, "--out", str(tmp_path / "ds"), "--band_names", "NDVI"]) == 0
     spec = read_dataset_json(tmp_path / "ds")
-    assert (spec.red_index, spec.nir_index, spec.reflectance_scale) == (None, None, 1.0)
+    assert (spec.red_index, spec.nir_index, spec.ndvi_index, spec.reflectance_scale) == (None, None, 0, 1.0)
+    assert spec.ndvi_gate
     dataset = FolderDataset(tmp_path / "ds", folds=[1, 2, 3])
-    assert dataset.in_channels == 1 and not dataset[0]["ndvi"].any()
+    meta = dataset.patches[0].meta
+    raw = np.load(s2_path(tmp_path / "ds", meta.patch_id))  # (T, 1, P, P) NDVI as written
+    assert dataset.in_channels == 1
+    np.testing.assert_array_equal(dataset[0]["ndvi"].numpy(), raw[:, 0])  # the gate reads the NDVI band itself
+    # a band that is not NDVI: no red/NIR, no NDVI band, the gate is off
+    assert convert_main([*common, "--out", str(tmp_path / "other"), "--band_names", "VV"]) == 0
+    spec = read_dataset_json(tmp_path / "other")
+    assert (spec.ndvi_index, spec.ndvi_gate) == (None, False)
+    assert not FolderDataset(tmp_path / "other", folds=[1, 2, 3])[0]["ndvi"].any()
     config = MaskingConfig(ndvi_gate=False)
     pad_mask = torch.tensor([[False, False, True]])
     assert eligible_frames(torch.zeros(1, 3, 4, 4), pad_mask, config).tolist() == [[True, True, False]]

@@ -68,10 +68,12 @@ def test_pretrain_and_finetune_use_the_folder_splits_and_classes(trained):
 
 
 @pytest.mark.parametrize("trained", ["ndvi"], indirect=True)  # the one-band series only
-def test_ndvi_only_series_pretrains_with_the_gate_off(trained):
-    # NDVI is all zeros without red/NIR: with the gate on no date would be eligible and nothing masked
+def test_ndvi_only_series_pretrains_with_the_gate_on_its_ndvi_band(trained):
+    # the band named NDVI is the gate's NDVI: only dates vegetated on > 90 % of a crop's pixels are masked
+    config = json.loads((trained["pretrain"] / "config.json").read_text())
     state = torch.load(trained["pretrain"] / "last.tar", map_location="cpu", weights_only=True)
-    assert 0.3 < state["metrics"]["masked_fraction"] < 0.5  # --mask_ratio 0.4 of every date
+    assert json.loads((trained["root"] / "dataset.json").read_text())["ndvi_band"] == "NDVI"
+    assert 0.0 < state["metrics"]["masked_fraction"] < 0.4 and config["ndvi_threshold"] == 0.2
 
 
 def test_predict_maps_the_whole_scene_with_its_georeferencing(trained, region):

@@ -114,6 +114,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="positional encoding input: date index 0..T-1 (paper) or acquisition day")
     group.add_argument("--use_pad_mask", action="store_true",
                        help="padded dates never change outputs (the paper's model attends to padding)")
+    group.add_argument("--drop_invalid", action="store_true",
+                       help="folder data with cloud masks (valid_masks): invalid (cloudy) cells never change outputs, "
+                            "left out per pixel of the temporal attention, GroupNorm, STA and max-pool (the paper "
+                            "uses every observation)")
     group.add_argument("--sta_scale", choices=STA_SCALES, default="d_model",
                        help="STA softmax scale: 1/sqrt(D) (paper) or 1/sqrt(D*T)")
     group.add_argument("--sta_chunk", type=int, default=0, help="STA queries per chunk at evaluation (0 = all); exact")
@@ -205,7 +209,7 @@ def model_config_from_args(args: argparse.Namespace, in_channels: int, num_class
     """Build the STCLNConfig from the preset and the model flags."""
     overrides = dict(
         in_channels=in_channels, num_classes=num_classes, positions=args.positions, use_pad_mask=args.use_pad_mask,
-        sta_scale=args.sta_scale, sta_chunk=args.sta_chunk, mask_token=args.mask_token,
+        use_valid_mask=getattr(args, "drop_invalid", False), sta_scale=args.sta_scale, sta_chunk=args.sta_chunk, mask_token=args.mask_token,
     )
     if args.dropout is not None:
         overrides["dropout"] = args.dropout

@@ -54,6 +54,7 @@ class DataInfo:
     rgb_indices: tuple
     colormap: tuple
     protocols: dict[str, EvalProtocol]
+    ndvi_gate: bool = True  # the masking's vegetation gate can be computed (red/NIR, or an NDVI band)
 
 
 @dataclass

@@ -5,6 +5,7 @@ MTLCC branches take from class attributes: bands, classes, ignored classes, colo
 """
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torch.utils.data import Dataset
 from utils.args import parse_temporal
 from utils.data import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
 from utils.datasets.folder import FolderDataset, FolderSpec, read_dataset_json
-from utils.datasets.pastis import METADATA_FILE, read_pastis_metadata
+from utils.datasets.pastis import METADATA_FILE, open_npy, read_pastis_metadata, s2_path
 from utils.errors import DataError
 from utils.metrics import EvalProtocol
 
@@ -62,7 +63,7 @@ def folder_info(spec: FolderSpec) -> DataInfo:
         ignore_index=spec.ignore_index, background_index=spec.background_index, red_index=spec.red_index,
         nir_index=spec.nir_index, rgb_indices=spec.rgb_indices,
         colormap=spec.colormap or default_colormap(k, spec.ignore_index),
-        protocols=folder_protocols(spec) if spec.classes else {},
+        protocols=folder_protocols(spec) if spec.classes else {}, ndvi_gate=spec.ndvi_gate,
     )
 
 
@@ -84,6 +85,21 @@ def resolve_folder_splits(args: argparse.Namespace, spec: FolderSpec, root: Path
         setattr(args, flag, list(folds))
 
 
+def folder_patch_size(root: Path) -> int:
+    """The side of the folder's patches: dataset.json ``patch_size`` (written by ``utils.datasets.convert``),
+    else the smallest side among the patches listed in metadata.geojson (npy headers, memory-mapped)."""
+    spec = read_dataset_json(root)  # validated: the file exists and is a JSON object
+    size = json.loads(spec.path.read_text(encoding="utf-8")).get("patch_size")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise DataError(f"{spec.path}: field 'patch_size' must be a positive integer, got {size!r}")
+        return size
+    metas = read_pastis_metadata(Path(root) / METADATA_FILE)
+    if not metas:
+        raise DataError(f"{Path(root) / METADATA_FILE}: lists no patch")
+    return min(min(open_npy(s2_path(root, meta.patch_id)).shape[-2:]) for meta in metas)  # (T, C, H, W): min(H, W)
+
+
 def folder_set(args, root: Path, folds, norm_folds, crop: int | None, mode: str = "grid", labels: bool = True) -> FolderDataset:
     if crop and getattr(args, "smoke", False):
         crop = SMOKE_CROP
@@ -96,7 +112,7 @@ def build_folder_pretrain(args: argparse.Namespace) -> DataBundle:
     root = folder_root(args)
     spec = read_dataset_json(root)
     resolve_folder_splits(args, spec, root)
-    if args.authors_ndvi and not spec.ndvi_gate:
+    if args.authors_ndvi and spec.red_index is None:
         raise DataError(f"{spec.path}: --authors_ndvi needs red_band and nir_band (they are null)")
     train = folder_set(args, root, args.folds, args.folds, args.crop_size, "grid", labels=False)
     return DataBundle(train, None, None, folder_info(spec))

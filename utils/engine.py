@@ -66,7 +66,7 @@ def _local_and_global(local: torch.Tensor, options: LoopOptions) -> tuple[list[f
     if options.distributed:
         dist.all_reduce(total)
     values = torch.cat([local, total]).tolist()
-    return values[: local.numel()], values[local.numel():]
+    return values[: local.numel()], values[local.numel() :]
 
 
 def _nonfinite(message: str, here: bool, options: LoopOptions) -> None:
@@ -88,7 +88,9 @@ def step_inputs_ok(batch: dict, options: LoopOptions, labelled: torch.Tensor | N
     """
     finite = torch.isfinite(batch["image"]).flatten(1).all(dim=1)  # (B,)
     labelled = torch.ones((), device=finite.device) if labelled is None else labelled
-    (bad_here, _), (bad_anywhere, labelled_anywhere) = _local_and_global(torch.stack([(~finite).sum(), labelled]), options)
+    (bad_here, _), (bad_anywhere, labelled_anywhere) = _local_and_global(
+        torch.stack([(~finite).sum(), labelled]), options
+    )
     if labelled_anywhere == 0:
         return False
     if bad_anywhere == 0:
@@ -103,8 +105,11 @@ def step_loss_ok(loss: torch.Tensor, batch: dict, options: LoopOptions) -> bool:
     (bad_here,), (bad_anywhere,) = _local_and_global((~torch.isfinite(loss.detach())).view(1), options)
     if bad_anywhere == 0:
         return True
-    _nonfinite(f"non-finite loss {loss.item() if bad_here else ''} on batch with samples {list(batch['id'])}",
-               bad_here > 0, options)
+    _nonfinite(
+        f"non-finite loss {loss.item() if bad_here else ''} on batch with samples {list(batch['id'])}",
+        bad_here > 0,
+        options,
+    )
     return False
 
 
@@ -116,7 +121,9 @@ def check_finite_input(batch: dict) -> None:
         raise STCLNError(f"non-finite values (NaN/inf) in input sample(s) {bad}")
 
 
-def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float | None) -> None:
+def optimizer_step(
+    loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float | None
+) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
@@ -135,14 +142,23 @@ def reduce_sums(sums: torch.Tensor, options: LoopOptions) -> list[float]:
 def require_steps(sums: dict[str, float], epoch: int, what: str) -> None:
     """An epoch that made no optimisation step is an error, never a silent untrained model."""
     if sums["batches"] == 0:
-        raise STCLNError(f"{what} epoch {epoch + 1}: no optimisation step; all {int(sums['skipped'])} batches were skipped "
-                         "(no labelled pixel in any batch, or non-finite values with --skip_nonfinite)")
+        raise STCLNError(
+            f"{what} epoch {epoch + 1}: no optimisation step; all {int(sums['skipped'])} batches were skipped "
+            "(no labelled pixel in any batch, or non-finite values with --skip_nonfinite)"
+        )
 
 
 def progress(loader, desc: str, options: LoopOptions):
     """tqdm over ``loader`` that stops the run between batches after Ctrl-C/SIGTERM (utils/signals.py)."""
-    return tqdm(_stop_checked(loader), total=len(loader), desc=desc, dynamic_ncols=True, leave=False,
-                disable=not options.progress, mininterval=1.0)
+    return tqdm(
+        _stop_checked(loader),
+        total=len(loader),
+        desc=desc,
+        dynamic_ncols=True,
+        leave=False,
+        disable=not options.progress,
+        mininterval=1.0,
+    )
 
 
 def _stop_checked(loader):
@@ -151,7 +167,9 @@ def _stop_checked(loader):
         yield batch
 
 
-def update_postfix(bar, step: int, loss_sum: torch.Tensor, batches: int, samples: int, start: float, options: LoopOptions) -> None:
+def update_postfix(
+    bar, step: int, loss_sum: torch.Tensor, batches: int, samples: int, start: float, options: LoopOptions
+) -> None:
     """Mean loss and samples/s on the progress bar every POSTFIX_EVERY steps (one device read each)."""
     if options.progress and batches and step % POSTFIX_EVERY == 0:
         bar.set_postfix(loss=f"{loss_sum.item() / batches:.4f}", sps=f"{samples / (time.perf_counter() - start):.1f}")
@@ -169,6 +187,7 @@ def pretrain_one_epoch(
     nir_index: int | None = None,
     generator: torch.Generator,
     options: LoopOptions,
+    hide_invalid: bool = False,
 ) -> dict[str, float]:
     """One epoch of masked reconstruction. Returns mean loss, masked fraction and samples/s.
 
@@ -178,13 +197,19 @@ def pretrain_one_epoch(
 
     Loss and counters stay on the device and are read once at the end of the epoch; the only
     per-step reads are the skip decisions (:func:`step_inputs_ok`, :func:`step_loss_ok`).
+
+    Batches with per-cell validity (``valid``, cloud masks) never reconstruct an invalid cell; with
+    ``hide_invalid`` invalid cells are also replaced by the mask token in the input (and hidden
+    from the baselines).
     """
     model.train()
     sums = torch.zeros(3, dtype=torch.float64, device=options.device)  # loss, masked cells, valid cells
     batches = samples = skipped = 0
     # squared-error sums over masked cells, kept on the device (float64: epochs hold many cells)
-    pretext = dict.fromkeys(("model", "neighbour_mean", "temporal_interp", "masked"),
-                            torch.zeros((), dtype=torch.float64, device=options.device))
+    pretext = dict.fromkeys(
+        ("model", "neighbour_mean", "temporal_interp", "masked"),
+        torch.zeros((), dtype=torch.float64, device=options.device),
+    )
     start = time.perf_counter()
     bar = progress(loader, f"pretrain {epoch}", options)
     for step, batch in enumerate(bar, 1):
@@ -193,15 +218,20 @@ def pretrain_one_epoch(
             skipped += 1
             continue
         x, positions, pad_mask = model_inputs(batch, config)
-        mask = build_mask(x, batch["ndvi"], pad_mask, masking, red_index, nir_index, generator)
+        valid = batch.get("valid")
+        mask = build_mask(x, batch["ndvi"], pad_mask, masking, red_index, nir_index, generator, valid)
+        hidden = ~valid if hide_invalid and valid is not None else None
         with autocast(options):
-            loss = model(x, positions, mask, pad_mask)["loss"]
+            loss = model(x, positions, mask, pad_mask, hidden, valid)["loss"]
         if not step_loss_ok(loss, batch, options):
             skipped += 1
             continue
         optimizer_step(loss, model, optimizer, options.grad_clip)
         n_masked = mask.sum()
-        terms = baseline_sse(x, mask, batch["days"], pad_mask) | {"model": loss.detach().float() * n_masked, "masked": n_masked}
+        terms = baseline_sse(x, mask, batch["days"], pad_mask, hidden) | {
+            "model": loss.detach().float() * n_masked,
+            "masked": n_masked,
+        }
         pretext = {key: pretext[key] + terms[key] for key in pretext}
         valid_cells = (~pad_mask).sum() * (x.shape[-1] * x.shape[-2])
         sums += torch.stack([loss.detach().to(sums.dtype), n_masked.to(sums.dtype), valid_cells.to(sums.dtype)])
@@ -209,15 +239,20 @@ def pretrain_one_epoch(
         samples += x.shape[0]
         update_postfix(bar, step, sums[0], batches, samples, start, options)
     keys = ("model", "neighbour_mean", "temporal_interp", "masked")
-    totals = reduce_sums(torch.cat([sums, sums.new_tensor([batches, samples]), torch.stack([pretext[k].to(sums.dtype) for k in keys])]), options)
+    totals = reduce_sums(
+        torch.cat([sums, sums.new_tensor([batches, samples]), torch.stack([pretext[k].to(sums.dtype) for k in keys])]),
+        options,
+    )
     loss_sum, masked, cells, batches, samples = totals[:5]
     pretext_sums = dict(zip(keys, totals[5:]))
     require_steps({"batches": batches, "skipped": skipped}, epoch, "pre-training")
     pretext_masked = max(pretext_sums.pop("masked"), 1.0)
     if masked == 0:  # the loss would be 0 and nothing learnt
-        raise STCLNError(f"pre-training epoch {epoch + 1}: no cell was masked (--mask_ratio {masking.ratio}; NDVI gate "
-                         f"{f'> {masking.ndvi_threshold} on > {masking.min_fraction:g} of the pixels' if masking.ndvi_gate else 'off'}"
-                         "): lower --ndvi_threshold / --veg_fraction or pass --ndvi_threshold none")
+        raise STCLNError(
+            f"pre-training epoch {epoch + 1}: no cell was masked (--mask_ratio {masking.ratio}; NDVI gate "
+            f"{f'> {masking.ndvi_threshold} on > {masking.min_fraction:g} of the pixels' if masking.ndvi_gate else 'off'}"
+            "): lower --ndvi_threshold / --veg_fraction or pass --ndvi_threshold none"
+        )
     return {
         "loss": loss_sum / max(batches, 1),
         "masked_fraction": masked / max(cells, 1),
@@ -264,7 +299,7 @@ def train_one_epoch(
             continue
         x, positions, pad_mask = model_inputs(batch, config)
         with autocast(options):
-            logits = model(x, positions, pad_mask)
+            logits = model(x, positions, pad_mask, batch.get("valid"))
         loss = weighted_cross_entropy(logits, batch["label"], class_weight)
         if not step_loss_ok(loss, batch, options):
             skipped += 1
@@ -274,7 +309,9 @@ def train_one_epoch(
         batches += 1
         samples += x.shape[0]
         update_postfix(bar, step, loss_sum, batches, samples, start, options)
-    loss_total, batches, samples = reduce_sums(torch.stack([loss_sum, loss_sum.new_tensor(batches), loss_sum.new_tensor(samples)]), options)
+    loss_total, batches, samples = reduce_sums(
+        torch.stack([loss_sum, loss_sum.new_tensor(batches), loss_sum.new_tensor(samples)]), options
+    )
     require_steps({"batches": batches, "skipped": skipped}, epoch, "training")
     return {
         "loss": loss_total / max(batches, 1),
@@ -305,7 +342,7 @@ def evaluate(
         check_finite_input(batch)
         x, positions, pad_mask = model_inputs(batch, config)
         with autocast(options):
-            pred = model(x, positions, pad_mask).argmax(dim=1)
+            pred = model(x, positions, pad_mask, batch.get("valid")).argmax(dim=1)
         matrix.update(pred, batch["label"])
         if on_batch is not None:
             on_batch(batch, pred)
@@ -315,7 +352,9 @@ def evaluate(
 
 
 @torch.no_grad()
-def reconstruct_preview(model: nn.Module, dataset, config: STCLNConfig, masking: MaskingConfig, info, device, seed: int):
+def reconstruct_preview(
+    model: nn.Module, dataset, config: STCLNConfig, masking: MaskingConfig, info, device, seed: int
+):
     """Mask and reconstruct the first sample of ``dataset`` with a fixed generator (for figures).
 
     Returns (image (T, C, H, W), mask (T, H, W), reconstruction (T, C, H, W)) on the CPU.
@@ -325,9 +364,10 @@ def reconstruct_preview(model: nn.Module, dataset, config: STCLNConfig, masking:
     batch = to_device(pad_collate([dataset[0]]), device)
     x, positions, pad_mask = model_inputs(batch, config)
     generator = torch.Generator(device=device).manual_seed(seed)
-    mask = build_mask(x, batch["ndvi"], pad_mask, masking, info.red_index, info.nir_index, generator)
+    valid = batch.get("valid")
+    mask = build_mask(x, batch["ndvi"], pad_mask, masking, info.red_index, info.nir_index, generator, valid)
     was_training = model.training
     model.eval()
-    pred = model(x, positions, mask, pad_mask)["pred"]
+    pred = model(x, positions, mask, pad_mask, None, valid)["pred"]
     model.train(was_training)
     return x[0].cpu(), mask[0].cpu(), pred[0].float().cpu()

@@ -13,7 +13,12 @@ Three modes, each masking a cell of an eligible frame with probability ``ratio``
   a block grid shifted by a random offset per frame; edge blocks are clipped, so H, W need not be
   multiples of k. Each cell still has probability ``ratio``, but most same-date neighbours of a
   masked cell are hidden too, which pushes the model towards the other dates.
-- ``frame`` (the temporal-only ablation): whole dates. The authors compute NDVI on the model input (z-scored bands for PASTIS); we use
+- ``frame`` (the temporal-only ablation): whole dates.
+
+With per-cell validity (cloud masks of a folder data set, ``valid``), an invalid cell is never a
+reconstruction target: the drawn mask is cut to valid cells, and the gate's vegetated fraction
+is taken over the valid pixels of a frame (a frame without any is not eligible). Data without
+validity behave as before. The authors compute NDVI on the model input (z-scored bands for PASTIS); we use
 raw reflectance by default (the dataset's ``ndvi``) and keep ``authors_ndvi`` to reproduce theirs.
 """
 
@@ -45,7 +50,9 @@ class MaskingConfig:
         if not 0.0 <= self.min_fraction < 1.0:
             raise ValueError(f"vegetated fraction must be in [0, 1), got {self.min_fraction}")
         if not isinstance(self.authors_ndvi, bool) or not isinstance(self.ndvi_gate, bool):
-            raise ValueError(f"authors_ndvi and ndvi_gate must be booleans, got {self.authors_ndvi!r}, {self.ndvi_gate!r}")
+            raise ValueError(
+                f"authors_ndvi and ndvi_gate must be booleans, got {self.authors_ndvi!r}, {self.ndvi_gate!r}"
+            )
         if self.authors_ndvi and not self.ndvi_gate:
             raise ValueError("authors_ndvi needs the NDVI gate (it only changes how the gate's NDVI is computed)")
         if self.mode not in MASK_MODES:
@@ -60,13 +67,24 @@ def ndvi_from_input(x: torch.Tensor, red_index: int, nir_index: int) -> torch.Te
     return (nir - red) / (red + nir + NDVI_EPS)
 
 
-def eligible_frames(ndvi: torch.Tensor, pad_mask: torch.Tensor | None, config: MaskingConfig) -> torch.Tensor:
-    """(B, T, H, W) NDVI -> (B, T) bool: frames that may be masked."""
+def eligible_frames(
+    ndvi: torch.Tensor, pad_mask: torch.Tensor | None, config: MaskingConfig, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(B, T, H, W) NDVI -> (B, T) bool: frames that may be masked. With ``valid`` (B, T, H, W) the
+    vegetated fraction counts valid pixels only, and a frame without a valid pixel is not eligible."""
     if not config.ndvi_gate:
         eligible = torch.ones(ndvi.shape[:2], dtype=torch.bool, device=ndvi.device)
+        if valid is not None:
+            eligible = valid.flatten(2).any(dim=2)  # (B, T, H*W) -> (B, T)
         return eligible & ~pad_mask if pad_mask is not None else eligible
-    vegetated = (ndvi > config.ndvi_threshold).float().mean(dim=(2, 3))
-    eligible = vegetated > config.min_fraction
+    vegetated = ndvi > config.ndvi_threshold
+    if valid is None:
+        fraction = vegetated.float().mean(dim=(2, 3))
+    else:
+        count = valid.sum(dim=(2, 3))
+        fraction = (vegetated & valid).sum(dim=(2, 3)).float() / count.clamp_min(1)
+        fraction = fraction.masked_fill(count == 0, 0.0)
+    eligible = fraction > config.min_fraction
     if pad_mask is not None:
         eligible &= ~pad_mask
     return eligible
@@ -116,8 +134,11 @@ def build_mask(
     red_index: int,
     nir_index: int,
     generator: torch.Generator | None = None,
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eligibility + draw for one batch: (B, T, C, H, W) image -> (B, T, H, W) bool mask."""
+    """Eligibility + draw for one batch: (B, T, C, H, W) image -> (B, T, H, W) bool mask of the
+    reconstruction targets; with ``valid`` (B, T, H, W) never an invalid cell."""
     ndvi = ndvi_from_input(batch_image, red_index, nir_index) if config.authors_ndvi else batch_ndvi
-    eligible = eligible_frames(ndvi, pad_mask, config)
-    return sample_mask(eligible, tuple(batch_image.shape[-2:]), config, generator)
+    eligible = eligible_frames(ndvi, pad_mask, config, valid)
+    mask = sample_mask(eligible, tuple(batch_image.shape[-2:]), config, generator)
+    return mask if valid is None else mask & valid

@@ -109,6 +109,7 @@ def sliding_window_logits(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    read_valid: Callable[[int, int, int, int], np.ndarray] | None = None,
 ) -> None:
     """Run ``model`` over every window of ``plan`` and hand finished rows of averaged logits to ``on_rows``.
 
@@ -118,6 +119,8 @@ def sliding_window_logits(
         positions: (T,) model positions (date index or days).
         on_rows: called as ``on_rows(first_row, logits)`` with float32 (K, n, W) logits of rows
             ``first_row .. first_row + n - 1``, top to bottom, every row exactly once.
+        read_valid: (row, col, h, w) -> bool (T, h, w) validity (cloud masks) of that window, passed
+            to the model (honoured by models with ``use_valid_mask``), or None.
     """
     model.eval()
     height, width, window_h, window_w = plan.height, plan.width, plan.window_h, plan.window_w
@@ -131,9 +134,12 @@ def sliding_window_logits(
             cols = plan.col_starts[first:first + batch_size]
             batch = np.stack([read_window(top, col, window_h, window_w) for col in cols])  # (B, T, C, h, w)
             x = torch.from_numpy(batch).to(device)
+            valid = None
+            if read_valid is not None:
+                valid = torch.from_numpy(np.stack([read_valid(top, col, window_h, window_w) for col in cols])).to(device)
             with torch.no_grad():
                 logits = model(x, positions.to(device).expand(len(cols), -1),
-                               torch.zeros(len(cols), x.shape[1], dtype=torch.bool, device=device))  # (B, K, h, w)
+                               torch.zeros(len(cols), x.shape[1], dtype=torch.bool, device=device), valid)  # (B, K, h, w)
             logits = logits.float().cpu().numpy()
             for offset, col in enumerate(cols):
                 weight = row_weight[:, None] * col_weights[first + offset][None, :]  # (h, w)

@@ -126,13 +126,18 @@ def masked_sse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 
 @torch.no_grad()
 def baseline_sse(
-    x: torch.Tensor, mask: torch.Tensor, days: torch.Tensor, pad_mask: torch.Tensor | None = None
+    x: torch.Tensor, mask: torch.Tensor, days: torch.Tensor, pad_mask: torch.Tensor | None = None,
+    hidden: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Squared-error sums of baselines (a) and (b) on the masked cells of one batch (on device)."""
+    """Squared-error sums of baselines (a) and (b) on the masked cells of one batch (on device).
+
+    ``hidden`` (B, T, H, W): cells the model does not see either (invalid cells with
+    ``--hide_invalid``): the baselines do not look at them, and they are not scored."""
     x = x.float()
+    unseen = mask if hidden is None else mask | hidden
     return {
-        "neighbour_mean": masked_sse(neighbour_mean(x, mask, pad_mask), x, mask),
-        "temporal_interp": masked_sse(temporal_interpolation(x, mask, days, pad_mask), x, mask),
+        "neighbour_mean": masked_sse(neighbour_mean(x, unseen, pad_mask), x, mask),
+        "temporal_interp": masked_sse(temporal_interpolation(x, unseen, days, pad_mask), x, mask),
     }
 
 

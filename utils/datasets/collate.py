@@ -19,10 +19,12 @@ def pad_collate(samples: list[dict]) -> dict:
     Returns:
         ``image`` (B, T, C, H, W), ``ndvi`` (B, T, H, W), ``days`` (B, T), ``positions`` (B, T)
         int64 = 0..T-1 for every sample (padded steps continue the count), ``pad_mask`` (B, T) bool
-        (True where the step is padding), ``label`` (B, H, W), ``id`` list[str].
+        (True where the step is padding), ``label`` (B, H, W), ``id`` list[str], and ``valid``
+        (B, T, H, W) bool (padded steps False) when the samples carry per-cell validity.
 
     Raises:
-        ValueError: empty list, or samples whose (C, H, W) or per-sample lengths disagree.
+        ValueError: empty list, or samples whose (C, H, W) or per-sample lengths disagree, or
+        some with ``valid`` and some without.
     """
     if not samples:
         raise ValueError("pad_collate: no samples")
@@ -37,10 +39,14 @@ def pad_collate(samples: list[dict]) -> dict:
         if sample["ndvi"].shape[0] != length or sample["days"].shape[0] != length:
             raise ValueError(f"pad_collate: sample {sample['id']} has {length} images but "
                              f"{sample['ndvi'].shape[0]} ndvi and {sample['days'].shape[0]} days")
+    with_valid = sum("valid" in sample for sample in samples)
+    if with_valid not in (0, len(samples)):
+        raise ValueError(f"pad_collate: samples {ids}: some carry 'valid' (cloud masks) and some not")
     lengths = torch.tensor([sample["image"].shape[0] for sample in samples], dtype=torch.int64)
     max_length = int(lengths.max())
     positions = torch.arange(max_length, dtype=torch.int64).expand(len(samples), max_length).clone()  # (B, T)
-    return {
+    extra = {"valid": _pad_time([sample["valid"] for sample in samples], max_length)} if with_valid else {}
+    return extra | {
         "image": _pad_time([sample["image"] for sample in samples], max_length),
         "ndvi": _pad_time([sample["ndvi"] for sample in samples], max_length),
         "days": _pad_time([sample["days"] for sample in samples], max_length),

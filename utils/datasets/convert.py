@@ -5,8 +5,28 @@
     python -m utils.datasets.convert --cube ndvi.npy --dates dates.txt --label labels.npy --out data/ndvi \\
         --band_names NDVI --class_names unlabelled water urban forest crop grass --ignore_index 0
 
-Inputs: (a) a folder of per-date multi-band GeoTIFFs (date in each file name) plus an optional
-label GeoTIFF, or (b) a numpy cube (T, C, H, W) with a dates file and an optional label array.
+    python -m utils.datasets.convert --geotiff_dir tests/data/eopatch_slovenia/geotiff_folder \
+        --label tests/data/eopatch_slovenia/geotiff_folder/labels_LULC.tif \
+        --cloud_dir tests/data/eopatch_slovenia/cloud_masks --out data/slovenia --patch_size 8 --fold_block 2
+
+Inputs: (a) a folder of per-acquisition multi-band GeoTIFFs (date in each file name) plus an
+optional label GeoTIFF (which may lie in the same folder: it is skipped as a date), or (b) a numpy
+cube (T, C, H, W) with a dates file and an optional label array. Several acquisitions on one
+date (neighbouring orbits, two satellites) are combined by ``--same_date`` (default ``mean``: per
+pixel, the mean of the day's clear acquisitions). A label GeoTIFF's GDAL nodata value is never a
+class: its pixels become ``--ignore_index`` (its own value when that is a class index), unless
+``--keep_label_nodata``.
+
+Cloud information (optional): ``--cloud_dir`` holds one single-band GeoTIFF per acquisition (a
+cloud mask, 1 = cloud, or a cloud probability), matched to the images by the date and time in the
+names; ``--cloud_cube`` a (T, H, W) array beside ``--cube``. A cell is valid (clear) where the
+value is at most ``--cloud_threshold``. The validity is written per patch as
+``VALID/VALID_<ID>.npy`` (T, H, W) uint8 and declared by ``"valid_masks": true`` in dataset.json;
+pre-training then never reconstructs an invalid cell, and ``--drop_invalid`` lets fine-tuning and
+prediction ignore them (docs/your_region.md).
+
+A one-band NDVI series (a band named ``NDVI``) declares ``ndvi_band``, so the masking's
+vegetation gate (paper §2.3) runs on it as on red/NIR data.
 The scene is tiled into non-overlapping ``--patch_size`` patches (the last ``H mod P`` rows and
 ``W mod P`` columns are not written; ``predict_STCLN.py`` still maps them).
 
@@ -30,14 +50,23 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.datasets.folder import DATASET_FILE
+from utils.datasets.folder import DATASET_FILE, VALID_DIR, valid_path
 from utils.datasets.pastis import METADATA_FILE, S2_DIR, TARGET_DIR, s2_path, target_path
-from utils.datasets.scene import check_scene_source, Scene, affine, open_cube, read_label_file, stage_geotiff_folder
+from utils.datasets.scene import (
+    Scene,
+    add_scene_args,
+    affine,
+    band_descriptions,
+    check_scene_source,
+    read_label_file,
+    read_scene,
+)
 from utils.errors import DataError, STCLNError
 
 log = logging.getLogger("stcln")
 BUFFER_FOLD = 0
 RED_NIR_CANDIDATES = (("B04", "B08"), ("B4", "B8"), ("red", "nir"), ("RED", "NIR"))
+NDVI_BAND_NAMES = ("NDVI", "ndvi")
 INTEGER_SCALE = 10_000.0  # Sentinel-2 L2A digital numbers; float data are taken as reflectance
 STAGING_CUBE = "scene_cube.npy"
 
@@ -54,8 +83,10 @@ def block_folds(n_rows: int, n_cols: int, block: int, n_folds: int, seed: int) -
     block_id = (rows[:, None] // period) * ((n_cols + period - 1) // period) + cols[None, :] // period
     ids = np.unique(block_id[~buffer])
     if ids.size < n_folds:
-        raise DataError(f"--patch_size/--fold_block: the scene holds {ids.size} blocks of patches, fewer than "
-                        f"--n_folds {n_folds}; use a smaller --fold_block or --patch_size")
+        raise DataError(
+            f"--patch_size/--fold_block: the scene holds {ids.size} blocks of patches, fewer than "
+            f"--n_folds {n_folds}; use a smaller --fold_block or --patch_size"
+        )
     fold_of = np.empty(int(block_id.max()) + 1, dtype=np.int64)
     fold_of[ids[np.random.default_rng(seed).permutation(ids.size)]] = np.arange(ids.size) % n_folds + 1
     return np.where(buffer, BUFFER_FOLD, fold_of[block_id])
@@ -67,8 +98,12 @@ def fold_splits(n_folds: int) -> dict[str, list[int]]:
     With 5 folds: test 4 (the paper's PASTIS test fold), validation 5, training 1-3, pre-training 0-3, 5.
     """
     test = n_folds - 1
-    return {"pretrain": [fold for fold in range(n_folds + 1) if fold != test], "train": list(range(1, test)),
-            "val": [n_folds], "test": [test]}
+    return {
+        "pretrain": [fold for fold in range(n_folds + 1) if fold != test],
+        "train": list(range(1, test)),
+        "val": [n_folds],
+        "test": [test],
+    }
 
 
 def red_nir(band_names: list[str], red: str | None, nir: str | None, gate: bool) -> tuple[str | None, str | None]:
@@ -85,32 +120,78 @@ def red_nir(band_names: list[str], red: str | None, nir: str | None, gate: bool)
     return None, None
 
 
-def label_map(args, scene: Scene) -> np.ndarray | None:
+def label_map(args, scene: Scene) -> tuple[np.ndarray | None, int | None]:
+    """The (H, W) label map and the ignore index: --ignore_index, else the label GeoTIFF's nodata value
+    (remapped to a new last class when it is no class index and --class_names is not given)."""
     if args.label is None:
-        return None
-    label = read_label_file(args.label, scene.shape).astype(np.int64)
-    if args.label_nodata is not None:
-        if args.ignore_index is None:
-            raise DataError("--label_nodata needs --ignore_index (the class nodata pixels become)")
-        label[label == args.label_nodata] = args.ignore_index
+        return None, args.ignore_index
+    grid = (Path(args.geotiff_dir or "."), scene.georeferencing) if args.geotiff_dir is not None else None
+    label, declared = read_label_file(args.label, scene.shape, grid)
+    label = label.astype(np.int64)
+    ignore = args.ignore_index
+    nodata = args.label_nodata
+    if nodata is None and declared is not None and not args.keep_label_nodata:
+        nodata = declared
+        k = len(args.class_names) if args.class_names else None
+        if ignore is None:
+            if k is not None and not 0 <= declared < k:
+                raise DataError(
+                    f"{args.label}: GDAL nodata {declared} is no class index of the {k} --class_names; "
+                    "pass --ignore_index (the class nodata pixels become) or --keep_label_nodata"
+                )
+            others = label[label != declared]
+            ignore = (
+                declared
+                if k is not None or declared <= (int(others.max()) + 1 if others.size else 0)
+                else int(others.max()) + 1
+            )
+        log.info(
+            "%s: GDAL nodata %d -> class %d (ignored: never trained on nor scored; --keep_label_nodata to keep it)",
+            args.label,
+            declared,
+            ignore,
+        )
+    elif nodata is not None and ignore is None:
+        raise DataError("--label_nodata needs --ignore_index (the class nodata pixels become)")
+    if nodata is not None:
+        label[label == nodata] = ignore
     k = len(args.class_names) if args.class_names else int(label.max()) + 1
     if label.min() < 0 or label.max() >= k:
-        raise DataError(f"{args.label}: label values {label.min()}..{label.max()} outside 0..{k - 1} "
-                        f"(--class_names gives {k} classes)")
-    return label
+        raise DataError(
+            f"{args.label}: label values {label.min()}..{label.max()} outside 0..{k - 1} "
+            f"(--class_names gives {k} classes)"
+        )
+    return label, ignore
 
 
-def dataset_json(args, scene: Scene, label: np.ndarray | None, splits: dict) -> dict:
+def ndvi_band(band_names: list[str], red: str | None, gate: bool) -> str | None:
+    """The band that *is* NDVI (a one-band NDVI series) when no red/NIR pair is declared."""
+    if not gate or red is not None:
+        return None
+    return next((name for name in band_names if name in NDVI_BAND_NAMES), None)
+
+
+def dataset_json(args, scene: Scene, label: np.ndarray | None, ignore: int | None, splits: dict) -> dict:
     n_bands = scene.cube.shape[1]
-    band_names = args.band_names or [f"band_{i + 1}" for i in range(n_bands)]
+    band_names = (
+        args.band_names or band_descriptions(scene.georeferencing, n_bands) or [f"band_{i + 1}" for i in range(n_bands)]
+    )
     if len(band_names) != n_bands:
         raise DataError(f"--band_names lists {len(band_names)} names for the {n_bands} bands of {scene.source}")
     red, nir = red_nir(band_names, args.red_band, args.nir_band, not args.no_ndvi_gate)
+    ndvi = ndvi_band(band_names, red, not args.no_ndvi_gate)
+    if red is None and ndvi is None and not args.no_ndvi_gate:
+        log.warning(
+            "no red/NIR pair (B04/B08, B4/B8, red/nir) and no NDVI band among --band_names %s: the NDVI gate "
+            "of the masking is off (every date may be masked); --red_band/--nir_band declare them",
+            band_names,
+        )
     classes = None
     if label is not None:
-        classes = args.class_names or [f"class_{i}" for i in range(int(label.max()) + 1)]
-    for flag in ("ignore_index", "background_index"):
-        value = getattr(args, flag)
+        classes = args.class_names or [
+            "nodata" if i == ignore and args.ignore_index is None else f"class_{i}" for i in range(int(label.max()) + 1)
+        ]
+    for flag, value in (("ignore_index", ignore), ("background_index", args.background_index)):
         if value is not None and (classes is None or not 0 <= value < len(classes)):
             raise DataError(f"--{flag} {value} is not a class index of the {len(classes or ())} classes")
     scale = args.reflectance_scale
@@ -118,10 +199,20 @@ def dataset_json(args, scene: Scene, label: np.ndarray | None, splits: dict) -> 
         scale = INTEGER_SCALE if np.issubdtype(scene.cube.dtype, np.integer) else 1.0
     reference = args.reference_date or datetime.date(scene.dates[0].year, 1, 1).isoformat()
     return {
-        "band_names": band_names, "red_band": red, "nir_band": nir, "classes": classes,
-        "ignore_index": args.ignore_index, "background_index": args.background_index,
-        "reflectance_scale": scale, "reflectance_offset": args.reflectance_offset, "reference_date": reference,
-        "splits": splits, "patch_size": args.patch_size, "source": scene.source,
+        "band_names": band_names,
+        "red_band": red,
+        "nir_band": nir,
+        "ndvi_band": ndvi,
+        "classes": classes,
+        "ignore_index": ignore,
+        "background_index": args.background_index,
+        "valid_masks": scene.valid is not None,
+        "reflectance_scale": scale,
+        "reflectance_offset": args.reflectance_offset,
+        "reference_date": reference,
+        "splits": splits,
+        "patch_size": args.patch_size,
+        "source": scene.source,
         "georeferencing": scene.georeferencing,
     }
 
@@ -140,10 +231,13 @@ def _label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if num_classes <= np.iinfo(np.uint8).max + 1 else np.dtype(np.int32)
 
 
-def write_patches(root: Path, scene: Scene, label: np.ndarray | None, folds: np.ndarray, size: int,
-                  nan_value: float | None) -> list[dict]:
+def write_patches(
+    root: Path, scene: Scene, label: np.ndarray | None, folds: np.ndarray, size: int, nan_value: float | None
+) -> list[dict]:
     """Write every patch's series (and label) in the PASTIS layout; return the GeoJSON features."""
     (root / S2_DIR).mkdir(parents=True)
+    if scene.valid is not None:
+        (root / VALID_DIR).mkdir()
     if label is not None:
         (root / TARGET_DIR).mkdir()
     dtype = np.float32 if scene.cube.dtype == np.float64 else scene.cube.dtype
@@ -152,38 +246,71 @@ def write_patches(root: Path, scene: Scene, label: np.ndarray | None, folds: np.
     for (grid_row, grid_col), fold in np.ndenumerate(folds):
         row, col = grid_row * size, grid_col * size
         patch_id = len(features) + 1
-        series = np.asarray(scene.cube[:, :, row:row + size, col:col + size]).astype(dtype)  # (T, C, P, P)
+        series = np.asarray(scene.cube[:, :, row : row + size, col : col + size]).astype(dtype)  # (T, C, P, P)
         if np.issubdtype(dtype, np.floating) and not np.isfinite(series).all():
             if nan_value is None:
-                raise DataError(f"{scene.source}: NaN or infinite values in rows {row}..{row + size - 1}, columns "
-                                f"{col}..{col + size - 1} (pass --nan_value to replace them)")
+                raise DataError(
+                    f"{scene.source}: NaN or infinite values in rows {row}..{row + size - 1}, columns "
+                    f"{col}..{col + size - 1} (pass --nan_value to replace them)"
+                )
             series = np.nan_to_num(series, nan=nan_value, posinf=nan_value, neginf=nan_value)
         np.save(s2_path(root, patch_id), series)
+        if scene.valid is not None:
+            np.save(
+                valid_path(root, patch_id),
+                np.asarray(scene.valid[:, row : row + size, col : col + size], dtype=np.uint8),
+            )
         if label is not None:
-            np.save(target_path(root, patch_id), label[row:row + size, col:col + size].astype(_label_dtype(label.max() + 1)))
-        features.append({"type": "Feature", "geometry": _footprint(scene, row, col, size), "properties": {
-            "ID_PATCH": patch_id, "Fold": int(fold), "ROW": row, "COL": col, "dates-S2": dates}})
+            np.save(
+                target_path(root, patch_id),
+                label[row : row + size, col : col + size].astype(_label_dtype(label.max() + 1)),
+            )
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": _footprint(scene, row, col, size),
+                "properties": {"ID_PATCH": patch_id, "Fold": int(fold), "ROW": row, "COL": col, "dates-S2": dates},
+            }
+        )
     return features
 
 
+def check_args(args) -> None:
+    """What dataset.json would carry wrongly, refused before any file is read (one line each)."""
+    if args.band_names and len(set(args.band_names)) != len(args.band_names):
+        raise DataError(f"--band_names {args.band_names}: names must be distinct")
+    if args.reflectance_scale is not None and not (np.isfinite(args.reflectance_scale) and args.reflectance_scale > 0):
+        raise DataError(f"--reflectance_scale {args.reflectance_scale:g} must be a positive number")
+    if args.reference_date is not None:
+        try:
+            datetime.date.fromisoformat(args.reference_date)
+        except ValueError:
+            raise DataError(f"--reference_date {args.reference_date!r} is not a valid ISO date (YYYY-MM-DD)") from None
+    if args.class_names and len(set(args.class_names)) != len(args.class_names):
+        raise DataError(f"--class_names {args.class_names}: names must be distinct")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder (--out names the new data set folder)")
+
+
 def convert(args: argparse.Namespace) -> Path:
+    check_args(args)
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out}: exists and is not empty (choose a new --out)")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        if args.geotiff_dir is not None:
-            scene = stage_geotiff_folder(args.geotiff_dir, staging / STAGING_CUBE)
-        else:
-            scene = open_cube(args.cube, args.dates)
+        scene = read_scene(args, staging / STAGING_CUBE, exclude=(args.label,) if args.label is not None else ())
         height, width = scene.shape
         n_rows, n_cols = height // args.patch_size, width // args.patch_size
         if n_rows == 0 or n_cols == 0:
-            raise DataError(f"{scene.source}: a {height}x{width} scene holds no {args.patch_size}-px patch (--patch_size)")
-        label = label_map(args, scene)
+            raise DataError(
+                f"{scene.source}: a {height}x{width} scene holds no {args.patch_size}-px patch (--patch_size)"
+            )
+        label, ignore = label_map(args, scene)
         folds = block_folds(n_rows, n_cols, args.fold_block, args.n_folds, args.seed)
-        spec = dataset_json(args, scene, label, fold_splits(args.n_folds))
+        spec = dataset_json(args, scene, label, ignore, fold_splits(args.n_folds))
         root = staging / "dataset"
         features = write_patches(root, scene, label, folds, args.patch_size, args.nan_value)
         (root / METADATA_FILE).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
@@ -195,40 +322,81 @@ def convert(args: argparse.Namespace) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     counts = {int(f): int((folds == f).sum()) for f in np.unique(folds)}
-    log.info("wrote %d patches of %d px to %s (patches per fold, 0 = buffer: %s)", folds.size, args.patch_size, out, counts)
+    log.info(
+        "wrote %d patches of %d px to %s (patches per fold, 0 = buffer: %s)", folds.size, args.patch_size, out, counts
+    )
     return out
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    source = parser.add_argument_group("source (one of)")
-    source.add_argument("--geotiff_dir", type=Path, default=None,
-                        help="folder of per-date multi-band GeoTIFFs, YYYYMMDD or YYYY-MM-DD in each file name")
-    source.add_argument("--cube", type=Path, default=None, help="numpy .npy array (T, C, H, W)")
-    source.add_argument("--dates", type=Path, default=None, help="with --cube: one date per line (or a JSON list)")
-    source.add_argument("--label", type=Path, default=None,
-                        help="label map (H, W), GeoTIFF or .npy, values = class indices; omit for unlabelled data")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_scene_args(parser)
+    parser.add_argument_group("scene").add_argument(
+        "--label",
+        type=Path,
+        default=None,
+        help="label map (H, W), GeoTIFF or .npy, values = class indices; omit for unlabelled data (may lie inside "
+        "--geotiff_dir: it is then not read as a date)",
+    )
     meta = parser.add_argument_group("dataset.json")
-    meta.add_argument("--band_names", nargs="+", default=None, help="one name per band (default band_1..band_C)")
+    meta.add_argument(
+        "--band_names",
+        nargs="+",
+        default=None,
+        help="one name per band (default: the GeoTIFF's band descriptions, else band_1..band_C)",
+    )
     meta.add_argument("--red_band", default=None, help="red band name (default: B04/B4/red when present)")
     meta.add_argument("--nir_band", default=None, help="near-infrared band name (default: B08/B8/nir when present)")
-    meta.add_argument("--no_ndvi_gate", action="store_true",
-                      help="declare no red/NIR bands: every date may be masked in pre-training")
+    meta.add_argument(
+        "--no_ndvi_gate", action="store_true", help="declare no red/NIR bands: every date may be masked in pre-training"
+    )
     meta.add_argument("--class_names", nargs="+", default=None, help="one name per label value (default class_0..)")
-    meta.add_argument("--ignore_index", type=int, default=None, help="label value never trained on nor scored")
-    meta.add_argument("--background_index", type=int, default=None,
-                      help="class left out of the loss and the paper's scores (as PASTIS background)")
-    meta.add_argument("--label_nodata", type=int, default=None, help="label value replaced by --ignore_index")
-    meta.add_argument("--reflectance_scale", type=float, default=None,
-                      help="raw value / scale = reflectance (default: 10000 for integer data, 1 for float data)")
+    meta.add_argument(
+        "--ignore_index",
+        type=int,
+        default=None,
+        help="label value never trained on nor scored (default: the label GeoTIFF's GDAL nodata)",
+    )
+    meta.add_argument(
+        "--background_index",
+        type=int,
+        default=None,
+        help="class left out of the loss and the paper's scores (as PASTIS background)",
+    )
+    meta.add_argument(
+        "--label_nodata",
+        type=int,
+        default=None,
+        help="label value replaced by --ignore_index (default: the label GeoTIFF's GDAL nodata)",
+    )
+    meta.add_argument(
+        "--keep_label_nodata",
+        action="store_true",
+        help="keep the label GeoTIFF's GDAL nodata value as an ordinary class",
+    )
+    meta.add_argument(
+        "--reflectance_scale",
+        type=float,
+        default=None,
+        help="raw value / scale = reflectance (default: 10000 for integer data, 1 for float data)",
+    )
     meta.add_argument("--reflectance_offset", type=float, default=0.0, help="added to raw values before scaling")
-    meta.add_argument("--reference_date", default=None, help="ISO date days are counted from (default: 1 Jan of the first year)")
-    meta.add_argument("--nan_value", type=float, default=None, help="replace NaN/inf in float data (default: refuse them)")
+    meta.add_argument(
+        "--reference_date", default=None, help="ISO date days are counted from (default: 1 Jan of the first year)"
+    )
+    meta.add_argument(
+        "--nan_value", type=float, default=None, help="replace NaN/inf in float data (default: refuse them)"
+    )
     tiling = parser.add_argument_group("tiling and folds")
     tiling.add_argument("--patch_size", type=int, default=128, help="patch side in pixels (PASTIS: 128)")
-    tiling.add_argument("--fold_block", type=int, default=4,
-                        help="blocks of N x N patches share a fold; one-patch buffers between blocks")
+    tiling.add_argument(
+        "--fold_block",
+        type=int,
+        default=4,
+        help="blocks of N x N patches share a fold; one-patch buffers between blocks",
+    )
     tiling.add_argument("--n_folds", type=int, default=5, help="folds 1..N (0 = buffer patches)")
     tiling.add_argument("--seed", type=int, default=0, help="seed of the block-to-fold assignment")
     parser.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")

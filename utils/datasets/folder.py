@@ -10,12 +10,18 @@ hard-codes (bands, classes, ignored classes, reflectance scale)::
                                        optional when the folder is only used for pre-training
     root/NORM_S2_patch.json            Fold_<k> -> {"mean": [C], "std": [C]}; computed from the
                                        data and cached on first use when absent
+    root/VALID/VALID_<ID_PATCH>.npy    optional, (T, H, W) uint8/bool, 1 = clear observation (cloud
+                                       masks), present when dataset.json says "valid_masks": true
 
 ``dataset.json`` fields (``null`` allowed where noted)::
 
     band_names          list of C names, in the order of the C axis
     red_band, nir_band  names of the red and near-infrared bands, or null: the NDVI gate of the
                         masking (paper §2.3) is then off and every date may be masked
+    ndvi_band           optional, the band that is NDVI itself (a one-band NDVI series): the
+                        vegetation gate then reads it (red_band and nir_band null)
+    valid_masks         optional, true when VALID/ holds per-cell validity (clouds); samples
+                        then carry ``valid`` (T, H, W) bool
     rgb_bands           optional, three band names for figures (default: B04/B03/B02 or
                         red/green/blue when present, else the first band in grey)
     classes             list of K class names, index = label value; null = no labels
@@ -43,21 +49,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from utils.datasets.pastis import (
-    METADATA_FILE, NORM_FILE, PASTISDataset, _Patch, open_npy, read_pastis_metadata, s2_path, target_path,
+    METADATA_FILE,
+    NORM_FILE,
+    PASTISDataset,
+    _Patch,
+    open_npy,
+    read_pastis_metadata,
+    s2_path,
+    target_path,
 )
 from utils.datasets.protocols import UNSCORED
 from utils.errors import DataError
 from utils.report import write_text_atomic
 
 DATASET_FILE = "dataset.json"
+VALID_DIR = "VALID"
 NO_LABEL = -1  # label of every pixel of a sample read without labels (pre-training)
 NDVI_EPS = 1e-6
 RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("red", "green", "blue"))
 SPLIT_NAMES = ("pretrain", "train", "val", "test")
-REQUIRED_FIELDS = ("band_names", "red_band", "nir_band", "classes", "ignore_index", "background_index",
-                   "reflectance_scale")
+REQUIRED_FIELDS = (
+    "band_names",
+    "red_band",
+    "nir_band",
+    "classes",
+    "ignore_index",
+    "background_index",
+    "reflectance_scale",
+)
 
 
 @dataclass(frozen=True)
@@ -78,19 +100,25 @@ class FolderSpec:
     colormap: tuple | None = None
     splits: dict = field(default_factory=dict)
     georeferencing: dict | None = None
+    ndvi_index: int | None = None
+    valid_masks: bool = False
 
     @property
     def ndvi_gate(self) -> bool:
-        """True when red and NIR are declared (the masking's vegetation gate can be computed)."""
-        return self.red_index is not None
+        """True when red and NIR, or an NDVI band, are declared (the masking's vegetation gate can be computed)."""
+        return self.red_index is not None or self.ndvi_index is not None
 
     @property
     def num_classes(self) -> int:
         return len(self.classes) if self.classes else 0
 
 
+def valid_path(root: Path, patch_id: int) -> Path:
+    return Path(root) / VALID_DIR / f"VALID_{patch_id}.npy"
+
+
 def _band_index(path: Path, raw: dict, key: str, names: tuple[str, ...]) -> int | None:
-    value = raw[key]
+    value = raw.get(key)
     if value is None:
         return None
     if value not in names:
@@ -103,8 +131,9 @@ def _optional_class_index(path: Path, raw: dict, key: str, classes: tuple[str, .
     if value is None:
         return None
     if classes is None or isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(classes):
-        raise DataError(f"{path}: field '{key}' must be null or a class index in 0..{len(classes or ()) - 1}, "
-                        f"got {value!r}")
+        raise DataError(
+            f"{path}: field '{key}' must be null or a class index in 0..{len(classes or ()) - 1}, got {value!r}"
+        )
     return value
 
 
@@ -158,16 +187,21 @@ def read_dataset_json(root: str | Path) -> FolderSpec:
     if missing:
         raise DataError(f"{path}: missing field '{missing[0]}' (required: {', '.join(REQUIRED_FIELDS)})")
     names = raw["band_names"]
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names) \
-            or len(set(names)) != len(names):
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
         raise DataError(f"{path}: field 'band_names' must be a non-empty list of distinct strings, got {names!r}")
     names = tuple(names)
     red, nir = _band_index(path, raw, "red_band", names), _band_index(path, raw, "nir_band", names)
     if (red is None) != (nir is None):
         raise DataError(f"{path}: fields 'red_band' and 'nir_band' must both be band names or both null")
     classes = raw["classes"]
-    if classes is not None and (not isinstance(classes, list) or len(classes) < 2
-                                or not all(isinstance(c, str) for c in classes)):
+    if classes is not None and (
+        not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes)
+    ):
         raise DataError(f"{path}: field 'classes' must be null or a list of at least 2 names, got {classes!r}")
     classes = tuple(classes) if classes is not None else None
     scale, offset = raw["reflectance_scale"], raw.get("reflectance_offset", 0.0)
@@ -175,23 +209,42 @@ def read_dataset_json(root: str | Path) -> FolderSpec:
         raise DataError(f"{path}: field 'reflectance_scale' must be a positive number, got {scale!r}")
     if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
         raise DataError(f"{path}: field 'reflectance_offset' must be a number, got {offset!r}")
+    ndvi = _band_index(path, raw, "ndvi_band", names)
+    if ndvi is not None and red is not None:
+        raise DataError(f"{path}: field 'ndvi_band' goes with null 'red_band'/'nir_band' (declare one NDVI source)")
+    valid_masks = raw.get("valid_masks", False)
+    if not isinstance(valid_masks, bool):
+        raise DataError(f"{path}: field 'valid_masks' must be true or false, got {valid_masks!r}")
     reference = raw.get("reference_date")
     try:
         reference = datetime.date.fromisoformat(reference) if reference is not None else None
     except (TypeError, ValueError):
         raise DataError(f"{path}: field 'reference_date' must be an ISO date (YYYY-MM-DD), got {reference!r}") from None
     return FolderSpec(
-        path=path, band_names=names, red_index=red, nir_index=nir, rgb_indices=_rgb_indices(path, raw, names),
-        classes=classes, ignore_index=_optional_class_index(path, raw, "ignore_index", classes),
+        path=path,
+        band_names=names,
+        red_index=red,
+        nir_index=nir,
+        rgb_indices=_rgb_indices(path, raw, names),
+        classes=classes,
+        ignore_index=_optional_class_index(path, raw, "ignore_index", classes),
         background_index=_optional_class_index(path, raw, "background_index", classes),
-        reflectance_scale=float(scale), reflectance_offset=float(offset), reference_date=reference,
-        colormap=_colormap(path, raw, classes), splits=_splits(path, raw), georeferencing=raw.get("georeferencing"),
+        reflectance_scale=float(scale),
+        reflectance_offset=float(offset),
+        reference_date=reference,
+        colormap=_colormap(path, raw, classes),
+        splits=_splits(path, raw),
+        georeferencing=raw.get("georeferencing"),
+        ndvi_index=ndvi,
+        valid_masks=valid_masks,
     )
 
 
 def patch_norm_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and unbiased std over (T, H, W) of one (T, C, H, W) patch, float64."""
-    per_band = np.moveaxis(np.asarray(image, dtype=np.float64), 1, 0).reshape(image.shape[1], -1)  # (T,C,H,W) -> (C, T*H*W)
+    per_band = np.moveaxis(np.asarray(image, dtype=np.float64), 1, 0).reshape(
+        image.shape[1], -1
+    )  # (T,C,H,W) -> (C, T*H*W)
     return per_band.mean(axis=1), per_band.std(axis=1, ddof=1)
 
 
@@ -211,7 +264,9 @@ def compute_norm_file(root: str | Path, n_bands: int) -> dict:
         entry[0] += mean
         entry[1] += std
         entry[2] += 1
-    stats = {f"Fold_{fold}": {"mean": (m / n).tolist(), "std": (s / n).tolist()} for fold, (m, s, n) in sorted(sums.items())}
+    stats = {
+        f"Fold_{fold}": {"mean": (m / n).tolist(), "std": (s / n).tolist()} for fold, (m, s, n) in sorted(sums.items())
+    }
     write_text_atomic(root / NORM_FILE, json.dumps(stats, indent=2))
     return stats
 
@@ -233,7 +288,9 @@ def folder_norm_stats(root: str | Path, n_bands: int, folds: Sequence[int]) -> t
             raise DataError(f"{path}: field 'Fold_{fold}' missing (no patch of fold {fold}?)")
         mean, std = np.asarray(entry["mean"], dtype=np.float64), np.asarray(entry["std"], dtype=np.float64)
         if mean.shape != (n_bands,) or std.shape != mean.shape:
-            raise DataError(f"{path}: field 'Fold_{fold}' needs {n_bands} means and stds, got {mean.shape}, {std.shape}")
+            raise DataError(
+                f"{path}: field 'Fold_{fold}' needs {n_bands} means and stds, got {mean.shape}, {std.shape}"
+            )
         means.append(mean)
         stds.append(std)
     mean, std = np.mean(means, axis=0), np.mean(stds, axis=0)
@@ -256,12 +313,20 @@ class FolderDataset(PASTISDataset):
 
     root_description = "folder data set"
 
-    def __init__(self, root: str | Path, folds: Sequence[int], norm_folds: Sequence[int] | None = None, *,
-                 labels: bool = True, **sampling) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        folds: Sequence[int],
+        norm_folds: Sequence[int] | None = None,
+        *,
+        labels: bool = True,
+        **sampling,
+    ) -> None:
         self.labels = labels
         super().__init__(root, folds, norm_folds, reference_date=None, **sampling)
         self.reference_date = self.spec.reference_date or datetime.date(
-            min(patch.meta.dates[0] for patch in self.patches).year, 1, 1)
+            min(patch.meta.dates[0] for patch in self.patches).year, 1, 1
+        )
 
     def _read_description(self) -> None:
         """dataset.json: bands, red/NIR, classes, ignored and background classes."""
@@ -290,21 +355,45 @@ class FolderDataset(PASTISDataset):
             raise DataError(f"{self.root / METADATA_FILE}: patch {meta.patch_id} has no dates-S2")
         image_path = s2_path(self.root, meta.patch_id)
         image = open_npy(image_path)
-        if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)) \
-                or image.ndim != 4 or image.shape[1] != self.in_channels:
-            raise DataError(f"{image_path}: expected a numeric array of shape (T, {self.in_channels}, H, W) "
-                            f"({self.in_channels} band_names in {DATASET_FILE}), got {image.dtype} {image.shape}")
+        if (
+            not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating))
+            or image.ndim != 4
+            or image.shape[1] != self.in_channels
+        ):
+            raise DataError(
+                f"{image_path}: expected a numeric array of shape (T, {self.in_channels}, H, W) "
+                f"({self.in_channels} band_names in {DATASET_FILE}), got {image.dtype} {image.shape}"
+            )
         if image.shape[0] != len(meta.dates):
-            raise DataError(f"{image_path}: {image.shape[0]} frames but {METADATA_FILE} lists "
-                            f"{len(meta.dates)} dates-S2 for patch {meta.patch_id}")
+            raise DataError(
+                f"{image_path}: {image.shape[0]} frames but {METADATA_FILE} lists "
+                f"{len(meta.dates)} dates-S2 for patch {meta.patch_id}"
+            )
         height, width = image.shape[2:]
+        if self.spec.valid_masks:
+            path = valid_path(self.root, meta.patch_id)
+            valid = open_npy(path)
+            if not (np.issubdtype(valid.dtype, np.integer) or valid.dtype == bool) or valid.shape != (
+                image.shape[0],
+                height,
+                width,
+            ):
+                raise DataError(
+                    f"{path}: expected a uint8 or bool validity array of shape ({image.shape[0]}, {height}, "
+                    f"{width}) ({DATASET_FILE} declares valid_masks), got {valid.dtype} {valid.shape}"
+                )
         if self.labels:
             label_path = target_path(self.root, meta.patch_id)
             target = open_npy(label_path)
-            if not np.issubdtype(target.dtype, np.integer) or target.ndim not in (2, 3) \
-                    or target.shape[-2:] != (height, width):
-                raise DataError(f"{label_path}: expected an integer array of shape ({height}, {width}) or "
-                                f"(k, {height}, {width}), got {target.dtype} {target.shape}")
+            if (
+                not np.issubdtype(target.dtype, np.integer)
+                or target.ndim not in (2, 3)
+                or target.shape[-2:] != (height, width)
+            ):
+                raise DataError(
+                    f"{label_path}: expected an integer array of shape ({height}, {width}) or "
+                    f"(k, {height}, {width}), got {target.dtype} {target.shape}"
+                )
         if self.crop_size is not None and not 0 < self.crop_size <= min(height, width):
             raise DataError(f"{image_path}: crop_size {self.crop_size} does not fit a {height}x{width} patch")
         return _Patch(meta, height, width)
@@ -317,8 +406,10 @@ class FolderDataset(PASTISDataset):
         semantic = target if target.ndim == 2 else target[0]  # (k, H, W): channel 0 as PASTIS
         label = np.asarray(semantic[rows, cols]).astype(np.int64)
         if label.size and (label.min() < 0 or label.max() >= self.num_classes):
-            raise DataError(f"{path}: class values must be in 0..{self.num_classes - 1} (the classes of "
-                            f"{DATASET_FILE}), found {label.min()}..{label.max()}")
+            raise DataError(
+                f"{path}: class values must be in 0..{self.num_classes - 1} (the classes of "
+                f"{DATASET_FILE}), found {label.min()}..{label.max()}"
+            )
         return label
 
     def dominant_classes(self) -> np.ndarray:
@@ -335,7 +426,11 @@ class FolderDataset(PASTISDataset):
         return classes
 
     def ndvi(self, raw: np.ndarray) -> np.ndarray:
-        """(T, C, h, w) raw values -> (T, h, w) NDVI of reflectance; zeros when the gate is off."""
+        """(T, C, h, w) raw values -> (T, h, w) NDVI of reflectance (or the declared NDVI band); zeros
+        when the gate is off."""
+        if self.spec.ndvi_index is not None:
+            band = raw[:, self.spec.ndvi_index]
+            return ((band + self.spec.reflectance_offset) / self.spec.reflectance_scale).astype(np.float32)
         if self.red_index is None:
             return np.zeros((raw.shape[0], *raw.shape[2:]), dtype=np.float32)
         red, nir = (
@@ -343,3 +438,19 @@ class FolderDataset(PASTISDataset):
             for index in (self.red_index, self.nir_index)
         )
         return ((nir - red) / (nir + red + NDVI_EPS)).astype(np.float32)
+
+    def __getitem__(self, index: int) -> dict:
+        """The PASTIS sample dict, plus ``valid`` (T, h, w) bool when the folder has validity masks."""
+        sample = super().__getitem__(index)
+        if self.spec.valid_masks:
+            position, _ = self.entries[index]
+            meta = self.patches[position].meta
+            rows, cols = self._window(index, self._generator(index))
+            frames = (
+                np.arange(len(meta.dates))
+                if self.temporal is None
+                else np.asarray(self.temporal(list(meta.dates)), dtype=np.int64)
+            )
+            valid = open_npy(valid_path(self.root, meta.patch_id), self.mmap)
+            sample["valid"] = torch.from_numpy(np.asarray(valid[frames, rows, cols]) != 0)  # (T, h, w)
+        return sample
