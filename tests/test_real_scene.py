@@ -1,0 +1,258 @@
+"""The real Sentinel-2 scene of tests/data/eopatch_slovenia as a user has it: convert -> pre-train ->
+fine-tune -> predict (--smoke), and the converter's rules for real archives checked against the files.
+
+The expected values are computed here from the GeoTIFFs themselves (tifffile), independently of the
+converter's code path.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import predict_STCLN
+import pretrain_STCLN
+from utils import finetune
+from utils.datasets.convert import main as convert_main
+from utils.datasets.folder import FolderDataset, read_dataset_json, valid_path
+from utils.datasets.pastis import read_pastis_metadata, s2_path, target_path
+
+SCENE = Path(__file__).parent / "data" / "eopatch_slovenia"
+IMAGES, CLOUDS = SCENE / "geotiff_folder", SCENE / "cloud_masks"
+LABEL = IMAGES / "labels_LULC.tif"
+TWO_ON_ONE_DAY = ("S2A_MSIL1C_20151208T100409_NDVI.tif", "S2A_MSIL1C_20151208T101125_NDVI.tif")
+PATCH = 8
+SMOKE = ["--smoke", "--epochs", "1", "--no_progress", "--num_workers", "0"]
+
+
+def read(path: Path) -> np.ndarray:
+    return tifffile.imread(path)
+
+
+def images() -> list[Path]:
+    return sorted(IMAGES.glob("S2A_*_NDVI.tif"))
+
+
+def cloud_of(image: Path) -> Path:
+    return CLOUDS / image.name.replace("_NDVI", "_CLM")
+
+
+def convert(out: Path, *extra: str, source: Path = IMAGES, clouds: Path | None = CLOUDS) -> int:
+    argv = [
+        "--geotiff_dir",
+        str(source),
+        "--label",
+        str(LABEL),
+        "--out",
+        str(out),
+        "--patch_size",
+        str(PATCH),
+        "--fold_block",
+        "2",
+        *extra,
+    ]
+    return convert_main(argv + (["--cloud_dir", str(clouds)] if clouds else []))
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("real") / "slovenia"
+    assert convert(out) == 0  # the folder as shipped: the label inside, two acquisitions on 2015-12-08
+    return out
+
+
+def patches(root: Path) -> list[tuple[int, int, int]]:
+    """(ID_PATCH, ROW, COL) of every written patch, from metadata.geojson."""
+    features = json.loads((root / "metadata.geojson").read_text())["features"]
+    return [(f["properties"]["ID_PATCH"], f["properties"]["ROW"], f["properties"]["COL"]) for f in features]
+
+
+def scene_cube(root: Path, name: str) -> np.ndarray:
+    """Reassemble the (T, H', W') scene of the written patches (S2 series or validity)."""
+    written = patches(root)
+    rows, cols = max(r for _, r, _ in written) + PATCH, max(c for _, _, c in written) + PATCH
+    first = np.load(s2_path(root, written[0][0]))
+    cube = np.zeros((first.shape[0], rows, cols), dtype=np.float64)
+    for patch_id, row, col in written:
+        path = s2_path(root, patch_id) if name == "s2" else valid_path(root, patch_id)
+        patch = np.load(path)
+        cube[:, row : row + PATCH, col : col + PATCH] = patch[:, 0] if name == "s2" else patch
+    return cube
+
+
+def test_the_shipped_folder_converts_with_labels_inside_two_acquisitions_a_day_and_nodata(converted):
+    spec = read_dataset_json(converted)
+    raw = json.loads((converted / "dataset.json").read_text())
+    assert spec.band_names == ("NDVI",) and raw["ndvi_band"] == "NDVI"  # the GeoTIFF band description
+    assert spec.ignore_index == 0 and spec.classes[0] == "nodata" and len(spec.classes) == 9  # GDAL nodata 0
+    assert spec.valid_masks
+    metas = read_pastis_metadata(converted / "metadata.geojson")
+    dates = sorted({d for m in metas for d in m.dates})
+    assert len(dates) == 67 and len(metas) == 144  # 68 acquisitions, two on one day; 12 x 12 patches of 8 px
+    files = images()
+    label = read(LABEL)
+    for patch_id, row, col in patches(converted):
+        window = (slice(row, row + PATCH), slice(col, col + PATCH))
+        np.testing.assert_array_equal(np.load(target_path(converted, patch_id)), label[window])
+    series, valid = scene_cube(converted, "s2"), scene_cube(converted, "valid")
+    h, w = series.shape[1:]
+    day = dates.index(next(d for d in dates if d.isoformat() == "2015-12-08"))
+    others = [f for f in files if f.name not in TWO_ON_ONE_DAY]
+    for t, path in enumerate(others[:day] + [None] + others[day:]):
+        if path is None:
+            continue
+        np.testing.assert_array_equal(series[t], read(path)[:h, :w])
+        np.testing.assert_array_equal(valid[t], read(cloud_of(path))[:h, :w] == 0)
+    # the day of two acquisitions: per pixel the mean of the clear ones (of both where neither is clear)
+    a, b = (read(IMAGES / name)[:h, :w].astype(np.float64) for name in TWO_ON_ONE_DAY)
+    clear_a, clear_b = (read(cloud_of(IMAGES / name))[:h, :w] == 0 for name in TWO_ON_ONE_DAY)
+    weight_a, weight_b = clear_a.astype(float), clear_b.astype(float)
+    neither = ~clear_a & ~clear_b
+    weight_a[neither], weight_b[neither] = 1.0, 1.0
+    expected = ((a * weight_a + b * weight_b) / (weight_a + weight_b)).astype(np.float32)
+    np.testing.assert_array_equal(series[day], expected)
+    np.testing.assert_array_equal(valid[day], clear_a | clear_b)
+
+
+def test_same_date_rules_first_clearest_and_error(tmp_path, capsys):
+    h = w = 96
+    assert convert(tmp_path / "first", "--same_date", "first") == 0
+    assert convert(tmp_path / "clearest", "--same_date", "clearest") == 0
+    a, b = (read(IMAGES / name) for name in TWO_ON_ONE_DAY)
+    clear = [int((read(cloud_of(IMAGES / name)) == 0).sum()) for name in TWO_ON_ONE_DAY]
+    clearest = (a, b)[int(np.argmax(clear))]
+    day = 7  # 2015-12-08 is the 8th date
+    np.testing.assert_array_equal(scene_cube(tmp_path / "first", "s2")[day], a[:h, :w])
+    np.testing.assert_array_equal(scene_cube(tmp_path / "clearest", "s2")[day], clearest[:h, :w])
+    capsys.readouterr()
+    assert convert(tmp_path / "error", "--same_date", "error") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and TWO_ON_ONE_DAY[1] in err and "--same_date" in err
+    assert convert(tmp_path / "no_clouds", "--same_date", "clearest", clouds=None) == 2
+    assert "needs cloud information" in capsys.readouterr().err
+    assert not (tmp_path / "error").exists() and not (tmp_path / "no_clouds").exists()
+
+
+def test_label_nodata_can_be_kept_or_mapped_to_another_ignore_index(tmp_path):
+    assert convert(tmp_path / "kept", "--keep_label_nodata", clouds=None) == 0
+    spec = read_dataset_json(tmp_path / "kept")
+    assert spec.ignore_index is None and spec.classes[0] == "class_0"
+    names = ["unlabelled", "cultivated", "forest", "grassland", "shrubland", "water", "wetland", "tundra", "artificial"]
+    assert convert(tmp_path / "named", "--class_names", *names, clouds=None) == 0
+    spec = read_dataset_json(tmp_path / "named")
+    assert spec.ignore_index == 0 and spec.classes == tuple(names)
+
+
+def copy_scene(tmp_path: Path, n: int = 4) -> Path:
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    for path in images()[:n]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def rewrite_with(path: Path, **changes) -> None:
+    """Rewrite one GeoTIFF with its tags changed: epsg (projected CRS key) or shift_x (metres)."""
+    with tifffile.TiffFile(path) as tif:
+        data, tags = tif.asarray(), tif.pages[0].tags
+        extratags = []
+        for code in (33550, 33922, 34735, 34737):
+            value = list(tags[code].value) if code != 34737 else tags[code].value
+            if code == 33922 and "shift_x" in changes:
+                value[3] += changes["shift_x"]
+            if code == 34735 and "epsg" in changes:
+                keys = {value[n]: n for n in range(4, len(value), 4)}
+                if 3072 in keys:
+                    value[keys[3072] + 3] = changes["epsg"]
+                else:
+                    value += [3072, 0, 1, changes["epsg"]]  # ProjectedCSTypeGeoKey
+                    value[3] += 1
+            extratags.append((code, tags[code].dtype, len(value) if code != 34737 else 0, value, True))
+    tifffile.imwrite(path, data, extratags=extratags, photometric="minisblack")
+
+
+@pytest.mark.parametrize("change, words", [({"epsg": 32632}, "CRS EPSG:32632"), ({"shift_x": 1920.0}, "grid origin")])
+def test_a_date_from_another_place_is_refused_naming_the_file(tmp_path, capsys, change, words):
+    folder = copy_scene(tmp_path)
+    for path in images()[:4]:
+        rewrite_with(folder / path.name, epsg=32633)  # every date declares its EPSG code
+    odd = folder / images()[2].name
+    rewrite_with(odd, **change)
+    assert convert_main(["--geotiff_dir", str(folder), "--out", str(tmp_path / "out"), "--patch_size", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and odd.name in err and words in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_missing_cloud_file_is_one_line_naming_the_image(tmp_path, capsys):
+    clouds = tmp_path / "clouds"
+    shutil.copytree(CLOUDS, clouds)
+    missing = images()[5]
+    (clouds / cloud_of(missing).name).unlink()
+    assert convert(tmp_path / "out", clouds=clouds) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and missing.name in err and "no cloud file" in err
+
+
+def test_real_scene_pretrain_finetune_predict_with_clouds(converted, tmp_path):
+    """CI's real-data path: pre-train (clouds never targets), fine-tune with --drop_invalid, map the scene."""
+    data = ["--dataset", "folder", "--data_root", str(converted), "--temporal", "first:12"]  # seconds, not minutes
+    assert (
+        pretrain_STCLN.main(data + SMOKE + ["--folds", "1", "--hide_invalid", "--output_dir", str(tmp_path / "pt")])
+        == 0
+    )
+    backbone = tmp_path / "pt" / "checkpoint_0.stcln.tar"
+    out = tmp_path / "ft"
+    assert (
+        finetune.main(
+            "folder",
+            "folder fine-tuning",
+            data + SMOKE + ["--drop_invalid", "--output_dir", str(out), "--pretrain_pth", str(backbone)],
+        )
+        == 0
+    )
+    metrics = json.loads((out / "test_stcln" / "metrics.json").read_text())
+    assert 0 not in [row["index"] for row in metrics["metrics"]["per_class"]]  # nodata never scored
+    assert json.loads((out / "config.json").read_text())["drop_invalid"] is True
+    ckpt = torch.load(out / "best.tar", map_location="cpu", weights_only=True)
+    assert ckpt["model_config"]["use_valid_mask"] is True
+    maps = tmp_path / "map"
+    assert (
+        predict_STCLN.main(
+            [
+                "--checkpoint",
+                str(out / "best.tar"),
+                "--geotiff_dir",
+                str(IMAGES),
+                "--cloud_dir",
+                str(CLOUDS),
+                "--output_dir",
+                str(maps),
+                "--stride",
+                "8",
+                "--batch_size",
+                "64",
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
+    with tifffile.TiffFile(maps / "class_map.tif") as tif, tifffile.TiffFile(LABEL) as reference:
+        class_map = tif.asarray()
+        assert tif.pages[0].tags[33922].value == reference.pages[0].tags[33922].value  # the scene's grid
+    assert class_map.shape == (101, 100)
+    areas = json.loads((maps / "areas.json").read_text())
+    assert areas["pixel_area_m2"] == pytest.approx(9.99479222007154 * 9.997448467363668)
+    assert sum(row["hectares"] for row in areas["classes"]) == pytest.approx(101 * 100 * areas["pixel_area_m2"] / 1e4)
+
+
+def test_folder_samples_carry_the_written_validity(converted):
+    dataset = FolderDataset(converted, folds=[1], crop_size=None)
+    sample = dataset[0]
+    meta = dataset.patches[0].meta
+    np.testing.assert_array_equal(sample["valid"].numpy(), np.load(valid_path(converted, meta.patch_id)) != 0)
+    assert sample["valid"].shape == sample["ndvi"].shape
