@@ -27,8 +27,23 @@ each pre-training vs epoch, next to the two non-learned baselines). Re-running w
 every epoch), so an interrupted study continues where it stopped; --report writes the tables and
 figures of the runs finished so far, and how far each unfinished one has trained, without starting
 any. The folder's study.json holds the schedule its runs share, and a command with another schedule
-(steps, batch, model, pre-training, --fast, ...) is refused there, so runs of different recipes
-never mix in one table (budgets, seeds and arms may grow).
+(steps, batch, model, pre-training, --fast, crop, --cv, ...) is refused there, so runs of different
+recipes never mix in one table (budgets, seeds and arms may grow).
+
+--crop_size: the training crop of every pre-training and fine-tuning run (validation and test read
+whole patches). A folder's patch size is dataset.json's 'patch_size' (written by utils.datasets.convert),
+else the smallest patch side of the folder; a crop larger than the folder's patches is refused before
+any work. --smoke crops 8 px whatever is given.
+
+--cv, spatial cross-validation, for data sets split in folds (folder, synthetic, pastis; not MTLCC).
+With the labelled folds f_1 < ... < f_n of metadata.geojson (folds > 0; the converter's fold 0 holds
+buffer patches, used only by pre-training), rotation i tests on f_i, selects on f_(i mod n + 1), trains
+on the other folds and pre-trains on every fold but f_i (one backbone per masking mode and rotation).
+Each (budget, seed, test fold) is one unit: tables give mean +- std over the seeds x folds units,
+paired differences pair by unit (the test folds are disjoint, their training folds overlap), and a
+pooled score per seed sums the n test folds' confusion matrices before scoring. Run folders carry the
+fold: runs/<arm>/b<budget>_s<seed>_f<fold>_lr<lr> and pretrain_<mode>_f<fold>. The lr sweep stays at
+the sweep budget, first seed, first rotation.
 """
 
 import argparse
@@ -59,7 +74,9 @@ SPLITS = {
     "pastis": {"pretrain": ["--folds", "5"],
                "finetune": ["--train_folds", "1", "--val_folds", "2", "--test_folds", "4"], "crop": 32},
     "mtlcc": {"pretrain": [], "finetune": [], "crop": 0},
-    "folder": {"pretrain": [], "finetune": [], "crop": 32},  # folds from the folder's dataset.json splits
+    # folds: the folder's dataset.json splits. crop: what studies used before they took the folder's patch
+    # size (study_crop), so the crop of a study.json without crop_size (and pretext_baselines' default)
+    "folder": {"pretrain": [], "finetune": [], "crop": 32},
 }
 SCRIPTS = {"synthetic": "PASTIS/finetuning_STCLN.py", "pastis": "PASTIS/finetuning_STCLN.py", "mtlcc": "MTLCC/finetuning_STCLN.py",
            "folder": "PASTIS/finetuning_STCLN.py"}
@@ -76,13 +93,18 @@ RF_DAY_STEP = 15  # features: every band linearly interpolated every 15 days of 
 RF_TREES = 100
 # The settings every run of one output folder must share (study.json); budgets, seeds, arms and lrs may grow.
 SCHEDULE_KEYS = ("dataset", "year", "preset", "paper_padding", "steps", "min_epochs", "batch_size", "val_limit",
-                 "validations", "test_limit", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "fast")
+                 "validations", "test_limit", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "fast",
+                 "crop_size", "cv")
+# Keys recorded since folders were first started: a study.json written before lacks them and its runs had
+# the value given here (of its data set); "precision" was not known then, so it is not compared.
+LATER_KEYS = {"crop_size": lambda saved: SPLITS.get(saved.get("dataset"), {}).get("crop"), "cv": lambda saved: False}
 SMOKE = dict(budgets=[100.0], seeds=2, steps=1, min_epochs=1, pretrain_epochs=1, lrs=[1e-3], sweep_budget=100.0, val_limit=4)
 
 
 @dataclass
 class Run:
-    """One fine-tuning run of the study (a learned arm at one budget, seed and learning rate)."""
+    """One fine-tuning run of the study (a learned arm at one budget, seed and learning rate; under --cv
+    also one test fold)."""
 
     arm: str
     budget: float
@@ -91,6 +113,7 @@ class Run:
     out: Path
     epochs: int = 0
     argv: list = field(default_factory=list)
+    fold: int | None = None
 
     @property
     def done(self) -> bool:
@@ -100,7 +123,13 @@ class Run:
         """Where an unfinished run stands: epochs trained so far (its history.json, written every epoch)."""
         history = self.out / "history.json"
         trained = json.loads(history.read_text())["history"][-1]["epoch"] if history.is_file() else 0
-        return {"arm": self.arm, "budget": self.budget, "seed": self.seed, "lr": self.lr, "epoch": trained, "of": self.epochs}
+        return {"arm": self.arm, "budget": self.budget, "seed": self.seed, **unit_fold(self.fold), "lr": self.lr,
+                "epoch": trained, "of": self.epochs}
+
+
+def unit_fold(fold: int | None) -> dict:
+    """The fold entry of a record: {"fold": f} under --cv, nothing otherwise (records as before --cv)."""
+    return {} if fold is None else {"fold": fold}
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -111,6 +140,9 @@ def get_parser() -> argparse.ArgumentParser:
                       help="'synthetic' (default): the embedded benchmark; 'pastis' / 'mtlcc' / 'folder' (your own data) need --data_root")
     data.add_argument("--data_root", type=Path, default=None, help="real data set folder (see README: Data set-up)")
     data.add_argument("--year", type=int, default=2016, choices=(2016, 2017), help="MTLCC year")
+    data.add_argument("--crop_size", type=int, default=None, metavar="N",
+                      help="training crop in pixels of every run, 0 = whole patches (default: the folder's patch size "
+                           "with --dataset folder, 32 on PASTIS, 16 on synthetic, whole tiles on MTLCC; see below)")
     study = parser.add_argument_group("study design")
     study.add_argument("--budgets", type=float, nargs="+", default=[1, 2, 5, 20, 100],
                        help="label budgets in %% of the training crops (class-stratified)")
@@ -121,6 +153,9 @@ def get_parser() -> argparse.ArgumentParser:
     study.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (see above)")
     study.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="learning rates swept per arm")
     study.add_argument("--sweep_budget", type=float, default=5, help="budget (%%) at which the lr is chosen, first seed")
+    study.add_argument("--cv", action="store_true",
+                       help="spatial cross-validation: the test fold rotates over the labelled folds, one unit per "
+                            "(budget, seed, test fold) (default: off, the data set's fixed splits; see below)")
     sched = parser.add_argument_group("schedule (identical for every arm)")
     sched.add_argument("--steps", type=int, default=300,
                        help="optimiser steps per fine-tune at least (rounded up to whole epochs; at least --min_epochs)")
@@ -241,12 +276,23 @@ def common_args(args) -> list:
     if args.smoke:
         out += ["--smoke"]
     else:
-        out += ["--preset", args.preset, "--crop_size", SPLITS[args.dataset]["crop"]]
+        out += ["--preset", args.preset, "--crop_size", study_crop(args)]
     if not args.paper_padding:
         out += ["--use_pad_mask"]
     if args.fast:
         out += ["--amp", "--fast_dropout"]
     return out
+
+
+def study_crop(args) -> int:
+    """The training crop of every run: --crop_size, else a folder's patch size, else the data set's (SPLITS)."""
+    if args.crop_size is not None:
+        return args.crop_size
+    if args.dataset == "folder" and args.data_root is not None:
+        from utils.data_folder import folder_patch_size
+
+        return folder_patch_size(args.data_root)
+    return SPLITS[args.dataset]["crop"]
 
 
 def check_schedule(args) -> None:
@@ -258,6 +304,7 @@ def check_schedule(args) -> None:
     """
     path = args.output_dir / "study.json"
     current = {key: getattr(args, key) for key in SCHEDULE_KEYS}  # plain values (no paths among them)
+    current["crop_size"] = study_crop(args)
     if not args.report:  # --report starts nothing, so it runs on any machine
         current["precision"] = run_precision(args)
     started = (args.output_dir / "runs").exists() or any(args.output_dir.glob("pretrain_*"))
@@ -274,8 +321,10 @@ def check_schedule(args) -> None:
     except (OSError, json.JSONDecodeError) as err:
         get_parser().error(f"{path}: unreadable ({err}); it records the schedule of the runs in that folder")
     # (a folder started before "precision" was recorded has no value to compare)
-    differ = {key: (saved.get(key), value) for key, value in current.items()
-              if saved.get(key) != value and (key in saved or key != "precision")}
+    recorded = {key: saved[key] if key in saved else LATER_KEYS[key](saved) if key in LATER_KEYS else None
+                for key in current}
+    differ = {key: (recorded[key], value) for key, value in current.items()
+              if recorded[key] != value and (key in saved or key != "precision")}
     if differ:
         listed = ", ".join(f"{key} {old} (folder) vs {new} (now)" for key, (old, new) in differ.items())
         get_parser().error(f"{path}: the runs in {args.output_dir} used another schedule ({listed}); "
@@ -297,43 +346,81 @@ def run_precision(args) -> str:
     return "bf16" if resolve_amp(args.fast, device) else "fp32"
 
 
-def pretrain_dir(args, mode: str) -> Path:
-    return args.output_dir / f"pretrain_{mode}"
+def rotations(args) -> list[int | None]:
+    """The test fold of each rotation under --cv (the labelled folds, > 0), else [None]: the fixed splits."""
+    return [fold for fold in args.cv_folds if fold > 0] if getattr(args, "cv", False) else [None]
 
 
-def backbone_path(args, mode: str) -> Path:
-    return pretrain_dir(args, mode) / f"checkpoint_{args.pretrain_epochs - 1}.stcln.tar"
+def data_folds(args) -> list[int]:
+    """Every fold of the data set's metadata.geojson (PASTIS layout: synthetic, pastis, folder)."""
+    from utils.data import pastis_root
+    from utils.datasets.pastis import METADATA_FILE, read_pastis_metadata
+
+    root = Path(args.data_root) if args.dataset == "folder" else pastis_root(finetune_args(args, []))
+    return sorted({meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)})
+
+
+def split_args(args, fold: int | None) -> tuple[list, list]:
+    """(pre-training, fine-tuning) fold flags: the data set's fixed splits (fold None), or --cv rotation
+    ``fold``: test on it, select on the next labelled fold, train on the others, pre-train on every fold
+    but the test fold (fold 0, the converter's buffer patches, included)."""
+    if fold is None:
+        return SPLITS[args.dataset]["pretrain"], SPLITS[args.dataset]["finetune"]
+    labelled = rotations(args)
+    val = labelled[(labelled.index(fold) + 1) % len(labelled)]
+    train = [f for f in labelled if f not in (fold, val)]
+    pretrain = [f for f in args.cv_folds if f != fold]
+    return ["--folds", *pretrain], ["--train_folds", *train, "--val_folds", val, "--test_folds", fold]
+
+
+def fold_suffix(fold: int | None) -> str:
+    """'_f<fold>' in the folder names of a --cv rotation, '' otherwise (the names of studies without --cv)."""
+    return "" if fold is None else f"_f{fold}"
+
+
+def pretrain_dir(args, mode: str, fold: int | None = None) -> Path:
+    return args.output_dir / f"pretrain_{mode}{fold_suffix(fold)}"
+
+
+def backbone_path(args, mode: str, fold: int | None = None) -> Path:
+    return pretrain_dir(args, mode, fold) / f"checkpoint_{args.pretrain_epochs - 1}.stcln.tar"
 
 
 def pretrain_tasks(args, modes: list[str]) -> list:
     tasks = []
     for mode in modes:
-        if backbone_path(args, mode).is_file():
-            continue
-        out = pretrain_dir(args, mode)
-        resume = ["--resume"] if (out / "last.tar").is_file() else []
-        if not resume and out.exists():
-            shutil.rmtree(out)
-        layout = ["--synthetic_format", "mtlcc"] if args.dataset == "mtlcc" else []  # of a --smoke synthetic set
-        argv = common_args(args) + SPLITS[args.dataset]["pretrain"] + layout + [
-            "--mask_mode", mode, "--epochs", args.pretrain_epochs, "--lr", args.pretrain_lr,
-            "--batch_size", args.pretrain_batch_size, "--seed", 0, "--save_every", 1, "--output_dir", out] + resume
-        tasks.append(("pretrain_STCLN.py", argv, out / "log.txt"))
+        for fold in rotations(args):
+            if backbone_path(args, mode, fold).is_file():
+                continue
+            out = pretrain_dir(args, mode, fold)
+            resume = ["--resume"] if (out / "last.tar").is_file() else []
+            if not resume and out.exists():
+                shutil.rmtree(out)
+            layout = ["--synthetic_format", "mtlcc"] if args.dataset == "mtlcc" else []  # of a --smoke synthetic set
+            argv = common_args(args) + split_args(args, fold)[0] + layout + [
+                "--mask_mode", mode, "--epochs", args.pretrain_epochs, "--lr", args.pretrain_lr,
+                "--batch_size", args.pretrain_batch_size, "--seed", 0, "--save_every", 1, "--output_dir", out] + resume
+            tasks.append(("pretrain_STCLN.py", argv, out / "log.txt"))
     return tasks
 
 
-def labelled_count(args, budget: float, seed: int) -> int:
+def labelled_count(args, budget: float, seed: int, fold: int | None = None) -> int:
     """Size of the labelled subset the fine-tuning script will draw (same code path)."""
-    data = labelled_data(args, budget, seed, splits=("train",))
+    data = labelled_data(args, budget, seed, splits=("train",), fold=fold)
     return len(data.train)
 
 
-def labelled_data(args, budget: float, seed: int, splits):
+def finetune_args(args, extra: list) -> argparse.Namespace:
+    """The fine-tuning script's flags of this study's runs, plus ``extra``."""
     from utils import finetune
+
+    return finetune.parse_args(args.dataset, "fine-tuning", [str(a) for a in common_args(args) + extra])
+
+
+def labelled_data(args, budget: float, seed: int, splits, fold: int | None = None):
     from utils.data import build_finetune_data
 
-    argv = [str(a) for a in common_args(args) + SPLITS[args.dataset]["finetune"] + label_args(budget) + ["--seed", seed]]
-    ft_args = finetune.parse_args(args.dataset, "fine-tuning", argv)
+    ft_args = finetune_args(args, split_args(args, fold)[1] + label_args(budget) + ["--seed", seed])
     return build_finetune_data(ft_args, splits=splits)
 
 
@@ -348,20 +435,20 @@ def schedule(args, n_labelled: int) -> tuple[int, int]:
     return epochs, max(1, epochs // args.validations)
 
 
-def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: int) -> Run:
-    out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}_lr{lr:g}"
+def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: int, fold: int | None = None) -> Run:
+    out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}{fold_suffix(fold)}_lr{lr:g}"
     epochs, val_every = schedule(args, n_labelled)
-    argv = common_args(args) + SPLITS[args.dataset]["finetune"] + label_args(budget) + [
+    argv = common_args(args) + split_args(args, fold)[1] + label_args(budget) + [
         "--seed", seed, "--lr", lr, "--epochs", epochs, "--val_every", val_every, "--batch_size", args.batch_size,
         "--val_limit", args.val_limit, "--test_limit", args.test_limit, "--eval_batch_size", 16 if not args.paper_padding else 1,
         "--save_every", 1, "--n_maps", 0, "--output_dir", out]  # last.tar every epoch: an interrupted run resumes
     if arm.startswith("wp_"):
-        argv += ["--pretrain_pth", backbone_path(args, arm[3:])]
+        argv += ["--pretrain_pth", backbone_path(args, arm[3:], fold)]
     if arm == "probe_wp":
-        argv += ["--pretrain_pth", backbone_path(args, PROBE_BACKBONE)]
+        argv += ["--pretrain_pth", backbone_path(args, PROBE_BACKBONE, fold)]
     if arm.startswith("probe_"):
         argv += ["--freeze_backbone"]
-    return Run(arm, budget, seed, lr, out, epochs, argv)
+    return Run(arm, budget, seed, lr, out, epochs, argv, fold)
 
 
 def run_tasks(runs: list[Run], script: str) -> list:
@@ -385,7 +472,7 @@ def read_run(run: Run) -> dict:
     history = json.loads((run.out / "history.json").read_text())["history"]
     validated = [h for h in history if "val_mIoU" in h]
     best_val = max((h["val_mIoU"] for h in validated if h["val_mIoU"] == h["val_mIoU"]), default=float("nan"))
-    return {"arm": run.arm, "budget": run.budget, "seed": run.seed, "lr": run.lr, "dir": str(run.out),
+    return {"arm": run.arm, "budget": run.budget, "seed": run.seed, **unit_fold(run.fold), "lr": run.lr, "dir": str(run.out),
             "best_val_mIoU": best_val, "steps": history[-1]["steps"], "epochs": history[-1]["epoch"],
             "test": summary["test"], "history": history}
 
@@ -397,11 +484,11 @@ def needed_modes(arms: list[str]) -> list[str]:
     return modes
 
 
-def pretrain_diagnostics(args, mode: str) -> dict:
+def pretrain_diagnostics(args, mode: str, fold: int | None = None) -> dict:
     """Final-epoch pre-training numbers (masked MSE and, where logged, the non-learned baselines)."""
     from utils.checkpoint import load_checkpoint
 
-    path = pretrain_dir(args, mode) / "last.tar"
+    path = pretrain_dir(args, mode, fold) / "last.tar"
     if not path.is_file():  # a backbone export pre-trained elsewhere and copied in (docs/label_efficiency_run.sh, 13)
         return {}
     ckpt = load_checkpoint(path, trusted=False)
@@ -412,12 +499,12 @@ PRETEXT_TAGS = {"loss": "pretrain/loss", "model": "pretext/model", "neighbour_me
                 "temporal_interp": "pretext/temporal_interp"}
 
 
-def pretrain_history(args, mode: str) -> list[dict]:
+def pretrain_history(args, mode: str, fold: int | None = None) -> list[dict]:
     """Per-epoch training loss and masked-cell MSE of the model and the non-learned baselines, from the
     pre-training's TensorBoard log (every epoch, across resumed launches)."""
     from utils.report import read_scalars
 
-    log_dir = pretrain_dir(args, mode) / "tb"
+    log_dir = pretrain_dir(args, mode, fold) / "tb"
     if not log_dir.is_dir():  # a backbone export copied in without its pre-training folder
         return []
     scalars = read_scalars(log_dir, list(PRETEXT_TAGS.values()))
@@ -429,34 +516,83 @@ def pretrain_history(args, mode: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = get_parser().parse_args(argv)
+    """The study; returns its results. A bad flag (argparse) or a data error (one ``error: ...`` line on
+    stderr, no traceback) stops it with exit status 2 (SystemExit)."""
+    from utils.runner import one_line_errors
+
+    results = {}
+    status = one_line_errors(lambda: results.update(study(resolve_args(argv))))
+    if status:
+        sys.exit(status)
+    return results
+
+
+def resolve_args(argv: list[str] | None) -> argparse.Namespace:
+    """The flags, checked (argparse's exit 2), with what depends on the data resolved: ``crop_size`` (the
+    crop every run gets) and, with --cv, ``cv_folds`` (every fold of the data set). A data set that cannot
+    be read raises :class:`utils.errors.DataError`."""
+    from utils.errors import DataError
+
+    parser = get_parser()
+    args = parser.parse_args(argv)
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
     if args.dataset != "synthetic" and args.data_root is None and (args.dataset == "folder" or not args.smoke):
-        get_parser().error(f"--dataset {args.dataset} needs --data_root (only --smoke runs on the synthetic data set)")
+        parser.error(f"--dataset {args.dataset} needs --data_root (only --smoke runs on the synthetic data set)")
+    bad_budgets = [b for b in args.budgets if not 0 < b <= 100]
+    if bad_budgets:
+        parser.error(f"--budgets must be in (0, 100] (% of the training crops), got {', '.join(f'{b:g}' for b in bad_budgets)}")
+    for name in ("seeds", "jobs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.crop_size is not None and args.crop_size < 0:
+        parser.error(f"--crop_size must be >= 0 (0 = whole patches), got {args.crop_size}")
     if args.only_seeds and not set(args.only_seeds) <= set(range(args.seeds)):
-        get_parser().error(f"--only_seeds {args.only_seeds} must be among the seeds 0..{args.seeds - 1} of --seeds {args.seeds}")
+        parser.error(f"--only_seeds {args.only_seeds} must be among the seeds 0..{args.seeds - 1} of --seeds {args.seeds}")
     if args.sweep_budget not in args.budgets:
-        get_parser().error(f"--sweep_budget {args.sweep_budget:g} must be one of --budgets {args.budgets}")
+        parser.error(f"--sweep_budget {args.sweep_budget:g} must be one of --budgets {args.budgets}")
+    if args.cv and args.dataset == "mtlcc":
+        parser.error("--cv needs a data set split in folds (synthetic, pastis, folder); MTLCC is split by tile lists")
+    given = args.crop_size
+    args.crop_size = study_crop(args)  # from here on the crop of every run (and of study.json)
+    if given and args.dataset == "folder":
+        from utils.data_folder import folder_patch_size
+
+        patch = folder_patch_size(args.data_root)
+        if given > patch:
+            raise DataError(f"--crop_size {given} does not fit the {patch}x{patch} patches of {args.data_root} "
+                            f"(at most {patch}; 0 = whole patches)")
+    args.cv_folds = data_folds(args) if args.cv else None
+    if args.cv and len(rotations(args)) < 3:
+        raise DataError(f"--cv needs at least 3 labelled folds (test, validation, training): {args.data_root or 'the data set'} "
+                        f"has folds {args.cv_folds} (fold 0: unlabelled buffer)")
+    return args
+
+
+def study(args: argparse.Namespace) -> dict:
+    """Runs (or with --report, reads) every run of the study and writes the report; returns the results."""
     check_schedule(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     script = SCRIPTS[args.dataset]
     start = time.perf_counter()
     executor = Executor(args.jobs)
     seeds = sorted(set(args.only_seeds)) if args.only_seeds else list(range(args.seeds))
+    folds = rotations(args)  # [None] without --cv
+    units = [(s, f) for s in seeds for f in folds]
     learned = [arm for arm in args.arms if arm in LEARNED]
-    counts = {(b, s): labelled_count(args, b, s) for b in args.budgets for s in seeds}
-    sweep_key = (args.sweep_budget, 0)  # the first seed of the study, also under --only_seeds
+    counts = {(b, s, f): labelled_count(args, b, s, f) for b in args.budgets for s, f in units}
+    sweep_key = (args.sweep_budget, 0, folds[0])  # the first seed of the study, also under --only_seeds; first rotation
     if len(args.lrs) > 1 and sweep_key not in counts:
         counts[sweep_key] = labelled_count(args, *sweep_key)
-    log.info("labelled crops per budget (seed %d): %s", seeds[0], {b: counts[(b, seeds[0])] for b in args.budgets})
+    log.info("labelled crops per budget (seed %d%s): %s", seeds[0], f", test fold {folds[0]}" if args.cv else "",
+             {b: counts[(b, *units[0])] for b in args.budgets})
 
     # Three waves, so that both the pre-training and the lr sweeps overlap with other work:
-    # 1. pre-training (one backbone per masking mode) + the arms that need no backbone (their lr
-    #    sweep, or all their runs when a single lr is given);
+    # 1. pre-training (one backbone per masking mode, and --cv rotation) + the arms that need no backbone
+    #    (their lr sweep, or all their runs when a single lr is given);
     # 2. the sweep of the backbone arms + the remaining runs of the no-backbone arms;
-    # 3. the remaining runs of the backbone arms. (budget, seed) is outermost in every wave.
+    # 3. the remaining runs of the backbone arms. (budget, seed, fold) is outermost in every wave.
     # With one lr and every backbone already pre-trained nothing waits: all runs form one wave, so
     # the tail of one arm's runs does not leave a slot idle.
     no_backbone = [arm for arm in learned if arm in ("scratch", "probe_random")]
@@ -464,10 +600,11 @@ def main(argv: list[str] | None = None) -> dict:
     chosen, sweep = {}, {}
 
     def sweep_runs(arms):
-        return [make_run(args, arm, *sweep_key, lr, counts[sweep_key]) for arm in arms for lr in args.lrs]
+        return [make_run(args, arm, *sweep_key[:2], lr, counts[sweep_key], sweep_key[2]) for arm in arms for lr in args.lrs]
 
     def study_runs(arms):
-        return [make_run(args, arm, b, s, chosen[arm], counts[(b, s)]) for b in args.budgets for s in seeds for arm in arms]
+        return [make_run(args, arm, b, s, chosen[arm], counts[(b, s, f)], f) for b in args.budgets for s, f in units
+                for arm in arms]
 
     def choose(arms):
         for arm in arms:
@@ -483,7 +620,7 @@ def main(argv: list[str] | None = None) -> dict:
     # The non-learned anchors (random forest, majority class) need no backbone: they take a slot
     # of the first wave instead of running alone at the end.
     anchors = [arm for arm in args.arms if arm in ("rf", "majority")]
-    anchor_tasks = [(baselines, (args, b, s, anchors), None) for b in args.budgets for s in seeds] if anchors else []
+    anchor_tasks = [(baselines, (args, b, s, anchors, f), None) for b in args.budgets for s, f in units] if anchors else []
     if args.report:
         choose(learned)
     elif len(args.lrs) == 1:
@@ -501,20 +638,23 @@ def main(argv: list[str] | None = None) -> dict:
         executor.map(run_tasks(runs, script))
     records = [read_run(run) for run in runs if run.done]
     for b in args.budgets:
-        for s in seeds:  # cached by the first wave (--report: those cached so far)
-            records += baselines(args, b, s, [arm for arm in anchors if not args.report or anchor_done(args, arm, b, s)])
-    modes = [mode for mode in needed_modes(args.arms) if not args.report or (pretrain_dir(args, mode) / "last.tar").is_file()]
+        for s, f in units:  # cached by the first wave (--report: those cached so far)
+            records += baselines(args, b, s, [arm for arm in anchors if not args.report or anchor_done(args, arm, b, s, f)], f)
+    backbones = {f"{mode}{fold_suffix(f)}": (mode, f) for mode in needed_modes(args.arms) for f in folds
+                 if not args.report or (pretrain_dir(args, mode, f) / "last.tar").is_file()}
 
     results = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "seeds": seeds,
-        "labelled_crops": {f"{b:g}": [counts[(b, s)] for s in seeds] for b in args.budgets},
+        **({"folds": folds} if args.cv else {}),
+        "labelled_crops": {f"{b:g}": [counts[(b, s, f)] for s, f in units] for b in args.budgets},
         "lr_sweep": {arm: {f"{lr:g}": v for lr, v in sweep[arm].items()} for arm in sweep},
         "lr_chosen": {arm: chosen[arm] for arm in chosen},
-        "pretrain": {mode: pretrain_diagnostics(args, mode) for mode in modes},
-        "pretrain_history": {mode: pretrain_history(args, mode) for mode in modes},
+        "pretrain": {key: pretrain_diagnostics(args, *backbone) for key, backbone in backbones.items()},
+        "pretrain_history": {key: pretrain_history(args, *backbone) for key, backbone in backbones.items()},
         "runs": records,
-        "finished": {"runs": len(records), "of": (len(learned) + len(anchors)) * len(args.budgets) * len(seeds)},
+        **({"pooled": pooled_scores(args, records, folds)} if args.cv else {}),
+        "finished": {"runs": len(records), "of": (len(learned) + len(anchors)) * len(args.budgets) * len(units)},
         "unfinished": [run.progress() for run in runs if not run.done],
         "minutes": (time.perf_counter() - start) / 60,
     }
@@ -554,26 +694,27 @@ def rf_threads(args) -> int:
     return max(1, (os.cpu_count() or 1) // args.jobs)
 
 
-def anchor_dir(args, arm: str, budget: float, seed: int) -> Path:
-    """Where an anchor's result at one budget and seed is cached (its summary.json)."""
-    return args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}"
+def anchor_dir(args, arm: str, budget: float, seed: int, fold: int | None = None) -> Path:
+    """Where an anchor's result at one budget and seed (and --cv test fold) is cached (its summary.json)."""
+    return args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}{fold_suffix(fold)}"
 
 
-def anchor_done(args, arm: str, budget: float, seed: int) -> bool:
-    return (anchor_dir(args, arm, budget, seed) / "summary.json").is_file()
+def anchor_done(args, arm: str, budget: float, seed: int, fold: int | None = None) -> bool:
+    return (anchor_dir(args, arm, budget, seed, fold) / "summary.json").is_file()
 
 
-def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
-    """rf / majority at one budget and seed, cached as <output_dir>/runs/<arm>/b<budget>_s<seed>/summary.json."""
+def baselines(args, budget: float, seed: int, arms: list[str], fold: int | None = None) -> list[dict]:
+    """rf / majority at one budget and seed (and --cv test fold), cached as
+    <output_dir>/runs/<arm>/b<budget>_s<seed>[_f<fold>]/summary.json (test scores and confusion matrix)."""
     from sklearn.ensemble import RandomForestClassifier
 
     from utils.atomic import write_text_atomic
     from utils.finetune import class_weights, evenly_spaced
     from utils.metrics import evaluate_protocol
 
-    pending = [arm for arm in arms if not anchor_done(args, arm, budget, seed)]
+    pending = [arm for arm in arms if not anchor_done(args, arm, budget, seed, fold)]
     if pending:
-        data = labelled_data(args, budget, seed, splits=("train", "test"))
+        data = labelled_data(args, budget, seed, splits=("train", "test"), fold=fold)
         info = data.info
         weight = class_weights(info, info.num_classes).numpy()
         grid = np.arange(0, 366, RF_DAY_STEP, dtype=np.float64)
@@ -598,15 +739,51 @@ def baselines(args, budget: float, seed: int, arms: list[str]) -> list[dict]:
                                              minlength=info.num_classes ** 2).reshape(info.num_classes, info.num_classes)
         for arm in pending:
             metrics = evaluate_protocol(matrices[arm], info.protocols["stcln"], info.classes)
-            out = anchor_dir(args, arm, budget, seed)
+            out = anchor_dir(args, arm, budget, seed, fold)
             out.mkdir(parents=True, exist_ok=True)
             scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            write_text_atomic(out / "summary.json", json.dumps({"test": scalars, "train_pixels": int(len(y))}))
+            write_text_atomic(out / "summary.json", json.dumps({"test": scalars, "train_pixels": int(len(y)),
+                                                               "confusion_matrix": matrices[arm].tolist()}))
     records = []
     for arm in arms:
-        summary = json.loads((anchor_dir(args, arm, budget, seed) / "summary.json").read_text())
-        records.append({"arm": arm, "budget": budget, "seed": seed, "lr": None, "test": summary["test"]})
+        summary = json.loads((anchor_dir(args, arm, budget, seed, fold) / "summary.json").read_text())
+        records.append({"arm": arm, "budget": budget, "seed": seed, **unit_fold(fold), "lr": None, "test": summary["test"]})
     return records
+
+
+def confusion_of(args, record: dict) -> np.ndarray | None:
+    """The raw (K, K) test confusion matrix of a run record (a learned run's test_stcln/metrics.json, an
+    anchor's summary.json), or None where it was not written (an anchor cached before it was)."""
+    from utils.report import read_results
+
+    if record["lr"] is not None:
+        return read_results(Path(record["dir"]) / "test_stcln" / "metrics.json")["confusion_matrix"]
+    summary = json.loads((anchor_dir(args, record["arm"], record["budget"], record["seed"], record.get("fold"))
+                          / "summary.json").read_text())
+    return np.asarray(summary["confusion_matrix"], dtype=np.int64) if "confusion_matrix" in summary else None
+
+
+def pooled_scores(args, records: list[dict], folds: list[int]) -> list[dict]:
+    """--cv: per arm, budget and seed whose every rotation has finished, the test folds' confusion matrices
+    summed, then scored (stcln protocol): one score of the whole labelled scene per seed."""
+    from utils.data import info_for
+    from utils.metrics import evaluate_protocol
+
+    info = info_for(finetune_args(args, []))
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        groups.setdefault((record["arm"], record["budget"], record["seed"]), []).append(record)
+    pooled = []
+    for (arm, budget, seed), units in groups.items():
+        if sorted(r["fold"] for r in units) != sorted(folds):
+            continue  # a rotation has not finished (--report)
+        matrices = [confusion_of(args, r) for r in units]
+        if any(m is None for m in matrices):
+            continue
+        metrics = evaluate_protocol(np.sum(matrices, axis=0), info.protocols["stcln"], info.classes)  # n x (K, K) -> (K, K)
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        pooled.append({"arm": arm, "budget": budget, "seed": seed, "folds": sorted(folds), "test": scalars})
+    return pooled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -619,25 +796,29 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def paired_difference(results: list[dict], a: str, b: str, budget: float, metric: str = "mIoU") -> dict | None:
-    """Mean of per-seed differences a - b with a 95 % t confidence interval (None if no common seed).
+    """Mean of per-unit differences a - b with a 95 % t confidence interval (None if no common unit).
 
-    Also the per-seed differences and two two-sided p values against "no difference": the one-sample t
-    test (the interval's test) and the exact Wilcoxon signed-rank test, which assumes no normality (with
-    n seeds its smallest p is 2 / 2**n: 0.0625 for 5). Neither corrects for the several budgets and arms
-    of one study. ``sd`` is the spread of the per-seed differences and ``detectable`` the smallest true
-    mean difference the t test on these n seeds finds with 80 % power at that spread.
+    A unit is a seed, or under --cv a (seed, test fold) pair: the records' ``(seed, fold)`` (fold None
+    without --cv). Also the per-unit differences and two two-sided p values against "no difference": the
+    one-sample t test (the interval's test) and the exact Wilcoxon signed-rank test, which assumes no
+    normality (with n units its smallest p is 2 / 2**n: 0.0625 for 5). Neither corrects for the several
+    budgets and arms of one study. ``sd`` is the spread of the per-unit differences and ``detectable`` the
+    smallest true mean difference the t test on these n units finds with 80 % power at that spread.
+    ``seeds`` lists each unit's seed (and ``folds`` its test fold, under --cv), in the order of ``diffs``.
     """
     from scipy import stats
 
-    by_seed = {arm: {r["seed"]: r["test"][metric] for r in results if r["arm"] == arm and r["budget"] == budget}
+    by_unit = {arm: {(r["seed"], r.get("fold")): r["test"][metric] for r in results if r["arm"] == arm and r["budget"] == budget}
                for arm in (a, b)}
-    seeds = sorted(set(by_seed[a]) & set(by_seed[b]))
-    if not seeds:
+    units = sorted(set(by_unit[a]) & set(by_unit[b]), key=lambda unit: (unit[0], -1 if unit[1] is None else unit[1]))
+    if not units:
         return None
-    diff = np.array([by_seed[a][s] - by_seed[b][s] for s in seeds])
+    diff = np.array([by_unit[a][u] - by_unit[b][u] for u in units])
     out = {"mean": float(diff.mean()), "low": float("nan"), "high": float("nan"), "n": len(diff),
-           "wins": int((diff > 0).sum()), "seeds": seeds, "diffs": diff.tolist(), "p_t": float("nan"),
+           "wins": int((diff > 0).sum()), "seeds": [seed for seed, _ in units], "diffs": diff.tolist(), "p_t": float("nan"),
            "p_wilcoxon": float("nan"), "sd": float("nan"), "detectable": float("nan")}
+    if any(fold is not None for _, fold in units):
+        out["folds"] = [fold for _, fold in units]
     if len(diff) < 2:
         return out
     sd = float(diff.std(ddof=1))  # the spread of the differences: the interval, the t test and the power use it
@@ -689,30 +870,61 @@ def seeds_needed(effect: float, sd: float, power: float = 0.8, alpha: float = 0.
 def seeds_text(results: dict) -> str:
     """'3 seeds', or 'seed 2 of 0-2' for a study run with --only_seeds."""
     n, seeds = results["settings"]["seeds"], results.get("seeds", list(range(results["settings"]["seeds"])))
+    folds = results.get("folds")
+    cv = f" x {len(folds)} test folds ({', '.join(map(str, folds))}; --cv)" if folds else ""
     if len(seeds) == n:
-        return f"{n} seeds"
-    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} of 0-{n - 1}"
+        return f"{n} seeds{cv}"
+    return f"seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))} of 0-{n - 1}{cv}"
+
+
+def fold_text(fold: int | None) -> str:
+    return "" if fold is None else f" test fold {fold}"
+
+
+def unit_label(seed: int, fold: int | None) -> str:
+    """'s3', or under --cv 's3 f2' (seed 3, test fold 2)."""
+    return f"s{seed}" if fold is None else f"s{seed} f{fold}"
 
 
 def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
     from utils.report import format_table
 
     runs = results["runs"]
+    folds = results.get("folds")  # --cv: the test folds
+    n_units = len(results.get("seeds", range(results["settings"]["seeds"]))) * len(folds or [None])
+    units = "seed x test fold units" if folds else "seeds"
+    unit = "unit" if folds else "seed"
     lines = ["Arms: " + "; ".join(f"{arm} = {ARM_NAMES[arm]}" for arm in arms) + ".\n"]
     for metric in ("mIoU", "OA"):
         rows = []
         for b in budgets:
-            row = {"budget %": f"{b:g}", "labelled crops": results["labelled_crops"][f"{b:g}"][0]}
+            crops = results["labelled_crops"][f"{b:g}"]  # per unit (seed, and test fold under --cv)
+            row = {"budget %": f"{b:g}",
+                   "labelled crops": crops[0] if not folds or min(crops) == max(crops) else f"{min(crops)}-{max(crops)}"}
             for arm in arms:
                 values = [r["test"][metric] for r in runs if r["arm"] == arm and r["budget"] == b]
                 if values:
                     mean, std = mean_std(values)
                     row[arm] = f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
-                    if len(values) < len(results.get("seeds", range(results["settings"]["seeds"]))):
-                        row[arm] += f" (n={len(values)})"  # seeds not finished yet (--report)
+                    if len(values) < n_units:
+                        row[arm] += f" (n={len(values)})"  # units not finished yet (--report)
             rows.append(row)
-        lines.append(f"Test {metric} (mean ± std over seeds, stcln protocol):\n\n"
+        lines.append(f"Test {metric} (mean ± std over {units}, stcln protocol):\n\n"
                      + format_table(rows, ["budget %", "labelled crops", *arms]))
+    pooled = results.get("pooled", [])
+    if pooled:
+        rows = []
+        for b in budgets:
+            row = {"budget %": f"{b:g}"}
+            for arm in arms:
+                values = [r["test"]["mIoU"] for r in pooled if r["arm"] == arm and r["budget"] == b]
+                if values:
+                    mean, std = mean_std(values)
+                    row[arm] = f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+            rows.append(row)
+        lines.append(f"Pooled test mIoU per seed (the confusion matrices of the {len(folds)} test folds summed, then "
+                     "scored; a seed counts once all its rotations have finished), mean ± std over seeds:\n\n"
+                     + format_table(rows, ["budget %", *arms]))
     pairs = {(a, b, budget): paired_difference(runs, a, b, budget)
              for a, b in PAIRS if a in arms and b in arms for budget in budgets}  # each computed once, for both tables
     rows = []
@@ -725,25 +937,27 @@ def markdown(results: dict, budgets: list[float], arms: list[str]) -> str:
                 row[f"{budget:g} %"] = f"{d['mean']:+.3f}{ci} ({d['wins']}/{d['n']})"
         rows.append(row)
     if rows:
-        lines.append("Paired test-mIoU difference over seeds: mean [95 % CI] (seeds where the first arm wins):\n\n"
+        lines.append(f"Paired test-mIoU difference over {units}: mean [95 % CI] ({units} where the first arm wins):\n\n"
                      + format_table(rows, ["difference", *[f"{b:g} %" for b in budgets]]))
     rows = [{"difference": f"{a} − {b}", "budget %": f"{budget:g}",
-             "per seed": ", ".join(f"s{s} {v:+.3f}" for s, v in zip(d["seeds"], d["diffs"])),
+             f"per {unit}": ", ".join(f"{unit_label(s, f)} {v:+.3f}"
+                                      for s, f, v in zip(d["seeds"], d.get("folds", [None] * d["n"]), d["diffs"])),
              "t test p": f"{d['p_t']:.3g}", "Wilcoxon p": f"{d['p_wilcoxon']:.3g}",
              "detectable (80 % power)": f"{d['detectable']:.3f}"}
             for (a, b, budget), d in pairs.items() if d is not None and d["n"] > 1]
     if rows:
-        lines.append("Per-seed differences and two-sided p values against no difference (one-sample t test; exact "
+        lines.append(f"Per-{unit} differences and two-sided p values against no difference (one-sample t test; exact "
                      "Wilcoxon signed-rank, smallest possible p 2/2^n), uncorrected for the several budgets and arms; "
-                     "detectable: the smallest true mean difference the t test on these seeds would find 4 times in 5 "
-                     "if the per-seed differences spread as these did:\n\n"
-                     + format_table(rows, ["difference", "budget %", "per seed", "t test p", "Wilcoxon p",
+                     f"detectable: the smallest true mean difference the t test on these {units} would find 4 times in 5 "
+                     f"if the per-{unit} differences spread as these did"
+                     + (" (the test folds are disjoint, their training folds overlap)" if folds else "") + ":\n\n"
+                     + format_table(rows, ["difference", "budget %", f"per {unit}", "t test p", "Wilcoxon p",
                                            "detectable (80 % power)"]))
     lr_rows = [{"arm": arm, "chosen lr": f"{lr:g}", **{f"val mIoU @ lr {k}": v for k, v in results["lr_sweep"][arm].items()}}
                for arm, lr in results["lr_chosen"].items()]
     if lr_rows:
         columns = ["arm", "chosen lr", *[f"val mIoU @ lr {k}" for k in next(iter(results["lr_sweep"].values()))]]
-        lines.append("Learning rate per arm (best validation mIoU at the sweep budget, first seed):\n\n"
+        lines.append(f"Learning rate per arm (best validation mIoU at the sweep budget, first seed{', first rotation' if folds else ''}):\n\n"
                      + format_table(lr_rows, columns))
     logged = {mode: stats for mode, stats in results["pretrain"].items() if stats}
     copied = [mode for mode, stats in results["pretrain"].items() if not stats]
@@ -782,14 +996,15 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
     if done and done["runs"] < done["of"]:
         header += (f"**Partial: {done['runs']} of {done['of']} runs have finished** (a cell with fewer seeds says n=...; "
                    "the paired differences use the seeds both arms have).\n\n")
-        unfinished = [f"{r['arm']} {r['budget']:g} % seed {r['seed']}: {r['epoch']} of {r['of']} epochs"
+        unfinished = [f"{r['arm']} {r['budget']:g} % seed {r['seed']}{fold_text(r.get('fold'))}: {r['epoch']} of {r['of']} epochs"
                       for r in results.get("unfinished", [])]
         if unfinished:
             header += f"Unfinished learned runs (epochs trained so far): {'; '.join(unfinished)}.\n\n"
     write_text_atomic(out / "results.md", header + body)
     save_figure(label_efficiency_figure(results["runs"], budgets, arms), out / "curve.png")
     first_seed = results.get("seeds", [0])[0]  # one seed's curves: the first of this study's seeds
-    curves = [r for r in results["runs"] if "history" in r and r["seed"] == first_seed]
+    first_fold = (results.get("folds") or [None])[0]  # and its first --cv rotation
+    curves = [r for r in results["runs"] if "history" in r and r["seed"] == first_seed and r.get("fold") == first_fold]
     if curves:
         save_figure(training_curves_figure(curves, budgets), out / "training_curves.png")
     if any(results.get("pretrain_history", {}).values()):

@@ -109,30 +109,40 @@ def open_writer(out: Path, runtime: Runtime):
     return SummaryWriter(log_dir=str(out / "tb"))
 
 
+def one_line_errors(run: Callable[[], None]) -> int:
+    """Run ``run``; return 0, or 2 after printing an expected error (:class:`STCLNError`) as one
+    ``error: ...`` line on stderr (``STCLN_DEBUG=1`` re-raises it). Any other exception is a bug and
+    keeps its traceback. For a body that runs other scripts' mains in its process (the experiments),
+    which install their own signal handlers: :func:`guarded_main` adds those."""
+    try:
+        run()
+    except STCLNError as err:  # expected errors only: anything else is a bug and keeps its traceback
+        if os.environ.get("STCLN_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def guarded_main(run: Callable[[], None], output_dir: Path | None) -> int:
     """Run a script body; return its exit status.
 
     Expected errors (:class:`STCLNError`) become one ``error: ...`` line and status 2
-    (``STCLN_DEBUG=1`` re-raises them); any other exception is a bug and keeps its traceback. Ctrl-C / SIGTERM stop the run cleanly (utils/signals.py)
+    (:func:`one_line_errors`); any other exception is a bug and keeps its traceback. Ctrl-C / SIGTERM stop the run cleanly (utils/signals.py)
     with status 130 / 143 and a hint to ``--resume``.
     """
     with stop_on_signals():
         try:
-            run()
-        except STCLNError as err:  # expected errors only: anything else is a bug and keeps its traceback
-            if os.environ.get("STCLN_DEBUG"):
-                raise
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+            status = one_line_errors(run)
         except Interrupted as stop:
             last = Path(output_dir) / "last.tar" if output_dir is not None else None
             hint = f"; {last} holds the last saved epoch: continue with --resume" if last and last.is_file() else ""
             print(f"stopped by {stop}{hint}", file=sys.stderr)
             return stop.exit_status
-    return 0
+    return status
 
 
 __all__ = [
-    "compile_backend", "epoch_seed", "guarded_main", "loop_options", "make_loader", "make_optimizer", "open_writer",
-    "setup_logging", "start_epoch", "wrap_model", "write_json",
+    "compile_backend", "epoch_seed", "guarded_main", "loop_options", "make_loader", "make_optimizer", "one_line_errors",
+    "open_writer", "setup_logging", "start_epoch", "wrap_model", "write_json",
 ]
