@@ -220,3 +220,33 @@ def test_with_drop_invalid_fine_tuning_and_evaluation_are_unchanged_by_invalid_c
     for a, b in zip(params, params2):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert torch.equal(matrix, matrix2)
+
+
+def test_dihedral_augment_turns_every_key_of_a_sample_alike_and_covers_the_group():
+    from utils.engine import dihedral_augment
+
+    data = batch()
+    data["label"] = torch.arange(B * H * W).view(B, H, W)  # every pixel distinct: the transform is readable
+    seen = set()
+    for seed in range(40):
+        out = dihedral_augment(data, torch.Generator().manual_seed(seed))
+        for b in range(B):
+            # find the group element from the label, then check it moved image, ndvi and valid the same way
+            matches = [
+                (k, f)
+                for k in range(4)
+                for f in (False, True)
+                if torch.equal(out["label"][b], _turn(data["label"][b], k, f))
+            ]
+            assert len(matches) == 1
+            k, f = matches[0]
+            seen.add((k, f))
+            for key in ("image", "ndvi", "valid"):
+                assert torch.equal(out[key][b], _turn(data[key][b], k, f)), key
+    assert len(seen) == 8
+    assert torch.equal(out["days"], data["days"]) and torch.equal(out["pad_mask"], data["pad_mask"])
+
+
+def _turn(value: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    value = torch.rot90(value, k, dims=(-2, -1))
+    return value.flip(-1) if flip else value

@@ -261,6 +261,37 @@ def pretrain_one_epoch(
     } | {f"pretext_{key}": value / pretext_masked for key, value in pretext_sums.items()}
 
 
+SPATIAL_KEYS = ("image", "ndvi", "valid", "label")  # the batch entries whose last two dims are (H, W)
+
+
+def dihedral_augment(batch: dict, generator: torch.Generator | None = None) -> dict:
+    """Each sample's crop turned by a random element of the square's symmetry group (``--augment``).
+
+    One draw per sample from the 8 rotations/reflections (4 when crops are not square: identity and
+    the flips), applied alike to ``image`` (T, C, H, W), ``ndvi`` and ``valid`` (T, H, W) and
+    ``label`` (H, W). Draws come from the global generator, which ``start_epoch`` re-seeds per epoch,
+    so a resumed run draws what the uninterrupted one did. Dates, days and padding are untouched.
+    """
+    height, width = batch["label"].shape[-2:]
+    n = 8 if height == width else 4
+    draws = torch.randint(0, n, (batch["label"].shape[0],), generator=generator).tolist()
+    out = dict(batch)
+    for key in SPATIAL_KEYS:
+        if key not in batch:
+            continue
+        samples = []
+        for value, draw in zip(batch[key], draws):  # value: the sample's tensor, (..., H, W)
+            if n == 8:
+                value = torch.rot90(value, draw % 4, dims=(-2, -1))
+                value = value.flip(-1) if draw >= 4 else value
+            else:
+                value = value.flip(-2) if draw & 1 else value
+                value = value.flip(-1) if draw & 2 else value
+            samples.append(value)
+        out[key] = torch.stack(samples)
+    return out
+
+
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:
     """Cross-entropy averaged with per-class weights; weight-0 classes (ignored) never count.
 
@@ -281,8 +312,10 @@ def train_one_epoch(
     config: STCLNConfig,
     class_weight: torch.Tensor,
     options: LoopOptions,
+    augment: bool = False,
 ) -> dict[str, float]:
     """One epoch of supervised segmentation. Batches without any labelled pixel are skipped.
+    With ``augment`` every crop is turned by a random rotation/reflection (:func:`dihedral_augment`).
 
     Loss and counters stay on the device and are read once at the end of the epoch.
     """
@@ -293,7 +326,7 @@ def train_one_epoch(
     start = time.perf_counter()
     bar = progress(loader, f"train {epoch}", options)
     for step, batch in enumerate(bar, 1):
-        batch = to_device(batch, options.device)
+        batch = to_device(dihedral_augment(batch) if augment else batch, options.device)
         if not step_inputs_ok(batch, options, labelled=class_weight[batch["label"]].sum()):
             skipped += 1
             continue

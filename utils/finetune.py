@@ -62,6 +62,8 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     group.add_argument("--allow_encoding_change", action="store_true",
                        help="fine-tune a backbone pre-trained with another --positions or pe_period (refused by default)")
     group.add_argument("--freeze_backbone", action="store_true", help="train only the STA head and classifier (linear probing)")
+    group.add_argument("--augment", action="store_true",
+                       help="turn every training crop by a random rotation/reflection (8 of a square); the paper does not")
     group.add_argument("--select_metric", choices=SELECT_METRICS, default="mIoU",
                        help="validation metric that picks best.tar (the authors used OA)")
     group.add_argument("--eval_only", action="store_true", help="only test --checkpoint (default <output_dir>/best.tar)")
@@ -162,7 +164,8 @@ def train(args, runtime: Runtime) -> Path:
     steps = history[-1]["steps"] if history else 0
     for epoch in range(first_epoch, args.epochs):
         start_epoch(train_loader, args.seed, epoch)
-        stats = train_one_epoch(model, train_loader, optimizer, epoch, config=config, class_weight=weight, options=options)
+        stats = train_one_epoch(model, train_loader, optimizer, epoch, config=config, class_weight=weight, options=options,
+                                augment=args.augment)
         steps += len(train_loader) - int(stats["skipped_batches"])
         record = {"epoch": epoch + 1, "steps": steps, "train_loss": stats["loss"]}
         validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
