@@ -94,10 +94,12 @@ RF_TREES = 100
 # The settings every run of one output folder must share (study.json); budgets, seeds, arms and lrs may grow.
 SCHEDULE_KEYS = ("dataset", "year", "preset", "paper_padding", "steps", "min_epochs", "batch_size", "val_limit",
                  "validations", "test_limit", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "fast",
-                 "crop_size", "cv")
+                 "crop_size", "cv", "pretrain_scope", "positions", "drop_invalid", "hide_invalid", "augment")
 # Keys recorded since folders were first started: a study.json written before lacks them and its runs had
 # the value given here (of its data set); "precision" was not known then, so it is not compared.
-LATER_KEYS = {"crop_size": lambda saved: SPLITS.get(saved.get("dataset"), {}).get("crop"), "cv": lambda saved: False}
+LATER_KEYS = {"crop_size": lambda saved: SPLITS.get(saved.get("dataset"), {}).get("crop"), "cv": lambda saved: False,
+              "pretrain_scope": lambda saved: "heldout", "positions": lambda saved: "index",
+              "drop_invalid": lambda saved: False, "hide_invalid": lambda saved: False, "augment": lambda saved: False}
 SMOKE = dict(budgets=[100.0], seeds=2, steps=1, min_epochs=1, pretrain_epochs=1, lrs=[1e-3], sweep_budget=100.0, val_limit=4)
 
 
@@ -156,6 +158,20 @@ def get_parser() -> argparse.ArgumentParser:
     study.add_argument("--cv", action="store_true",
                        help="spatial cross-validation: the test fold rotates over the labelled folds, one unit per "
                             "(budget, seed, test fold) (default: off, the data set's fixed splits; see below)")
+    study.add_argument("--pretrain_scope", choices=("heldout", "scene"), default="heldout",
+                       help="with --cv, what each backbone is pre-trained on: 'heldout' (default), every fold but the "
+                            "rotation's test fold (one backbone per masking mode and rotation); 'scene', every patch of "
+                            "the data set, imagery only (one backbone per mode shared by the rotations): a user mapping "
+                            "one scene pre-trains on its imagery, and no label is ever read")
+    recipe = parser.add_argument_group("recipe options (every arm alike; each is off/the paper's by default)")
+    recipe.add_argument("--positions", choices=("index", "doy"), default="index",
+                        help="positional encoding input of every model: date index (paper) or acquisition day")
+    recipe.add_argument("--drop_invalid", action="store_true",
+                        help="every model ignores cloudy cells of folders with cloud masks (fine-tuning's --drop_invalid)")
+    recipe.add_argument("--hide_invalid", action="store_true",
+                        help="pre-training replaces cloudy cells by the mask token (pretrain_STCLN.py --hide_invalid)")
+    recipe.add_argument("--augment", action="store_true",
+                        help="random rotations/reflections of the training crops (fine-tuning's --augment)")
     sched = parser.add_argument_group("schedule (identical for every arm)")
     sched.add_argument("--steps", type=int, default=300,
                        help="optimiser steps per fine-tune at least (rounded up to whole epochs; at least --min_epochs)")
@@ -281,6 +297,10 @@ def common_args(args) -> list:
         out += ["--use_pad_mask"]
     if args.fast:
         out += ["--amp", "--fast_dropout"]
+    if args.positions != "index":
+        out += ["--positions", args.positions]
+    if args.drop_invalid:
+        out += ["--drop_invalid"]
     return out
 
 
@@ -373,6 +393,18 @@ def split_args(args, fold: int | None) -> tuple[list, list]:
     return ["--folds", *pretrain], ["--train_folds", *train, "--val_folds", val, "--test_folds", fold]
 
 
+def backbone_fold(args, fold: int | None) -> int | None:
+    """The rotation whose backbone a run uses: its own, or None (one backbone for all) with --pretrain_scope scene."""
+    return None if getattr(args, "pretrain_scope", "heldout") == "scene" else fold
+
+
+def pretrain_folds(args, fold: int | None) -> list:
+    """pretrain_STCLN.py's fold flags for the backbone of ``backbone_fold(args, fold)``."""
+    if getattr(args, "cv", False) and backbone_fold(args, fold) is None:
+        return ["--folds", *args.cv_folds]  # --pretrain_scope scene: every patch, imagery only
+    return split_args(args, fold)[0]
+
+
 def fold_suffix(fold: int | None) -> str:
     """'_f<fold>' in the folder names of a --cv rotation, '' otherwise (the names of studies without --cv)."""
     return "" if fold is None else f"_f{fold}"
@@ -389,7 +421,7 @@ def backbone_path(args, mode: str, fold: int | None = None) -> Path:
 def pretrain_tasks(args, modes: list[str]) -> list:
     tasks = []
     for mode in modes:
-        for fold in rotations(args):
+        for fold in dict.fromkeys(backbone_fold(args, f) for f in rotations(args)):
             if backbone_path(args, mode, fold).is_file():
                 continue
             out = pretrain_dir(args, mode, fold)
@@ -397,9 +429,11 @@ def pretrain_tasks(args, modes: list[str]) -> list:
             if not resume and out.exists():
                 shutil.rmtree(out)
             layout = ["--synthetic_format", "mtlcc"] if args.dataset == "mtlcc" else []  # of a --smoke synthetic set
-            argv = common_args(args) + split_args(args, fold)[0] + layout + [
+            argv = common_args(args) + pretrain_folds(args, fold) + layout + [
                 "--mask_mode", mode, "--epochs", args.pretrain_epochs, "--lr", args.pretrain_lr,
                 "--batch_size", args.pretrain_batch_size, "--seed", 0, "--save_every", 1, "--output_dir", out] + resume
+            if args.hide_invalid:
+                argv += ["--hide_invalid"]
             tasks.append(("pretrain_STCLN.py", argv, out / "log.txt"))
     return tasks
 
@@ -442,10 +476,12 @@ def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: in
         "--seed", seed, "--lr", lr, "--epochs", epochs, "--val_every", val_every, "--batch_size", args.batch_size,
         "--val_limit", args.val_limit, "--test_limit", args.test_limit, "--eval_batch_size", 16 if not args.paper_padding else 1,
         "--save_every", 1, "--n_maps", 0, "--output_dir", out]  # last.tar every epoch: an interrupted run resumes
+    if args.augment:
+        argv += ["--augment"]
     if arm.startswith("wp_"):
-        argv += ["--pretrain_pth", backbone_path(args, arm[3:], fold)]
+        argv += ["--pretrain_pth", backbone_path(args, arm[3:], backbone_fold(args, fold))]
     if arm == "probe_wp":
-        argv += ["--pretrain_pth", backbone_path(args, PROBE_BACKBONE, fold)]
+        argv += ["--pretrain_pth", backbone_path(args, PROBE_BACKBONE, backbone_fold(args, fold))]
     if arm.startswith("probe_"):
         argv += ["--freeze_backbone"]
     return Run(arm, budget, seed, lr, out, epochs, argv, fold)
@@ -640,7 +676,8 @@ def study(args: argparse.Namespace) -> dict:
     for b in args.budgets:
         for s, f in units:  # cached by the first wave (--report: those cached so far)
             records += baselines(args, b, s, [arm for arm in anchors if not args.report or anchor_done(args, arm, b, s, f)], f)
-    backbones = {f"{mode}{fold_suffix(f)}": (mode, f) for mode in needed_modes(args.arms) for f in folds
+    backbones = {f"{mode}{fold_suffix(f)}": (mode, f) for mode in needed_modes(args.arms)
+                 for f in dict.fromkeys(backbone_fold(args, f) for f in folds)
                  if not args.report or (pretrain_dir(args, mode, f) / "last.tar").is_file()}
 
     results = {
@@ -666,8 +703,20 @@ def study(args: argparse.Namespace) -> dict:
 # Non-learned anchors: per-pixel random forest and the majority class
 # ---------------------------------------------------------------------------------------------
 
+def rf_grid(dataset) -> np.ndarray:
+    """The forest's feature days: every RF_DAY_STEP days from day 0 to the last acquisition of the
+    training samples (at least one year: the grid of a one-season data set is 0..365 as always)."""
+    last = max(int(dataset[index]["days"].max()) for index in range(len(dataset)))
+    return np.arange(0, max(366, last + 1), RF_DAY_STEP, dtype=np.float64)
+
+
 def pixel_features(sample: dict, grid: np.ndarray) -> np.ndarray:
-    """(T, C, H, W) normalised series with its days -> (H*W, C*G) band values every RF_DAY_STEP days."""
+    """(T, C, H, W) normalised series with its days -> (H*W, C*G) band values every RF_DAY_STEP days.
+
+    A sample with per-cell validity (cloud masks) is interpolated, pixel by pixel, between its clear
+    dates only (a pixel never clear: all dates), as remote-sensing practice does before a forest."""
+    if "valid" in sample:
+        return clear_pixel_features(sample, grid)
     image, days = sample["image"].numpy(), sample["days"].numpy().astype(np.float64)
     T, C, H, W = image.shape
     right = np.clip(np.searchsorted(days, grid), 1, max(T - 1, 1))  # (G,) first date >= grid day
@@ -676,6 +725,22 @@ def pixel_features(sample: dict, grid: np.ndarray) -> np.ndarray:
     weight = np.clip((grid - days[left]) / span, 0.0, 1.0)[:, None, None, None]  # (G,) -> (G, 1, 1, 1), flat ends
     values = image[left] * (1 - weight) + image[right] * weight  # (G, C, H, W)
     return values.reshape(len(grid) * C, H * W).T  # (G, C, H, W) -> (G*C, H*W) -> (H*W, G*C)
+
+
+def clear_pixel_features(sample: dict, grid: np.ndarray) -> np.ndarray:
+    """:func:`pixel_features` of a sample with ``valid`` (T, H, W): linear in the day between each
+    pixel's clear dates, flat beyond the first and last ones."""
+    image, days = sample["image"].numpy().astype(np.float64), sample["days"].numpy().astype(np.float64)
+    valid = sample["valid"].numpy()
+    T, C, H, W = image.shape
+    series = image.reshape(T, C, H * W)  # (T, C, H, W) -> (T, C, HW)
+    clear = valid.reshape(T, H * W)  # (T, H, W) -> (T, HW)
+    out = np.empty((H * W, len(grid) * C))
+    for pixel in range(H * W):
+        dates = clear[:, pixel] if clear[:, pixel].any() else np.ones(T, dtype=bool)
+        values = [np.interp(grid, days[dates], series[dates, band, pixel]) for band in range(C)]  # C x (G,)
+        out[pixel] = np.stack(values, axis=1).ravel()  # (G, C) -> (G*C,), the order of pixel_features
+    return out
 
 
 def collect_pixels(dataset, grid: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -717,7 +782,7 @@ def baselines(args, budget: float, seed: int, arms: list[str], fold: int | None 
         data = labelled_data(args, budget, seed, splits=("train", "test"), fold=fold)
         info = data.info
         weight = class_weights(info, info.num_classes).numpy()
-        grid = np.arange(0, 366, RF_DAY_STEP, dtype=np.float64)
+        grid = rf_grid(data.train)
         x, y = collect_pixels(data.train, grid, weight)
         rng = np.random.default_rng(seed)
         if len(y) > RF_MAX_PIXELS:

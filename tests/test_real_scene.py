@@ -256,3 +256,24 @@ def test_folder_samples_carry_the_written_validity(converted):
     meta = dataset.patches[0].meta
     np.testing.assert_array_equal(sample["valid"].numpy(), np.load(valid_path(converted, meta.patch_id)) != 0)
     assert sample["valid"].shape == sample["ndvi"].shape
+
+
+def test_forest_features_span_the_whole_series_and_skip_cloudy_dates():
+    from experiments.label_efficiency import pixel_features, rf_grid
+
+    generator = torch.Generator().manual_seed(0)
+    days = torch.tensor([200, 400, 700, 1000])  # a series over three years, as the real scene
+    sample = {"image": torch.randn(4, 2, 3, 3, generator=generator), "days": days,
+              "valid": torch.ones(4, 3, 3, dtype=torch.bool)}
+    grid = rf_grid([sample])
+    assert grid[0] == 0 and grid[-1] >= 990 and np.all(np.diff(grid) == 15)  # not only the first year
+    everywhere = pixel_features(sample, grid)
+    without = pixel_features({k: v for k, v in sample.items() if k != "valid"}, grid)
+    np.testing.assert_allclose(everywhere, without, rtol=1e-6, atol=1e-6)  # all clear: the plain interpolation
+    sample["valid"][1, 0, 0] = False  # pixel (0, 0) clouded on day 400: interpolated from days 200 and 700
+    features = pixel_features(sample, grid).reshape(9, len(grid), 2)  # (HW, G*C) -> (HW, G, C)
+    image = sample["image"].numpy()
+    for band in range(2):
+        expected = np.interp(grid, [200, 700, 1000], image[[0, 2, 3], band, 0, 0])
+        np.testing.assert_allclose(features[0, :, band], expected, rtol=1e-6)
+    np.testing.assert_allclose(features[1:], everywhere.reshape(9, len(grid), 2)[1:])  # other pixels unchanged
