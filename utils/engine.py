@@ -220,7 +220,8 @@ def pretrain_one_epoch(
         x, positions, pad_mask = model_inputs(batch, config)
         valid = batch.get("valid")
         mask = build_mask(x, batch["ndvi"], pad_mask, masking, red_index, nir_index, generator, valid)
-        hidden = ~valid if hide_invalid and valid is not None else None
+        # cells the model never sees (--hide_invalid, or a use_valid_mask model): the baselines do not see them either
+        hidden = ~valid if (hide_invalid or config.use_valid_mask) and valid is not None else None
         with autocast(options):
             loss = model(x, positions, mask, pad_mask, hidden, valid)["loss"]
         if not step_loss_ok(loss, batch, options):
