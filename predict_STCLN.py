@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from models import STCLNSegmenter
+from utils.args import HelpFormatter
 from utils.checkpoint import load_finetuned, load_state_checked
 from utils.datasets.protocols import selects_a_date
 from utils.datasets.scene import add_scene_args, check_scene_source, pixel_area_m2, read_scene, write_geotiff
@@ -40,7 +41,7 @@ log = logging.getLogger("stcln")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="fine-tuned checkpoint (best.tar or last.tar of fine-tuning)")
     add_scene_args(parser)

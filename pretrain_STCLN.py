@@ -17,7 +17,7 @@ import sys
 import torch
 
 from models import STCLNPretrain
-from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, apply_dataset_defaults,
+from utils.args import (HelpFormatter, add_data_args, add_model_args, add_optim_args, add_runtime_args, apply_dataset_defaults,
                         check_args, model_config_from_args)
 from utils.checkpoint import (backbone_export, full_state, prepare_output_dir, resume_state, save_checkpoint, unwrap,
                               write_run_config)
@@ -36,7 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="STCLN masked pre-training: random (pixel, date) cells of every series are masked and "
                                      "reconstructed; writes last.tar (resumable) and the backbone exports "
                                      "checkpoint_<epoch>.<export_name>.tar that fine-tuning's --pretrain_pth takes",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     add_data_args(parser)
     parser.add_argument_group("data").add_argument(
         "--folds", type=int, nargs="+", default=None,

@@ -38,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.train_step import synchronize, timed_matmul_flops
 from models import STCLNConfig, STCLNPretrain, STCLNSegmenter, tiny_config
+from utils.args import HelpFormatter
 from utils.precision import configure_matmul_precision
 
 KIB = 1024
@@ -209,9 +210,7 @@ def loader_samples_per_s(args, batch: int, dates: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
     parser.add_argument(
         "--smoke",

@@ -263,8 +263,11 @@ def test_forest_features_span_the_whole_series_and_skip_cloudy_dates():
 
     generator = torch.Generator().manual_seed(0)
     days = torch.tensor([200, 400, 700, 1000])  # a series over three years, as the real scene
-    sample = {"image": torch.randn(4, 2, 3, 3, generator=generator), "days": days,
-              "valid": torch.ones(4, 3, 3, dtype=torch.bool)}
+    sample = {
+        "image": torch.randn(4, 2, 3, 3, generator=generator),
+        "days": days,
+        "valid": torch.ones(4, 3, 3, dtype=torch.bool),
+    }
     grid = rf_grid([sample])
     assert grid[0] == 0 and grid[-1] >= 990 and np.all(np.diff(grid) == 15)  # not only the first year
     everywhere = pixel_features(sample, grid)

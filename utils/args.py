@@ -29,6 +29,17 @@ GENERIC_DEFAULTS = dict(crop_size=32, n_dates=0, batch_size=4)
 SMOKE_MTLCC_DATES = 6  # --smoke on the synthetic MTLCC set: its smoke tiles hold 6-10 dates (utils/data.py)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` of every entry point: each flag's default is said once. argparse's formatter appends
+    ``(default: ...)`` to every help text; one that already says its default (e.g. "default: the
+    training crop size") is left as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if "default" in (action.help or "").lower():
+            return action.help
+        return super()._get_help_string(action)
+
+
 def dataset_defaults(stage: str, dataset: str) -> dict:
     """Defaults of ``crop_size``, ``n_dates`` and ``batch_size`` for a stage ('pretrain'/'finetune') and data set."""
     return dict(DATASET_DEFAULTS[stage].get(dataset, GENERIC_DEFAULTS))

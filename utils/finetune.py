@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from models import STCLNConfig, STCLNSegmenter
-from utils.args import (add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
+from utils.args import (HelpFormatter, add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
                         model_config_from_args, resolve_n_dates)
 from utils.checkpoint import (config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
                               load_state_checked, prepare_output_dir, read_pretrained_backbone, resume_state,
@@ -35,7 +35,7 @@ ENTRY_DATASETS = {"mtlcc": ("synthetic", "mtlcc"), "pastis": ("synthetic", "past
 
 
 def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     layout = "mtlcc" if dataset == "mtlcc" else "pastis"  # the format this entry point reads (and writes synthetic data in)
     add_data_args(parser, synthetic_format=layout, datasets=ENTRY_DATASETS[layout])
     parser.set_defaults(dataset=dataset)

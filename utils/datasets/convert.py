@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.args import HelpFormatter
 from utils.datasets.folder import DATASET_FILE, VALID_DIR, valid_path
 from utils.datasets.pastis import METADATA_FILE, S2_DIR, TARGET_DIR, s2_path, target_path
 from utils.datasets.scene import (
@@ -329,9 +330,7 @@ def convert(args: argparse.Namespace) -> Path:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_scene_args(parser)
     parser.add_argument_group("scene").add_argument(
         "--label",
