@@ -16,6 +16,7 @@ areas.json and areas.md (pixels, share and hectares per class when the pixel siz
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -62,8 +63,51 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust_checkpoint", action="store_true",
                         help="allow pickled objects in --checkpoint (only files you trust)")
     parser.add_argument("--output_dir", type=Path, required=True, help="where the map, figure and area table go")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the map outputs already in --output_dir (refused otherwise: a folder describes one scene)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
+
+
+MAP_OUTPUTS = ("class_map.tif", "class_map.npy", "class_map.png", "areas.json", "areas.md")
+
+
+def prepare_output_dir(args) -> None:
+    """--output_dir as a folder for this scene's map: not a file, writable, and without another
+    scene's map unless --overwrite (which removes the old map files first, so none is left behind)."""
+    out = args.output_dir
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder (--output_dir)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"{out}: cannot create the output folder ({err.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise DataError(f"{out}: the output folder is not writable")
+    previous = [name for name in MAP_OUTPUTS if (out / name).exists()]
+    if previous and not args.overwrite:
+        raise DataError(f"{out}: holds the map of an earlier run ({', '.join(previous)}); choose another "
+                        "--output_dir or pass --overwrite to replace it")
+    for name in previous:
+        (out / name).unlink()
+
+
+def check_finite(scene, model_drops_invalid: bool) -> None:
+    """Refuse NaN/inf values the model would read (all of them, or those on valid cells of a
+    --drop_invalid model, which never reads invalid ones), before any window runs."""
+    T = scene.cube.shape[0]
+    for t in range(T):
+        frame = np.asarray(scene.cube[t])  # (C, H, W), one date at a time: bounded memory
+        bad = ~np.isfinite(frame).all(axis=0) if np.issubdtype(frame.dtype, np.floating) else None
+        if bad is None or not bad.any():
+            continue
+        if model_drops_invalid and scene.valid is not None:
+            bad &= np.asarray(scene.valid[t]) != 0
+            if not bad.any():
+                continue
+        raise DataError(f"{scene.source}: {int(bad.sum())} pixel(s) with NaN or infinite values on {scene.dates[t]} "
+                        "(fill them, or mark them cloudy with --cloud_dir/--cloud_cube and map with a "
+                        "--drop_invalid model)")
 
 
 def load_model(args) -> tuple[STCLNSegmenter, dict]:
@@ -102,7 +146,7 @@ def predict(args) -> np.ndarray:
     window = args.window or context.window
     if not window:
         raise DataError("the checkpoint was trained on whole patches (--crop_size 0): give --window")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(args)
     staging = Path(tempfile.mkdtemp(prefix=".scene.", dir=args.output_dir))
     try:
         scene = read_scene(args, staging / "cube.npy")
@@ -110,6 +154,7 @@ def predict(args) -> np.ndarray:
             log.warning("the model was fine-tuned with --drop_invalid but the scene has no cloud information "
                         "(--cloud_dir/--cloud_cube): every observation is taken as clear")
         T, C, H, W = scene.cube.shape
+        check_finite(scene, model.config.use_valid_mask)
         if C != model.config.in_channels:
             raise DataError(f"{scene.source}: {C} bands, the model was trained on {model.config.in_channels}")
         if not selects_a_date(context.temporal, scene.dates):
@@ -121,7 +166,7 @@ def predict(args) -> np.ndarray:
 
         def read_window(row: int, col: int, h: int, w: int) -> np.ndarray:
             raw = np.asarray(scene.cube[:, :, row:row + h, col:col + w][frames], dtype=np.float32)  # (T', C, h, w)
-            return (raw - mean) / std
+            return np.nan_to_num((raw - mean) / std)  # non-finite values only on invalid cells (check_finite)
 
         def read_valid(row: int, col: int, h: int, w: int) -> np.ndarray:
             return np.asarray(scene.valid[:, row:row + h, col:col + w][frames]) != 0  # (T', h, w)
@@ -154,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     check_scene_source(parser, args)
     if args.batch_size < 1 or args.margin < 0 or (args.window is not None and args.window < 1):
         parser.error("--batch_size and --window must be >= 1 and --margin >= 0")
+    if args.stride is not None and args.stride < 1:
+        parser.error(f"--stride must be >= 1 (omit it for half a window), got {args.stride}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
     return guarded_main(lambda: predict(args), None)  # only STCLNError is one line: a bug keeps its traceback
 

@@ -280,3 +280,136 @@ def test_forest_features_span_the_whole_series_and_skip_cloudy_dates():
         expected = np.interp(grid, [200, 700, 1000], image[[0, 2, 3], band, 0, 0])
         np.testing.assert_allclose(features[0, :, band], expected, rtol=1e-6)
     np.testing.assert_allclose(features[1:], everywhere.reshape(9, len(grid), 2)[1:])  # other pixels unchanged
+
+
+# --- bad inputs on the real-data paths: one line naming the file and the problem, exit 2, before work ---
+
+
+def edit_dataset_json(root: Path, tmp_path: Path, **fields) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    spec = json.loads((copy / "dataset.json").read_text()) | fields
+    (copy / "dataset.json").write_text(json.dumps(spec))
+    return copy
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        ({"colormap": [[999, 0, 0]] * 9}, "field 'colormap' values must lie in 0..1 or 0..255"),
+        ({"classes": ["nodata", "a", "a", "b", "c", "d", "e", "f", "g"]}, "names ['a'] more than once"),
+        ({"splits": {"train": [1, 2], "val": [7], "test": [4]}}, "field 'splits.val' names fold(s) [7]"),
+    ],
+)
+def test_a_bad_dataset_json_is_refused_before_training(converted, tmp_path, capsys, fields, words):
+    root = edit_dataset_json(converted, tmp_path, **fields)
+    argv = ["--dataset", "folder", "--data_root", str(root), "--output_dir", str(tmp_path / "ft")] + SMOKE
+    assert finetune.main("folder", "folder fine-tuning", argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "dataset.json" in err and words in err
+    assert not (tmp_path / "ft" / "last.tar").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(converted, tmp_path_factory) -> Path:
+    """A --drop_invalid model fine-tuned for one smoke epoch on the first 12 dates (for the prediction cases)."""
+    out = tmp_path_factory.mktemp("tiny_model")
+    argv = [
+        "--dataset",
+        "folder",
+        "--data_root",
+        str(converted),
+        "--temporal",
+        "first:12",
+        "--drop_invalid",
+        "--output_dir",
+        str(out),
+    ] + SMOKE
+    assert finetune.main("folder", "folder fine-tuning", argv) == 0
+    return out / "best.tar"
+
+
+def nan_cube(tmp_path: Path, on_cloud: bool) -> tuple[Path, Path, Path]:
+    """The scene as a cube with one NaN pixel, on a cloudy cell (on_cloud) or on a clear one."""
+    files = [path for path in images() if path.name != TWO_ON_ONE_DAY[1]][:12]  # one acquisition per date
+    cube = np.stack([read(path)[None] for path in files])  # 12 x (1, H, W) -> (12, 1, H, W)
+    clouds = np.stack([read(cloud_of(path)) for path in files])  # (12, H, W)
+    t, row, col = np.argwhere(clouds == (1 if on_cloud else 0))[0]
+    cube[t, 0, row, col] = np.nan
+    paths = tmp_path / "cube.npy", tmp_path / "dates.txt", tmp_path / "clouds.npy"
+    np.save(paths[0], cube)
+    np.save(paths[2], clouds)
+    paths[1].write_text("\n".join(f"{p.name[11:15]}-{p.name[15:17]}-{p.name[17:19]}" for p in files))
+    return paths
+
+
+def test_prediction_refuses_a_nan_the_model_would_read_and_maps_one_it_never_reads(tiny_model, tmp_path, capsys):
+    cube, dates, clouds = nan_cube(tmp_path, on_cloud=False)
+    argv = [
+        "--checkpoint",
+        str(tiny_model),
+        "--cube",
+        str(cube),
+        "--dates",
+        str(dates),
+        "--cloud_cube",
+        str(clouds),
+        "--pixel_size_m",
+        "10",
+        "--no_progress",
+    ]
+    assert predict_STCLN.main(argv + ["--output_dir", str(tmp_path / "clear")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 pixel(s) with NaN" in err and str(cube) in err
+    assert not (tmp_path / "clear" / "class_map.npy").exists()
+    (tmp_path / "cloudy").mkdir()
+    cube, dates, clouds = nan_cube(tmp_path / "cloudy", on_cloud=True)
+    argv = [
+        "--checkpoint",
+        str(tiny_model),
+        "--cube",
+        str(cube),
+        "--dates",
+        str(dates),
+        "--cloud_cube",
+        str(clouds),
+        "--pixel_size_m",
+        "10",
+        "--no_progress",
+        "--output_dir",
+        str(tmp_path / "cloudy_map"),
+    ]
+    assert predict_STCLN.main(argv) == 0  # the NaN lies on a cloudy cell: a --drop_invalid model never reads it
+    assert np.load(tmp_path / "cloudy_map" / "class_map.npy").shape == (101, 100)
+
+
+def test_prediction_keeps_one_scene_per_output_folder(tiny_model, tmp_path, capsys):
+    argv = [
+        "--checkpoint",
+        str(tiny_model),
+        "--geotiff_dir",
+        str(IMAGES),
+        "--cloud_dir",
+        str(CLOUDS),
+        "--stride",
+        "8",
+        "--batch_size",
+        "64",
+        "--no_progress",
+        "--output_dir",
+        str(tmp_path / "map"),
+    ]
+    assert predict_STCLN.main(argv) == 0
+    before = (tmp_path / "map" / "class_map.tif").stat().st_mtime_ns
+    capsys.readouterr()
+    assert predict_STCLN.main(argv) == 2  # a second scene (here: the same one) into the same folder
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--overwrite" in err and "class_map.tif" in err
+    assert (tmp_path / "map" / "class_map.tif").stat().st_mtime_ns == before  # the first map untouched
+    assert predict_STCLN.main(argv + ["--overwrite"]) == 0
+    (tmp_path / "file").write_text("")
+    assert predict_STCLN.main(argv[:-1] + [str(tmp_path / "file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        predict_STCLN.main(argv + ["--stride", "0"])
+    assert stop.value.code == 2 and "--stride must be >= 1" in capsys.readouterr().err

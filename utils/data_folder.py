@@ -73,6 +73,16 @@ def resolve_folder_splits(args: argparse.Namespace, spec: FolderSpec, root: Path
     Without ``splits``: train 1, val 2, test 4, and pre-training on every fold but the test folds.
     """
     test = spec.splits.get("test", FOLDER_DEFAULT_SPLITS["test"])
+    present = {meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)} if spec.splits else set()
+    for split, folds in spec.splits.items():
+        missing = sorted(set(folds) - present)
+        if missing:
+            raise DataError(f"{spec.path}: field 'splits.{split}' names fold(s) {missing} that no patch of "
+                            f"{METADATA_FILE} has (folds present: {sorted(present)})")
+    leaked = sorted(set(spec.splits.get("pretrain", ())) & set(test))
+    if leaked and getattr(args, "folds", None) is None and hasattr(args, "folds"):
+        log.warning("%s: 'splits.pretrain' includes the test fold(s) %s: pre-training reads the test patches' imagery "
+                    "(never their labels)", spec.path, leaked)
     for flag, split in SPLIT_FLAGS.items():
         if not hasattr(args, flag) or getattr(args, flag) is not None:
             continue

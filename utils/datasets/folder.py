@@ -169,6 +169,8 @@ def _colormap(path: Path, raw: dict, classes: tuple[str, ...] | None) -> tuple |
         table = np.zeros(0)
     if classes is None or table.shape != (len(classes), 3):
         raise DataError(f"{path}: field 'colormap' must hold one RGB triplet per class, got shape {table.shape}")
+    if not np.isfinite(table).all() or table.min() < 0 or table.max() > 255:
+        raise DataError(f"{path}: field 'colormap' values must lie in 0..1 or 0..255, found {table.min():g}..{table.max():g}")
     return tuple(tuple(row) for row in table.tolist())
 
 
@@ -203,6 +205,9 @@ def read_dataset_json(root: str | Path) -> FolderSpec:
         not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes)
     ):
         raise DataError(f"{path}: field 'classes' must be null or a list of at least 2 names, got {classes!r}")
+    if classes is not None and len(set(classes)) != len(classes):
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        raise DataError(f"{path}: field 'classes' names {twice} more than once (one name per class)")
     classes = tuple(classes) if classes is not None else None
     scale, offset = raw["reflectance_scale"], raw.get("reflectance_offset", 0.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
