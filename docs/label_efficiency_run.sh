@@ -184,7 +184,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 3 -
 #     Fixed before any of its runs; whatever comes out is reported.
 DST=checkpoints/label_efficiency_gpu35
 mkdir -p $DST/pretrain_cell
-cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 --sweep_budget 5 \
     --arms scratch wp_cell --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32 \
     --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST
@@ -201,7 +201,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
 #     against them. Two waves of two runs, to fit the session. Fixed before its runs; whatever comes out is reported.
 DST=checkpoints/label_efficiency_gpu35_b1
 mkdir -p $DST/pretrain_cell
-cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
 GRID="--budgets 1 --seeds 3 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32
       --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST"
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 0 &&
@@ -260,7 +260,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 5 -
 #     Fixed before its runs; whatever comes out is reported.
 DST=checkpoints/label_efficiency_gpu35_b2
 mkdir -p $DST/pretrain_cell
-cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 3 --sweep_budget 2 --lrs 3e-3 --steps 900 \
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
     --arms scratch wp_cell
@@ -344,7 +344,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #         that does not finish before the session must stop (about 00:40) is reported as such.
 DST=checkpoints/label_efficiency_gpu35_b1
 mkdir -p $DST/pretrain_cell
-cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
 GRID="--budgets 1 --seeds 10 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32
       --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST"
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 9 &&
@@ -384,7 +384,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp
 #     has finished when the session must stop (about 00:35) is reported as partial, with the seeds it holds.
 DST=checkpoints/label_efficiency_gpu35
 mkdir -p $DST/pretrain_cell
-cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
 GRID="--budgets 5 --seeds 10 --sweep_budget 5 --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32
       --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST"
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp_cell --only_seeds 5 6 7 8 9 &&
@@ -417,7 +417,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #       (one test); then the forest and the majority class for the same seeds (anchors, seconds).
 DST=checkpoints/label_efficiency_gpu35_b1_fast
 mkdir -p $DST/pretrain_cell
-cp -n docs/gpu_check/cell_tiny_checkpoint_34.stcln.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
+cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar $DST/pretrain_cell/checkpoint_34.stcln.tar
 GRID="--budgets 1 --seeds 34 --sweep_budget 1 --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32
       --test_limit 100 --pretrain_epochs 35 --jobs 2 --fast --output_dir $DST"
 STOP=$(date -d '2026-12-05 02:50' +%s)

@@ -34,7 +34,7 @@ from utils.atomic import write_atomic
 DEMO = ["--budgets", "1", "5", "--sweep_budget", "5", "--seeds", "3", "--arms", "scratch", "wp_cell", "rf", "majority",
         "--lrs", "3e-3", "--steps", "80", "--min_epochs", "1", "--validations", "3", "--val_limit", "24",
         "--test_limit", "48", "--jobs", "2"]
-BACKBONE = Path(__file__).resolve().parents[1] / "docs" / "gpu_check" / "cell_tiny_checkpoint_34.stcln.tar"
+BACKBONE = Path(__file__).resolve().parents[1] / "pretrained" / "stcln_tiny_cell_synthetic_v2_e35.tar"
 BACKBONE_EPOCHS = 35  # checkpoint_34 = after the 35th epoch
 
 
