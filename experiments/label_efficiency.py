@@ -258,16 +258,29 @@ class Executor:
             _execute(target, argv, None if in_process else log_file, threads)
 
     def map(self, tasks: list[tuple]) -> None:
-        """Runs every task; at the first failure the tasks not started yet are dropped (the running ones finish)."""
+        """Runs every task; at the first failure the tasks not started yet are dropped (the running ones finish).
+
+        Progress: one bar over the tasks (done / total, elapsed, time left), and a line per finished
+        task with its result (:func:`task_result`)."""
         if not tasks:
             return
+        progress = Progress(tasks)
         if self.jobs == 1:
             for task in tasks:
+                progress.start(task)
                 self.run(task, in_process=True)
+                progress.finish(task)
+            progress.close()
             return
         with ThreadPoolExecutor(self.jobs) as pool:
             threads = self.threads(sum(not callable(task[0]) for task in tasks))  # the anchors are short
-            futures = [pool.submit(self.run, task, False, threads) for task in tasks]
+
+            def run(task):
+                progress.start(task)
+                self.run(task, False, threads)
+                progress.finish(task)
+
+            futures = [pool.submit(run, task) for task in tasks]
             try:
                 for future in futures:
                     future.result()
@@ -275,6 +288,64 @@ class Executor:
                 for future in futures:
                     future.cancel()
                 raise
+            finally:
+                progress.close()
+
+
+def task_name(task: tuple) -> str:
+    """What a task is, for the progress line: 'pretrain_cell', 'scratch b5_s0_f1_lr0.003', 'rf majority b5 s0 f1'."""
+    target, argv, _ = task
+    if target is baselines:
+        args, budget, seed, arms, *fold = argv
+        return f"{' '.join(arms)} b{budget:g} s{seed}" + (f" f{fold[0]}" if fold and fold[0] is not None else "")
+    if callable(target):
+        return getattr(target, "__name__", "task")
+    out = Path(str(argv[list(map(str, argv)).index("--output_dir") + 1]))
+    return out.name if out.name.startswith("pretrain_") else f"{out.parent.name} {out.name}"
+
+
+def task_result(task: tuple) -> str:
+    """A finished task's headline: test mIoU of a fine-tune, the last masked-cell MSE of a pre-training."""
+    target, argv, _ = task
+    if callable(target):
+        return "scored" if target is baselines else "done"
+    out = Path(str(argv[list(map(str, argv)).index("--output_dir") + 1]))
+    summary = out / "summary.json"
+    if summary.is_file():
+        return f"test mIoU {json.loads(summary.read_text())['test']['mIoU']:.3f}"
+    return "backbone written" if out.name.startswith("pretrain_") else "finished"
+
+
+class Progress:
+    """One progress bar over a wave of tasks and a log line per finished task (thread-safe)."""
+
+    def __init__(self, tasks: list[tuple]):
+        from threading import Lock
+
+        from tqdm import tqdm
+
+        self.total, self.done, self.start_time, self.lock = len(tasks), 0, time.perf_counter(), Lock()
+        self.running: dict[int, str] = {}
+        self.bar = tqdm(total=self.total, unit="run", desc="study", dynamic_ncols=True, mininterval=1.0)
+
+    def start(self, task: tuple) -> None:
+        with self.lock:
+            self.running[id(task)] = task_name(task)
+            self.bar.set_postfix_str(", ".join(self.running.values()), refresh=True)
+
+    def finish(self, task: tuple) -> None:
+        with self.lock:
+            self.done += 1
+            self.running.pop(id(task), None)
+            elapsed = time.perf_counter() - self.start_time
+            left = elapsed / self.done * (self.total - self.done)
+            self.bar.write(f"[{self.done}/{self.total}] {task_name(task)}: {task_result(task)} "
+                           f"({elapsed / 60:.1f} min so far, about {left / 60:.1f} min left in this wave)")
+            self.bar.set_postfix_str(", ".join(self.running.values()), refresh=False)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # ---------------------------------------------------------------------------------------------

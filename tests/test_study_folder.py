@@ -212,3 +212,18 @@ def test_help_states_the_crop_and_cv_defaults():
     text = le.get_parser().format_help()
     assert "--crop_size N" in text and "default: the folder's patch size" in text
     assert "--cv" in text and "default: off" in text
+
+
+def test_progress_names_each_run_and_prints_its_result_as_it_finishes(tmp_path, capsys):
+    out = tmp_path / "runs" / "scratch" / "b5_s0_f1_lr0.003"
+    out.mkdir(parents=True)
+    task = ("PASTIS/finetuning_STCLN.py", ["--seed", 0, "--output_dir", out], out / "log.txt")
+    pretrain = ("pretrain_STCLN.py", ["--output_dir", tmp_path / "pretrain_cell"], None)
+    assert le.task_name(task) == "scratch b5_s0_f1_lr0.003" and le.task_name(pretrain) == "pretrain_cell"
+    (out / "summary.json").write_text(json.dumps({"test": {"mIoU": 0.5}}))
+    progress = le.Progress([task, pretrain])
+    progress.start(task)
+    progress.finish(task)
+    progress.close()
+    line = [text for text in capsys.readouterr().out.splitlines() if text.startswith("[1/2]")]
+    assert line and "scratch b5_s0_f1_lr0.003: test mIoU 0.500" in line[0] and "min left" in line[0]
