@@ -10,23 +10,21 @@ factory (it receives the generated root folder). Each row is read through a Data
 
 import argparse
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from utils.datasets import PASTISDataset, pad_collate, write_pastis_like
+from bench.loader_timing import BATCH_SIZE, time_loader
+from utils.datasets import PASTISDataset, write_pastis_like
 
-BYTES_PER_MB = 1e6
-FLOAT32_BYTES = 4
-BATCH_SIZE = 4
 TRAIN_FOLDS = (1, 2, 3)
 CROP = 32
 
 
 def rows() -> list[tuple[str, Callable[[Path], Dataset]]]:
     """(name, factory(root) -> Dataset) for every configuration to time."""
+
     def pastis(**kwargs) -> Callable[[Path], Dataset]:
         return lambda root: PASTISDataset(root, folds=TRAIN_FOLDS, **kwargs)
 
@@ -37,22 +35,6 @@ def rows() -> list[tuple[str, Callable[[Path], Dataset]]]:
         (f"pastis {CROP}px random read", pastis(crop_size=CROP, crop_mode="random", mmap=False)),
         (f"pastis {CROP}px grid mmap", pastis(crop_size=CROP, crop_mode="grid", mmap=True)),
     ]
-
-
-def time_loader(dataset: Dataset, workers: int, epochs: int) -> tuple[float, float]:
-    """Samples/s and MB/s over ``epochs`` timed passes after one warm-up pass."""
-    loader = DataLoader(dataset, batch_size=BATCH_SIZE, num_workers=workers, collate_fn=pad_collate,
-                        persistent_workers=workers > 0)
-    for _ in loader:  # warm-up: worker start, page cache
-        pass
-    samples = n_bytes = 0
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for batch in loader:
-            samples += len(batch["id"])
-            n_bytes += batch["image"].numel() * FLOAT32_BYTES
-    elapsed = time.perf_counter() - start
-    return samples / elapsed, n_bytes / BYTES_PER_MB / elapsed
 
 
 def main() -> None:
@@ -67,8 +49,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_pastis_like(root, n_patches=args.patches, size=args.size, n_dates=tuple(args.dates), return_arrays=False)
-        print(f"{args.patches} patches of {args.size}x{args.size} px, T in {args.dates}, batch {BATCH_SIZE}, "
-              f"folds {TRAIN_FOLDS}")
+        print(
+            f"{args.patches} patches of {args.size}x{args.size} px, T in {args.dates}, batch {BATCH_SIZE}, "
+            f"folds {TRAIN_FOLDS}"
+        )
         print(f"{'configuration':<28} {'workers':>7} {'samples':>7} {'samples/s':>10} {'MB/s':>8}")
         for name, factory in rows():
             dataset = factory(root)
@@ -76,7 +60,7 @@ def main() -> None:
                 rate, megabytes = time_loader(dataset, workers, args.epochs)
                 print(f"{name:<28} {workers:>7} {len(dataset):>7} {rate:>10.1f} {megabytes:>8.1f}")
     if not args.skip_mtlcc:
-        from bench.data_loading_mtlcc import bench_rows  # imports this module's time_loader
+        from bench.data_loading_mtlcc import bench_rows
 
         print("\nMTLCC, 48x48 tiles, 30 random dates per access")
         print(f"{'source':<36} {'samples/s':>10} {'MB/s':>8}")

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.data_loading import time_loader
+from bench.loader_timing import time_loader
 from utils.datasets.mtlcc import MTLCCDataset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
 
@@ -24,8 +24,9 @@ REAL_DATES = 40
 SAMPLE_DATES = 30
 
 
-def bench_rows(n_tiles: int = 16, epochs: int = 2, workers: tuple[int, ...] = (0,),
-               n_dates: int = REAL_DATES) -> list[tuple[str, float, float]]:
+def bench_rows(
+    n_tiles: int = 16, epochs: int = 2, workers: tuple[int, ...] = (0,), n_dates: int = REAL_DATES
+) -> list[tuple[str, float, float]]:
     """(name, samples/s, MB/s) for every source x worker count, plus the one-time cache conversion."""
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -37,8 +38,11 @@ def bench_rows(n_tiles: int = 16, epochs: int = 2, workers: tuple[int, ...] = (0
         start = time.perf_counter()
         MTLCCDataset(base / "tfrecord", "train", n_dates=SAMPLE_DATES, cache_dir=base / "cache")
         rows.append(("mtlcc cache conversion (tiles/s)", n_tiles / (time.perf_counter() - start), float("nan")))
-        sources = {"tfrecord": dict(root=base / "tfrecord"), "geotiff": dict(root=base / "geotiff"),
-                   "npy cache": dict(root=base / "tfrecord", cache_dir=base / "cache")}
+        sources = {
+            "tfrecord": dict(root=base / "tfrecord"),
+            "geotiff": dict(root=base / "geotiff"),
+            "npy cache": dict(root=base / "tfrecord", cache_dir=base / "cache"),
+        }
         for name, kwargs in sources.items():
             dataset = MTLCCDataset(split="train", n_dates=SAMPLE_DATES, **kwargs)
             for worker_count in workers:

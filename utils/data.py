@@ -11,19 +11,19 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from utils.args import SMOKE_MTLCC_DATES, data_layout, parse_temporal
-from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic, label_ratio_subset
+from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
 from utils.datasets.protocols import UNSCORED
 from utils.errors import DataError, STCLNError
-from utils.metrics import PROTOCOLS, EvalProtocol
+from utils.metrics import PROTOCOLS
 
 log = logging.getLogger("stcln")
 CACHE_ROOT = Path("data_cache")
@@ -37,32 +37,6 @@ SYNTHETIC_MTLCC_FIRST_EVAL_ID = 20_000  # above every id of the authors' lists
 MTLCC_RGB = (0, 1, 2)  # B04, B03, B02
 PASTIS_RGB = (2, 1, 0)
 COMPLETE_MARKER = "COMPLETE.json"
-SMOKE_CROP = 8  # --smoke patches are 16x16: crops of 8 keep the crop/grid code paths
-
-
-@dataclass
-class DataInfo:
-    """What the model, loss and reports need to know about a data set."""
-
-    in_channels: int
-    num_classes: int
-    classes: list
-    ignore_index: int | None
-    background_index: int | None
-    red_index: int
-    nir_index: int
-    rgb_indices: tuple
-    colormap: tuple
-    protocols: dict[str, EvalProtocol]
-    ndvi_gate: bool = True  # the masking's vegetation gate can be computed (red/NIR, or an NDVI band)
-
-
-@dataclass
-class DataBundle:
-    train: Dataset | None
-    val: Dataset | None
-    test: Dataset | None
-    info: DataInfo
 
 
 def size_key(args) -> str:
@@ -80,7 +54,7 @@ def uses_synthetic(args) -> bool:
 def info_for(args, dataset: Dataset | None = None) -> DataInfo:
     """What the model and reports need; class names come from ``dataset`` (MTLCC: its classes.txt) when given."""
     if args.dataset == "folder":
-        from utils.data_folder import folder_data_info  # imports this module
+        from utils.data_folder import folder_data_info
 
         return folder_data_info(args)
     if is_pastis_format(args):
@@ -165,7 +139,7 @@ def resolve_pastis_folds(args) -> None:
 def build_pretrain_data(args: argparse.Namespace) -> DataBundle:
     """Unlabelled training series: PASTIS folds (every grid crop each epoch, as the authors) or MTLCC tiles."""
     if args.dataset == "folder":
-        from utils.data_folder import build_folder_pretrain  # imports this module
+        from utils.data_folder import build_folder_pretrain
 
         return build_folder_pretrain(args)
     resolve_pastis_folds(args)
@@ -186,19 +160,6 @@ def resolve_label_subset(args) -> str:
     return args.label_subset
 
 
-def labelled_subset(args, full: Dataset, classes: np.ndarray) -> Dataset:
-    if not 0.0 < args.label_ratio <= 1.0:
-        raise STCLNError(f"--label_ratio must be in (0, 1], got {args.label_ratio}")
-    scored = int((np.asarray(classes) >= 0).sum())
-    if scored == 0:
-        raise DataError(f"--label_ratio: none of the {len(full)} training samples has a labelled crop pixel")
-    index = label_ratio_subset(classes, args.label_ratio, args.seed)
-    log.info("labelled subset: %d of the %d samples with a crop pixel (%d without one are never drawn; "
-             "--label_ratio %g, class-stratified, seed %d)", len(index), scored, len(full) - scored,
-             args.label_ratio, args.seed)
-    return Subset(full, [int(i) for i in index])
-
-
 def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test")) -> DataBundle:
     """Labelled training subset, validation and test sets. All PASTIS splits use the training folds' statistics."""
     subset = resolve_label_subset(args)
@@ -206,7 +167,7 @@ def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test"
     if args.dataset != "folder":
         resolve_pastis_folds(args)
     if args.dataset == "folder":
-        from utils.data_folder import build_folder_finetune  # imports this module
+        from utils.data_folder import build_folder_finetune
 
         out = build_folder_finetune(args, splits, subset)
     elif is_pastis_format(args):

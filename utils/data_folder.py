@@ -13,7 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from utils.args import parse_temporal
-from utils.data import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
 from utils.datasets.folder import FolderDataset, FolderSpec, read_dataset_json
 from utils.datasets.pastis import METADATA_FILE, open_npy, read_pastis_metadata, s2_path
 from utils.errors import DataError

@@ -33,15 +33,18 @@ def score(data, grid: np.ndarray, clouds: bool, seed: int) -> float:
         keep = weight[label] > 0
         x.append(features(sample, grid, clouds)[keep])
         y.append(label[keep])
-    model = RandomForestClassifier(study.RF_TREES, n_jobs=1, random_state=seed).fit(np.concatenate(x), np.concatenate(y))
+    model = RandomForestClassifier(study.RF_TREES, n_jobs=1, random_state=seed).fit(
+        np.concatenate(x), np.concatenate(y)
+    )
     matrix = np.zeros((info.num_classes, info.num_classes), dtype=np.int64)
     for index in range(len(data.test)):
         sample = data.test[index]
         truth = sample["label"].numpy().ravel()  # (H, W) -> (H*W,)
         pred = model.predict(features(sample, grid, clouds))
         keep = truth != info.ignore_index
-        matrix += np.bincount(truth[keep] * info.num_classes + pred[keep],
-                              minlength=info.num_classes**2).reshape(info.num_classes, info.num_classes)
+        matrix += np.bincount(truth[keep] * info.num_classes + pred[keep], minlength=info.num_classes**2).reshape(
+            info.num_classes, info.num_classes
+        )
     return evaluate_protocol(matrix, info.protocols["stcln"], info.classes)["mIoU"]
 
 
@@ -51,10 +54,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[100])
     parser.add_argument("--budget", type=float, default=25)
     cli = parser.parse_args()
-    args = study.get_parser().parse_args(["--dataset", "folder", "--data_root", cli.data_root, "--cv", "--preset", "small"])
+    args = study.get_parser().parse_args(
+        ["--dataset", "folder", "--data_root", cli.data_root, "--cv", "--preset", "small"]
+    )
     args.cv_folds = study.data_folds(args)
-    rows = {"days 0-365, every date (before)": (False, False), "whole series, every date": (True, False),
-            "whole series, clear dates only (now)": (True, True)}
+    rows = {
+        "days 0-365, every date (before)": (False, False),
+        "whole series, every date": (True, False),
+        "whole series, clear dates only (now)": (True, True),
+    }
     results = {name: [] for name in rows}
     for seed in cli.seeds:
         for fold in study.rotations(args):
@@ -63,7 +71,9 @@ def main() -> None:
                 grid = study.rf_grid(data.train) if whole else np.arange(0, 366, study.RF_DAY_STEP, dtype=np.float64)
                 results[name].append(score(data, grid, clouds, seed))
     for name, values in results.items():
-        print(f"| {name} | {np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} | {', '.join(f'{v:.3f}' for v in values)} |")
+        print(
+            f"| {name} | {np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} | {', '.join(f'{v:.3f}' for v in values)} |"
+        )
     print(json.dumps(results))
 
 

@@ -170,7 +170,9 @@ def _colormap(path: Path, raw: dict, classes: tuple[str, ...] | None) -> tuple |
     if classes is None or table.shape != (len(classes), 3):
         raise DataError(f"{path}: field 'colormap' must hold one RGB triplet per class, got shape {table.shape}")
     if not np.isfinite(table).all() or table.min() < 0 or table.max() > 255:
-        raise DataError(f"{path}: field 'colormap' values must lie in 0..1 or 0..255, found {table.min():g}..{table.max():g}")
+        raise DataError(
+            f"{path}: field 'colormap' values must lie in 0..1 or 0..255, found {table.min():g}..{table.max():g}"
+        )
     return tuple(tuple(row) for row in table.tolist())
 
 
