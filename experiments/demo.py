@@ -13,7 +13,7 @@ interval. The full study (all budgets, seeds, masking modes and linear probes) i
 `python -m experiments.label_efficiency`; see the README for its results.
 
 The backbone is the one this repository released: 35 epochs of cell-masked pre-training of the
-tiny model on one H200 (docs/gpu_check.sh, part 3; its masked-cell MSE beats the same-date
+tiny model on one H200 (results/gpu_check/gpu_check.sh, part 3; its masked-cell MSE beats the same-date
 neighbour mean from epoch 16 on), fine-tuned here as a user fine-tunes the authors'
 checkpoint_99. One pre-training epoch takes 5-10 min on 2 CPU cores, so 35 would take hours;
 ``--pretrain_epochs N`` pre-trains here instead (the study's own pre-training, N epochs).

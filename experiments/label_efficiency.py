@@ -2,7 +2,7 @@
 
     python -m experiments.label_efficiency                      # the full study on the synthetic benchmark
     python -m experiments.label_efficiency --smoke              # seconds (CI)
-    bash docs/label_efficiency_run.sh   # every command behind the README's results, in order (hours on 2 cores)
+    bash results/label_efficiency_synthetic/commands.sh   # every command behind the README's results, in order (hours on 2 cores)
     python -m experiments.label_efficiency --dataset pastis --data_root data/PASTIS --preset paper --device cuda
 
 For every label budget (% of the training crops, class-stratified, never a crop without a scored
@@ -596,7 +596,7 @@ def pretrain_diagnostics(args, mode: str, fold: int | None = None) -> dict:
     from utils.checkpoint import load_checkpoint
 
     path = pretrain_dir(args, mode, fold) / "last.tar"
-    if not path.is_file():  # a backbone export pre-trained elsewhere and copied in (docs/label_efficiency_run.sh, 13)
+    if not path.is_file():  # a backbone export pre-trained elsewhere and copied in (results/label_efficiency_synthetic/commands.sh, 13)
         return {}
     ckpt = load_checkpoint(path, trusted=False)
     return {k: v for k, v in ckpt.get("metrics", {}).items() if isinstance(v, (int, float))}

@@ -40,7 +40,7 @@ def test_paired_difference_matches_scipy():
 
 
 def test_paired_p_values_match_a_hand_t_test_and_an_enumerated_signed_rank_test():
-    # Command 13's five per-seed differences (docs/label_efficiency_run.sh: t p 0.19, Wilcoxon p 0.31).
+    # Command 13's five per-seed differences (results/label_efficiency_synthetic/commands.sh: t p 0.19, Wilcoxon p 0.31).
     diff = np.array([0.0606, 0.0415, -0.0257, -0.0006, 0.1016])
     runs = [{"arm": "x", "budget": 5, "seed": s, "test": {"mIoU": 0.5 + v}} for s, v in enumerate(diff)]
     runs += [{"arm": "y", "budget": 5, "seed": s, "test": {"mIoU": 0.5}} for s in range(5)]
@@ -148,7 +148,7 @@ def test_pretrain_history_reads_every_launch_of_a_resumed_pre_training(tmp_path)
 
 
 def test_a_backbone_copied_in_without_its_pre_training_folder_reports_no_pre_training(tmp_path):
-    """An export pre-trained elsewhere (docs/label_efficiency_run.sh, command 13): no last.tar, no TensorBoard
+    """An export pre-trained elsewhere (results/label_efficiency_synthetic/commands.sh, command 13): no last.tar, no TensorBoard
     folder; the study treats it as pre-trained and its pre-training tables stay empty."""
     args = le.get_parser().parse_args(["--output_dir", str(tmp_path), "--pretrain_epochs", "35"])
     le.pretrain_dir(args, "cell").mkdir(parents=True)

@@ -1,11 +1,11 @@
-"""README 'What it found': the table and docs/label_efficiency_summary.png (a forest plot) of every
+"""README 'What it found': the table and results/label_efficiency_synthetic/label_efficiency_summary.png (a forest plot) of every
 comparison the label-efficiency study has made, from the per-seed test mIoU recorded in
-docs/label_efficiency_summary.json. The paired differences are computed by the study's own function
+results/label_efficiency_synthetic/label_efficiency_summary.json. The paired differences are computed by the study's own function
 (experiments.label_efficiency.paired_difference), so the table checks the numbers quoted in the record.
 A second table says what each comparison could detect: the spread of its per-seed differences, the
 smallest true difference its seeds find with 80 % power, and how many seeds would find its own mean.
 
-    python docs/label_efficiency_summary.py
+    python results/label_efficiency_synthetic/label_efficiency_summary.py
 """
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from experiments.label_efficiency import PAIRS, paired_difference, seeds_needed  # noqa: E402
 from utils.figures import paired_differences_figure, save_figure  # noqa: E402
 from utils.report import format_table  # noqa: E402

@@ -1,15 +1,15 @@
-"""docs/gpu_check/pretext_curves.png: the masked-cell MSE per epoch of the GPU pre-trainings, read from
+"""results/gpu_check/gpu_check/pretext_curves.png: the masked-cell MSE per epoch of the GPU pre-trainings, read from
 their logs (their TensorBoard folders stayed on the GPU machine): cell masking, tiny and small model
-(docs/gpu_check.sh), then block and frame masking, tiny model (docs/gpu_check2.sh).
+(results/gpu_check/gpu_check.sh), then block and frame masking, tiny model (results/gpu_check/gpu_check2.sh).
 
-    python docs/gpu_check_figure.py
+    python results/gpu_check/gpu_check_figure.py
 """
 
 import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from utils.figures import pretext_curves_figure, save_figure  # noqa: E402
 
 DOCS = Path(__file__).parent

@@ -135,7 +135,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
 # (Command 10 ran in one go, 22:52-00:06 (74 min) with the code of feb54e6, on a 2-core EPYC without AVX-512. The
 #  2-epoch backbones matched command 1's to the printed 4 decimals (cell loss 0.0223, pretext 0.0222, neighbour mean
 #  0.0076; block 0.0479, 0.0476, 0.0515). Test mIoU: scratch 0.625 (s3), 0.582 (s4); wp_cell 0.688, 0.597; wp_block
-#  0.660, 0.620; results.md as docs/label_efficiency_steps900_s34_results.md. Combined with seeds 0-2 of command 4
+#  0.660, 0.620; results.md as results/label_efficiency_synthetic/label_efficiency_steps900_s34_results.md. Combined with seeds 0-2 of command 4
 #  (README "Converged schedules at 5 %", five seeds): wp_cell - scratch +0.049 [+0.015, +0.083], wp_block - scratch
 #  +0.046 [+0.005, +0.087], 5 of 5 seeds each.)
 # 11. wp_frame for seeds 3 and 4 of command 4, chosen after command 10 (2026-12-04 session, 03:30) so that the 5-seed
@@ -171,9 +171,9 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 3 -
 # (Command 12 ran in one go, 04:11-05:52 (101 min), code of a44f5c6, the machine of commands 10-11. Test mIoU at 1 %,
 #  seeds 0-2: scratch 0.349, 0.353, 0.446; wp_cell 0.370, 0.368, 0.394; wp_block 0.358, 0.398, 0.443; wp_frame 0.373,
 #  0.323, 0.427; paired - scratch: cell -0.006 [-0.107, +0.096] (2/3), block +0.017 [-0.045, +0.078] (2/3), frame
-#  -0.009 [-0.080, +0.062] (1/3). results.md (written by --report) as docs/label_efficiency_steps900_b1_results.md.)
+#  -0.009 [-0.080, +0.062] (1/3). results.md (written by --report) as results/label_efficiency_synthetic/label_efficiency_steps900_b1_results.md.)
 # 13. a cell backbone whose pretext beats the non-learned baselines (2026-12-04, 13:41), chosen after the GPU call of
-#     docs/gpu_check.sh: on one H200 the same cell pre-training as commands 5-6 (the study's arguments with --fast,
+#     results/gpu_check/gpu_check.sh: on one H200 the same cell pre-training as commands 5-6 (the study's arguments with --fast,
 #     seed 0, tiny) ran 35 epochs in a 240 s time box and its masked-cell MSE went below the same-date neighbour mean
 #     from epoch 16 on (epoch 35: 0.0045 vs 0.0076), which item 4 of the issue asks before fine-tuning is compared.
 #     That backbone (checkpoint_34.stcln.tar, copied back from the GPU; its pre-training folder stayed there) is
@@ -192,7 +192,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 -
 #  while it ran; neither touches a fine-tune), on the 2-core EPYC without AVX-512; test runs and a clean-clone .ci/run
 #  shared the cores for about 20 of those minutes. Test mIoU s0-s4: scratch 0.633, 0.589, 0.626, 0.625, 0.582 (s3 and s4 equal command
 #  10's, same CPU type); wp_cell (35-epoch GPU backbone) 0.693, 0.631, 0.600, 0.624, 0.684; paired +0.035 [-0.027,
-#  +0.098] (3/5). results.md (written by the command) as docs/label_efficiency_gpu35_results.md.)
+#  +0.098] (3/5). results.md (written by the command) as results/label_efficiency_synthetic/label_efficiency_gpu35_results.md.)
 # 14. the 35-epoch GPU cell backbone at 1 % (2026-12-04, 15:26), chosen after command 13: does a backbone that solves
 #     its pretext help at the smallest budget, where the 2-epoch one did not (command 12: cell -0.006)? Command 12's
 #     fp32 recipe exactly (lr 3e-3, 900 steps, 4 validations on 32 patches, 100 test crops), wp_cell seeds 0-2 with
@@ -209,7 +209,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms wp_cell --
 # (Command 14 ran in one go, 15:24-15:58 (35 min), code of the commit that wrote it down, same machine as command 13.
 #  Scratch s0 0.3495 (command 12: 0.349). wp_cell (35-epoch GPU backbone) s0-s2: 0.362, 0.413, 0.434; paired against
 #  command 12's scratch (0.349, 0.353, 0.446): +0.020 [-0.071, +0.111] (2/3). results.md as
-#  docs/label_efficiency_gpu35_b1_results.md (its own paired row holds seed 0 only, the one scratch run it has).)
+#  results/label_efficiency_synthetic/label_efficiency_gpu35_b1_results.md (its own paired row holds seed 0 only, the one scratch run it has).)
 # (The 3-seed pair of command 14 and the p values of command 13 quoted in the README were computed by hand, as the
 #  study computes its intervals (t, 95 %, n-1 degrees of freedom):
 #  python -c "import numpy as np; from scipy import stats; d = np.array([0.3620, 0.4126, 0.4335]) - [0.3495, 0.353,
@@ -217,8 +217,8 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms wp_cell --
 #  -> +0.020 [-0.071, +0.111]; command 13's differences [0.0606, 0.0415, -0.0257, -0.0006, 0.1016]:
 #  stats.ttest_1samp(d, 0).pvalue 0.19, stats.wilcoxon(d).pvalue 0.31.)
 # 15. block and frame at the cell backbone's pre-training budget (2026-12-04 16:20, a new session), chosen to close
-#     what command 13 left: the three masking modes compared at 35 epochs, not cell alone. docs/gpu_check2.sh
-#     pre-trains block and frame on one H200 exactly as docs/gpu_check.sh part 3 pre-trained cell (the study's
+#     what command 13 left: the three masking modes compared at 35 epochs, not cell alone. results/gpu_check/gpu_check2.sh
+#     pre-trains block and frame on one H200 exactly as results/gpu_check/gpu_check.sh part 3 pre-trained cell (the study's
 #     arguments, tiny, seed 0, bf16 + --fast_dropout, 35 epochs). Their last exports are fine-tuned in command 13's
 #     recipe (5 %, fp32, lr 3e-3, 900 steps, 4 validations on 32 patches, 100 test crops), seeds 0-4, in command
 #     13's folder, so the study pairs them with the same scratch runs. Fixed before any of its runs; whatever
@@ -227,18 +227,18 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms wp_cell --
 DST=checkpoints/label_efficiency_gpu35
 for mode in block frame; do
     mkdir -p $DST/pretrain_$mode
-    cp -n docs/gpu_check2/${mode}_tiny_checkpoint_34.stcln.tar $DST/pretrain_$mode/checkpoint_34.stcln.tar
+    cp -n results/gpu_check/gpu_check2/${mode}_tiny_checkpoint_34.stcln.tar $DST/pretrain_$mode/checkpoint_34.stcln.tar
 done
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 5 --seeds 5 --sweep_budget 5 \
     --arms scratch wp_cell wp_block wp_frame --lrs 3e-3 --steps 900 --min_epochs 1 --validations 4 --val_limit 32 \
     --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST
-# (Command 15 did not run. docs/gpu_check2.sh pre-trained block and frame for 35 epochs (logs in docs/gpu_check2/:
+# (Command 15 did not run. results/gpu_check/gpu_check2.sh pre-trained block and frame for 35 epochs (logs in results/gpu_check/gpu_check2/:
 #  block 0.0147 vs its neighbour mean 0.051, frame 0.0369 vs 0.53), but their exports did not come back from the
 #  device machine (at most 8 files per call) and no device time was left to fetch them.)
-# (To run it on a later GPU session: docs/gpu_check3.sh (2026-12-04 evening, dry-run on a CPU with EPOCHS=2
+# (To run it on a later GPU session: results/gpu_check/gpu_check3.sh (2026-12-04 evening, dry-run on a CPU with EPOCHS=2
 #  EXTRA=--smoke) pre-trains block and frame with gpu_check2.sh's arguments but outside $OUT, each in a time box, and
-#  copies back only the last export of each and the logs. Keep them as docs/gpu_check3/<mode>_tiny_checkpoint_<E>.stcln.tar
-#  and run command 15 with docs/gpu_check3 in place of docs/gpu_check2 (and the epoch reached, if a box ended first).)
+#  copies back only the last export of each and the logs. Keep them as results/gpu_check/gpu_check3/<mode>_tiny_checkpoint_<E>.stcln.tar
+#  and run command 15 with results/gpu_check/gpu_check3 in place of results/gpu_check/gpu_check2 (and the epoch reached, if a box ended first).)
 # 16. the 35-epoch GPU cell backbone at 1 %, seeds 3-4 (2026-12-04 16:57), chosen after command 14 (3 seeds): five
 #     seeds at 1 %, as at 5 % (command 13), in command 14's folder and recipe (fp32, lr 3e-3, 900 steps, 4
 #     validations on 32 patches, 100 test crops). Scratch seeds 3-4 run next to them (command 12 has seeds 0-2
@@ -250,7 +250,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 1 --seeds 5 -
     --arms scratch wp_cell --only_seeds 3 4
 # (Command 16 ran in one go, 16:55-17:25 (31 min), code of the commit that wrote it down, same machine as commands
 #  13-14. Test mIoU, seeds 3-4: scratch 0.4798, 0.3790; wp_cell 0.4961, 0.4838. results.md (seeds 3-4 only) as
-#  docs/label_efficiency_gpu35_b1_s34_results.md. Five seeds, scratch s0-s2 from command 12, computed by hand as for
+#  results/label_efficiency_synthetic/label_efficiency_gpu35_b1_s34_results.md. Five seeds, scratch s0-s2 from command 12, computed by hand as for
 #  command 14: d = [0.3620, 0.4126, 0.4335, 0.4961, 0.4838] - [0.349, 0.353, 0.446, 0.4798, 0.3790]
 #  -> +0.036 [-0.021, +0.094] (4/5), t test p 0.15, Wilcoxon p 0.13; scratch 0.401 +- 0.059, wp_cell 0.438 +- 0.055.)
 # 17. the 35-epoch GPU cell backbone at 2 %, seeds 0-2 (written 2026-12-04 17:13, while command 16's second wave ran
@@ -266,8 +266,8 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 3 -
     --arms scratch wp_cell
 # (Command 17 ran in one go, 17:25-18:12 (46 min), code of the commit that wrote it down, same machine as commands
 #  13-16. Test mIoU s0-s2: scratch 0.501, 0.505, 0.520; wp_cell 0.516, 0.663, 0.611; paired +0.088 [-0.091, +0.267]
-#  (3/3), t test p 0.17. results.md (written by the command) as docs/label_efficiency_gpu35_b2_results.md, its seed-0
-#  validation curves as docs/label_efficiency_gpu35_b2_training_curves.png.)
+#  (3/3), t test p 0.17. results.md (written by the command) as results/label_efficiency_synthetic/label_efficiency_gpu35_b2_results.md, its seed-0
+#  validation curves as results/label_efficiency_synthetic/label_efficiency_gpu35_b2_training_curves.png.)
 # 18. the 35-epoch GPU cell backbone at 2 %, seeds 3-4 (2026-12-04 18:21), chosen after command 17 (3 seeds), as
 #     command 16 completed command 14: five seeds at 2 %, same folder and recipe, scratch next to it. Two waves of two
 #     runs (about 32 min), what is left of the session; a wave that does not finish is reported as such.
@@ -276,7 +276,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency --budgets 2 --seeds 5 -
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --jobs 2 --output_dir $DST \
     --arms scratch wp_cell --only_seeds 3 4
 # (Command 18 ran in one go, 18:19-18:53 (33 min). Seeds 3-4: scratch 0.5189, 0.5402; wp_cell 0.5940, 0.6106.
-#  results.md (seeds 3-4) as docs/label_efficiency_gpu35_b2_s34_results.md. Five seeds by the hand computation of
+#  results.md (seeds 3-4) as results/label_efficiency_synthetic/label_efficiency_gpu35_b2_s34_results.md. Five seeds by the hand computation of
 #  command 14: +0.082 [+0.018, +0.146] (5/5), t test p 0.024, Wilcoxon p 0.0625; scratch 0.517 +- 0.016, wp_cell
 #  0.599 +- 0.053.)
 # 19. a confirmatory replication at 2 % on fresh seeds 5-9 (written 2026-12-04 19:17, a new session, before any of
@@ -316,8 +316,8 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  p 0.31; scratch 0.549 +- 0.030, wp_cell 0.576 +- 0.050. The 2 % gain of commands 17-18 is not confirmed at its size.
 #  Ten seeds (`--report --seeds 10`): +0.055 [+0.015, +0.094] (9/10), t p 0.012, Wilcoxon p 0.014; scratch 0.533 +-
 #  0.028, wp_cell 0.588 +- 0.050. Random forest (this CPU) seeds 0-9 0.374 +- 0.041 (seeds 0-4 0.372; the grid's,
-#  from the AVX-512 CPU, 0.367), majority 0.024. results.md as docs/label_efficiency_gpu35_b2_s59_results.md (seeds
-#  5-9) and docs/label_efficiency_gpu35_b2_s09_results.md (seeds 0-9).)
+#  from the AVX-512 CPU, 0.367), majority 0.024. results.md as results/label_efficiency_synthetic/label_efficiency_gpu35_b2_s59_results.md (seeds
+#  5-9) and results/label_efficiency_synthetic/label_efficiency_gpu35_b2_s09_results.md (seeds 0-9).)
 # (Command 20 ran 20:48-21:52 with the code of the commits after command 19's result; four of its five waves
 #  finished before the session had to stop (seed 9 was still training at 21:52, was stopped by Ctrl-C with its
 #  last.tar kept, and is not reported; the same line resumes it and then runs the anchors). Test mIoU,
@@ -326,7 +326,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  scratch 0.438 +- 0.040, wp_cell 0.439 +- 0.021. Nine seeds (scratch s0-2 from command 12, as for command 16),
 #  computed with the study's paired_difference: +0.021 [-0.011, +0.053] (5/9), t p 0.17; scratch 0.418 +- 0.052,
 #  wp_cell 0.438 +- 0.041. The forest and majority (its second line) did not run. results.md as
-#  docs/label_efficiency_gpu35_b1_s59_results.md. The nine-seed pair, by:
+#  results/label_efficiency_synthetic/label_efficiency_gpu35_b1_s59_results.md. The nine-seed pair, by:
 #  python -c "from experiments.label_efficiency import paired_difference as p; sc = [0.349, 0.353, 0.446, 0.4798,
 #  0.3790, 0.4580, 0.4458, 0.3794, 0.4685]; wp = [0.3620, 0.4126, 0.4335, 0.4961, 0.4838, 0.4263, 0.4433, 0.4198,
 #  0.4679]; r = [{'arm': a, 'budget': 1, 'seed': s, 'test': {'mIoU': v}} for a, vs in (('scratch', sc), ('wp_cell', wp))
@@ -371,7 +371,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms scratch wp
 #  (s5 -0.032 -> +0.012, s6 -0.002 -> +0.051, s7 +0.040 -> +0.054, s8 -0.001 -> -0.008). Seeds 5-9 all from this
 #  CPU (`--report --seeds 10 --only_seeds 5 6 7 8 9 --arms scratch wp_cell rf majority`): +0.035 [-0.004, +0.073]
 #  (4/5), t p 0.068, Wilcoxon p 0.125; scratch 0.423 +- 0.041, wp_cell 0.458 +- 0.034; results.md as
-#  docs/label_efficiency_gpu35_b1_s59_avx512_results.md. Not the pre-registered result (b), which stands; reported
+#  results/label_efficiency_synthetic/label_efficiency_gpu35_b1_s59_avx512_results.md. Not the pre-registered result (b), which stands; reported
 #  next to it as what the hardware alone moves.)
 # 22. the 35-epoch GPU cell backbone at 5 % on seeds 5-9 (written 2026-12-04 23:12, before any of its runs), so that
 #     each budget of that backbone has ten seeds: commands 19-21 gave 1 % and 2 % ten seeds each, 5 % has command 13's
@@ -393,7 +393,7 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  this AVX-512 CPU. Test mIoU, seeds 5-9: scratch 0.5860, 0.6196, 0.6527, 0.5907, 0.6085; wp_cell 0.6733, 0.6640,
 #  0.6524, 0.6438, 0.6744. Seeds 5-9 (`--report --seeds 10 --only_seeds 5 6 7 8 9 --arms scratch wp_cell rf
 #  majority`): +0.050 [+0.010, +0.090] (4/5), t p 0.026, Wilcoxon p 0.125; scratch 0.611 +- 0.027, wp_cell
-#  0.662 +- 0.013; results.md as docs/label_efficiency_gpu35_s59_results.md. Forest seeds 0-4 0.4970, 0.4647, 0.5002,
+#  0.662 +- 0.013; results.md as results/label_efficiency_synthetic/label_efficiency_gpu35_s59_results.md. Forest seeds 0-4 0.4970, 0.4647, 0.5002,
 #  0.4848, 0.5378 (the grid's 0.497, 0.465, 0.500, 0.485, 0.538), seeds 5-9 0.5362, 0.4895, 0.5272, 0.5074, 0.4817
 #  (0.508 +- 0.023); majority 0.024. The ten-seed estimate (seeds 0-4 of command 13 as recorded, 3 decimals):
 #  +0.043 [+0.014, +0.072] (7/10), t p 0.009, Wilcoxon p 0.027, sd of the differences 0.041; scratch 0.611 +- 0.024,
@@ -435,4 +435,4 @@ OMP_NUM_THREADS=1 python -m experiments.label_efficiency $GRID --arms rf majorit
 #  0.4537, 0.4383, 0.4362, 0.4917, 0.4634, 0.3401, 0.4599, 0.4163, 0.4167, 0.5105, 0.4963, 0.4403, 0.4538, 0.4371,
 #  0.4393, 0.4130; wp_cell: 0.5248, 0.5050, 0.4761, 0.4673, 0.4872, 0.4512, 0.4699, 0.5007, 0.4272, 0.5207, 0.4891,
 #  0.4770, 0.4862, 0.5369, 0.4621, 0.4622, 0.5489, 0.5234, 0.4516. results.md as
-#  docs/label_efficiency_gpu35_b1_fast_results.md, seed 10's curves as docs/label_efficiency_gpu35_b1_fast_training_curves.png.)
+#  results/label_efficiency_synthetic/label_efficiency_gpu35_b1_fast_results.md, seed 10's curves as results/label_efficiency_synthetic/label_efficiency_gpu35_b1_fast_training_curves.png.)

@@ -5,11 +5,11 @@
 #      compiled with inductor under bf16 autocast, the test script on the best checkpoint, MTLCC fine-tune + test
 #      (TF32, and --strict_fp32 --grad_checkpoint), whole-scene prediction, and the label-efficiency study's smoke run
 #   2. python -m bench.gpu_step at paper size: eager fp32 / TF32 / bf16, then compiled bf16
-#   3. the paper's cell pretext trained past the 10 CPU epochs of command 6 (docs/label_efficiency_run.sh): the
+#   3. the paper's cell pretext trained past the 10 CPU epochs of command 6 (results/label_efficiency_synthetic/commands.sh): the
 #      study's pre-training arguments (tiny, and small), seed 0, bf16, for as many epochs as the time box allows,
 #      to see whether the masked-cell MSE crosses the same-date neighbour mean (0.0076)
-# Usage: OUT=dir bash docs/gpu_check.sh          (the device tool sets OUT; logs and backbones land there)
-#        OUT=dir DEV=cpu bash docs/gpu_check.sh  (dry run of the script on CPU: tiny time boxes, aot_eager)
+# Usage: OUT=dir bash results/gpu_check/gpu_check.sh          (the device tool sets OUT; logs and backbones land there)
+#        OUT=dir DEV=cpu bash results/gpu_check/gpu_check.sh  (dry run of the script on CPU: tiny time boxes, aot_eager)
 set -u
 OUT=${OUT:?set OUT}
 DEV=${DEV:-cuda}
@@ -82,7 +82,7 @@ for size in tiny small; do  # the last backbone export of each pretext run
 done
 ls "$OUT"
 # (Ran once, 2026-12-04 13:32-13:38 UTC, 373 s on one H200 (torch 2.11.0+cu130, driver 580.159.04), code of ff2cfed;
-#  outputs in docs/gpu_check/. Part 1: all eight steps exit 0 (e2e.log). Part 2: bench.log; the eager run took about
+#  outputs in results/gpu_check/gpu_check/. Part 1: all eight steps exit 0 (e2e.log). Part 2: bench.log; the eager run took about
 #  80 s, the compiled one about 100 s. Part 3: 35 epochs (tiny) and 34 (small) in the 240 s box; both ended with
 #  "stopped by SIGTERM" and then a "DataLoader worker ... is killed by signal: Terminated" traceback: `timeout`
 #  signals the whole group, a bug fixed afterwards in utils/signals.py. A second call, to pre-train block and frame

@@ -1,14 +1,14 @@
 #!/bin/bash
-# GPU check 3: docs/gpu_check2.sh again, made so that its backbones come back. The block and frame pretexts are
-# pre-trained exactly as the cell one of docs/gpu_check.sh part 3 (the study's pre-training arguments, tiny, seed 0,
-# bf16 + --fast_dropout, 35 epochs), side by side, for command 15 of docs/label_efficiency_run.sh (the three masking
+# GPU check 3: results/gpu_check/gpu_check2.sh again, made so that its backbones come back. The block and frame pretexts are
+# pre-trained exactly as the cell one of results/gpu_check/gpu_check.sh part 3 (the study's pre-training arguments, tiny, seed 0,
+# bf16 + --fast_dropout, 35 epochs), side by side, for command 15 of results/label_efficiency_synthetic/commands.sh (the three masking
 # modes fine-tuned from backbones of the same pre-training budget, on the CPU). gpu_check2.sh wrote its 35 exports
 # per run straight under $OUT and the device tool returns at most 8 files, so its last exports were lost. Here the
 # runs write outside $OUT, each under its own time box, and only their last export and the logs are copied in
 # (5 files), also when a box ends first (then the epoch reached is in the file name, and command 15 says so).
 # Written down before it ran; whatever comes out is reported.
-# Usage: OUT=dir bash docs/gpu_check3.sh                     (the device tool sets OUT; timeout_s 560 leaves room)
-#        OUT=dir DEV=cpu EPOCHS=2 EXTRA=--smoke bash docs/gpu_check3.sh   (dry run of the file handling on a CPU)
+# Usage: OUT=dir bash results/gpu_check/gpu_check3.sh                     (the device tool sets OUT; timeout_s 560 leaves room)
+#        OUT=dir DEV=cpu EPOCHS=2 EXTRA=--smoke bash results/gpu_check/gpu_check3.sh   (dry run of the file handling on a CPU)
 set -u
 OUT=${OUT:?set OUT}
 DEV=${DEV:-cuda}
@@ -23,7 +23,7 @@ if [ -d .whl ]; then  # packages the GPU image lacks (crc32c, imported by utils.
         && export PYTHONPATH=/tmp/site
 fi
 { nvidia-smi -L 2>&1; python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } > "$OUT/env.log"
-# the study's PASTIS-format v2 set (the same generator and parameters as docs/gpu_check.sh)
+# the study's PASTIS-format v2 set (the same generator and parameters as results/gpu_check/gpu_check.sh)
 python3 -c "from utils.data import SYNTHETIC_PASTIS, CACHE_ROOT; from utils.datasets import build_pastis_synthetic; \
 build_pastis_synthetic(CACHE_ROOT / 'synthetic_pastis_v2_full', version=2, **SYNTHETIC_PASTIS[2]['full'])" >> "$OUT/env.log" 2>&1
 echo "data written after $((SECONDS - start)) s" >> "$OUT/env.log"
