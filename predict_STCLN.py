@@ -92,6 +92,19 @@ def prepare_output_dir(args) -> None:
         (out / name).unlink()
 
 
+def warn_outside_season(dates: list, training: tuple | None, source: str) -> None:
+    """Say so when the scene's dates lie outside the training series' span (another year or season):
+    the model maps them, but it never saw such a series."""
+    if training is None:
+        return
+    first, last = training
+    outside = [date for date in dates if not first <= date <= last]
+    if outside:
+        log.warning("%s: %d of the scene's %d dates lie outside the training series (%s to %s), e.g. %s: the map "
+                    "describes a season the model was not trained on", source, len(outside), len(dates), first, last,
+                    ", ".join(map(str, outside[:3])))
+
+
 def check_finite(scene, model_drops_invalid: bool) -> None:
     """Refuse NaN/inf values the model would read (all of them, or those on valid cells of a
     --drop_invalid model, which never reads invalid ones), before any window runs."""
@@ -160,6 +173,7 @@ def predict(args) -> np.ndarray:
         if not selects_a_date(context.temporal, scene.dates):
             raise DataError(f"{scene.source}: no date inside the training run's temporal subset ({context.temporal!r})")
         frames = np.asarray(context.temporal(scene.dates) if context.temporal else range(T), dtype=np.int64)
+        warn_outside_season(scene.dates, context.date_range, scene.source)
         days = [(scene.dates[f] - context.reference_date).days for f in frames]
         positions = torch.tensor(days if model.config.positions == "doy" else range(len(frames)), dtype=torch.int64)
         mean, std = context.mean[:, None, None], context.std[:, None, None]

@@ -413,3 +413,44 @@ def test_prediction_keeps_one_scene_per_output_folder(tiny_model, tmp_path, caps
     with pytest.raises(SystemExit) as stop:
         predict_STCLN.main(argv + ["--stride", "0"])
     assert stop.value.code == 2 and "--stride must be >= 1" in capsys.readouterr().err
+
+
+def test_prediction_warns_about_dates_outside_the_training_series(tiny_model, tmp_path, caplog):
+    cube, dates, clouds = nan_cube(tmp_path, on_cloud=True)  # its NaN lies on a cloud: the map runs
+    shifted = [line.replace("2015-", "2019-").replace("2016-", "2020-") for line in dates.read_text().splitlines()]
+    dates.write_text("\n".join(shifted))
+    argv = [
+        "--checkpoint",
+        str(tiny_model),
+        "--cube",
+        str(cube),
+        "--dates",
+        str(dates),
+        "--cloud_cube",
+        str(clouds),
+        "--pixel_size_m",
+        "10",
+        "--no_progress",
+        "--output_dir",
+        str(tmp_path / "map"),
+    ]
+    with caplog.at_level("WARNING", logger="stcln"):
+        assert predict_STCLN.main(argv) == 0
+    assert "12 of the scene's 12 dates lie outside the training series (2015-07-11 to 2017-12-22)" in caplog.text
+
+
+def test_converter_refuses_what_dataset_json_would_carry_wrongly(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    cases = [
+        (["--band_names", "NDVI", "NDVI"], "names must be distinct"),
+        (["--reflectance_scale", "0"], "--reflectance_scale 0 must be a positive number"),
+        (["--reference_date", "2019-02-30"], "--reference_date '2019-02-30' is not a valid ISO date"),
+        (["--class_names", "a", "a"], "--class_names ['a', 'a']: names must be distinct"),
+    ]
+    for extra, words in cases:
+        assert convert(tmp_path / "out", *extra, clouds=None) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+    assert convert_main(["--geotiff_dir", str(IMAGES), "--out", str(tmp_path / "file"), "--patch_size", "8"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

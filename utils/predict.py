@@ -179,6 +179,7 @@ class TrainingContext:
     temporal: Callable | None
     window: int  # training crop size (0: trained on whole patches)
     info: DataInfo
+    date_range: tuple[datetime.date, datetime.date] | None = None  # first and last training acquisition
 
 
 def training_context(ckpt_args: dict, data_root: Path | None = None) -> TrainingContext:
@@ -206,5 +207,6 @@ def training_context(ckpt_args: dict, data_root: Path | None = None) -> Training
         temporal = parse_temporal(args.temporal)
     except ValueError as err:
         raise CheckpointError(f"checkpoint arguments: {err}") from None
+    dates = [date for patch in reference.patches for date in patch.meta.dates]
     return TrainingContext(reference.mean, reference.std, reference.reference_date, temporal,
-                           int(window), info_for(args))
+                           int(window), info_for(args), (min(dates), max(dates)) if dates else None)
