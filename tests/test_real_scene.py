@@ -343,43 +343,36 @@ def nan_cube(tmp_path: Path, on_cloud: bool) -> tuple[Path, Path, Path]:
     return paths
 
 
+def predict_cube(model: Path, paths: tuple[Path, Path, Path], out: Path) -> int:
+    cube, dates, clouds = paths
+    return predict_STCLN.main(
+        [
+            "--checkpoint",
+            str(model),
+            "--cube",
+            str(cube),
+            "--dates",
+            str(dates),
+            "--cloud_cube",
+            str(clouds),
+            "--pixel_size_m",
+            "10",
+            "--no_progress",
+            "--output_dir",
+            str(out),
+        ]
+    )
+
+
 def test_prediction_refuses_a_nan_the_model_would_read_and_maps_one_it_never_reads(tiny_model, tmp_path, capsys):
-    cube, dates, clouds = nan_cube(tmp_path, on_cloud=False)
-    argv = [
-        "--checkpoint",
-        str(tiny_model),
-        "--cube",
-        str(cube),
-        "--dates",
-        str(dates),
-        "--cloud_cube",
-        str(clouds),
-        "--pixel_size_m",
-        "10",
-        "--no_progress",
-    ]
-    assert predict_STCLN.main(argv + ["--output_dir", str(tmp_path / "clear")]) == 2
+    paths = nan_cube(tmp_path, on_cloud=False)
+    assert predict_cube(tiny_model, paths, tmp_path / "clear") == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "1 pixel(s) with NaN" in err and str(cube) in err
+    assert len(err.splitlines()) == 1 and "1 pixel(s) with NaN" in err and str(paths[0]) in err
     assert not (tmp_path / "clear" / "class_map.npy").exists()
     (tmp_path / "cloudy").mkdir()
-    cube, dates, clouds = nan_cube(tmp_path / "cloudy", on_cloud=True)
-    argv = [
-        "--checkpoint",
-        str(tiny_model),
-        "--cube",
-        str(cube),
-        "--dates",
-        str(dates),
-        "--cloud_cube",
-        str(clouds),
-        "--pixel_size_m",
-        "10",
-        "--no_progress",
-        "--output_dir",
-        str(tmp_path / "cloudy_map"),
-    ]
-    assert predict_STCLN.main(argv) == 0  # the NaN lies on a cloudy cell: a --drop_invalid model never reads it
+    paths = nan_cube(tmp_path / "cloudy", on_cloud=True)
+    assert predict_cube(tiny_model, paths, tmp_path / "cloudy_map") == 0  # a --drop_invalid model never reads it
     assert np.load(tmp_path / "cloudy_map" / "class_map.npy").shape == (101, 100)
 
 
@@ -416,26 +409,11 @@ def test_prediction_keeps_one_scene_per_output_folder(tiny_model, tmp_path, caps
 
 
 def test_prediction_warns_about_dates_outside_the_training_series(tiny_model, tmp_path, caplog):
-    cube, dates, clouds = nan_cube(tmp_path, on_cloud=True)  # its NaN lies on a cloud: the map runs
-    shifted = [line.replace("2015-", "2019-").replace("2016-", "2020-") for line in dates.read_text().splitlines()]
-    dates.write_text("\n".join(shifted))
-    argv = [
-        "--checkpoint",
-        str(tiny_model),
-        "--cube",
-        str(cube),
-        "--dates",
-        str(dates),
-        "--cloud_cube",
-        str(clouds),
-        "--pixel_size_m",
-        "10",
-        "--no_progress",
-        "--output_dir",
-        str(tmp_path / "map"),
-    ]
+    paths = nan_cube(tmp_path, on_cloud=True)  # its NaN lies on a cloud: the map runs
+    shifted = [line.replace("2015-", "2019-").replace("2016-", "2020-") for line in paths[1].read_text().splitlines()]
+    paths[1].write_text("\n".join(shifted))
     with caplog.at_level("WARNING", logger="stcln"):
-        assert predict_STCLN.main(argv) == 0
+        assert predict_cube(tiny_model, paths, tmp_path / "map") == 0
     assert "12 of the scene's 12 dates lie outside the training series (2015-07-11 to 2017-12-22)" in caplog.text
 
 

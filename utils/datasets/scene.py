@@ -333,10 +333,7 @@ def read_label_file(
         if grid is not None and georef is not None:
             check_same_grid(path, georef, *grid)
     else:
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as err:
-            raise DataError(f"{path}: unreadable .npy ({' '.join(str(err).split())})") from None
+        array = np.asarray(load_npy(path, "label"))
     if array.ndim != 2 or tuple(array.shape) != tuple(shape):
         raise DataError(f"{path}: expected a label map of shape {tuple(shape)}, got {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
@@ -510,15 +507,20 @@ def stage_geotiff_folder(
     return Scene(cube, list(groups), georef, str(folder), valid)
 
 
-def open_valid_cube(path: str | Path, threshold: float, shape: tuple[int, int, int]) -> np.ndarray:
-    """(T, H, W) uint8 validity from a (T, H, W) or (T, 1, H, W) cloud ``.npy`` (value <= threshold = clear)."""
+def load_npy(path: str | Path, what: str) -> np.ndarray:
+    """A memory-mapped ``.npy`` of the user's (``what``: 'cube', 'label', 'cloud'), or one line saying why not."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: cloud file not found")
+        raise DataError(f"{path}: {what} file not found")
     try:
-        clouds = np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise DataError(f"{path}: unreadable .npy ({' '.join(str(err).split())})") from None
+
+
+def open_valid_cube(path: str | Path, threshold: float, shape: tuple[int, int, int]) -> np.ndarray:
+    """(T, H, W) uint8 validity from a (T, H, W) or (T, 1, H, W) cloud ``.npy`` (value <= threshold = clear)."""
+    clouds = load_npy(path, "cloud")
     if clouds.ndim == CUBE_NDIM and clouds.shape[1] == 1:
         clouds = clouds[:, 0]  # (T, 1, H, W) -> (T, H, W)
     if tuple(clouds.shape) != tuple(shape) or not (np.issubdtype(clouds.dtype, np.number) or clouds.dtype == bool):
@@ -532,12 +534,7 @@ def open_valid_cube(path: str | Path, threshold: float, shape: tuple[int, int, i
 def open_cube(path: str | Path, dates_path: str | Path) -> Scene:
     """A (T, C, H, W) ``.npy`` cube (memory-mapped) and its dates file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: cube file not found")
-    try:
-        cube = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"{path}: unreadable .npy ({' '.join(str(err).split())})") from None
+    cube = load_npy(path, "cube")
     if cube.ndim != CUBE_NDIM or not (np.issubdtype(cube.dtype, np.integer) or np.issubdtype(cube.dtype, np.floating)):
         raise DataError(f"{path}: expected a numeric array (T, C, H, W), got {cube.dtype} {cube.shape}")
     dates = read_dates_file(dates_path)
