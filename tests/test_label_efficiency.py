@@ -298,8 +298,8 @@ def run_recording_waves(tmp_path, monkeypatch, argv: list[str], pre_trained: boo
         pretrain_history=lambda *a: [],
         read_run=lambda run: {"arm": run.arm, "seed": run.seed, "lr": run.lr, "best_val_mIoU": 0.5 - run.lr},
     )
-    for name, fake in fakes.items():
-        monkeypatch.setattr(le, name, fake)
+    for name, fake in fakes.items():  # where the study command looks them up
+        monkeypatch.setattr(le.study_module, name, fake)
     if pre_trained:
         le.pretrain_dir(args, "cell").mkdir(parents=True)
         le.backbone_path(args, "cell").write_bytes(b"backbone")

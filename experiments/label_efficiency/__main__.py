@@ -1,0 +1,5 @@
+"""python -m experiments.label_efficiency"""
+
+from experiments.label_efficiency.study import main
+
+main()
