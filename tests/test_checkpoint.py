@@ -313,3 +313,32 @@ def test_parity_command_bad_fixture_files(tmp_path, capsys, name, content, messa
     assert check_parity.main(["--fixture", str(fixture)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {fixture / name}") and message in err and err.count("\n") == 1, err
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
+    """Writes capped by RLIMIT_FSIZE (as `ulimit -f`): the second, larger checkpoint cannot be written;
+    the error says so in one line and the first file is untouched (torch's zip writer used to fail
+    with a C++ assertion instead)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import resource, signal, torch
+        from utils.checkpoint import save_checkpoint
+        from utils.errors import CheckpointError
+        path = {str(tmp_path / "last.tar")!r}
+        save_checkpoint(path, {{"w": torch.zeros(10)}})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        try:
+            save_checkpoint(path, {{"w": torch.zeros(1_000_000)}})
+        except CheckpointError as err:
+            print("ERROR", err)
+        print("LOADS", torch.load(path, weights_only=True)["w"].shape[0])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    error = next(line for line in out.stdout.splitlines() if line.startswith("ERROR"))
+    assert "cannot write the checkpoint (File too large); the previous checkpoint is intact" in error
+    assert "LOADS 10" in out.stdout and not list(tmp_path.glob(".last.tar.*"))

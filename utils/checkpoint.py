@@ -14,6 +14,7 @@ from-scratch model.
 """
 
 import argparse
+import io
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -70,14 +71,19 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"{path.parent}: cannot write checkpoints here ({err.strerror})") from None
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # serialised in memory: a full disk then fails as an OSError of the plain write below,
+    # not inside torch's zip writer (a C++ assertion, "unexpected pos")
+
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
-            torch.save(state, handle)
+            handle.write(buffer.getbuffer())
 
     try:
         write_atomic(path, save, durable=True)
     except OSError as err:  # no permission, read-only or full disk: the previous file is intact
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({err.strerror or err})") from None
+        intact = "; the previous checkpoint is intact" if path.exists() else ""
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({err.strerror or err}){intact}") from None
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
         stale.unlink(missing_ok=True)
 
