@@ -1,5 +1,6 @@
 """Checkpoint tests: atomic bit-exact round trip, the authors' layout, loud failures."""
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -68,14 +69,18 @@ def authors_backbone_state(in_channels: int, seed: int = 0) -> dict:
     shapes["temporal_encoder.mlp.1.num_batches_tracked"] = ()
     gen = torch.Generator().manual_seed(seed)
     return {
-        k: torch.randint(0, 100, s, generator=gen) if k.endswith("num_batches_tracked") else torch.randn(s, generator=gen)
+        k: torch.randint(0, 100, s, generator=gen)
+        if k.endswith("num_batches_tracked")
+        else torch.randn(s, generator=gen)
         for k, s in shapes.items()
     }
 
 
 def test_documented_authors_layout_has_documented_parameter_count():
     state = authors_backbone_state(10)
-    n = sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    n = sum(
+        v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     assert n == 5_964_064  # docs/method.md §1.6, PASTIS backbone file
 
 
@@ -98,8 +103,13 @@ def test_authors_backbone_maps_every_used_key(tmp_path, dataset, channels, suffi
         assert torch.equal(ours[f"temporal.layers.{i}.proj.bias"], state[f"{prefix}.self_attn.out_proj.bias"])
         assert torch.equal(ours[f"temporal.layers.{i}.linear2.weight"], state[f"{prefix}.linear2.weight"])
         assert torch.equal(ours[f"temporal.layers.{i}.norm1.weight"], state[f"{prefix}.norm1.weight"])
-    dead = ("up3.", "temporal_encoder.inconv", "temporal_encoder.out_norm", "temporal_encoder.mlp",
-            "temporal_encoder.transformer_encoder")
+    dead = (
+        "up3.",
+        "temporal_encoder.inconv",
+        "temporal_encoder.out_norm",
+        "temporal_encoder.mlp",
+        "temporal_encoder.transformer_encoder",
+    )
     used = [k for k in state if not k.startswith(dead)]
     assert len(used) == len(ours)
     assert sorted(v.numel() for k, v in state.items() if k in used) == sorted(v.numel() for v in ours.values())
@@ -109,7 +119,10 @@ def test_authors_backbone_maps_every_used_key(tmp_path, dataset, channels, suffi
     "corrupt,message",
     [
         (lambda s: s.pop("temporal_encoder.layer_stack.2.linear1.weight"), "missing"),
-        (lambda s: s.update({"temporal_encoder.layer_stack.0.linear1.weight": torch.zeros(1024, 128)}), "shape mismatch"),
+        (
+            lambda s: s.update({"temporal_encoder.layer_stack.0.linear1.weight": torch.zeros(1024, 128)}),
+            "shape mismatch",
+        ),
         (lambda s: s.update({"inc.double_conv.9.weight": torch.zeros(3)}), "inc.double_conv.9.weight"),
         (lambda s: s.update({"some_other_head.weight": torch.zeros(3)}), "some_other_head.weight"),
     ],
@@ -148,8 +161,15 @@ def test_round_trip_is_bit_exact_and_plain(tmp_path):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model(torch.randn(1, 3, 10, 4, 4), torch.arange(3)[None], torch.rand(1, 3, 4, 4) < 0.5)["loss"].backward()
     optimizer.step()
-    state = {"kind": "full", "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3,
-             "model_config": config.to_dict(), "args": {"lr": 1e-3}, "metrics": {"loss": 0.5}}
+    state = {
+        "kind": "full",
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": 3,
+        "model_config": config.to_dict(),
+        "args": {"lr": 1e-3},
+        "metrics": {"loss": 0.5},
+    }
     path = tmp_path / "run" / "last.tar"
     save_checkpoint(path, state)
     loaded = load_checkpoint(path)  # weights_only=True
@@ -214,7 +234,10 @@ def with_dead_transformer(state: dict) -> dict:
     """Put back the never-run ``transformer_encoder`` of the authors' layout, at its fixed sizes (256/1024)."""
     state = dict(state)
     for i in range(3):
-        state |= {k: torch.zeros(v) for k, v in transformer_layer_entries(f"temporal_encoder.transformer_encoder.layers.{i}").items()}
+        state |= {
+            k: torch.zeros(v)
+            for k, v in transformer_layer_entries(f"temporal_encoder.transformer_encoder.layers.{i}").items()
+        }
     state |= {f"temporal_encoder.transformer_encoder.norm.{n}": torch.zeros(256) for n in ("weight", "bias")}
     return state
 
@@ -241,7 +264,9 @@ def test_authors_layout_of_other_sizes_through_pretrain_pth(tmp_path):
     from utils.finetune import build_model
 
     path = tmp_path / "checkpoint_99.utae.tar"
-    torch.save(with_dead_transformer(torch.load(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", weights_only=True)), path)
+    torch.save(
+        with_dead_transformer(torch.load(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", weights_only=True)), path
+    )
     args = finetune_args("--pretrain_pth", str(path))  # the paper preset: widths 32/256, FFN 1024
     model, config = build_model(args, SimpleNamespace(in_channels=13, num_classes=18), runtime=None)
     assert (config.widths, config.d_ffn, config.n_layers, config.n_heads) == ((8, 32), 128, 3, 8)
@@ -261,14 +286,19 @@ def test_authors_layout_with_other_band_count_is_refused(tmp_path):
     path = tmp_path / "checkpoint_99.utae.tar"
     shutil.copyfile(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", path)
     with pytest.raises(CheckpointError, match="backbone expects 13 bands, the data has 10"):
-        build_model(finetune_args("--pretrain_pth", str(path)), SimpleNamespace(in_channels=10, num_classes=20), runtime=None)
+        build_model(
+            finetune_args("--pretrain_pth", str(path)), SimpleNamespace(in_channels=10, num_classes=20), runtime=None
+        )
 
 
-@pytest.mark.parametrize("saved,flags,field", [
-    (dict(positions="doy"), [], "positions: backbone 'doy' vs model 'index'"),
-    (dict(pe_period=500.0), [], "pe_period: backbone 500.0 vs model 1000.0"),
-    (dict(), ["--positions", "doy"], "positions: backbone 'index' vs model 'doy'"),
-])
+@pytest.mark.parametrize(
+    "saved,flags,field",
+    [
+        (dict(positions="doy"), [], "positions: backbone 'doy' vs model 'index'"),
+        (dict(pe_period=500.0), [], "pe_period: backbone 500.0 vs model 1000.0"),
+        (dict(), ["--positions", "doy"], "positions: backbone 'index' vs model 'doy'"),
+    ],
+)
 def test_backbone_with_another_positional_encoding_is_refused(tmp_path, saved, flags, field):
     from types import SimpleNamespace
 
@@ -288,20 +318,43 @@ def test_backbone_with_another_positional_encoding_is_refused(tmp_path, saved, f
     args.allow_encoding_change = True
     model, loaded = build_model(args, info, runtime=None)
     assert loaded.positions == args.positions  # the flags decide, the weights are the file's
-    assert torch.equal(model.backbone.spatial.block1[0].weight, load_checkpoint(path)["model"]["spatial.block1.0.weight"]
-                       if saved else torch.load(path, weights_only=True)["inc.double_conv.0.weight"])
+    assert torch.equal(
+        model.backbone.spatial.block1[0].weight,
+        load_checkpoint(path)["model"]["spatial.block1.0.weight"]
+        if saved
+        else torch.load(path, weights_only=True)["inc.double_conv.0.weight"],
+    )
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("config.json", "{not json", "not valid JSON"),
-    ("config.json", "[1, 2]", "expected a JSON object"),
-    ("config.json", '{"n_channels": 13}', "missing keys"),
-    ("config.json", '{"n_channels": 13, "n_classes": 18, "d_model": 64, "n_head": 8, "widths": [8, 64]}', "differ from the tensors"),
-    ("config.json", '{"n_channels": 13, "n_classes": 18, "d_model": 32, "n_head": "8", "widths": [8, 32]}', "positive integers"),
-    ("io.pt", {"input": torch.zeros(1)}, "expected a dict of tensors"),
-    ("io.pt", {"input": torch.zeros(2, 7, 13, 4, 4), "positions": torch.zeros(3), "expected_logits": torch.zeros(1, 18, 4, 4)}, "shapes"),
-    ("io.pt", "truncated", "not a readable checkpoint"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("config.json", "{not json", "not valid JSON"),
+        ("config.json", "[1, 2]", "expected a JSON object"),
+        ("config.json", '{"n_channels": 13}', "missing keys"),
+        (
+            "config.json",
+            '{"n_channels": 13, "n_classes": 18, "d_model": 64, "n_head": 8, "widths": [8, 64]}',
+            "differ from the tensors",
+        ),
+        (
+            "config.json",
+            '{"n_channels": 13, "n_classes": 18, "d_model": 32, "n_head": "8", "widths": [8, 32]}',
+            "positive integers",
+        ),
+        ("io.pt", {"input": torch.zeros(1)}, "expected a dict of tensors"),
+        (
+            "io.pt",
+            {
+                "input": torch.zeros(2, 7, 13, 4, 4),
+                "positions": torch.zeros(3),
+                "expected_logits": torch.zeros(1, 18, 4, 4),
+            },
+            "shapes",
+        ),
+        ("io.pt", "truncated", "not a readable checkpoint"),
+    ],
+)
 def test_parity_command_bad_fixture_files(tmp_path, capsys, name, content, message):
     fixture = small_fixture_copy(tmp_path)
     if isinstance(content, dict):
@@ -337,8 +390,29 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path):
             print("ERROR", err)
         print("LOADS", torch.load(path, weights_only=True)["w"].shape[0])
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
     assert out.returncode == 0, out.stderr
     error = next(line for line in out.stdout.splitlines() if line.startswith("ERROR"))
     assert "cannot write the checkpoint (File too large); the previous checkpoint is intact" in error
     assert "LOADS 10" in out.stdout and not list(tmp_path.glob(".last.tar.*"))
+
+
+def test_resume_applies_the_lr_of_the_resuming_command(tmp_path, caplog):
+    """--resume --lr X: the optimizer continues with X (what config.json records), not the saved lr."""
+    from models import STCLNSegmenter, tiny_config
+    from utils.checkpoint import full_state, resume_state, save_checkpoint
+
+    config = tiny_config(in_channels=2, num_classes=3)
+    model = STCLNSegmenter(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    save_checkpoint(tmp_path / "last.tar", full_state(model, optimizer, config, argparse.Namespace(), 4, {}))
+    resumed = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with caplog.at_level("INFO", logger="stcln"):
+        assert resume_state(tmp_path, model, resumed, config, trusted=False)[0] == 5
+    assert [group["lr"] for group in resumed.param_groups] == [1e-2]
+    assert "--lr 0.01 replaces the saved 0.001 from epoch 6 on" in caplog.text
+    same = torch.optim.Adam(model.parameters(), lr=1e-3)
+    resume_state(tmp_path, model, same, config, trusted=False)
+    assert [group["lr"] for group in same.param_groups] == [1e-3]

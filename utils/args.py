@@ -163,8 +163,9 @@ def add_runtime_args(parser: argparse.ArgumentParser, output_dir: str) -> None:
     group.add_argument("--strict_fp32", action="store_true",
                        help="CUDA: no TF32 matmuls/convolutions and no fused Adam (default: both on CUDA)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model (any device)")
-    group.add_argument("--compile_backend", default="inductor",
-                       help="torch.compile backend with --compile ('aot_eager' needs no C++ compiler: tests, CPU)")
+    group.add_argument("--compile_backend", default=None,
+                       help="torch.compile backend with --compile ('aot_eager' needs no C++ compiler: tests, CPU; "
+                            "default: inductor)")
     group.add_argument("--grad_checkpoint", action="store_true",
                        help="activation checkpointing of the CNN and the Transformer layers: less memory for large "
                             "crops and long series, about one extra forward pass of time, same results")
@@ -214,6 +215,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
             parse_temporal(args.temporal)
         except ValueError as err:
             parser.error(str(err))
+    if args.n_dates and data_layout(args) == "pastis":
+        parser.error(f"--n_dates {args.n_dates} samples dates of MTLCC tiles only; PASTIS-format data (--dataset "
+                     f"{args.dataset}) take --temporal first:N, even:N or random:N")
+    if args.compile_backend is not None and not args.compile:
+        parser.error(f"--compile_backend {args.compile_backend} needs --compile (without it the model runs eagerly)")
+    if args.compile_backend is None:
+        args.compile_backend = "inductor"
 
 
 def model_config_from_args(args: argparse.Namespace, in_channels: int, num_classes: int) -> STCLNConfig:

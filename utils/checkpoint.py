@@ -407,10 +407,16 @@ def resume_state(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
         raise CheckpointError(f"{path}: saved with a different model configuration ({', '.join(diff)}); "
                               "resume with the same flags")
     load_state_checked(unwrap(model), ckpt["model"], str(path))  # e.g. a pre-training run resumed by fine-tuning
+    wanted = [{key: group[key] for key in ("lr", "weight_decay") if key in group} for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: optimizer state does not fit this run ({err})") from None
+    for group, flags in zip(optimizer.param_groups, wanted):  # --lr / --weight_decay of this command, as config.json says
+        for key, value in flags.items():
+            if group[key] != value:
+                log.info("--%s %g replaces the saved %g from epoch %d on", key, value, group[key], ckpt["epoch"] + 2)
+                group[key] = value
     log.info("resumed from %s at epoch %d", path, ckpt["epoch"] + 1)
     return ckpt["epoch"] + 1, ckpt.get("extra", {})
 
