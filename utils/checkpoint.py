@@ -71,12 +71,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"{path.parent}: cannot write checkpoints here ({err.strerror})") from None
-    buffer = io.BytesIO()
-    torch.save(state, buffer)  # serialised in memory: a full disk then fails as an OSError of the plain write below,
-    # not inside torch's zip writer (a C++ assertion, "unexpected pos")
-
     def save(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)  # serialised in memory: a full disk then fails as an OSError of the plain write
+        with open(tmp, "wb") as handle:  # below, not inside torch's zip writer (a C++ assertion, "unexpected pos")
             handle.write(buffer.getbuffer())
 
     try:
