@@ -72,3 +72,11 @@ B="--budgets 5 10 25 --seeds 2 --preset small --steps 300 --drop_invalid --augme
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0
 python -m experiments.label_efficiency $COMMON $B --only_seeds 1
 python -m experiments.label_efficiency $COMMON $B --report
+
+# Phase B, re-ordered at 13:00 for the CPU time (written before any phase-B result was looked at; only
+# the runs' durations were): at the measured 2-6 min per fine-tune the eight arms of seed 0 would end
+# after this session. The core comparison goes first, complete at every budget (scratch, wp_cell, the
+# forest, the majority class; probe_random was under way), then the other arms as time allows. The
+# folder resumes: finished runs are kept, the interrupted ones continue from their last epoch.
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --arms scratch wp_cell probe_random rf majority
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 5 --arms wp_block wp_frame probe_wp
