@@ -316,3 +316,12 @@ def test_cli_converts_everything_once(written, tmp_path, monkeypatch, capsys):
     forbid_sources(monkeypatch)
     dataset = MTLCCDataset(root, "train", year=2017, n_dates=3, cache_dir=cache)
     assert dataset[0]["image"].shape == (3, 13, SIZE, SIZE)
+
+
+def test_a_binary_classes_file_is_one_line(tmp_path):
+    from utils.datasets.mtlcc_sources import read_classes
+
+    path = tmp_path / "classes.txt"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
+    with pytest.raises(DataError, match="classes.txt: not a text file"):
+        read_classes(path)

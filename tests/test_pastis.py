@@ -272,3 +272,31 @@ def test_dominant_classes_mark_crops_without_a_crop_pixel_unscored(written, tmp_
     assert (classes == UNSCORED).sum() >= 4  # the four crops of the emptied patch
     for ratio in (0.1, 0.5, 1.0):
         assert (classes[label_ratio_subset(classes, ratio, seed=0)] != UNSCORED).all()
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("fold_9", "has Fold 9"),
+        ("dates_as_list", "dates-S2 is a list"),
+        ("tiny_std", "stds of (almost) zero"),
+    ],
+)
+def test_inputs_that_were_accepted_silently_are_one_line_errors(written, tmp_path, case, words):
+    root = copy_of(written, tmp_path)
+    meta_path = root / "metadata.geojson"
+    collection = json.loads(meta_path.read_text())
+    feature = next(f for f in collection["features"] if f["properties"]["ID_PATCH"] == first_id(root))
+    if case == "fold_9":
+        feature["properties"]["Fold"] = 9
+    elif case == "dates_as_list":
+        feature["properties"]["dates-S2"] = list(feature["properties"]["dates-S2"].values())
+    meta_path.write_text(json.dumps(collection))
+    if case == "tiny_std":
+        norm = json.loads((root / "NORM_S2_patch.json").read_text())
+        norm["Fold_1"]["std"][3] = 1e-30
+        (root / "NORM_S2_patch.json").write_text(json.dumps(norm))
+    with pytest.raises(DataError) as info:
+        PASTISDataset(root, folds=[1])
+    message = str(info.value)
+    assert words in message and "\n" not in message, message

@@ -56,6 +56,7 @@ from utils.datasets.pastis import (
     NORM_FILE,
     PASTISDataset,
     _Patch,
+    normalisable,
     open_npy,
     read_pastis_metadata,
     s2_path,
@@ -301,9 +302,9 @@ def folder_norm_stats(root: str | Path, n_bands: int, folds: Sequence[int]) -> t
         means.append(mean)
         stds.append(std)
     mean, std = np.mean(means, axis=0), np.mean(stds, axis=0)
-    if not (std > 0).all():
-        flat = [int(i) for i in np.flatnonzero(~(std > 0))]
-        raise DataError(f"{path}: bands {flat} have zero spread in folds {list(folds)} (constant band?)")
+    if not normalisable(mean, std).all():
+        flat = [int(i) for i in np.flatnonzero(~normalisable(mean, std))]
+        raise DataError(f"{path}: bands {flat} have (almost) zero spread in folds {list(folds)} (constant band?)")
     return mean.astype(np.float32), std.astype(np.float32)
 
 
@@ -319,6 +320,7 @@ class FolderDataset(PASTISDataset):
     """
 
     root_description = "folder data set"
+    known_folds = None  # any fold >= 0 (the converter writes 0 for buffer patches)
 
     def __init__(
         self,

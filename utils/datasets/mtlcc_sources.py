@@ -89,8 +89,12 @@ def read_classes(path: str | Path) -> list[tuple[int, str]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: classes file not found (expected 'id|name' lines)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file (expected 'id|name' lines)") from None
     classes = []
-    for line_number, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_number, line in enumerate(text.splitlines(), start=1):
         if "|" not in line:
             continue
         raw_id, name = line.split("|", 1)

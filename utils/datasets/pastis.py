@@ -60,6 +60,12 @@ PASTIS_COLORMAP = (  # colormap.txt of the release: tab20-like, black background
     (1, 1, 1),
 )
 PASTIS_FOLDS = (1, 2, 3, 4, 5)
+STD_FLOOR = 1e-6  # a normalisation std below this fraction of max(1, |mean|) blows the z-scores up (NaN BatchNorm)
+
+
+def normalisable(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(C,) bool: bands whose std can divide the data (> STD_FLOOR * max(1, |mean|))."""
+    return std > STD_FLOOR * np.maximum(1.0, np.abs(mean))
 PASTIS_FOLD_SPLITS = (  # utae-paps / TSViT 5-fold cross-validation (docs/data_formats.md §1.3)
     {"train": (1, 2, 3), "val": (4,), "test": (5,)},
     {"train": (2, 3, 4), "val": (5,), "test": (1,)},
@@ -110,6 +116,9 @@ def _parse_dates(raw, path: Path, patch_id) -> tuple[datetime.date, ...]:
             raw = json.loads(raw)
         except json.JSONDecodeError:
             raise DataError(f"{path}: patch {patch_id}: dates-S2 is a string that is not JSON") from None
+    if isinstance(raw, list):
+        raise DataError(f"{path}: patch {patch_id}: dates-S2 is a list; expected an object "
+                        '{"0": YYYYMMDD, "1": YYYYMMDD, ...} (as the PASTIS release)')
     if not isinstance(raw, dict) or not raw:
         raise DataError(f"{path}: patch {patch_id}: dates-S2 missing or empty")
     try:
@@ -178,8 +187,9 @@ def read_norm_stats(path: str | Path, folds: Sequence[int]) -> tuple[np.ndarray,
             raise DataError(f"{path}: Fold_{fold} needs 10 means and 10 stds, got {mean.shape}, {std.shape}")
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
             raise DataError(f"{path}: Fold_{fold} has non-finite (NaN/inf) means or stds")
-        if not (std > 0).all():
-            raise DataError(f"{path}: Fold_{fold} has stds <= 0 (bands {np.flatnonzero(std <= 0).tolist()}): "
+        if not normalisable(mean, std).all():
+            bad = np.flatnonzero(~normalisable(mean, std)).tolist()
+            raise DataError(f"{path}: Fold_{fold} has stds of (almost) zero (bands {bad}: {std[bad].tolist()}): "
                             "no band can be normalised by them")
         means.append(mean)
         stds.append(std)
@@ -285,9 +295,17 @@ class PASTISDataset(Dataset):
         return read_norm_stats(self.root / NORM_FILE, self.norm_folds)
 
     # ---- construction helpers ----
+    known_folds: tuple[int, ...] | None = PASTIS_FOLDS  # folds metadata.geojson may hold (None: any, folder data)
+
     def _select_patches(self, ids: Sequence[int] | None) -> list[_Patch]:
         metadata_path = self.root / METADATA_FILE
-        in_folds = {meta.patch_id: meta for meta in read_pastis_metadata(metadata_path) if meta.fold in self.folds}
+        metas = read_pastis_metadata(metadata_path)
+        if self.known_folds is not None:
+            odd = [meta for meta in metas if meta.fold not in self.known_folds]
+            if odd:  # such a patch would silently belong to no split
+                raise DataError(f"{metadata_path}: patch {odd[0].patch_id} has Fold {odd[0].fold} ({len(odd)} patch(es) "
+                                f"outside the PASTIS folds {list(self.known_folds)})")
+        in_folds = {meta.patch_id: meta for meta in metas if meta.fold in self.folds}
         if not in_folds:
             raise DataError(f"{metadata_path}: no patches in folds {list(self.folds)}")
         if ids is None:
