@@ -325,3 +325,38 @@ def test_a_binary_classes_file_is_one_line(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00binary")
     with pytest.raises(DataError, match="classes.txt: not a text file"):
         read_classes(path)
+
+
+@pytest.mark.parametrize(
+    "dates, words",
+    [
+        ("unsorted", "not strictly increasing"),
+        ("day_401", "dates/doy 401 is not a day of 2016"),
+        ("year_0", "dates/year 0 is not a year"),
+    ],
+)
+def test_impossible_or_unsorted_record_dates_are_one_line(tmp_path, dates, words):
+    """A record's (year, day of year) used to roll into the next year (day 401), crash (year 0) or be
+    taken in any order: each is refused naming the file."""
+    from utils.datasets.mtlcc_writers import _write_tfrecord, make_tile
+
+    tile = make_tile(1, 12, 4, 2016, 0)
+    path = tmp_path / "1.tfrecord.gz"
+    if dates == "unsorted":
+        tile["dates"] = tile["dates"][::-1]
+        _write_tfrecord(path, tile, None)
+    else:
+        _write_tfrecord(path, tile, None)
+        # rewrite the last frame's day or year in the serialised example (the writer only takes real dates)
+        features = {key: value[0] if len(value) == 1 else np.asarray(value) for key, value in read_examples(path)[0].items()}
+        doy = np.frombuffer(features["dates/doy"], dtype="<i8").copy()  # bytes lists of the writer's format
+        years = np.frombuffer(features["dates/year"], dtype="<i8").copy()
+        if dates == "day_401":
+            doy[-1] = 401
+        else:
+            years[-1] = 0
+        features["dates/doy"], features["dates/year"] = doy.tobytes(), years.tobytes()
+        write_examples(path, [features])
+    with pytest.raises(DataError, match=words) as info:
+        read_tfrecord_tile(path)
+    assert path.name in str(info.value)

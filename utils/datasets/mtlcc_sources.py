@@ -255,11 +255,20 @@ def read_tfrecord_tile(path: str | Path) -> TileArrays:
             raise DataError(f"{path}: {key}/shape is {shape}, expected {expected} for {height}x{width} labels")
         cube = _int64_array(example, f"{key}/data", shape, path)[keep]  # (T, h, w, C)
         bands[key] = _to_int16(cube.transpose(0, 3, 1, 2))  # (T, h, w, C) -> (T, C, h, w)
-    dates = [
-        datetime.date(int(year), 1, 1) + datetime.timedelta(days=int(day) - 1)
-        for year, day in zip(years[keep], doy[keep])
-    ]
+    dates = [_date_of(int(year), int(day), path) for year, day in zip(years[keep], doy[keep])]
+    if any(later <= earlier for earlier, later in zip(dates, dates[1:])):
+        raise DataError(f"{path}: dates/doy and dates/year are not strictly increasing ({dates[0]} .. {dates[-1]})")
     return TileArrays(bands, dates, _to_uint8_label(labels[0], path))
+
+
+def _date_of(year: int, day: int, path: Path) -> datetime.date:
+    """The date of a record's (year, day of year), refused when no such day exists (one line)."""
+    if not datetime.MINYEAR <= year <= datetime.MAXYEAR:
+        raise DataError(f"{path}: dates/year {year} is not a year")
+    last = (datetime.date(year, 12, 31) - datetime.date(year, 1, 1)).days + 1
+    if not 1 <= day <= last:
+        raise DataError(f"{path}: dates/doy {day} is not a day of {year} (1..{last})")
+    return datetime.date(year, 1, 1) + datetime.timedelta(days=day - 1)
 
 
 def geotiff_dates(folder: Path) -> list[datetime.date]:
