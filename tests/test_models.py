@@ -147,6 +147,21 @@ def test_authors_parity_command(fixture, capsys):
     assert status == 0
 
 
+def test_parity_fixture_whose_expected_output_has_another_shape_is_one_line(tmp_path, capsys):
+    import shutil
+
+    from utils import check_parity
+
+    fixture = tmp_path / "fixture"
+    shutil.copytree(SMALL_PARITY_FIXTURE, fixture)
+    io = torch.load(fixture / "io.pt", weights_only=True)
+    io["expected_logits"] = io["expected_logits"][:, :, :-1]  # one row short
+    torch.save(io, fixture / "io.pt")
+    assert check_parity.main(["--fixture", str(fixture)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(fixture / "io.pt") in err and "expected_logits has shape" in err
+
+
 def test_paper_parameter_count():
     from models import paper_config
 
