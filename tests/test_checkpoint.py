@@ -416,3 +416,16 @@ def test_resume_applies_the_lr_of_the_resuming_command(tmp_path, caplog):
     same = torch.optim.Adam(model.parameters(), lr=1e-3)
     resume_state(tmp_path, model, same, config, trusted=False)
     assert [group["lr"] for group in same.param_groups] == [1e-3]
+
+
+def test_a_crafted_pickle_is_refused_in_one_line_without_a_warning_first(tmp_path, recwarn):
+    import pickle
+
+    from utils.checkpoint import load_checkpoint
+    from utils.errors import CheckpointError
+
+    path = tmp_path / "crafted.tar"
+    path.write_bytes(pickle.dumps({"a": 1}, protocol=5))
+    with pytest.raises(CheckpointError, match="crafted.tar: not a readable checkpoint"):
+        load_checkpoint(path)
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]

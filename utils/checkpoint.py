@@ -17,6 +17,7 @@ import argparse
 import io
 import logging
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -92,7 +93,9 @@ def load_checkpoint(path: str | Path, trusted: bool = False) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=not trusted)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle protocol before failing on it: the
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # one line below says it all
+            return torch.load(path, map_location="cpu", weights_only=not trusted)
     except Exception as err:  # torch raises many types for corrupt or foreign files
         text = str(err)
         pickled = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
