@@ -432,3 +432,29 @@ def test_converter_refuses_what_dataset_json_would_carry_wrongly(tmp_path, capsy
     assert convert_main(["--geotiff_dir", str(IMAGES), "--out", str(tmp_path / "file"), "--patch_size", "8"]) == 2
     assert "exists and is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_prediction_says_what_to_do_when_the_training_folder_moved(converted, tiny_model, tmp_path, capsys):
+    moved = tmp_path / "moved"
+    shutil.copytree(converted, moved)
+    checkpoint = torch.load(tiny_model, map_location="cpu", weights_only=True)
+    checkpoint["args"]["data_root"] = str(tmp_path / "gone")
+    torch.save(checkpoint, tmp_path / "best.tar")
+    argv = [
+        "--checkpoint",
+        str(tmp_path / "best.tar"),
+        "--geotiff_dir",
+        str(IMAGES),
+        "--cloud_dir",
+        str(CLOUDS),
+        "--stride",
+        "8",
+        "--batch_size",
+        "64",
+        "--no_progress",
+    ]
+    assert predict_STCLN.main(argv + ["--output_dir", str(tmp_path / "map")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gone: the checkpoint's training data folder is not there" in err
+    assert "--data_root" in err
+    assert predict_STCLN.main(argv + ["--output_dir", str(tmp_path / "map2"), "--data_root", str(moved)]) == 0

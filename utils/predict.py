@@ -31,7 +31,7 @@ from utils.data import SMOKE_CROP, DataInfo, info_for, pastis_root
 from utils.datasets.folder import FolderDataset
 from utils.datasets.pastis import PASTISDataset
 from utils.datasets.scene import SQUARE_METRES_PER_HECTARE
-from utils.errors import CheckpointError, STCLNError
+from utils.errors import CheckpointError, DataError, STCLNError
 
 BLENDS = ("uniform", "linear")
 
@@ -198,6 +198,9 @@ def training_context(ckpt_args: dict, data_root: Path | None = None) -> Training
         args.dataset = "synthetic"
     if data_layout(args) == "mtlcc":
         raise CheckpointError("predict_STCLN.py takes models fine-tuned on PASTIS-format or folder data (not MTLCC)")
+    if args.data_root is not None and not args.data_root.is_dir():
+        raise DataError(f"{args.data_root}: the checkpoint's training data folder is not there (moved?); the map needs "
+                        "its normalisation statistics, dates and classes: pass --data_root with its new place")
     if args.dataset == "folder":
         reference = FolderDataset(args.data_root, folds=args.train_folds, labels=False)
     else:
