@@ -227,3 +227,30 @@ def test_progress_names_each_run_and_prints_its_result_as_it_finishes(tmp_path, 
     progress.close()
     line = [text for text in capsys.readouterr().out.splitlines() if text.startswith("[1/2]")]
     assert line and "scratch b5_s0_f1_lr0.003: test mIoU 0.500" in line[0] and "min left" in line[0]
+
+
+def test_a_stop_signal_ends_the_study_in_one_line_and_a_stopped_run_stops_it(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt in the study) or a run that exited by a signal (130/143): one line saying
+    how to resume, the signal's exit status, no traceback; another failure stays an error."""
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(le.study_module, "study", interrupted)
+    with pytest.raises(SystemExit) as stop:
+        le.main(["--smoke", "--output_dir", str(tmp_path)])
+    assert stop.value.code == 130 and "run the same command again to continue" in capsys.readouterr().err
+
+    class Finished:
+        def __init__(self, code):
+            self.returncode = code
+
+    log = tmp_path / "run" / "log.txt"
+    for code, name in ((143, "SIGTERM"), (-2, "Ctrl-C")):
+        monkeypatch.setattr(le.runs.subprocess, "run", lambda *a, code=code, **k: Finished(code))
+        with pytest.raises(le.Stopped, match=name) as info:
+            le.Executor(2).map([("PASTIS/finetuning_STCLN.py", ["--output_dir", log.parent], log)])
+        assert info.value.exit_status == (143 if name == "SIGTERM" else 130)
+    monkeypatch.setattr(le.runs.subprocess, "run", lambda *a, **k: Finished(1))
+    with pytest.raises(RuntimeError, match="failed \\(exit 1\\)"):
+        le.Executor(2).map([("PASTIS/finetuning_STCLN.py", ["--output_dir", log.parent], log)])

@@ -91,6 +91,8 @@ from experiments.label_efficiency.design import (  # noqa: F401
     needed_modes,
 )
 from experiments.label_efficiency.runs import (  # noqa: F401
+    STOP_STATUSES,
+    Stopped,
     _execute,
     Executor,
     task_name,
@@ -139,6 +141,8 @@ from experiments.label_efficiency.study import (  # noqa: F401
 )
 
 __all__ = [
+    "STOP_STATUSES",
+    "Stopped",
     "REPO",
     "SPLITS",
     "SCRIPTS",

@@ -28,6 +28,17 @@ from experiments.label_efficiency.design import (
 log = logging.getLogger("stcln")
 
 
+STOP_STATUSES = {130: "Ctrl-C", 143: "SIGTERM", -2: "Ctrl-C", -15: "SIGTERM"}  # a run stopped by a signal
+
+
+class Stopped(Exception):
+    """A run was stopped by Ctrl-C or SIGTERM (it saved its last epoch): the study stops, to be resumed."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.exit_status = 143 if signal_name == "SIGTERM" else 130
+
+
 def _execute(script: str, argv: list, log_file: Path | None, threads: int | None) -> None:
     """Run an entry script in this process (log_file None) or as a subprocess writing log_file."""
     argv = [str(a) for a in argv]
@@ -40,6 +51,8 @@ def _execute(script: str, argv: list, log_file: Path | None, threads: int | None
             from utils import finetune
 
             status = finetune.main("mtlcc" if script.startswith("MTLCC") else "pastis", "fine-tuning", argv)
+        if status in STOP_STATUSES:
+            raise Stopped(STOP_STATUSES[status])
         if status != 0:
             sys.exit(f"error: {script} {' '.join(argv)} failed (exit {status})")
         return
@@ -55,6 +68,8 @@ def _execute(script: str, argv: list, log_file: Path | None, threads: int | None
             env=env,
             cwd=os.getcwd(),
         ).returncode
+    if status in STOP_STATUSES:
+        raise Stopped(STOP_STATUSES[status])
     if status != 0:
         tail = "".join(log_file.read_text().splitlines(keepends=True)[-15:])
         raise RuntimeError(f"{script} failed (exit {status}); last lines of {log_file}:\n{tail}")

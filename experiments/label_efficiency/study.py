@@ -27,6 +27,7 @@ from experiments.label_efficiency.design import (
 )
 from experiments.label_efficiency.report import write_outputs
 from experiments.label_efficiency.runs import (
+    Stopped,
     Executor,
     pretrain_diagnostics,
     pretrain_history,
@@ -45,7 +46,16 @@ def main(argv: list[str] | None = None) -> dict:
     from utils.runner import one_line_errors
 
     results = {}
-    status = one_line_errors(lambda: results.update(study(resolve_args(argv))))
+    try:
+        status = one_line_errors(lambda: results.update(study(resolve_args(argv))))
+    except (KeyboardInterrupt, Stopped) as stop:  # the running runs saved their last epoch and stopped too
+        name = "Ctrl-C" if isinstance(stop, KeyboardInterrupt) else str(stop)
+        print(
+            f"stopped by {name}: finished runs are kept and stopped ones resume from their last epoch; run the "
+            "same command again to continue",
+            file=sys.stderr,
+        )
+        sys.exit(130 if isinstance(stop, KeyboardInterrupt) else stop.exit_status)
     if status:
         sys.exit(status)
     return results
