@@ -71,6 +71,10 @@ def patches(root: Path) -> list[tuple[int, int, int]]:
     return [(f["properties"]["ID_PATCH"], f["properties"]["ROW"], f["properties"]["COL"]) for f in features]
 
 
+def first_of_fold(root: Path, fold: int) -> int:
+    return next(meta.patch_id for meta in read_pastis_metadata(root / "metadata.geojson") if meta.fold == fold)
+
+
 def scene_cube(root: Path, name: str) -> np.ndarray:
     """Reassemble the (T, H', W') scene of the written patches (S2 series or validity)."""
     written = patches(root)
@@ -458,3 +462,33 @@ def test_prediction_says_what_to_do_when_the_training_folder_moved(converted, ti
     assert len(err.splitlines()) == 1 and "gone: the checkpoint's training data folder is not there" in err
     assert "--data_root" in err
     assert predict_STCLN.main(argv + ["--output_dir", str(tmp_path / "map2"), "--data_root", str(moved)]) == 0
+
+
+def test_whole_patches_of_different_sizes_are_refused_before_the_first_batch(converted, tmp_path, capsys):
+    root = tmp_path / "mixed"
+    shutil.copytree(converted, root)
+    patch_id = first_of_fold(root, 1)  # a training patch made 6x6 (its label and validity alike)
+    for path in (s2_path(root, patch_id), target_path(root, patch_id), valid_path(root, patch_id)):
+        np.save(path, np.load(path)[..., :6, :6])
+    argv = [
+        "--dataset",
+        "folder",
+        "--data_root",
+        str(root),
+        "--crop_size",
+        "0",
+        "--batch_size",
+        "4",
+        "--train_folds",
+        "1",
+        "2",
+        "3",
+        "0",
+        "--label_subset",
+        "all",
+        "--output_dir",
+        str(tmp_path / "ft"),
+    ]
+    assert finetune.main("folder", "folder fine-tuning", argv + SMOKE) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "whole patches of 2 sizes (6x6, 8x8) cannot share a batch of 4" in err

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from utils.datasets.collate import pad_collate
 from utils.distributed import Runtime, seed_worker
 from utils.engine import LoopOptions
-from utils.errors import STCLNError
+from utils.errors import DataError, STCLNError
 from utils.precision import compile_model, configure_matmul_precision, make_adam, resolve_amp
 from utils.report import write_json  # noqa: F401 -- re-exported for the scripts
 from utils.signals import Interrupted, stop_on_signals
@@ -42,7 +42,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def make_loader(dataset, batch_size: int, runtime: Runtime, *, train: bool, seed: int, workers: int) -> DataLoader:
     """Training: shuffled DistributedSampler (also with one process, for per-epoch determinism).
-    Evaluation: each rank takes a strided share, no padding and no dropped samples."""
+    Evaluation: each rank takes a strided share, no padding and no dropped samples.
+
+    Raises:
+        DataError: whole patches of different sizes (no crop) that would meet in one batch.
+    """
+    check_one_size(dataset, batch_size)
     if train:
         sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=seed)
     else:
@@ -52,6 +57,21 @@ def make_loader(dataset, batch_size: int, runtime: Runtime, *, train: bool, seed
         dataset, batch_size=batch_size, sampler=sampler, shuffle=False, drop_last=False, num_workers=workers,
         collate_fn=pad_collate, worker_init_fn=seed_worker, pin_memory=runtime.device.type == "cuda",
     )
+
+
+def check_one_size(dataset, batch_size: int) -> None:
+    """Samples read as whole patches (no crop) can share a batch only if every patch has one size: refuse
+    mixed sizes before the first batch, instead of a collate error there."""
+    from utils.data import unwrap_subset
+
+    base, indices = unwrap_subset(dataset)
+    if batch_size < 2 or getattr(base, "crop_size", 0) is not None or not hasattr(base, "patches"):
+        return
+    positions = {base.entries[i][0] for i in indices} if indices is not None else range(len(base.patches))
+    sizes = sorted({(base.patches[p].height, base.patches[p].width) for p in positions})
+    if len(sizes) > 1:
+        raise DataError(f"{base.root}: whole patches of {len(sizes)} sizes ({', '.join(f'{h}x{w}' for h, w in sizes[:4])}) "
+                        f"cannot share a batch of {batch_size}: pass --crop_size N (or batch size 1)")
 
 
 def start_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
