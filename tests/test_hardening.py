@@ -805,3 +805,30 @@ def test_pretext_baselines_bug_keeps_its_traceback_and_bad_flags_are_argument_er
     monkeypatch.setattr(pretext_baselines, "resolve", bug)
     with pytest.raises(ValueError, match="a bug"):
         pretext_baselines.main(["--smoke"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_workers_killed_by_the_stop_signal_end_in_the_stop_not_a_traceback(signum):
+    """The job's SIGTERM kills the DataLoader workers while they are forked (the interrupt swallowed in an
+    at-fork callback): the loader then raises "worker exited unexpectedly". The loop stops cleanly
+    (Interrupted, exit 128 + signum) instead; without a stop signal the error is a real one."""
+
+    def dying_loader():
+        yield from ()
+        raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+
+    class Loader(list):
+        def __iter__(self):
+            return dying_loader()
+
+    options = LoopOptions(torch.device("cpu"), progress=False)
+    with stop_on_signals():
+        with suppress(KeyboardInterrupt):  # swallowed in the at-fork callback
+            os.kill(os.getpid(), signum)
+        with pytest.raises(Interrupted) as info:
+            for _ in progress(Loader(), "test", options):
+                pass
+        assert info.value.exit_status == 128 + signum
+    with stop_on_signals(), pytest.raises(RuntimeError, match="exited unexpectedly"):
+        for _ in progress(Loader(), "test", options):
+            pass

@@ -162,9 +162,22 @@ def progress(loader, desc: str, options: LoopOptions):
 
 
 def _stop_checked(loader):
-    for batch in loader:
-        check_stop()
-        yield batch
+    """The loader's batches, stopping between them after a stop signal. A stop signal sent to the whole
+    job also kills the DataLoader's workers, sometimes while they are being forked (the interrupt is
+    then swallowed): the loader raises "worker exited unexpectedly" some seconds later. That error is
+    the stop's doing: it becomes the stop (Interrupted), never a traceback over it."""
+    try:
+        batches = iter(loader)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            check_stop()
+            yield batch
+    except RuntimeError:
+        check_stop()  # a recorded stop signal explains the dead workers: raise it instead
+        raise
 
 
 def update_postfix(
