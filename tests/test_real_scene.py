@@ -492,3 +492,14 @@ def test_whole_patches_of_different_sizes_are_refused_before_the_first_batch(con
     assert finetune.main("folder", "folder fine-tuning", argv + SMOKE) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "whole patches of 2 sizes (6x6, 8x8) cannot share a batch of 4" in err
+
+
+def test_pretraining_on_a_test_fold_of_the_splits_is_said(converted, tmp_path, caplog):
+    from utils.data import build_pretrain_data
+
+    splits = {"pretrain": [0, 1, 2, 3, 4, 5], "train": [1, 2, 3], "val": [5], "test": [4]}
+    root = edit_dataset_json(converted, tmp_path, splits=splits)
+    args = pretrain_STCLN.get_parser().parse_args(["--dataset", "folder", "--data_root", str(root), "--smoke"])
+    with caplog.at_level("WARNING", logger="stcln"):
+        build_pretrain_data(args)
+    assert "'splits.pretrain' includes the test fold(s) [4]" in caplog.text
