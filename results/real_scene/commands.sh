@@ -79,4 +79,4 @@ python -m experiments.label_efficiency $COMMON $B --report
 # forest, the majority class; probe_random was under way), then the other arms as time allows. The
 # folder resumes: finished runs are kept, the interrupted ones continue from their last epoch.
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --arms scratch wp_cell probe_random rf majority
-python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 5 --arms wp_block wp_frame probe_wp
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 5 --sweep_budget 5 --arms wp_block wp_frame probe_wp  # (first run without --sweep_budget 5: refused, 2 s)
