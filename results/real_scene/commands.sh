@@ -80,3 +80,13 @@ python -m experiments.label_efficiency $COMMON $B --report
 # folder resumes: finished runs are kept, the interrupted ones continue from their last epoch.
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --arms scratch wp_cell probe_random rf majority
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 5 --sweep_budget 5 --arms wp_block wp_frame probe_wp  # (first run without --sweep_budget 5: refused, 2 s)
+
+# The report of what finished (results/real_scene/results.md and results.json, the figures), 13:51:
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --report
+# then: cp checkpoints/real_scene/B/{results.md,results.json,curve.png,training_curves.png,pretext_curves.png} results/real_scene/
+# (results.json with each run's history cut to its validation epochs)
+
+# Not run yet, to complete the design (the folder resumes and refuses another recipe):
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 25 --sweep_budget 10 --arms wp_block wp_frame probe_wp
+python -m experiments.label_efficiency $COMMON $B --only_seeds 1
+python -m experiments.label_efficiency $COMMON $B --report
