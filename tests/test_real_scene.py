@@ -503,3 +503,27 @@ def test_pretraining_on_a_test_fold_of_the_splits_is_said(converted, tmp_path, c
     with caplog.at_level("WARNING", logger="stcln"):
         build_pretrain_data(args)
     assert "'splits.pretrain' includes the test fold(s) [4]" in caplog.text
+
+
+def test_bands_without_red_nir_or_ndvi_say_that_the_gate_is_off(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="stcln"):
+        assert convert(tmp_path / "out", "--band_names", "VV", clouds=None) == 0
+    assert "no red/NIR pair" in caplog.text and "the NDVI gate of the masking is off" in caplog.text
+    assert read_dataset_json(tmp_path / "out").ndvi_gate is False
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(tiny_model, tmp_path, monkeypatch, capsys):
+    """(As root every folder is writable, so the check is exercised through os.access.)"""
+    monkeypatch.setattr(predict_STCLN.os, "access", lambda path, mode: False)
+    argv = [
+        "--checkpoint",
+        str(tiny_model),
+        "--geotiff_dir",
+        str(IMAGES),
+        "--output_dir",
+        str(tmp_path / "map"),
+        "--no_progress",
+    ]
+    assert predict_STCLN.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the output folder is not writable" in err
