@@ -187,6 +187,9 @@ def read_norm_stats(path: str | Path, folds: Sequence[int]) -> tuple[np.ndarray,
             raise DataError(f"{path}: Fold_{fold} needs 10 means and 10 stds, got {mean.shape}, {std.shape}")
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
             raise DataError(f"{path}: Fold_{fold} has non-finite (NaN/inf) means or stds")
+        if not (std > 0).all():
+            raise DataError(f"{path}: Fold_{fold} has stds <= 0 (bands {np.flatnonzero(std <= 0).tolist()}): "
+                            "no band can be normalised by them")
         if not normalisable(mean, std).all():
             bad = np.flatnonzero(~normalisable(mean, std)).tolist()
             raise DataError(f"{path}: Fold_{fold} has stds of (almost) zero (bands {bad}: {std[bad].tolist()}): "
