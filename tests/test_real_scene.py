@@ -380,10 +380,11 @@ def test_prediction_refuses_a_nan_the_model_would_read_and_maps_one_it_never_rea
     assert np.load(tmp_path / "cloudy_map" / "class_map.npy").shape == (101, 100)
 
 
-def test_prediction_keeps_one_scene_per_output_folder(tiny_model, tmp_path, capsys):
-    argv = [
+def predict_scene_argv(checkpoint: Path) -> list[str]:
+    """predict_STCLN.py on the shipped scene with its clouds, windows of 8 px every 8 px (seconds)."""
+    return [
         "--checkpoint",
-        str(tiny_model),
+        str(checkpoint),
         "--geotiff_dir",
         str(IMAGES),
         "--cloud_dir",
@@ -393,9 +394,11 @@ def test_prediction_keeps_one_scene_per_output_folder(tiny_model, tmp_path, caps
         "--batch_size",
         "64",
         "--no_progress",
-        "--output_dir",
-        str(tmp_path / "map"),
     ]
+
+
+def test_prediction_keeps_one_scene_per_output_folder(tiny_model, tmp_path, capsys):
+    argv = predict_scene_argv(tiny_model) + ["--output_dir", str(tmp_path / "map")]
     assert predict_STCLN.main(argv) == 0
     before = (tmp_path / "map" / "class_map.tif").stat().st_mtime_ns
     capsys.readouterr()
@@ -444,19 +447,7 @@ def test_prediction_says_what_to_do_when_the_training_folder_moved(converted, ti
     checkpoint = torch.load(tiny_model, map_location="cpu", weights_only=True)
     checkpoint["args"]["data_root"] = str(tmp_path / "gone")
     torch.save(checkpoint, tmp_path / "best.tar")
-    argv = [
-        "--checkpoint",
-        str(tmp_path / "best.tar"),
-        "--geotiff_dir",
-        str(IMAGES),
-        "--cloud_dir",
-        str(CLOUDS),
-        "--stride",
-        "8",
-        "--batch_size",
-        "64",
-        "--no_progress",
-    ]
+    argv = predict_scene_argv(tmp_path / "best.tar")
     assert predict_STCLN.main(argv + ["--output_dir", str(tmp_path / "map")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "gone: the checkpoint's training data folder is not there" in err
