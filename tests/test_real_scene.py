@@ -518,3 +518,52 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tiny_model, tmp_pat
     assert predict_STCLN.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "the output folder is not writable" in err
+
+
+def test_two_process_torchrun_with_clouds_compiled_in_bf16_trains_and_tests(converted, tmp_path):
+    """The GPU path with cloud masks on CPU: 2-process gloo torchrun of pre-training (--drop_invalid
+    --hide_invalid) and of fine-tuning from its export (--drop_invalid --augment) through the test, both
+    --compile (aot_eager) and --amp (bf16)."""
+    from tests.test_ddp import torchrun
+
+    common = [
+        "--dataset",
+        "folder",
+        "--data_root",
+        str(converted),
+        "--smoke",
+        "--epochs",
+        "1",
+        "--temporal",
+        "first:6",
+        "--num_workers",
+        "0",
+        "--no_progress",
+        "--device",
+        "cpu",
+        "--compile",
+        "--compile_backend",
+        "aot_eager",
+        "--amp",
+        "--drop_invalid",
+    ]
+    repo = Path(__file__).resolve().parents[1]
+    pre = torchrun(
+        [str(repo / "pretrain_STCLN.py"), *common, "--hide_invalid", "--output_dir", str(tmp_path / "pt")], tmp_path
+    )
+    assert pre.returncode == 0, pre.stderr[-2000:]
+    fine = torchrun(
+        [
+            str(repo / "PASTIS" / "finetuning_STCLN.py"),
+            *common,
+            "--augment",
+            "--pretrain_pth",
+            str(tmp_path / "pt" / "checkpoint_0.stcln.tar"),
+            "--output_dir",
+            str(tmp_path / "ft"),
+        ],
+        tmp_path,
+    )
+    assert fine.returncode == 0, fine.stderr[-2000:]
+    metrics = json.loads((tmp_path / "ft" / "test_stcln" / "metrics.json").read_text())
+    assert metrics["metrics"]["n_pixels"] > 0
