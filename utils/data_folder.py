@@ -73,7 +73,7 @@ def resolve_folder_splits(args: argparse.Namespace, spec: FolderSpec, root: Path
     Without ``splits``: train 1, val 2, test 4, and pre-training on every fold but the test folds.
     """
     test = spec.splits.get("test", FOLDER_DEFAULT_SPLITS["test"])
-    present = {meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)} if spec.splits else set()
+    present = {meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)}  # read once, for both uses below
     for split, folds in spec.splits.items():
         missing = sorted(set(folds) - present)
         if missing:
@@ -89,7 +89,7 @@ def resolve_folder_splits(args: argparse.Namespace, spec: FolderSpec, root: Path
         if split in spec.splits:
             folds = spec.splits[split]
         elif split == "pretrain":
-            folds = sorted({meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)} - set(test))
+            folds = sorted(present - set(test))
         else:
             folds = FOLDER_DEFAULT_SPLITS[split]
         setattr(args, flag, list(folds))

@@ -448,18 +448,9 @@ class FolderDataset(PASTISDataset):
         )
         return ((nir - red) / (nir + red + NDVI_EPS)).astype(np.float32)
 
-    def __getitem__(self, index: int) -> dict:
-        """The PASTIS sample dict, plus ``valid`` (T, h, w) bool when the folder has validity masks."""
-        sample = super().__getitem__(index)
-        if self.spec.valid_masks:
-            position, _ = self.entries[index]
-            meta = self.patches[position].meta
-            rows, cols = self._window(index, self._generator(index))
-            frames = (
-                np.arange(len(meta.dates))
-                if self.temporal is None
-                else np.asarray(self.temporal(list(meta.dates)), dtype=np.int64)
-            )
-            valid = open_npy(valid_path(self.root, meta.patch_id), self.mmap)
-            sample["valid"] = torch.from_numpy(np.asarray(valid[frames, rows, cols]) != 0)  # (T, h, w)
-        return sample
+    def _extra_keys(self, patch_id: int, frames: np.ndarray, rows: slice, cols: slice) -> dict:
+        """``valid`` (T, h, w) bool of the sample's dates and window when the folder has validity masks."""
+        if not self.spec.valid_masks:
+            return {}
+        valid = open_npy(valid_path(self.root, patch_id), self.mmap)
+        return {"valid": torch.from_numpy(np.asarray(valid[frames, rows, cols]) != 0)}  # (T, h, w)

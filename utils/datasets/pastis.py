@@ -471,4 +471,8 @@ class PASTISDataset(Dataset):
             "days": torch.tensor(days, dtype=torch.int64),
             "label": torch.from_numpy(self._read_label(meta.patch_id, rows, cols)),
             "id": sample_id,
-        }
+        } | self._extra_keys(meta.patch_id, frames, rows, cols)
+
+    def _extra_keys(self, patch_id: int, frames: np.ndarray, rows: slice, cols: slice) -> dict:
+        """More entries of the sample dict for the same dates and window (FolderDataset: ``valid``)."""
+        return {}
