@@ -86,7 +86,11 @@ python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --report
 # then: cp checkpoints/real_scene/B/{results.md,results.json,curve.png,training_curves.png,pretext_curves.png} results/real_scene/
 # (results.json with each run's history cut to its validation epochs)
 
-# Not run yet, to complete the design (the folder resumes and refuses another recipe):
+# Session of 2026-12-05 14:30, written before these runs (order from the design's priorities only: the
+# paper's arm against scratch, the forest and the majority class first; the CPU gives about 2.5 h): seed 1
+# of the core comparison (10 seed x fold units for it), then the other arms of seed 0 at 10 and 25 %,
+# then the other arms of seed 1 as time allows. The recipe stays phase B's (the folder refuses another).
+python -m experiments.label_efficiency $COMMON $B --only_seeds 1 --arms scratch wp_cell rf majority
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 25 --sweep_budget 10 --arms wp_block wp_frame probe_wp
-python -m experiments.label_efficiency $COMMON $B --only_seeds 1
+python -m experiments.label_efficiency $COMMON $B --only_seeds 1 --arms probe_random wp_block wp_frame probe_wp
 python -m experiments.label_efficiency $COMMON $B --report
