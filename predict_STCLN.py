@@ -1,25 +1,37 @@
-"""Crop map of a whole scene with a fine-tuned STCLN: overlapping sliding windows, bounded memory.
+"""Crop maps of whole scenes with a fine-tuned STCLN: overlapping sliding windows, bounded memory, resumable.
 
     python predict_STCLN.py --checkpoint checkpoints/finetune/folder/best.tar --geotiff_dir my_scene/ --output_dir maps/
+    python predict_STCLN.py --checkpoint best.tar --geotiff_dir tile_a/ tile_b/ tile_c/ --amp --output_dir maps/
+    python predict_STCLN.py --checkpoint best.tar --scene_list scenes.txt --output_dir maps/   # one folder per line
+    torchrun --nproc_per_node 4 predict_STCLN.py --checkpoint best.tar --scene_list scenes.txt --output_dir maps/
     python predict_STCLN.py --checkpoint best.tar --cube ndvi.npy --dates dates.txt --output_dir maps/ --pixel_size_m 10
-    python predict_STCLN.py --checkpoint best.tar --geotiff_dir scene/ --cloud_dir scene_clouds/ --output_dir maps/
 
-The scene is normalised with the statistics of the checkpoint's training folds (read from its
+Each scene is normalised with the statistics of the checkpoint's training folds (read from its
 --data_root, which --data_root here can replace), the same temporal subset is applied, and the
 model runs on windows of the training crop size every --stride pixels; logits are averaged over
-the overlaps (see utils/predict.py). The scene flags are the converter's (several acquisitions on a
-date, cloud masks); a model fine-tuned with --drop_invalid ignores the cloudy cells they mark. Writes to --output_dir: class_map.tif (GeoTIFF with the
-source's georeferencing; GeoTIFF input) or class_map.npy (cube input), class_map.png (legend),
-areas.json and areas.md (pixels, share and hectares per class when the pixel size is known).
+the overlaps (utils/predict.py). Rasters are read through rasterio in full-width row strips, never
+staged. The scene flags are the converter's (several acquisitions on a date, cloud masks); a model
+fine-tuned with --drop_invalid ignores the cloudy cells they mark.
+
+Writes per scene (into --output_dir for one scene, into --output_dir/<scene folder name> for several):
+class_map.tif (a Cloud-Optimised GeoTIFF with the source's CRS and transform, class names and colours;
+raster input) or class_map.npy (cube input), class_map.png (legend), areas.json and areas.md (pixels,
+share and hectares per class); for several scenes also the run's areas.json/areas.md over all scenes.
+
+Resumable: finished row strips are kept in <scene>/.partial/ as they end; the same command again
+skips finished scenes and strips (run.json records the run; another run into the folder is refused
+unless --overwrite). Under torchrun every rank maps a contiguous share of each scene's strips
+(no rank writes another's files) and the ranks then write the scenes' maps in turn.
 """
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import shutil
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,25 +39,39 @@ import torch
 
 from models import STCLNSegmenter
 from utils.args import HelpFormatter
+from utils.atomic import write_atomic
 from utils.checkpoint import load_finetuned, load_state_checked
 from utils.datasets.protocols import selects_a_date
-from utils.datasets.scene import add_scene_args, check_scene_source, pixel_area_m2, read_scene, write_geotiff
-from utils.distributed import resolve_device
+from utils.datasets.scene import (
+    add_scene_args,
+    check_scene_source,
+    open_cube,
+    open_raster_folder,
+    open_valid_cube,
+    pixel_area_m2,
+    write_class_map,
+)
+from utils.distributed import Runtime, setup_runtime, shutdown
 from utils.errors import CheckpointError, DataError
 from utils.figures import plot_class_map
-from utils.predict import BLENDS, class_areas, plan_windows, sliding_window_logits, training_context
-from utils.report import format_table, write_file_atomic, write_text_atomic
+from utils.precision import resolve_amp
+from utils.predict import BLENDS, class_areas, plan_windows, sliding_window_logits, split_strips, training_context
+from utils.report import format_table, write_text_atomic
 from utils.runner import guarded_main
 
 log = logging.getLogger("stcln")
+MAP_OUTPUTS = ("class_map.tif", "class_map.npy", "class_map.png", "areas.json", "areas.md")
+PARTIAL_DIR = ".partial"
+RUN_FILE = "run.json"
+RUN_KEYS = ("checkpoint_sha256", "scenes", "window", "stride", "blend", "margin", "amp", "same_date",
+            "cloud_threshold", "pixel_size_m")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="fine-tuned checkpoint (best.tar or last.tar of fine-tuning)")
-    add_scene_args(parser)
+    add_scene_args(parser, many=True)
     parser.add_argument("--data_root", type=Path, default=None,
                         help="the training data folder (its dataset.json and statistics); default: the checkpoint's --data_root")
     windows = parser.add_argument_group("sliding windows")
@@ -56,25 +82,100 @@ def get_parser() -> argparse.ArgumentParser:
     windows.add_argument("--margin", type=int, default=0,
                          help="ignore this many pixels next to window edges inside the scene (needs stride <= window - 2 margin)")
     windows.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--amp", action="store_true",
+                        help="bf16 autocast (CUDA, or a CPU with native bf16; fp32 with a warning elsewhere)")
     parser.add_argument("--pixel_size_m", type=float, default=None,
-                        help="pixel side in metres for the area table (default: from the GeoTIFF georeferencing)")
+                        help="pixel side in metres for the area table (default: from the raster's georeferencing)")
     parser.add_argument("--sta_chunk", type=int, default=0, help="STA queries per chunk (0 = all); exact, bounds memory")
-    parser.add_argument("--device", default="auto", help="'auto' (cuda if available, else cpu), 'cuda' or 'cpu'")
+    parser.add_argument("--device", default="auto",
+                        help="'auto' (cuda if available, else cpu), 'cuda' or 'cpu'; under torchrun each rank its local GPU")
     parser.add_argument("--trust_checkpoint", action="store_true",
                         help="allow pickled objects in --checkpoint (only files you trust)")
-    parser.add_argument("--output_dir", type=Path, required=True, help="where the map, figure and area table go")
+    parser.add_argument("--output_dir", type=Path, required=True, help="where the maps, figures and area tables go")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the map outputs already in --output_dir (refused otherwise: a folder describes one scene)")
+                        help="replace the maps of another run in --output_dir (refused otherwise: a folder holds one run)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
 
-MAP_OUTPUTS = ("class_map.tif", "class_map.npy", "class_map.png", "areas.json", "areas.md")
+# ---------------------------------------------------------------------------------------------
+# scenes of the run and its output folder
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SceneJob:
+    """One scene of the run: where it is read from and where its map goes."""
+
+    name: str
+    folder: Path | None  # a raster folder, or None for the --cube scene
+    cloud_dir: Path | None
+    output_dir: Path
 
 
-def prepare_output_dir(args) -> None:
-    """--output_dir as a folder for this scene's map: not a file, writable, and without another
-    scene's map unless --overwrite (which removes the old map files first, so none is left behind)."""
+def read_scene_list(path: Path) -> list[tuple[Path, Path | None]]:
+    """--scene_list: one raster folder per line, optionally followed by its cloud folder; '#' comments;
+    relative paths are relative to the list file."""
+    if not path.is_file():
+        raise DataError(f"{path}: scene list not found (--scene_list)")
+    scenes = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) > 2:
+            raise DataError(f"{path}:{number}: expected a scene folder and optionally its cloud folder, got {len(fields)} fields")
+        folder, *clouds = (Path(field) if Path(field).is_absolute() else path.parent / field for field in fields)
+        scenes.append((folder, clouds[0] if clouds else None))
+    if not scenes:
+        raise DataError(f"{path}: no scene in the list (--scene_list)")
+    return scenes
+
+
+def scene_jobs(args) -> list[SceneJob]:
+    """The run's scenes; one scene maps into --output_dir itself, several into one sub-folder each."""
+    if args.cube is not None:
+        return [SceneJob(args.cube.stem, None, None, args.output_dir)]
+    if args.scene_list is not None:
+        pairs = read_scene_list(args.scene_list)
+    else:
+        clouds = args.cloud_dir or [None] * len(args.geotiff_dir)
+        pairs = list(zip(args.geotiff_dir, clouds))
+    if len(pairs) == 1:
+        return [SceneJob(pairs[0][0].name, pairs[0][0], pairs[0][1], args.output_dir)]
+    names = [folder.resolve().name for folder, _ in pairs]
+    if len(set(names)) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise DataError(f"scenes {', '.join(twice)}: several scene folders of one name; each scene's maps go to "
+                        "--output_dir/<folder name>: rename them")
+    return [SceneJob(name, folder, clouds, args.output_dir / name) for name, (folder, clouds) in zip(names, pairs)]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_record(args, jobs: list[SceneJob], window: int) -> dict:
+    """What makes two runs' maps the same: the weights, the scenes and every flag that changes a pixel."""
+    return {
+        "checkpoint_sha256": sha256_of(args.checkpoint),
+        "scenes": [str(job.folder.resolve() if job.folder else args.cube.resolve()) for job in jobs],
+        "window": window,
+        "stride": args.stride or max(1, window // 2),
+        "blend": args.blend,
+        "margin": args.margin,
+        "amp": bool(args.amp),
+        "same_date": args.same_date,
+        "cloud_threshold": args.cloud_threshold,
+        "pixel_size_m": args.pixel_size_m,
+    }
+
+
+def prepare_output_dir(args, jobs: list[SceneJob], record: dict) -> None:
+    """--output_dir holds this run only: created, checked writable; a folder of another run (another
+    run.json, or maps without one) is refused unless --overwrite, which removes that run's files first."""
     out = args.output_dir
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder (--output_dir)")
@@ -84,12 +185,55 @@ def prepare_output_dir(args) -> None:
         raise DataError(f"{out}: cannot create the output folder ({err.strerror})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise DataError(f"{out}: the output folder is not writable")
-    previous = [name for name in MAP_OUTPUTS if (out / name).exists()]
-    if previous and not args.overwrite:
-        raise DataError(f"{out}: holds the map of an earlier run ({', '.join(previous)}); choose another "
-                        "--output_dir or pass --overwrite to replace it")
-    for name in previous:
-        (out / name).unlink()
+    previous = read_run(out)
+    same = previous is not None and all(previous.get(key) == record[key] for key in RUN_KEYS)
+    if not same:
+        found = [name for name in (RUN_FILE, *MAP_OUTPUTS, PARTIAL_DIR) if (out / name).exists()]
+        found += [f"{job.name}/" for job in jobs if job.output_dir != out and job.output_dir.exists()]
+        if found and not args.overwrite:
+            differs = [key for key in RUN_KEYS if previous is not None and previous.get(key) != record[key]]
+            why = f"its run.json differs in {', '.join(differs)}" if differs else "maps of an earlier run"
+            raise DataError(f"{out}: holds another run ({why}: {', '.join(found[:4])}); choose another --output_dir "
+                            "or pass --overwrite to replace it (the same command again resumes)")
+        remove_run(out, previous, jobs)
+    write_text_atomic(out / RUN_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def read_run(out: Path) -> dict | None:
+    try:
+        return json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def remove_run(out: Path, previous: dict | None, jobs: list[SceneJob]) -> None:
+    """Remove the map files of a run (this folder's and its scene sub-folders'), never anything else."""
+    folders = {out} | {job.output_dir for job in jobs}
+    folders |= {out / Path(scene).name for scene in (previous or {}).get("scenes", [])}
+    for folder in folders:
+        for name in MAP_OUTPUTS:
+            (folder / name).unlink(missing_ok=True)
+        shutil.rmtree(folder / PARTIAL_DIR, ignore_errors=True)
+        if folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    (out / RUN_FILE).unlink(missing_ok=True)
+
+
+def is_done(job: SceneJob) -> bool:
+    return (job.output_dir / "areas.json").is_file()  # written last (write_outputs)
+
+
+# ---------------------------------------------------------------------------------------------
+# one scene
+# ---------------------------------------------------------------------------------------------
+def open_job_scene(args, job: SceneJob):
+    if job.folder is None:
+        scene = open_cube(args.cube, args.dates)
+        if args.cloud_cube is not None:
+            frames, _, height, width = scene.cube.shape
+            scene.valid = open_valid_cube(args.cloud_cube, args.cloud_threshold, (frames, height, width))
+        return scene
+    return open_raster_folder(job.folder, (), job.cloud_dir, args.cloud_threshold, args.same_date)
 
 
 def warn_outside_season(dates: list, training: tuple | None, source: str) -> None:
@@ -105,22 +249,20 @@ def warn_outside_season(dates: list, training: tuple | None, source: str) -> Non
                     ", ".join(map(str, outside[:3])))
 
 
-def check_finite(scene, model_drops_invalid: bool) -> None:
-    """Refuse NaN/inf values the model would read (all of them, or those on valid cells of a
-    --drop_invalid model, which never reads invalid ones), before any window runs."""
-    T = scene.cube.shape[0]
-    for t in range(T):
-        frame = np.asarray(scene.cube[t])  # (C, H, W), one date at a time: bounded memory
-        bad = ~np.isfinite(frame).all(axis=0) if np.issubdtype(frame.dtype, np.floating) else None
-        if bad is None or not bad.any():
-            continue
-        if model_drops_invalid and scene.valid is not None:
-            bad &= np.asarray(scene.valid[t]) != 0
-            if not bad.any():
-                continue
-        raise DataError(f"{scene.source}: {int(bad.sum())} pixel(s) with NaN or infinite values on {scene.dates[t]} "
-                        "(fill them, or mark them cloudy with --cloud_dir/--cloud_cube and map with a "
-                        "--drop_invalid model)")
+def check_window_finite(raw: np.ndarray, valid: np.ndarray | None, scene, frames: np.ndarray, row: int,
+                        col: int) -> None:
+    """Refuse NaN/inf values the model would read (all of them, or only those on valid cells when the
+    model drops invalid ones: ``valid`` given), naming the date and the window."""
+    if not np.issubdtype(raw.dtype, np.floating):
+        return
+    bad = ~np.isfinite(raw).all(axis=1)  # (T', h, w)
+    if valid is not None:
+        bad &= valid
+    if bad.any():
+        t = int(np.argwhere(bad.any(axis=(1, 2)))[0, 0])
+        raise DataError(f"{scene.source}: {int(bad[t].sum())} pixel(s) with NaN or infinite values on "
+                        f"{scene.dates[frames[t]]} in the window at row {row}, column {col} (fill them, or mark them "
+                        "cloudy with --cloud_dir/--cloud_cube and map with a --drop_invalid model)")
 
 
 def load_model(args) -> tuple[STCLNSegmenter, dict]:
@@ -136,75 +278,166 @@ def save_npy(path: Path, array: np.ndarray) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-def write_outputs(args, class_map: np.ndarray, scene, info) -> list[dict]:
-    out = args.output_dir
-    if args.geotiff_dir is not None:
-        write_geotiff(out / "class_map.tif", class_map, scene.georeferencing)
+@dataclass
+class Mapper:
+    """The model and everything a scene is prepared with (one per process)."""
+
+    model: STCLNSegmenter
+    context: object  # utils.predict.TrainingContext
+    window: int
+    amp: bool
+    device: torch.device
+
+    def prepare(self, args, scene, warn: bool = True) -> tuple:
+        """The scene checked against the model; (frames used, model positions, window plan)."""
+        context, config = self.context, self.model.config
+        if warn and config.use_valid_mask and scene.valid is None:
+            log.warning("%s: the model was fine-tuned with --drop_invalid but the scene has no cloud information "
+                        "(--cloud_dir/--cloud_cube): every observation is taken as clear", scene.source)
+        T, C, H, W = scene.cube.shape
+        if C != config.in_channels:
+            raise DataError(f"{scene.source}: {C} bands, the model was trained on {config.in_channels}")
+        if not selects_a_date(context.temporal, scene.dates):
+            raise DataError(f"{scene.source}: no date inside the training run's temporal subset ({context.temporal!r})")
+        frames = np.asarray(context.temporal(scene.dates) if context.temporal else range(T), dtype=np.int64)
+        if warn:
+            warn_outside_season(scene.dates, context.date_range, scene.source)
+        days = [(scene.dates[f] - context.reference_date).days for f in frames]
+        positions = torch.tensor(days if config.positions == "doy" else range(len(frames)), dtype=torch.int64)
+        plan = plan_windows(H, W, self.window, args.stride or max(1, self.window // 2), args.blend, args.margin)
+        return frames, positions, plan
+
+    def map_strips(self, args, scene, prepared: tuple, strips: list[int], partial: Path, progress: bool) -> None:
+        """Map the strips ``strips`` of ``scene`` (``prepared`` by :meth:`prepare`), saving each strip's class
+        rows to ``partial`` as it ends."""
+        frames, positions, plan = prepared
+        mean, std = self.context.mean[:, None, None], self.context.std[:, None, None]
+        drops_invalid = self.model.config.use_valid_mask and scene.valid is not None
+
+        def read_window(row: int, col: int, h: int, w: int) -> np.ndarray:
+            raw = np.asarray(scene.cube[:, :, row:row + h, col:col + w])[frames]  # (T', C, h, w)
+            valid = read_valid(row, col, h, w) if drops_invalid else None
+            check_window_finite(raw, valid, scene, frames, row, col)
+            return np.nan_to_num((raw.astype(np.float32) - mean) / std)  # non-finite only where never read
+
+        def read_valid(row: int, col: int, h: int, w: int) -> np.ndarray:
+            return np.asarray(scene.valid[:, row:row + h, col:col + w])[frames] != 0  # (T', h, w)
+
+        def keep_rows(first: int, logits: np.ndarray) -> None:
+            rows = logits.argmax(axis=0).astype(np.uint8 if logits.shape[0] <= 256 else np.int32)  # (n, W)
+            write_atomic(partial / f"rows_{first:06d}.npy", lambda tmp: save_npy(tmp, rows))
+
+        log.info("%s: %dx%d, %d dates (%d used), %d of %d strips of %d windows (%dx%d, stride %s, %s blend)%s",
+                 scene.source, plan.height, plan.width, len(scene.dates), len(frames), len(strips),
+                 len(plan.row_starts), len(plan.col_starts), plan.window_h, plan.window_w,
+                 args.stride or self.window // 2, args.blend, ", bf16" if self.amp else "")
+        partial.mkdir(parents=True, exist_ok=True)
+        sliding_window_logits(self.model, read_window, positions, plan, self.model.config.num_classes, keep_rows,
+                              batch_size=args.batch_size, device=self.device, progress=progress,
+                              read_valid=read_valid if scene.valid is not None else None, strips=strips, amp=self.amp)
+
+
+def finished_strips(plan, partial: Path) -> set[int]:
+    return {index for index, top in enumerate(plan.row_starts) if (partial / f"rows_{top:06d}.npy").is_file()}
+
+
+def assemble(plan, partial: Path, num_classes: int) -> np.ndarray:
+    """The (H, W) class map from the strips' rows (every strip must be there)."""
+    class_map = np.zeros((plan.height, plan.width), dtype=np.uint8 if num_classes <= 256 else np.int32)
+    ends = list(plan.row_starts[1:]) + [plan.height]
+    for top, end in zip(plan.row_starts, ends):
+        rows = np.load(partial / f"rows_{top:06d}.npy")
+        if rows.shape != (end - top, plan.width):
+            raise DataError(f"{partial}: rows_{top:06d}.npy holds {rows.shape}, expected {(end - top, plan.width)} "
+                            "(a partial map of another run: pass --overwrite)")
+        class_map[top:end] = rows
+    return class_map
+
+
+def write_outputs(args, job: SceneJob, class_map: np.ndarray, scene, info) -> list[dict]:
+    """The scene's map, figure and area table; areas.json last (it marks the scene as done)."""
+    out = job.output_dir
+    if job.folder is not None:
+        write_class_map(out / "class_map.tif", class_map, scene.georeferencing, info.classes, info.colormap)
     else:
-        write_file_atomic(out / "class_map.npy", lambda tmp: save_npy(tmp, class_map))
+        write_atomic(out / "class_map.npy", lambda tmp: save_npy(tmp, class_map))
     area = args.pixel_size_m ** 2 if args.pixel_size_m else pixel_area_m2(scene.georeferencing)
     rows = class_areas(class_map, info.classes, area)
     plot_class_map(class_map, info.classes, info.colormap, out / "class_map.png", title=f"{scene.source}",
                    shares=[row["share"] for row in rows])
-    write_text_atomic(out / "areas.json", json.dumps({"pixel_area_m2": area, "classes": rows}, indent=2))
-    columns = ["index", "class", "pixels", "share"] + (["hectares"] if area else [])
-    write_text_atomic(out / "areas.md", format_table(rows, columns))
+    write_area_tables(out, rows, area)
     return rows
 
 
-def predict(args) -> np.ndarray:
-    device = resolve_device(args.device, 0)
+def write_area_tables(out: Path, rows: list[dict], area: float | None) -> None:
+    columns = ["index", "class", "pixels", "share"] + (["hectares"] if area else [])
+    write_text_atomic(out / "areas.md", format_table(rows, columns))
+    write_text_atomic(out / "areas.json", json.dumps({"pixel_area_m2": area, "classes": rows}, indent=2))
+
+
+def write_run_areas(args, jobs: list[SceneJob], classes: list[str]) -> list[dict]:
+    """The run's area table over all scenes (pixels and hectares summed; shares of the run's pixels)."""
+    tables = [json.loads((job.output_dir / "areas.json").read_text(encoding="utf-8")) for job in jobs]
+    pixels = np.sum([[row["pixels"] for row in table["classes"]] for table in tables], axis=0)
+    known = all(table["pixel_area_m2"] for table in tables)
+    rows = []
+    for index, name in enumerate(classes):
+        row = {"index": index, "class": name, "pixels": int(pixels[index]), "share": float(pixels[index] / pixels.sum())}
+        if known:
+            row["hectares"] = float(sum(table["classes"][index]["hectares"] for table in tables))
+        rows.append(row)
+    columns = ["index", "class", "pixels", "share"] + (["hectares"] if known else [])
+    scenes = [{"scene": job.name, "pixels": int(sum(r["pixels"] for r in t["classes"]))} for job, t in zip(jobs, tables)]
+    write_text_atomic(args.output_dir / "areas.md", f"{len(jobs)} scenes\n\n" + format_table(rows, columns))
+    write_text_atomic(args.output_dir / "areas.json", json.dumps({"scenes": scenes, "classes": rows}, indent=2))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+def predict(args, runtime: Runtime) -> None:
     model, ckpt_args = load_model(args)
     context = training_context(ckpt_args, args.data_root)
     window = args.window or context.window
     if not window:
         raise DataError("the checkpoint was trained on whole patches (--crop_size 0): give --window")
-    prepare_output_dir(args)
-    staging = Path(tempfile.mkdtemp(prefix=".scene.", dir=args.output_dir))
-    try:
-        scene = read_scene(args, staging / "cube.npy")
-        if model.config.use_valid_mask and scene.valid is None:
-            log.warning("the model was fine-tuned with --drop_invalid but the scene has no cloud information "
-                        "(--cloud_dir/--cloud_cube): every observation is taken as clear")
-        T, C, H, W = scene.cube.shape
-        check_finite(scene, model.config.use_valid_mask)
-        if C != model.config.in_channels:
-            raise DataError(f"{scene.source}: {C} bands, the model was trained on {model.config.in_channels}")
-        if not selects_a_date(context.temporal, scene.dates):
-            raise DataError(f"{scene.source}: no date inside the training run's temporal subset ({context.temporal!r})")
-        frames = np.asarray(context.temporal(scene.dates) if context.temporal else range(T), dtype=np.int64)
-        warn_outside_season(scene.dates, context.date_range, scene.source)
-        days = [(scene.dates[f] - context.reference_date).days for f in frames]
-        positions = torch.tensor(days if model.config.positions == "doy" else range(len(frames)), dtype=torch.int64)
-        mean, std = context.mean[:, None, None], context.std[:, None, None]
-
-        def read_window(row: int, col: int, h: int, w: int) -> np.ndarray:
-            raw = np.asarray(scene.cube[:, :, row:row + h, col:col + w][frames], dtype=np.float32)  # (T', C, h, w)
-            return np.nan_to_num((raw - mean) / std)  # non-finite values only on invalid cells (check_finite)
-
-        def read_valid(row: int, col: int, h: int, w: int) -> np.ndarray:
-            return np.asarray(scene.valid[:, row:row + h, col:col + w][frames]) != 0  # (T', h, w)
-
-        plan = plan_windows(H, W, window, args.stride or max(1, window // 2), args.blend, args.margin)
-        info = context.info
-        if len(info.classes) != model.config.num_classes:
-            raise CheckpointError(f"{args.checkpoint}: {model.config.num_classes} classes, the training data declares "
-                                  f"{len(info.classes)} ({info.classes[:5]}...)")
-        class_map = np.zeros((H, W), dtype=np.uint8 if info.num_classes <= 256 else np.int32)
-
-        def keep_rows(first: int, logits: np.ndarray) -> None:
-            class_map[first:first + logits.shape[1]] = logits.argmax(axis=0)
-
-        log.info("%dx%d scene, %d dates (%d used), %d windows of %dx%d, stride %s, %s blend", H, W, T, len(frames),
-                 plan.n_windows, plan.window_h, plan.window_w, args.stride or window // 2, args.blend)
-        sliding_window_logits(model.to(device), read_window, positions, plan, info.num_classes, keep_rows,
-                              batch_size=args.batch_size, device=device, progress=not args.no_progress,
-                              read_valid=read_valid if scene.valid is not None else None)
-        rows = write_outputs(args, class_map, scene, info)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("wrote %s\n%s", args.output_dir, format_table(rows, list(rows[0])))
-    return class_map
+    if len(context.info.classes) != model.config.num_classes:
+        raise CheckpointError(f"{args.checkpoint}: {model.config.num_classes} classes, the training data declares "
+                              f"{len(context.info.classes)} ({context.info.classes[:5]}...)")
+    jobs = scene_jobs(args)
+    if runtime.is_main:
+        prepare_output_dir(args, jobs, run_record(args, jobs, window))
+    runtime.barrier()
+    mapper = Mapper(model.to(runtime.device), context, window, resolve_amp(args.amp, runtime.device), runtime.device)
+    progress = not args.no_progress and runtime.is_main
+    for job in jobs:  # every rank maps its share of every scene's strips
+        if is_done(job):
+            log.info("%s: mapped by an earlier run (%s), skipped", job.name, job.output_dir)
+            continue
+        with open_job_scene(args, job) as scene:
+            prepared = mapper.prepare(args, scene, warn=runtime.is_main)
+            plan, partial = prepared[2], job.output_dir / PARTIAL_DIR
+            mine = split_strips(len(plan.row_starts), runtime.world_size, runtime.rank)
+            todo = sorted(set(mine) - finished_strips(plan, partial))
+            if len(todo) < len(mine):
+                log.info("%s: %d of this process's %d strips finished by an earlier run, kept", job.name,
+                         len(mine) - len(todo), len(mine))
+            if todo:
+                mapper.map_strips(args, scene, prepared, todo, partial, progress)
+    runtime.barrier()
+    for index, job in enumerate(jobs):  # the ranks write the scenes' maps in turn
+        if index % runtime.world_size != runtime.rank or is_done(job):
+            continue
+        with open_job_scene(args, job) as scene:
+            plan, partial = mapper.prepare(args, scene, warn=False)[2], job.output_dir / PARTIAL_DIR
+            rows = write_outputs(args, job, assemble(plan, partial, model.config.num_classes), scene, context.info)
+            shutil.rmtree(partial, ignore_errors=True)
+        log.info("wrote %s\n%s", job.output_dir, format_table(rows, list(rows[0])))
+    runtime.barrier()
+    if runtime.is_main and len(jobs) > 1:
+        rows = write_run_areas(args, jobs, context.info.classes)
+        log.info("%d scenes: %s\n%s", len(jobs), args.output_dir / "areas.md", format_table(rows, list(rows[0])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +449,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.stride is not None and args.stride < 1:
         parser.error(f"--stride must be >= 1 (omit it for half a window), got {args.stride}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
-    return guarded_main(lambda: predict(args), None)  # only STCLNError is one line: a bug keeps its traceback
+    runtime = None
+
+    def run() -> None:
+        nonlocal runtime
+        runtime = setup_runtime(args.device)
+        if not runtime.is_main:
+            logging.getLogger().setLevel(logging.WARNING)
+        predict(args, runtime)
+
+    status = guarded_main(run, None)  # only STCLNError is one line: a bug keeps its traceback
+    if status == 0 and runtime is not None:
+        shutdown(runtime)
+    return status
 
 
 if __name__ == "__main__":

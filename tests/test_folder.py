@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.region_fakes import BANDS, GEO_EXTRATAGS, ORIGIN, PIXEL_SIZE, make_scene, write_geotiff_scene, write_ndvi_cube
+from tests.region_fakes import BANDS, EPSG_UTM31N, ORIGIN, PIXEL_SIZE, make_scene, write_geotiff_scene, write_ndvi_cube
 from utils.data_folder import folder_protocols
 from utils.datasets.convert import block_folds
 from utils.datasets.convert import main as convert_main
@@ -30,9 +30,30 @@ def converted(scene, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("folder")
     label = write_geotiff_scene(tmp / "tifs", scene)
     out = tmp / "ds"
-    status = convert_main(["--geotiff_dir", str(tmp / "tifs"), "--label", str(label), "--out", str(out),
-                           "--band_names", *BANDS, "--patch_size", str(PATCH), "--fold_block", "1",
-                           "--class_names", "background", "a", "b", "c", "d", "--background_index", "0"])
+    status = convert_main(
+        [
+            "--geotiff_dir",
+            str(tmp / "tifs"),
+            "--label",
+            str(label),
+            "--out",
+            str(out),
+            "--band_names",
+            *BANDS,
+            "--patch_size",
+            str(PATCH),
+            "--fold_block",
+            "1",
+            "--class_names",
+            "background",
+            "a",
+            "b",
+            "c",
+            "d",
+            "--background_index",
+            "0",
+        ]
+    )
     assert status == 0
     return out
 
@@ -41,12 +62,14 @@ def test_convert_writes_every_patch_with_its_fold_and_footprint(scene, converted
     spec = json.loads((converted / DATASET_FILE).read_text())
     assert spec["red_band"] == "B04" and spec["nir_band"] == "B08"
     assert spec["reflectance_scale"] == 10000.0  # integer source
-    tags = spec["georeferencing"]["tags"]
-    assert tags["33550"]["value"] == [PIXEL_SIZE, PIXEL_SIZE, 0.0]
-    assert tags["34735"]["value"] == list(GEO_EXTRATAGS[2][3])
-    assert tags["34737"]["value"].startswith("WGS 84 / UTM zone 31N")
+    grid = spec["georeferencing"]  # the CRS and transform the GeoKeys and tie point of the source declare
+    assert grid["epsg"] == EPSG_UTM31N and "UTM zone 31N" in grid["crs"]
+    assert grid["transform"] == [PIXEL_SIZE, 0.0, ORIGIN[0], 0.0, -PIXEL_SIZE, ORIGIN[1]]
+    assert (grid["height"], grid["width"]) == (SIZE, SIZE)
     metas = read_pastis_metadata(converted / "metadata.geojson")
-    features = {f["properties"]["ID_PATCH"]: f for f in json.loads((converted / "metadata.geojson").read_text())["features"]}
+    features = {
+        f["properties"]["ID_PATCH"]: f for f in json.loads((converted / "metadata.geojson").read_text())["features"]
+    }
     folds = block_folds(SIZE // PATCH, SIZE // PATCH, 1, 5, 0)
     assert len(metas) == folds.size
     for meta in metas:
@@ -54,10 +77,12 @@ def test_convert_writes_every_patch_with_its_fold_and_footprint(scene, converted
         row, col = props["ROW"], props["COL"]
         assert meta.fold == folds[row // PATCH, col // PATCH]
         assert meta.dates == tuple(scene["dates"])
-        np.testing.assert_array_equal(np.load(s2_path(converted, meta.patch_id)),
-                                      scene["cube"][:, :, row:row + PATCH, col:col + PATCH])
-        np.testing.assert_array_equal(np.load(target_path(converted, meta.patch_id)),
-                                      scene["label"][row:row + PATCH, col:col + PATCH])
+        np.testing.assert_array_equal(
+            np.load(s2_path(converted, meta.patch_id)), scene["cube"][:, :, row : row + PATCH, col : col + PATCH]
+        )
+        np.testing.assert_array_equal(
+            np.load(target_path(converted, meta.patch_id)), scene["label"][row : row + PATCH, col : col + PATCH]
+        )
         ring = features[meta.patch_id]["geometry"]["coordinates"][0]
         assert ring[0] == [ORIGIN[0] + col * PIXEL_SIZE, ORIGIN[1] - row * PIXEL_SIZE]
         assert ring[2] == [ORIGIN[0] + (col + PATCH) * PIXEL_SIZE, ORIGIN[1] - (row + PATCH) * PIXEL_SIZE]
@@ -65,11 +90,26 @@ def test_convert_writes_every_patch_with_its_fold_and_footprint(scene, converted
 
 def test_interleaved_geotiffs_give_the_same_patches(scene, converted, tmp_path):
     write_geotiff_scene(tmp_path / "tifs", scene, interleaved=True)
-    assert convert_main(["--geotiff_dir", str(tmp_path / "tifs"), "--out", str(tmp_path / "ds"),
-                         "--patch_size", str(PATCH), "--fold_block", "1"]) == 0
+    assert (
+        convert_main(
+            [
+                "--geotiff_dir",
+                str(tmp_path / "tifs"),
+                "--out",
+                str(tmp_path / "ds"),
+                "--patch_size",
+                str(PATCH),
+                "--fold_block",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert not (tmp_path / "ds" / "ANNOTATIONS").exists()  # no label given
     for patch_id in (1, 7, 25):
-        np.testing.assert_array_equal(np.load(s2_path(tmp_path / "ds", patch_id)), np.load(s2_path(converted, patch_id)))
+        np.testing.assert_array_equal(
+            np.load(s2_path(tmp_path / "ds", patch_id)), np.load(s2_path(converted, patch_id))
+        )
 
 
 @pytest.mark.parametrize("rows,cols,block,n_folds", [(5, 5, 1, 5), (20, 17, 4, 5), (30, 30, 3, 4), (9, 40, 2, 5)])
@@ -77,7 +117,7 @@ def test_block_folds_never_put_different_folds_side_by_side(rows, cols, block, n
     folds = block_folds(rows, cols, block, n_folds, seed=3)
     assert set(np.unique(folds)) == set(range(n_folds + 1))
     for (row, col), fold in np.ndenumerate(folds):
-        neighbours = folds[max(0, row - 1):row + 2, max(0, col - 1):col + 2]  # 8-neighbourhood and itself
+        neighbours = folds[max(0, row - 1) : row + 2, max(0, col - 1) : col + 2]  # 8-neighbourhood and itself
         if fold > 0:
             assert set(np.unique(neighbours)) <= {0, fold}, (row, col)
     blocks = {fold: set() for fold in range(1, n_folds + 1)}
@@ -118,8 +158,9 @@ def test_samples_follow_the_contract(converted):
     sample = dataset[0]
     meta = dataset.patches[0].meta
     raw = np.load(s2_path(converted, meta.patch_id)).astype(np.float32)
-    np.testing.assert_allclose(sample["image"].numpy(), (raw - dataset.mean[:, None, None]) / dataset.std[:, None, None],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        sample["image"].numpy(), (raw - dataset.mean[:, None, None]) / dataset.std[:, None, None], rtol=1e-5, atol=1e-6
+    )
     red, nir = raw[:, BANDS.index("B04")] / 1e4, raw[:, BANDS.index("B08")] / 1e4
     np.testing.assert_allclose(sample["ndvi"].numpy(), (nir - red) / (nir + red + 1e-6), rtol=1e-5, atol=1e-6)
     assert sample["days"].tolist() == [(d - dataset.reference_date).days for d in meta.dates]
@@ -132,8 +173,20 @@ def test_samples_follow_the_contract(converted):
 
 def test_one_band_ndvi_series_gates_on_its_ndvi_band_and_other_bands_turn_the_gate_off(scene, tmp_path):
     paths = write_ndvi_cube(tmp_path / "src", scene)
-    common = ["--cube", str(paths["cube"]), "--dates", str(paths["dates"]), "--label", str(paths["label"]),
-              "--patch_size", str(PATCH), "--fold_block", "1", "--ignore_index", "0"]
+    common = [
+        "--cube",
+        str(paths["cube"]),
+        "--dates",
+        str(paths["dates"]),
+        "--label",
+        str(paths["label"]),
+        "--patch_size",
+        str(PATCH),
+        "--fold_block",
+        "1",
+        "--ignore_index",
+        "0",
+    ]
     assert convert_main([*common, "--out", str(tmp_path / "ds"), "--band_names", "NDVI"]) == 0
     spec = read_dataset_json(tmp_path / "ds")
     assert (spec.red_index, spec.nir_index, spec.ndvi_index, spec.reflectance_scale) == (None, None, 0, 1.0)
@@ -196,8 +249,21 @@ def test_bad_dataset_json_names_the_file_and_the_field(field, converted, tmp_pat
 
 def test_unlabelled_folder_is_for_pretraining_only(scene, tmp_path):
     write_geotiff_scene(tmp_path / "tifs", scene)
-    assert convert_main(["--geotiff_dir", str(tmp_path / "tifs"), "--out", str(tmp_path / "ds"),
-                         "--patch_size", str(PATCH), "--fold_block", "1"]) == 0
+    assert (
+        convert_main(
+            [
+                "--geotiff_dir",
+                str(tmp_path / "tifs"),
+                "--out",
+                str(tmp_path / "ds"),
+                "--patch_size",
+                str(PATCH),
+                "--fold_block",
+                "1",
+            ]
+        )
+        == 0
+    )
     folds = block_folds(SIZE // PATCH, SIZE // PATCH, 1, 5, 0)
     assert len(FolderDataset(tmp_path / "ds", folds=[0, 1], labels=False)) == np.isin(folds, [0, 1]).sum()
     with pytest.raises(DataError, match="'classes' is null"):

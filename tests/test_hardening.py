@@ -781,7 +781,7 @@ def test_predict_bad_model_config_is_one_line_naming_the_file(tmp_path, capsys):
 def test_predict_bug_keeps_its_traceback(tmp_path, monkeypatch, error):
     import predict_STCLN
 
-    def bug(args):
+    def bug(args, runtime):
         raise error("a bug, not bad input")
 
     monkeypatch.setattr(predict_STCLN, "predict", bug)

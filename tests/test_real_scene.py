@@ -397,16 +397,20 @@ def predict_scene_argv(checkpoint: Path) -> list[str]:
     ]
 
 
-def test_prediction_keeps_one_scene_per_output_folder(tiny_model, tmp_path, capsys):
+def test_prediction_keeps_one_run_per_output_folder(tiny_model, tmp_path, capsys):
     argv = predict_scene_argv(tiny_model) + ["--output_dir", str(tmp_path / "map")]
     assert predict_STCLN.main(argv) == 0
     before = (tmp_path / "map" / "class_map.tif").stat().st_mtime_ns
+    assert predict_STCLN.main(argv) == 0  # the same run again: the finished map is kept, not redone
+    assert (tmp_path / "map" / "class_map.tif").stat().st_mtime_ns == before
     capsys.readouterr()
-    assert predict_STCLN.main(argv) == 2  # a second scene (here: the same one) into the same folder
+    other = argv[: argv.index("--stride") + 1] + ["4"] + argv[argv.index("--stride") + 2 :]
+    assert predict_STCLN.main(other) == 2  # another run (here: another stride) into the same folder
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--overwrite" in err and "class_map.tif" in err
+    assert len(err.splitlines()) == 1 and "--overwrite" in err and "stride" in err and "class_map.tif" in err
     assert (tmp_path / "map" / "class_map.tif").stat().st_mtime_ns == before  # the first map untouched
-    assert predict_STCLN.main(argv + ["--overwrite"]) == 0
+    assert predict_STCLN.main(other + ["--overwrite"]) == 0
+    assert (tmp_path / "map" / "class_map.tif").stat().st_mtime_ns != before
     (tmp_path / "file").write_text("")
     assert predict_STCLN.main(argv[:-1] + [str(tmp_path / "file")]) == 2
     assert "is not a folder" in capsys.readouterr().err

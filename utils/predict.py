@@ -17,7 +17,7 @@ each kept window pixel equals the full-scene pass, and so does their weighted me
 
 import argparse
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from utils.datasets.folder import FolderDataset
 from utils.datasets.pastis import PASTISDataset
 from utils.datasets.scene import SQUARE_METRES_PER_HECTARE
 from utils.errors import CheckpointError, DataError, STCLNError
+from utils.precision import autocast_context
 
 BLENDS = ("uniform", "linear")
 
@@ -110,6 +111,8 @@ def sliding_window_logits(
     device: torch.device | str = "cpu",
     progress: bool = True,
     read_valid: Callable[[int, int, int, int], np.ndarray] | None = None,
+    strips: Collection[int] | None = None,
+    amp: bool = False,
 ) -> None:
     """Run ``model`` over every window of ``plan`` and hand finished rows of averaged logits to ``on_rows``.
 
@@ -121,14 +124,28 @@ def sliding_window_logits(
             ``first_row .. first_row + n - 1``, top to bottom, every row exactly once.
         read_valid: (row, col, h, w) -> bool (T, h, w) validity (cloud masks) of that window, passed
             to the model (honoured by models with ``use_valid_mask``), or None.
+        strips: indices into ``plan.row_starts`` whose rows are handed to ``on_rows`` (default: all).
+            The strips whose windows reach those rows are computed too (their rows not handed on), so
+            the rows equal those of a full pass bit for bit: this is how a run resumes after its
+            finished strips and how ranks share a scene (:func:`strips_needed`).
+        amp: bf16 autocast around the forward passes (:func:`utils.precision.autocast_context`).
     """
     model.eval()
     height, width, window_h, window_w = plan.height, plan.width, plan.window_h, plan.window_w
     col_weights = [axis_weight(c, window_w, width, plan.blend, plan.margin) for c in plan.col_starts]
     logits_sum = np.zeros((num_classes, window_h, width), dtype=np.float32)  # rows [top, top + window_h)
     weight_sum = np.zeros((window_h, width), dtype=np.float32)
-    bar = tqdm(total=plan.n_windows, desc="predict", unit="window", dynamic_ncols=True, disable=not progress)
-    for strip, top in enumerate(plan.row_starts):
+    emit = set(range(len(plan.row_starts)) if strips is None else strips)
+    needed = strips_needed(plan, emit)
+    bar = tqdm(total=len(needed) * len(plan.col_starts), desc="predict", unit="window", dynamic_ncols=True,
+               disable=not progress)
+    previous = None
+    for strip in needed:
+        top = plan.row_starts[strip]
+        if previous is not None and strip != previous + 1:  # a gap: no earlier strip reaches the rows emitted next
+            logits_sum[:] = 0.0
+            weight_sum[:] = 0.0
+        previous = strip
         row_weight = axis_weight(top, window_h, height, plan.blend, plan.margin)
         for first in range(0, len(plan.col_starts), batch_size):
             cols = plan.col_starts[first:first + batch_size]
@@ -137,7 +154,7 @@ def sliding_window_logits(
             valid = None
             if read_valid is not None:
                 valid = torch.from_numpy(np.stack([read_valid(top, col, window_h, window_w) for col in cols])).to(device)
-            with torch.no_grad():
+            with torch.no_grad(), autocast_context(amp, torch.device(device)):
                 logits = model(x, positions.to(device).expand(len(cols), -1),
                                torch.zeros(len(cols), x.shape[1], dtype=torch.bool, device=device), valid)  # (B, K, h, w)
             logits = logits.float().cpu().numpy()
@@ -148,10 +165,34 @@ def sliding_window_logits(
             bar.update(len(cols))
         next_top = plan.row_starts[strip + 1] if strip + 1 < len(plan.row_starts) else top + window_h
         done = next_top - top  # rows no later window reaches
-        on_rows(top, logits_sum[:, :done] / weight_sum[None, :done])
+        if strip in emit:
+            on_rows(top, logits_sum[:, :done] / weight_sum[None, :done])
         logits_sum = np.concatenate([logits_sum[:, done:], np.zeros_like(logits_sum[:, :done])], axis=1)
         weight_sum = np.concatenate([weight_sum[done:], np.zeros_like(weight_sum[:done])], axis=0)
     bar.close()
+
+
+def strips_needed(plan: WindowPlan, emit: Collection[int]) -> list[int]:
+    """The strips (indices into ``plan.row_starts``), in order, whose windows reach a row of a strip in ``emit``.
+
+    A strip emits the rows from its start to the next strip's start; every window of an earlier strip
+    that overlaps those rows contributes to their blended logits, so it is computed again."""
+    starts = plan.row_starts
+    needed = set()
+    for strip in emit:
+        needed.add(strip)
+        earlier = strip - 1
+        while earlier >= 0 and starts[earlier] + plan.window_h > starts[strip]:
+            needed.add(earlier)
+            earlier -= 1
+    return sorted(needed)
+
+
+def split_strips(n_strips: int, world_size: int, rank: int) -> range:
+    """This rank's contiguous share of a scene's strips (ranks 0..world_size - 1 cover them once)."""
+    per_rank, extra = divmod(n_strips, world_size)
+    first = rank * per_rank + min(rank, extra)
+    return range(first, first + per_rank + (rank < extra))
 
 
 def class_areas(class_map: np.ndarray, classes: list[str], pixel_area_m2: float | None) -> list[dict]:

@@ -9,11 +9,12 @@
         --label tests/data/eopatch_slovenia/geotiff_folder/labels_LULC.tif \
         --cloud_dir tests/data/eopatch_slovenia/cloud_masks --out data/slovenia --patch_size 8 --fold_block 2
 
-Inputs: (a) a folder of per-acquisition multi-band GeoTIFFs (date in each file name) plus an
-optional label GeoTIFF (which may lie in the same folder: it is skipped as a date), or (b) a numpy
+Inputs: (a) a folder of per-acquisition multi-band rasters (GeoTIFF, or any format GDAL reads, e.g.
+JPEG 2000; date in each file name) plus an optional label raster (which may lie in the same folder: it
+is skipped as a date), read through rasterio strip by strip (nothing is staged), or (b) a numpy
 cube (T, C, H, W) with a dates file and an optional label array. Several acquisitions on one
 date (neighbouring orbits, two satellites) are combined by ``--same_date`` (default ``mean``: per
-pixel, the mean of the day's clear acquisitions). A label GeoTIFF's GDAL nodata value is never a
+pixel, the mean of the day's clear acquisitions). A label raster's nodata value is never a
 class: its pixels become ``--ignore_index`` (its own value when that is a class index), unless
 ``--keep_label_nodata``.
 
@@ -56,11 +57,10 @@ from utils.datasets.pastis import METADATA_FILE, S2_DIR, TARGET_DIR, s2_path, ta
 from utils.datasets.scene import (
     Scene,
     add_scene_args,
-    affine,
-    band_descriptions,
     check_scene_source,
     read_label_file,
     read_scene,
+    transform_of,
 )
 from utils.errors import DataError, STCLNError
 
@@ -69,7 +69,6 @@ BUFFER_FOLD = 0
 RED_NIR_CANDIDATES = (("B04", "B08"), ("B4", "B8"), ("red", "nir"), ("RED", "NIR"))
 NDVI_BAND_NAMES = ("NDVI", "ndvi")
 INTEGER_SCALE = 10_000.0  # Sentinel-2 L2A digital numbers; float data are taken as reflectance
-STAGING_CUBE = "scene_cube.npy"
 
 
 def block_folds(n_rows: int, n_cols: int, block: int, n_folds: int, seed: int) -> np.ndarray:
@@ -174,9 +173,7 @@ def ndvi_band(band_names: list[str], red: str | None, gate: bool) -> str | None:
 
 def dataset_json(args, scene: Scene, label: np.ndarray | None, ignore: int | None, splits: dict) -> dict:
     n_bands = scene.cube.shape[1]
-    band_names = (
-        args.band_names or band_descriptions(scene.georeferencing, n_bands) or [f"band_{i + 1}" for i in range(n_bands)]
-    )
+    band_names = args.band_names or scene.band_names or [f"band_{i + 1}" for i in range(n_bands)]
     if len(band_names) != n_bands:
         raise DataError(f"--band_names lists {len(band_names)} names for the {n_bands} bands of {scene.source}")
     red, nir = red_nir(band_names, args.red_band, args.nir_band, not args.no_ndvi_gate)
@@ -219,7 +216,7 @@ def dataset_json(args, scene: Scene, label: np.ndarray | None, ignore: int | Non
 
 
 def _footprint(scene: Scene, row: int, col: int, size: int) -> dict | None:
-    transform = affine(scene.georeferencing)
+    transform = transform_of(scene.georeferencing)
     if transform is None:
         return None
     a, b, c, d, e, f = transform
@@ -302,7 +299,7 @@ def convert(args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        scene = read_scene(args, staging / STAGING_CUBE, exclude=(args.label,) if args.label is not None else ())
+        scene = read_scene(args, exclude=(args.label,) if args.label is not None else ())
         height, width = scene.shape
         n_rows, n_cols = height // args.patch_size, width // args.patch_size
         if n_rows == 0 or n_cols == 0:
@@ -316,7 +313,7 @@ def convert(args: argparse.Namespace) -> Path:
         features = write_patches(root, scene, label, folds, args.patch_size, args.nan_value)
         (root / METADATA_FILE).write_text(json.dumps({"type": "FeatureCollection", "features": features}))
         (root / DATASET_FILE).write_text(json.dumps(spec, indent=2))
-        del scene
+        scene.close()
         if out.exists():
             out.rmdir()  # empty (checked above)
         root.rename(out)

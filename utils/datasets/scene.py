@@ -1,28 +1,29 @@
-"""Whole scenes as users have them: per-date GeoTIFFs or a numpy cube, plus georeferencing.
+"""Whole scenes as users have them: per-date rasters or a numpy cube, plus georeferencing.
 
-Read by the converter (``python -m utils.datasets.convert``) and by ``predict_STCLN.py``.
+Read by the converter (``python -m utils.datasets.convert``) and by ``predict_STCLN.py``, through
+rasterio (GDAL): any format GDAL reads (GeoTIFF, JPEG 2000 Sentinel-2 bands, VRT), CRS and
+transform kept exactly, nodata read from the files.
 
-* GeoTIFF folder: one multi-band GeoTIFF per acquisition, the date in the file name (``YYYYMMDD``
+* Raster folder: one multi-band raster per acquisition, the date in the file name (``YYYYMMDD``
   or ``YYYY-MM-DD`` anywhere in it, e.g. ``S2_20190412.tif``, optionally followed by the time
-  as in Sentinel-2 product names, ``..._20190412T103021_...``); bands planar (C, H, W) or
-  interleaved (H, W, C); every file the same size, band count, CRS and pixel grid (checked).
+  as in Sentinel-2 product names, ``..._20190412T103021_...``); every file the same size, band
+  count, data type, CRS and pixel grid (checked when the scene is opened, before any pixel is read).
   Files named by ``exclude`` (the label map when it lies in the same folder) are skipped.
   Several acquisitions on one date are combined by ``same_date`` (:data:`SAME_DATE_RULES`).
-  Read with tifffile, as the MTLCC GeoTIFF reader. The scene is staged once into a ``.npy``
-  file (T, C, H, W) so that it can be memory-mapped: nothing later needs the whole scene in RAM.
-* Cloud information (optional): a folder of one single-band GeoTIFF per acquisition (a cloud
+  Nothing is staged: :class:`RasterSeries` reads full-width row strips (one windowed read per
+  file) when they are asked for and keeps the last strip, so converting a scene or mapping it
+  window by window holds one strip in memory, whatever the scene's size.
+* Cloud information (optional): a folder of one single-band raster per acquisition (a cloud
   mask or a cloud probability), matched to the images by acquisition date and time, or a
   (T, H, W) ``.npy`` beside a cube. A cell (date, pixel) is *valid* where the value is at most
-  ``threshold``; the staged validity is a (T, H, W) uint8 ``.npy`` (1 = clear).
+  ``threshold``.
 * numpy cube: a ``.npy`` file (T, C, H, W) plus a dates file (one ISO or YYYYMMDD date per
   line, or a JSON list), memory-mapped directly.
 
-Georeferencing: the GeoTIFF tags of the first date (pixel scale 33550, tie point 33922, model
-transformation 34264, GeoKey directory 34735 with its double 34736 and ASCII 34737 parameters,
-and GDAL metadata 42112) are kept as plain JSON (:func:`read_georeferencing`) and written back
-onto class maps with tifffile's ``extratags`` (:func:`write_geotiff`). GDAL_NODATA (42113) is
-not copied: it describes the reflectance bands, not a class map; a label GeoTIFF's own GDAL_NODATA
-is read (:func:`read_label_file`) so the converter can leave those pixels unscored.
+Georeferencing is a plain-JSON *grid* (stored in ``dataset.json``): ``crs`` (WKT, or None),
+``epsg`` (or None), ``transform`` (the affine a, b, c, d, e, f of ``x = a*col + b*row + c``,
+``y = d*col + e*row + f``, pixel corners; None without georeferencing), ``height``, ``width``.
+Class maps are written as Cloud-Optimised GeoTIFFs with that grid (:func:`write_class_map`).
 """
 
 import datetime
@@ -30,7 +31,8 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,54 +42,65 @@ from utils.report import write_file_atomic
 
 log = logging.getLogger("stcln")
 
-GEO_TAGS = {
-    33550: "ModelPixelScale",
-    33922: "ModelTiepoint",
-    34264: "ModelTransformation",
-    34735: "GeoKeyDirectory",
-    34736: "GeoDoubleParams",
-    34737: "GeoAsciiParams",
-    42112: "GDAL_METADATA",
-}
-GDAL_NODATA_TAG = 42113
-GT_MODEL_TYPE_KEY = 1024
-MODEL_TYPE_GEOGRAPHIC = 2  # GeoTIFF: lat/lon degrees, no metric pixel size
-PROJ_LINEAR_UNITS_KEY = 3076
-LINEAR_UNIT_METRE = 9001
 SQUARE_METRES_PER_HECTARE = 10_000.0
 DATE_PATTERN = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 TIME_SUFFIX = re.compile(r"T(\d{6})(?!\d)")  # the acquisition time after the date in Sentinel-2 product names
-PROJECTED_CRS_KEY, GEOGRAPHIC_CRS_KEY = 3072, 2048
 SAME_DATE_RULES = ("error", "first", "mean", "clearest")
-TIFF_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")  # compared lower-case
+TIFF_SUFFIXES = (".tif", ".tiff")
 CUBE_NDIM = 4
+COG_BLOCK = 512  # tile side of written maps (GDAL's COG default)
 
 
 @dataclass
 class Scene:
-    """A whole scene: ``cube`` (T, C, H, W) (memory-mapped), dates, optional georeferencing."""
+    """A whole scene: ``cube`` (T, C, H, W) and ``valid`` (T, H, W) read lazily, dates, georeferencing grid."""
 
-    cube: np.ndarray
+    cube: "np.ndarray | RasterSeries"
     dates: list[datetime.date]
     georeferencing: dict | None
     source: str
-    valid: np.ndarray | None = None  # (T, H, W) uint8, 1 = clear observation; None = no cloud information
+    valid: "np.ndarray | RasterValidity | None" = None  # 1 = clear observation; None = no cloud information
+    band_names: list[str] | None = None  # the rasters' band descriptions, when every band has a distinct one
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.cube.shape[2:])
 
+    def close(self) -> None:
+        """Close the scene's raster files (a numpy cube has none)."""
+        if isinstance(self.cube, RasterSeries):
+            self.cube.close()
 
-def add_scene_args(parser) -> None:
-    """The scene flags shared by the converter and predict_STCLN.py."""
+    def __enter__(self) -> "Scene":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def add_scene_args(parser, many: bool = False) -> None:
+    """The scene flags shared by the converter (one scene) and predict_STCLN.py (``many``: several scenes)."""
     source = parser.add_argument_group("scene (--geotiff_dir, or --cube with --dates)")
     source.add_argument(
         "--geotiff_dir",
         type=Path,
+        nargs="+" if many else None,
         default=None,
-        help="folder of per-acquisition GeoTIFFs, YYYYMMDD or YYYY-MM-DD (optionally THHMMSS) in each "
-        "file name; files without a date in the name are skipped with a warning",
+        help=(
+            "folder(s) of per-acquisition rasters (GeoTIFF, JPEG 2000, any GDAL format), YYYYMMDD or "
+            "YYYY-MM-DD (optionally THHMMSS) in each file name; files without a date in the name are "
+            "skipped with a warning"
+        )
+        + ("; several folders: one scene each" if many else ""),
     )
+    if many:
+        source.add_argument(
+            "--scene_list",
+            type=Path,
+            default=None,
+            help="text file: one scene folder per line, optionally followed by its cloud folder ('#' comments)",
+        )
     source.add_argument("--cube", type=Path, default=None, help="numpy .npy array (T, C, H, W) of raw values")
     source.add_argument("--dates", type=Path, default=None, help="with --cube: one date per line (or a JSON list)")
     source.add_argument(
@@ -102,8 +115,9 @@ def add_scene_args(parser) -> None:
         "--cloud_dir",
         type=Path,
         default=None,
-        help="with --geotiff_dir: one single-band cloud mask or probability GeoTIFF per acquisition, "
-        "matched by the date (and time) in the file names",
+        nargs="+" if many else None,
+        help="with --geotiff_dir: one single-band cloud mask or probability raster per acquisition, "
+        "matched by the date (and time) in the file names" + ("; one folder per --geotiff_dir" if many else ""),
     )
     clouds.add_argument(
         "--cloud_cube",
@@ -121,39 +135,43 @@ def add_scene_args(parser) -> None:
 
 
 def check_scene_source(parser, args) -> None:
-    """The scene flags of :func:`add_scene_args`: exactly one of --geotiff_dir and --cube, --dates with
-    --cube, the cloud source of the same kind (``parser.error`` otherwise)."""
-    if (args.geotiff_dir is None) == (args.cube is None):
-        parser.error("give exactly one of --geotiff_dir and --cube")
+    """The scene flags of :func:`add_scene_args`: exactly one source (--geotiff_dir, --scene_list or --cube),
+    --dates with --cube, the cloud source of the same kind (``parser.error`` otherwise)."""
+    scene_list = getattr(args, "scene_list", None)
+    if sum(source is not None for source in (args.geotiff_dir, args.cube, scene_list)) != 1:
+        parser.error(
+            "give exactly one of --geotiff_dir"
+            + (", --scene_list" if hasattr(args, "scene_list") else "")
+            + " and --cube"
+        )
     if args.cube is not None and args.dates is None:
         parser.error("--cube needs --dates")
     if args.cloud_dir is not None and args.geotiff_dir is None:
-        parser.error("--cloud_dir goes with --geotiff_dir (with --cube, give --cloud_cube)")
+        parser.error(
+            "--cloud_dir goes with --geotiff_dir (with --cube, give --cloud_cube; with --scene_list, "
+            "name each cloud folder after its scene folder in the list)"
+        )
+    if isinstance(args.cloud_dir, list) and len(args.cloud_dir) != len(args.geotiff_dir):
+        parser.error(
+            f"--cloud_dir gives {len(args.cloud_dir)} folders for {len(args.geotiff_dir)} --geotiff_dir "
+            "folders (one each, in the same order)"
+        )
     if args.cloud_cube is not None and args.cube is None:
         parser.error("--cloud_cube goes with --cube (with --geotiff_dir, give --cloud_dir)")
     if not math.isfinite(args.cloud_threshold):
         parser.error(f"--cloud_threshold must be a number, got {args.cloud_threshold}")
 
 
-def read_scene(args, staging: Path, exclude: tuple[Path, ...] = ()) -> Scene:
-    """The scene of :func:`add_scene_args` flags: --geotiff_dir (``exclude`` skipped, --same_date applied,
-    staged at ``staging``) or --cube, with the validity of --cloud_dir / --cloud_cube when given."""
+def read_scene(args, exclude: tuple[Path, ...] = ()) -> Scene:
+    """The scene of :func:`add_scene_args` flags: a raster folder (``exclude`` skipped, --same_date applied)
+    or --cube, with the validity of --cloud_dir / --cloud_cube when given; nothing is read yet but the
+    files' headers (grids checked)."""
     if args.geotiff_dir is not None:
-        clouds = CloudSource(args.cloud_dir, args.cloud_threshold) if args.cloud_dir is not None else None
-        scene = stage_geotiff_folder(args.geotiff_dir, staging, exclude, clouds, args.same_date)
-    else:
-        scene = open_cube(args.cube, args.dates)
-        if args.cloud_cube is not None:
-            frames, _, height, width = scene.cube.shape
-            scene.valid = open_valid_cube(args.cloud_cube, args.cloud_threshold, (frames, height, width))
-    if scene.valid is not None:
-        clear = np.asarray(scene.valid, dtype=np.float64).mean(axis=(1, 2))  # (T,) clear share per date
-        log.info(
-            "cloud information: %.1f %% of the cells clear; %d of %d dates under half clear",
-            100 * clear.mean(),
-            int((clear < 0.5).sum()),
-            len(clear),
-        )
+        return open_raster_folder(args.geotiff_dir, exclude, args.cloud_dir, args.cloud_threshold, args.same_date)
+    scene = open_cube(args.cube, args.dates)
+    if args.cloud_cube is not None:
+        frames, _, height, width = scene.cube.shape
+        scene.valid = open_valid_cube(args.cloud_cube, args.cloud_threshold, (frames, height, width))
     return scene
 
 
@@ -204,103 +222,56 @@ def read_dates_file(path: str | Path) -> list[datetime.date]:
     return [parse_date(value, str(path)) for value in values]
 
 
-def _tiff_bands(path: Path) -> tuple[np.ndarray, dict | None]:
-    """(C, H, W) array and georeferencing of one GeoTIFF (single-band files give C = 1)."""
-    array, georef, _ = _read_tiff(path)
-    return array, georef
-
-
-def _read_tiff(path: Path) -> tuple[np.ndarray, dict | None, float | None]:
-    """(C, H, W) array, georeferencing and GDAL nodata value (tag 42113, or None) of one GeoTIFF."""
-    import tifffile
+def open_raster(path: Path):
+    """A rasterio dataset of ``path``, or one line saying why it cannot be read."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
     try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, array = series.axes, series.asarray()
-            georef = _georeferencing_of(tif.pages[0])
-            nodata_tag = tif.pages[0].tags.get(GDAL_NODATA_TAG)
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as err:
-        raise DataError(f"{path}: unreadable TIFF ({' '.join(str(err).split())})") from None
-    if array.ndim == 2:
-        array = array[None]  # (H, W) -> (1, H, W)
-    elif array.ndim == 3 and axes.endswith("S"):
-        array = np.moveaxis(array, -1, 0)  # (H, W, C) -> (C, H, W)
-    if array.ndim != 3:
-        raise DataError(f"{path}: expected a (bands, rows, columns) image, got shape {array.shape} ({axes})")
-    nodata = None
-    if nodata_tag is not None:
-        text = str(nodata_tag.value).strip().strip("\x00")
-        try:
-            nodata = float(text)
-        except ValueError:
-            raise DataError(f"{path}: GDAL_NODATA tag {text!r} is not a number") from None
-    return array, georef, nodata
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a plain TIFF: the grid says so
+            return rasterio.open(path)
+    except RasterioIOError as err:
+        raise DataError(f"{path}: unreadable raster ({' '.join(str(err).split())})") from None
 
 
-def _georeferencing_of(page) -> dict | None:
-    tags = {}
-    for code in GEO_TAGS:
-        tag = page.tags.get(code)
-        if tag is None:
-            continue
-        value = tag.value
-        value = (
-            value if isinstance(value, str) else [float(v) if isinstance(v, float) else int(v) for v in np.ravel(value)]
-        )
-        tags[str(code)] = {"name": GEO_TAGS[code], "dtype": int(tag.dtype), "value": value}
-    if not tags:
-        return None
-    return {"tags": tags, "height": int(page.imagelength), "width": int(page.imagewidth)}
+def grid_of(dataset) -> dict:
+    """The plain-JSON georeferencing grid of a rasterio dataset (see the module docstring)."""
+    from rasterio.transform import Affine
+
+    georeferenced = dataset.crs is not None or dataset.transform != Affine.identity()
+    return {
+        "crs": dataset.crs.to_wkt() if dataset.crs is not None else None,
+        "epsg": dataset.crs.to_epsg() if dataset.crs is not None else None,
+        "transform": list(dataset.transform)[:6] if georeferenced else None,
+        "height": int(dataset.height),
+        "width": int(dataset.width),
+    }
 
 
-def band_descriptions(georef: dict | None, n_bands: int) -> list[str] | None:
-    """The band names GDAL wrote into GDAL_METADATA (``<Item name="DESCRIPTION" sample="i"
-    role="description">NAME</Item>``), when every one of the ``n_bands`` bands has one, else None."""
-    text = (georef or {}).get("tags", {}).get("42112", {}).get("value")
-    if not isinstance(text, str):
-        return None
-    import xml.etree.ElementTree as ElementTree
-
-    try:
-        items = ElementTree.fromstring(text).iter("Item")
-    except ElementTree.ParseError:
-        return None
-    names = {}
-    for item in items:
-        if item.get("role") == "description" and item.get("sample", "").isdigit() and (item.text or "").strip():
-            names[int(item.get("sample"))] = item.text.strip()
-    described = [names.get(index) for index in range(n_bands)]
-    return described if all(described) and len(set(described)) == n_bands else None
+def crs_name(grid: dict | None) -> str:
+    """'EPSG:32633', 'a custom CRS' or 'no CRS' (for messages)."""
+    if not grid or grid.get("crs") is None:
+        return "no CRS"
+    return f"EPSG:{grid['epsg']}" if grid.get("epsg") else "a custom CRS"
 
 
-def crs_code(georef: dict | None) -> int | None:
-    """EPSG code of the projected (or else geographic) CRS in the GeoKey directory, or None."""
-    entries = _geokeys(georef)
-    return entries.get(PROJECTED_CRS_KEY, entries.get(GEOGRAPHIC_CRS_KEY))
+def same_crs(first: str | None, second: str | None) -> bool:
+    if first is None or second is None:
+        return first == second
+    from rasterio.crs import CRS
+
+    return first == second or CRS.from_wkt(first) == CRS.from_wkt(second)
 
 
-def _geokeys(georef: dict | None) -> dict[int, int]:
-    """GeoKey id -> value of the inline (SHORT) keys of the GeoKey directory (34735)."""
-    keys = (georef or {}).get("tags", {}).get("34735", {}).get("value", [])
-    return {keys[n]: keys[n + 3] for n in range(4, len(keys) - 3, 4) if keys[n + 1] == 0}
-
-
-def check_same_grid(path: Path, georef: dict | None, reference: Path, expected: dict | None) -> None:
+def check_same_grid(path: Path, grid: dict, reference: Path, expected: dict) -> None:
     """Refuse a file whose CRS, pixel grid or size differs from the reference file's (one line)."""
-    if georef is None and expected is None:
-        return
-    if (georef is None) != (expected is None):
-        raise DataError(
-            f"{path}: {'no' if georef is None else 'has'} georeferencing, unlike {reference.name}; "
-            "every file of a scene needs the same CRS and pixel grid"
-        )
     problems = []
-    if (georef["height"], georef["width"]) != (expected["height"], expected["width"]):
-        problems.append(f"size {georef['height']}x{georef['width']} vs {expected['height']}x{expected['width']}")
-    if crs_code(georef) != crs_code(expected) or _geokeys(georef) != _geokeys(expected):
-        problems.append(f"CRS EPSG:{crs_code(georef)} vs EPSG:{crs_code(expected)}")
-    ours, theirs = affine(georef), affine(expected)
+    if (grid["height"], grid["width"]) != (expected["height"], expected["width"]):
+        problems.append(f"size {grid['height']}x{grid['width']} vs {expected['height']}x{expected['width']}")
+    if not same_crs(grid["crs"], expected["crs"]):
+        problems.append(f"CRS {crs_name(grid)} vs {crs_name(expected)}")
+    ours, theirs = grid["transform"], expected["transform"]
     if ours is not None and theirs is not None:
         size = max(abs(theirs[0]), abs(theirs[4]), 1e-12)
         if not np.allclose(ours, theirs, rtol=0.0, atol=1e-3 * size):  # a thousandth of a pixel
@@ -309,7 +280,7 @@ def check_same_grid(path: Path, georef: dict | None, reference: Path, expected: 
                 f"({theirs[2]:.2f}, {theirs[5]:.2f}) pixel ({theirs[0]:g}, {theirs[4]:g})"
             )
     elif (ours is None) != (theirs is None):
-        problems.append("one file has a pixel grid (transform), the other none")
+        problems.append(f"{'no' if ours is None else 'a'} georeferencing, unlike {reference.name}")
     if problems:
         raise DataError(
             f"{path}: not on the pixel grid of {reference.name} ({'; '.join(problems)}); every file "
@@ -317,21 +288,29 @@ def check_same_grid(path: Path, georef: dict | None, reference: Path, expected: 
         )
 
 
+def band_descriptions(dataset) -> list[str] | None:
+    """The band names of a raster (GDAL band descriptions), when every band has a distinct one, else None."""
+    names = [(name or "").strip() for name in dataset.descriptions]
+    return names if all(names) and len(set(names)) == len(names) else None
+
+
 def read_label_file(
     path: str | Path, shape: tuple[int, int], grid: tuple[Path, dict | None] | None = None
 ) -> tuple[np.ndarray, float | None]:
-    """A label map (H, W) from a GeoTIFF or ``.npy`` and its declared nodata value (GeoTIFF GDAL_NODATA,
-    else None); integer values, shape checked; a GeoTIFF also against ``grid`` (reference file, its
-    georeferencing) when given."""
+    """A label map (H, W) from a raster or ``.npy`` and its declared nodata value (the raster's nodata,
+    else None); integer values, shape checked; a raster also against ``grid`` (reference file, its
+    grid) when given."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: label file not found")
     nodata = None
-    if path.suffix in TIFF_SUFFIXES:
-        array, georef, nodata = _read_tiff(path)
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        with open_raster(path) as dataset:
+            array = dataset.read()  # (C, H, W)
+            nodata, label_grid = dataset.nodata, grid_of(dataset)
         array = array[0] if array.shape[0] == 1 else array
-        if grid is not None and georef is not None:
-            check_same_grid(path, georef, *grid)
+        if grid is not None and grid[1] is not None and label_grid["transform"] is not None:
+            check_same_grid(path, label_grid, *grid)
     else:
         array = np.asarray(load_npy(path, "label"))
     if array.ndim != 2 or tuple(array.shape) != tuple(shape):
@@ -340,21 +319,21 @@ def read_label_file(
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
             raise DataError(f"{path}: label values must be integers, got {array.dtype} with fractions or NaN")
         array = array.astype(np.int64)
-    if nodata is not None and nodata != round(nodata):
-        raise DataError(f"{path}: GDAL_NODATA {nodata:g} of a label map must be an integer")
+    if nodata is not None and (not math.isfinite(nodata) or nodata != round(nodata)):
+        raise DataError(f"{path}: nodata {nodata:g} of a label map must be an integer")
     return array, None if nodata is None else int(nodata)
 
 
 def geotiff_files(folder: Path, exclude: tuple[Path, ...] = ()) -> list[Acquisition]:
-    """The folder's GeoTIFFs as acquisitions in time order (date, time, name); ``exclude`` skipped, and
+    """The folder's rasters as acquisitions in time order (date, time, name); ``exclude`` skipped, and
     files without a date in the name skipped with a warning (a label map or a preview beside the images)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: GeoTIFF folder not found")
+        raise DataError(f"{folder}: raster folder not found")
     skip = {Path(path).resolve() for path in exclude}
     files, undated = [], []
     for path in sorted(folder.iterdir()):
-        if path.suffix not in TIFF_SUFFIXES or path.resolve() in skip:
+        if path.suffix.lower() not in RASTER_SUFFIXES or path.resolve() in skip:
             continue
         try:
             files.append(acquisition_of(path))
@@ -368,22 +347,14 @@ def geotiff_files(folder: Path, exclude: tuple[Path, ...] = ()) -> list[Acquisit
             ", ".join(undated[:5]) + (" ..." if len(undated) > 5 else ""),
         )
     if not files:
-        raise DataError(f"{folder}: no .tif files with a date in the name")
+        raise DataError(f"{folder}: no raster files ({', '.join(RASTER_SUFFIXES)}) with a date in the name")
     return sorted(files, key=lambda a: (a.date, a.time, a.path.name))
 
 
-@dataclass(frozen=True)
-class CloudSource:
-    """Where the per-acquisition cloud information comes from and how it becomes validity."""
-
-    folder: Path
-    threshold: float = 0.5  # a cell is clear (valid) where the cloud value is at most this
-
-
-def match_clouds(images: list[Acquisition], clouds: CloudSource) -> list[Path]:
+def match_clouds(images: list[Acquisition], folder: Path) -> list[Path]:
     """The cloud file of every image: same date and time, else the only cloud file of that date."""
     by_date: dict[datetime.date, list[Acquisition]] = {}
-    for acquisition in geotiff_files(clouds.folder):
+    for acquisition in geotiff_files(folder):
         by_date.setdefault(acquisition.date, []).append(acquisition)
     matched = []
     for image in images:
@@ -392,119 +363,228 @@ def match_clouds(images: list[Acquisition], clouds: CloudSource) -> list[Path]:
         if len(timed) == 1 or len(candidates) == 1:
             matched.append((timed or candidates)[0].path)
         elif not candidates:
-            raise DataError(f"{clouds.folder}: no cloud file for {image.path.name} (date {image.date})")
+            raise DataError(f"{folder}: no cloud file for {image.path.name} (date {image.date})")
         else:
             raise DataError(
-                f"{clouds.folder}: {len(candidates)} cloud files on {image.date} and none with the time "
+                f"{folder}: {len(candidates)} cloud files on {image.date} and none with the time "
                 f"{image.time or '(none)'} of {image.path.name}; name each like its image's acquisition"
             )
     return matched
 
 
-def _clear(path: Path, clouds: CloudSource, reference: Path, georef: dict | None, size: tuple[int, int]) -> np.ndarray:
-    """(H, W) bool validity of one acquisition from its cloud file."""
-    values, cloud_georef, _ = _read_tiff(path)
-    if values.shape[0] != 1 or values.shape[1:] != size:
-        raise DataError(
-            f"{path}: a cloud file needs one band (mask or probability) of {size[0]}x{size[1]} pixels "
-            f"as {reference.name}, got shape {values.shape}"
-        )
-    check_same_grid(path, cloud_georef, reference, georef)
-    return values[0] <= clouds.threshold
-
-
 def combine_same_date(
     bands: list[np.ndarray], clear: list[np.ndarray] | None, rule: str, paths: list[Path]
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One (C, H, W) image (and (H, W) validity) from several acquisitions of one date.
+    """One (C, h, w) image (and (h, w) validity) from several acquisitions of one date.
 
     ``first``: the earliest; ``mean``: per pixel, the mean of the clear acquisitions (of all where
     none is clear, or without cloud information), clear where any is; ``clearest``: the acquisition
-    with the most clear pixels (ties: the earliest); ``error``: refuse.
+    with the most clear pixels over the whole scene (``clear_counts``; ties: the earliest); ``error``:
+    refuse (checked when the scene is opened, see :func:`open_raster_folder`).
     """
-    if rule == "error":
-        raise DataError(
-            f"{paths[1]}: same date as {paths[0].name} (pass --same_date first, mean or clearest "
-            "to combine acquisitions of one day)"
-        )
-    if rule == "clearest" and clear is None:
-        raise DataError(
-            f"{paths[1]}: --same_date clearest needs cloud information (--cloud_dir) for the acquisitions of that date"
-        )
     if rule == "first":
         return bands[0], None if clear is None else clear[0]
-    if rule == "clearest":
-        best = int(np.argmax([mask.sum() for mask in clear]))
-        return bands[best], clear[best]
-    stack = np.stack(bands).astype(np.float64)  # (n, C, H, W)
+    stack = np.stack(bands).astype(np.float64)  # (n, C, h, w)
     if clear is None:
         mean = stack.mean(axis=0)
         any_clear = None
     else:
-        weight = np.stack(clear).astype(np.float64)  # (n, H, W)
+        weight = np.stack(clear).astype(np.float64)  # (n, h, w)
         any_clear = weight.any(axis=0)
         weight[:, ~any_clear] = 1.0  # no clear acquisition at that pixel: the plain mean
-        mean = (stack * weight[:, None]).sum(axis=0) / weight.sum(axis=0)[None]  # (n, 1, H, W) -> (C, H, W)
+        mean = (stack * weight[:, None]).sum(axis=0) / weight.sum(axis=0)[None]  # (n, 1, h, w) -> (C, h, w)
     if np.issubdtype(bands[0].dtype, np.integer):
         mean = np.rint(mean)
     return mean.astype(bands[0].dtype), any_clear
 
 
-def stage_geotiff_folder(
+@dataclass
+class RasterSeries:
+    """(T, C, H, W) array-like over the acquisitions of a raster folder, read in full-width row strips.
+
+    ``series[:, :, rows, cols]`` (and any indexing of the result) reads rows ``rows`` of every file
+    with one windowed read each, combines acquisitions of one date, and keeps that strip: windows
+    of the same rows are then cut from memory. ``validity`` is the matching (T, H, W) array-like.
+    """
+
+    groups: list[list[Path]]  # per date, its acquisitions' files
+    clouds: list[list[Path]] | None  # per date, the matching cloud files
+    threshold: float
+    same_date: str
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype
+    chosen: list[int] = field(default_factory=list)  # --same_date clearest: the member kept per date
+    _handles: dict = field(default_factory=dict, repr=False)
+    _strip: tuple | None = field(default=None, repr=False)  # (first row, end row, cube, valid)
+
+    @property
+    def ndim(self) -> int:
+        return CUBE_NDIM
+
+    def _dataset(self, path: Path):
+        if path not in self._handles:
+            self._handles[path] = open_raster(path)
+        return self._handles[path]
+
+    def _read(self, path: Path, first: int, end: int):
+        from rasterio.windows import Window
+
+        return self._dataset(path).read(window=Window(0, first, self.shape[3], end - first))  # (C, rows, W)
+
+    def read_rows(self, first: int, end: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(T, C, end - first, W) images and (T, end - first, W) uint8 validity (or None) of rows first..end-1."""
+        if self._strip is not None and self._strip[0] <= first and end <= self._strip[1]:
+            top = self._strip[0]
+            valid = None if self._strip[3] is None else self._strip[3][:, first - top : end - top]
+            return self._strip[2][:, :, first - top : end - top], valid
+        n_dates, n_bands, _, width = self.shape
+        cube = np.empty((n_dates, n_bands, end - first, width), dtype=self.dtype)
+        valid = None if self.clouds is None else np.empty((n_dates, end - first, width), dtype=np.uint8)
+        for t, members in enumerate(self.groups):
+            if self.same_date == "clearest" and len(members) > 1:
+                members = [members[self.chosen[t]]]
+                clouds = None if self.clouds is None else [self.clouds[t][self.chosen[t]]]
+            else:
+                clouds = None if self.clouds is None else self.clouds[t]
+            bands = [self._read(path, first, end) for path in members]
+            clear = None if clouds is None else [self._read(path, first, end)[0] <= self.threshold for path in clouds]
+            if len(bands) == 1:
+                cube[t], day_clear = bands[0], None if clear is None else clear[0]
+            else:
+                cube[t], day_clear = combine_same_date(bands, clear, self.same_date, members)
+            if valid is not None:
+                valid[t] = day_clear
+        self._strip = (first, end, cube, valid)
+        return cube, valid
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (CUBE_NDIM - len(key))
+        first, end = _row_range(key[2], self.shape[2])
+        cube, _ = self.read_rows(first, end)
+        return cube[key[0], key[1], :, key[3]] if isinstance(key[0], slice) else cube[key[0]][key[1], :, key[3]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        cube = self[:, :, :, :]
+        return cube if dtype is None else cube.astype(dtype)
+
+    def close(self) -> None:
+        for dataset in self._handles.values():
+            dataset.close()
+        self._handles.clear()
+        self._strip = None
+
+
+@dataclass
+class RasterValidity:
+    """(T, H, W) uint8 array-like validity of a :class:`RasterSeries` (its strips carry both)."""
+
+    series: RasterSeries
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        n_dates, _, height, width = self.series.shape
+        return (n_dates, height, width)
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        first, end = _row_range(key[1], self.shape[1])
+        _, valid = self.series.read_rows(first, end)
+        return valid[key[0], :, key[2]] if isinstance(key[0], slice) else valid[key[0]][:, key[2]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        valid = self[:, :, :]
+        return valid if dtype is None else valid.astype(dtype)
+
+
+def _row_range(rows, height: int) -> tuple[int, int]:
+    """(first, end) of a row index (a slice of step 1, or an int)."""
+    if isinstance(rows, (int, np.integer)):
+        row = int(rows) + (height if rows < 0 else 0)
+        return row, row + 1
+    if not isinstance(rows, slice) or rows.step not in (None, 1):
+        raise TypeError(f"raster series take a row slice of step 1 or a row index, got {rows!r}")
+    first, end, _ = rows.indices(height)
+    return first, max(first, end)
+
+
+def _check_header(path: Path, dataset, reference: Path, expected, bands: int | None) -> None:
+    """Same bands, data type and grid as the reference file (one line otherwise)."""
+    if bands is not None and (dataset.count, dataset.dtypes[0]) != (expected[0], expected[1]):
+        raise DataError(
+            f"{path}: {dataset.count} band(s) of {dataset.dtypes[0]} differ from {reference.name} "
+            f"({expected[0]} of {expected[1]}); every date needs the same bands and data type"
+        )
+    check_same_grid(path, grid_of(dataset), reference, expected[2])
+
+
+def open_raster_folder(
     folder: str | Path,
-    staging: Path,
     exclude: tuple[Path, ...] = (),
-    clouds: CloudSource | None = None,
+    cloud_dir: Path | None = None,
+    threshold: float = 0.5,
     same_date: str = "error",
 ) -> Scene:
-    """Read every date's GeoTIFF once into ``staging`` (a .npy of shape (T, C, H, W)); memory-map it.
-
-    With ``clouds``, the validity (T, H, W) is staged next to it (``<staging>.valid.npy``).
-    """
+    """A raster folder as a lazy :class:`Scene`: every file's header read and checked against the first
+    (bands, data type, CRS, grid, size), cloud files matched; no pixel is read here except for
+    ``same_date='clearest'``, which counts each candidate's clear cells."""
     files = geotiff_files(Path(folder), exclude)
-    cloud_files = match_clouds(files, clouds) if clouds is not None else None
+    cloud_files = match_clouds(files, Path(cloud_dir)) if cloud_dir is not None else None
     groups: dict[datetime.date, list[int]] = {}
     for index, acquisition in enumerate(files):
         groups.setdefault(acquisition.date, []).append(index)
-    first, georef, _ = _read_tiff(files[0].path)
     reference = files[0].path
-    shape = (len(groups), *first.shape)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    cube = np.lib.format.open_memmap(staging, mode="w+", dtype=first.dtype, shape=shape)
-    valid_path = staging.with_suffix(".valid.npy")
-    valid = (
-        None
-        if clouds is None
-        else np.lib.format.open_memmap(valid_path, mode="w+", dtype=np.uint8, shape=(shape[0], *shape[2:]))
+    with open_raster(reference) as first:
+        grid, names = grid_of(first), band_descriptions(first)
+        expected = (first.count, first.dtypes[0], grid)
+    for acquisition in files[1:]:
+        with open_raster(acquisition.path) as dataset:
+            _check_header(acquisition.path, dataset, reference, expected, first.count)
+    for path in cloud_files or ():
+        with open_raster(path) as dataset:
+            if dataset.count != 1:
+                raise DataError(f"{path}: a cloud file needs one band (mask or probability), got {dataset.count}")
+            check_same_grid(path, grid_of(dataset), reference, grid)
+    multiple = [members for members in groups.values() if len(members) > 1]
+    if multiple and same_date == "error":
+        raise DataError(
+            f"{files[multiple[0][1]].path}: same date as {files[multiple[0][0]].path.name} (pass --same_date "
+            "first, mean or clearest to combine acquisitions of one day)"
+        )
+    if multiple and same_date == "clearest" and cloud_files is None:
+        raise DataError(
+            f"{files[multiple[0][1]].path}: --same_date clearest needs cloud information (--cloud_dir) for the "
+            "acquisitions of that date"
+        )
+    series = RasterSeries(
+        groups=[[files[i].path for i in members] for members in groups.values()],
+        clouds=None if cloud_files is None else [[cloud_files[i] for i in members] for members in groups.values()],
+        threshold=threshold,
+        same_date=same_date,
+        shape=(len(groups), expected[0], grid["height"], grid["width"]),
+        dtype=np.dtype(expected[1]),
     )
-    for t, members in enumerate(groups.values()):
-        bands, clear = [], [] if clouds is not None else None
-        for index in members:
-            path = files[index].path
-            image, image_georef, _ = (first, georef, None) if index == 0 else _read_tiff(path)
-            if image.shape != first.shape or image.dtype != first.dtype:
-                raise DataError(
-                    f"{path}: {image.dtype} {image.shape} differs from {reference.name} "
-                    f"({first.dtype} {first.shape}); every date needs the same bands and size"
-                )
-            check_same_grid(path, image_georef, reference, georef)
-            bands.append(image)
-            if clouds is not None:
-                clear.append(_clear(cloud_files[index], clouds, reference, georef, first.shape[1:]))
-        if len(members) == 1:
-            cube[t], day_clear = bands[0], None if clear is None else clear[0]
-        else:
-            cube[t], day_clear = combine_same_date(bands, clear, same_date, [files[i].path for i in members])
-        if valid is not None:
-            valid[t] = day_clear
-    cube.flush()
-    del cube
-    if valid is not None:
-        valid.flush()
-        del valid
-        valid = np.load(valid_path, mmap_mode="r")
-    cube = np.load(staging, mmap_mode="r")
-    return Scene(cube, list(groups), georef, str(folder), valid)
+    if same_date == "clearest" and cloud_files is not None:
+        series.chosen = [_clearest(series.clouds[t], threshold) for t in range(len(series.groups))]
+    scene = Scene(series, list(groups), grid, str(folder), None, names)
+    if cloud_files is not None:
+        scene.valid = RasterValidity(series)
+    return scene
+
+
+def _clearest(clouds: list[Path], threshold: float) -> int:
+    """Index of the cloud file with the most clear cells (ties: the first)."""
+    if len(clouds) == 1:
+        return 0
+    counts = []
+    for path in clouds:
+        with open_raster(path) as dataset:
+            counts.append(int((dataset.read(1) <= threshold).sum()))
+    return int(np.argmax(counts))
 
 
 def load_npy(path: str | Path, what: str) -> np.ndarray:
@@ -546,58 +626,56 @@ def open_cube(path: str | Path, dates_path: str | Path) -> Scene:
     return Scene(cube, dates, None, str(path))
 
 
-def affine(georef: dict | None) -> tuple[float, float, float, float, float, float] | None:
+def transform_of(grid: dict | None) -> tuple[float, float, float, float, float, float] | None:
     """(a, b, c, d, e, f): x = a*col + b*row + c, y = d*col + e*row + f (pixel corner), or None."""
-    if not georef:
-        return None
-    tags = georef["tags"]
-    if "34264" in tags:
-        m = tags["34264"]["value"]
-        return (m[0], m[1], m[3], m[4], m[5], m[7])
-    if "33550" in tags and "33922" in tags:
-        sx, sy = tags["33550"]["value"][:2]
-        i, j, _, x, y, _ = tags["33922"]["value"][:6]
-        return (sx, 0.0, x - i * sx, 0.0, -sy, y + j * sy)
-    return None
+    return tuple(grid["transform"]) if grid and grid.get("transform") else None
 
 
-def pixel_area_m2(georef: dict | None) -> float | None:
-    """Area of one pixel in square metres, or None if unknown or not in metres (geographic CRS)."""
-    transform = affine(georef)
-    if transform is None:
+def pixel_area_m2(grid: dict | None) -> float | None:
+    """Area of one pixel in square metres, or None if unknown or not in metres (geographic CRS, no CRS)."""
+    transform = transform_of(grid)
+    if transform is None or grid.get("crs") is None:
         return None
-    entries = _geokeys(georef)
-    if entries.get(GT_MODEL_TYPE_KEY) == MODEL_TYPE_GEOGRAPHIC:
-        return None
-    if entries.get(PROJ_LINEAR_UNITS_KEY, LINEAR_UNIT_METRE) != LINEAR_UNIT_METRE:
+    from rasterio.crs import CRS
+
+    crs = CRS.from_wkt(grid["crs"])
+    unit, factor = crs.linear_units_factor if crs.is_projected else (None, None)
+    if unit is None:
         return None
     a, b, _, d, e, _ = transform
-    return abs(a * e - b * d)
+    return abs(a * e - b * d) * factor**2
 
 
-def shifted(georef: dict | None, row: int, col: int, height: int, width: int) -> dict | None:
-    """The georeferencing of the window starting at (row, col) of the scene."""
-    if not georef:
-        return None
-    transform = affine(georef)
-    tags = json.loads(json.dumps(georef["tags"]))
-    if transform is not None:
-        a, b, c, d, e, f = transform
-        x, y = a * col + b * row + c, d * col + e * row + f
-        if "34264" in tags:
-            tags["34264"]["value"][3], tags["34264"]["value"][7] = x, y
-        if "33922" in tags:
-            tags["33922"]["value"][:6] = [0.0, 0.0, 0.0, x, y, 0.0]
-    return {"tags": tags, "height": height, "width": width}
+def write_class_map(
+    path: Path,
+    class_map: np.ndarray,
+    grid: dict | None,
+    classes: list[str],
+    colormap: np.ndarray | None = None,
+    block: int = COG_BLOCK,
+) -> None:
+    """A class map (H, W) as a Cloud-Optimised GeoTIFF: tiled ``block`` px, deflate, overviews (mode of the
+    classes), the source's CRS and transform, the class names in its metadata (``CLASS_NAMES``, JSON)
+    and, with ``colormap`` ((K, 3) in 0..1 or 0..255) and one byte per pixel, a colour table."""
+    import rasterio
+    from rasterio.io import MemoryFile
+    from rasterio.shutil import copy as copy_raster
+    from rasterio.transform import Affine
 
-
-def write_geotiff(path: Path, array: np.ndarray, georef: dict | None) -> None:
-    """A single-band GeoTIFF carrying the source's georeferencing tags (tifffile extratags)."""
-    import tifffile
-
-    extratags = []
-    for code, tag in sorted((georef or {}).get("tags", {}).items(), key=lambda item: int(item[0])):
-        value = tag["value"]
-        count = 0 if isinstance(value, str) else len(value)
-        extratags.append((int(code), int(tag["dtype"]), count, value if isinstance(value, str) else tuple(value), True))
-    write_file_atomic(path, lambda tmp: tifffile.imwrite(tmp, array, photometric="minisblack", extratags=extratags))
+    height, width = class_map.shape
+    profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": class_map.dtype.name}
+    if grid and grid.get("transform"):
+        profile["transform"] = Affine(*grid["transform"])
+    if grid and grid.get("crs"):
+        profile["crs"] = rasterio.crs.CRS.from_wkt(grid["crs"])
+    with MemoryFile() as memory, memory.open(**profile) as dataset:
+        dataset.write(class_map, 1)
+        dataset.set_band_description(1, "class")
+        dataset.update_tags(CLASS_NAMES=json.dumps(list(classes)))
+        dataset.update_tags(1, **{f"CLASS_{index}": name for index, name in enumerate(classes)})
+        if colormap is not None and class_map.dtype == np.uint8:
+            table = np.asarray(colormap, dtype=np.float64)  # (K, 3) in 0..1, or in 0..255
+            colours = np.clip(np.rint(table * (255 if table.max() <= 1 else 1)), 0, 255).astype(int)
+            dataset.write_colormap(1, {index: (*map(int, rgb), 255) for index, rgb in enumerate(colours)})
+        options = {"compress": "deflate", "blocksize": block, "overview_resampling": "mode", "overviews": "auto"}
+        write_file_atomic(path, lambda tmp: copy_raster(dataset, str(tmp), driver="COG", **options))
