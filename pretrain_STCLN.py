@@ -21,7 +21,7 @@ from utils.args import (HelpFormatter, add_data_args, add_model_args, add_optim_
                         check_args, model_config_from_args)
 from utils.checkpoint import (backbone_export, full_state, prepare_output_dir, resume_state, save_checkpoint, unwrap,
                               write_run_config)
-from utils.data import build_pretrain_data
+from utils.data import build_pretrain_data, resolve_data_spec
 from utils.distributed import setup_runtime, seed_everything, shutdown
 from utils.engine import pretrain_one_epoch, reconstruct_preview
 from utils.masking import MASK_MODES, MaskingConfig
@@ -89,7 +89,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     apply_dataset_defaults(args, "pretrain")
     seed_everything(args.seed)
     out = prepare_output_dir(args, runtime)
-    data = build_pretrain_data(args)
+    data = build_pretrain_data(resolve_data_spec(args))
     config = model_config_from_args(args, data.info.in_channels, data.info.num_classes)
     model = wrap_model(STCLNPretrain(config), runtime, compile_backend(args), args.grad_checkpoint, args.fast_dropout)
     optimizer = make_optimizer(model, args)

@@ -33,8 +33,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from experiments.label_efficiency import SPLITS
-from utils.args import add_data_args, data_layout, parse_temporal
-from utils.data import build_pretrain_data, is_pastis_format, uses_synthetic
+from utils.args import add_data_args, parse_temporal
+from utils.data import build_pretrain_data, resolve_data_spec
+from utils.data_spec import DataSpec
 from utils.datasets.collate import pad_collate
 from utils.errors import STCLNError
 from utils.masking import MASK_MODES, MaskingConfig, eligible_frames, ndvi_from_input, sample_mask
@@ -173,16 +174,13 @@ def resolve(args) -> None:
         args.synthetic_format, args.dataset = args.dataset, "synthetic"  # --smoke: the synthetic set in that format
 
 
-def report(args, rows: list[dict], n_samples: int, size: tuple[int, int]) -> str:
-    if not uses_synthetic(args):
-        source = args.dataset
+def report(args, spec: DataSpec, rows: list[dict], n_samples: int, size: tuple[int, int]) -> str:
+    """The results table with a head naming the data (``spec``) and the masking flags (``args``)."""
+    if not spec.synthetic:
+        source = spec.dataset
     else:
-        source = f"synthetic v{args.synthetic_version}" if is_pastis_format(args) else "synthetic MTLCC"
-    where = (
-        f"{args.year} training tiles"
-        if data_layout(args) == "mtlcc"
-        else f"folds {' '.join(map(str, args.folds or []))}"
-    )
+        source = f"synthetic v{spec.synthetic_version}" if spec.layout == "pastis" else "synthetic MTLCC"
+    where = f"{spec.year} training tiles" if spec.layout == "mtlcc" else f"folds {' '.join(map(str, spec.folds or []))}"
     head = (
         f"Pretext baselines on {source} ({where}, {n_samples} samples of {size[0]}x{size[1]} px"
         f"{', evenly spaced' if args.limit else ''}): "
@@ -221,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         resolve(args)
-        result["data"] = build_pretrain_data(args)
+        result["spec"] = resolve_data_spec(args)
+        result["data"] = build_pretrain_data(result["spec"])
         result["rows"] = measure(result["data"].train, result["data"].info, maskings, args)
 
     status = guarded_main(run, None)
@@ -229,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     data, rows = result["data"], result["rows"]
     n_samples = min(args.limit, len(data.train)) if args.limit else len(data.train)
-    text = report(args, rows, n_samples, tuple(data.train[0]["image"].shape[-2:]))
+    text = report(args, result["spec"], rows, n_samples, tuple(data.train[0]["image"].shape[-2:]))
     print(text)
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)

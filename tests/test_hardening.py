@@ -169,11 +169,11 @@ def test_epoch_without_a_labelled_pixel_is_an_error():
 
 def test_smoke_subset_has_labelled_pixels():
     """The documented ``PASTIS/finetuning_STCLN.py --smoke`` used to pick one crop with no labelled pixel."""
-    from utils.data import build_finetune_data
+    from utils.data import build_finetune_data, resolve_data_spec
     from utils.finetune import class_weights, parse_args
 
     args = parse_args("pastis", "test", ["--dataset", "synthetic", "--smoke"])
-    data = build_finetune_data(args, splits=("train",))
+    data = build_finetune_data(resolve_data_spec(args), splits=("train",))
     weight = class_weights(data.info, data.info.num_classes)
     assert len(data.train) >= 1
     assert all(weight[data.train[i]["label"]].sum() > 0 for i in range(len(data.train)))
@@ -299,6 +299,7 @@ def test_classes_file_with_a_duplicated_raw_id(mtlcc_root, tmp_path):
 
 def test_class_names_come_from_the_file(mtlcc_root, tmp_path):
     from utils.data import info_for
+    from utils.data_spec import DataSpec
 
     root = copy_tree(mtlcc_root, tmp_path / "mtlcc")
     text = (root / "classes.txt").read_text()
@@ -306,7 +307,7 @@ def test_class_names_come_from_the_file(mtlcc_root, tmp_path):
     (root / "classes.txt").write_text(text.replace(f"{raw_id}|{name}", f"{raw_id}|renamed crop"))
     dataset = MTLCCDataset(root, split="eval")
     assert "renamed crop" in dataset.classes and name.strip() not in dataset.classes
-    assert info_for(SimpleNamespace(dataset="mtlcc"), dataset).classes == dataset.classes
+    assert info_for(DataSpec(dataset="mtlcc"), dataset).classes == dataset.classes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,14 +692,16 @@ def test_real_dataset_without_data_root_is_an_argument_error(tmp_path, capsys, e
 
 def test_synthetic_follows_the_format_of_the_entry_point():
     from utils.args import DATASET_DEFAULTS, apply_dataset_defaults, data_layout
-    from utils.data import is_pastis_format, resolve_label_subset
+    from utils.data import resolve_label_subset
+    from utils.data_spec import DataSpec
 
     mtlcc = finetune.parse_args("mtlcc", "test", ["--dataset", "synthetic"])
     pastis = finetune.parse_args("pastis", "test", ["--dataset", "synthetic"])
     assert (data_layout(mtlcc), data_layout(pastis)) == ("mtlcc", "pastis")
-    assert not is_pastis_format(mtlcc) and is_pastis_format(pastis)
+    mtlcc_spec, pastis_spec = DataSpec.from_args(mtlcc), DataSpec.from_args(pastis)
+    assert (mtlcc_spec.layout, pastis_spec.layout) == ("mtlcc", "pastis")
     # the synthetic MTLCC set holds the authors' tile ids; the PASTIS-format one has no authors' ids
-    assert (resolve_label_subset(mtlcc), resolve_label_subset(pastis)) == ("authors", "ratio")
+    assert (resolve_label_subset(mtlcc_spec), resolve_label_subset(pastis_spec)) == ("authors", "ratio")
     with pytest.raises(SystemExit):  # an MTLCC script does not read PASTIS data, nor the other way round
         finetune.get_parser("mtlcc", "test").parse_args(["--dataset", "pastis"])
     with pytest.raises(SystemExit):
@@ -717,25 +720,32 @@ def test_synthetic_follows_the_format_of_the_entry_point():
 def test_synthetic_mtlcc_reads_the_mtlcc_loader(mtlcc_root, tmp_path):
     """--dataset synthetic on an MTLCC entry point reads MTLCC tiles (a cache folder marked as complete
     stands in for the written synthetic set, which takes tens of seconds to write)."""
-    from utils.data import COMPLETE_MARKER, SYNTHETIC_MTLCC, SYNTHETIC_MTLCC_EVAL_TILES, build_finetune_data
+    from utils.data import (
+        COMPLETE_MARKER,
+        SYNTHETIC_MTLCC,
+        SYNTHETIC_MTLCC_EVAL_TILES,
+        build_finetune_data,
+        resolve_data_spec,
+    )
 
     cache = copy_tree(mtlcc_root, tmp_path / "cache")
     params = SYNTHETIC_MTLCC["smoke"] | {"eval_tiles": SYNTHETIC_MTLCC_EVAL_TILES["smoke"]}
     (cache / COMPLETE_MARKER).write_text(json.dumps(params))
     argv = ["--dataset", "synthetic", "--smoke", "--data_root", str(cache), "--label_subset", "all", "--n_dates", "4"]
-    data = build_finetune_data(finetune.parse_args("mtlcc", "test", argv), splits=("train",))
+    data = build_finetune_data(resolve_data_spec(finetune.parse_args("mtlcc", "test", argv)), splits=("train",))
     assert isinstance(data.train, MTLCCDataset) and data.train.root == cache
     assert (data.info.in_channels, data.info.num_classes) == (MTLCCDataset.in_channels, MTLCCDataset.num_classes)
 
 
 def test_synthetic_mtlcc_never_overwrites_a_folder_it_did_not_write(mtlcc_root, tmp_path):
     from utils.data import mtlcc_root as synthetic_mtlcc_root
+    from utils.data_spec import DataSpec
 
     real = copy_tree(mtlcc_root, tmp_path / "real")  # e.g. a real MTLCC root given with --dataset synthetic
     before = sorted(p.relative_to(real) for p in real.rglob("*"))
     args = finetune.parse_args("mtlcc", "test", ["--dataset", "synthetic", "--smoke", "--data_root", str(real)])
     with pytest.raises(DataError, match="refusing to overwrite"):
-        synthetic_mtlcc_root(args)
+        synthetic_mtlcc_root(DataSpec.from_args(args))
     assert sorted(p.relative_to(real) for p in real.rglob("*")) == before
 
 

@@ -490,13 +490,13 @@ def test_whole_patches_of_different_sizes_are_refused_before_the_first_batch(con
 
 
 def test_pretraining_on_a_test_fold_of_the_splits_is_said(converted, tmp_path, caplog):
-    from utils.data import build_pretrain_data
+    from utils.data import build_pretrain_data, resolve_data_spec
 
     splits = {"pretrain": [0, 1, 2, 3, 4, 5], "train": [1, 2, 3], "val": [5], "test": [4]}
     root = edit_dataset_json(converted, tmp_path, splits=splits)
     args = pretrain_STCLN.get_parser().parse_args(["--dataset", "folder", "--data_root", str(root), "--smoke"])
     with caplog.at_level("WARNING", logger="stcln"):
-        build_pretrain_data(args)
+        build_pretrain_data(resolve_data_spec(args))
     assert "'splits.pretrain' includes the test fold(s) [4]" in caplog.text
 
 

@@ -225,6 +225,7 @@ def test_synthetic_version_flag_selects_version_and_cache_folder(tmp_path, monke
 
     from utils.args import add_data_args
     from utils.data import pastis_root
+    from utils.data_spec import DataSpec
 
     parser = argparse.ArgumentParser()
     add_data_args(parser)
@@ -234,7 +235,7 @@ def test_synthetic_version_flag_selects_version_and_cache_folder(tmp_path, monke
         parser.parse_args(["--synthetic_version", "3"])
     monkeypatch.chdir(tmp_path)
     for version in (1, 2):
-        root = pastis_root(parser.parse_args(["--smoke", "--synthetic_version", str(version)]))
+        root = pastis_root(DataSpec.from_args(parser.parse_args(["--smoke", "--synthetic_version", str(version)])))
         assert root == Path("data_cache") / f"synthetic_pastis_v{version}_smoke"
         marker = (root / "COMPLETE.json").read_text()
         assert f'"version": {version}' in marker

@@ -1,4 +1,5 @@
-"""Build the data sets each script needs from its flags (one place for every data decision).
+"""Build the data sets each script needs from its :class:`~utils.data_spec.DataSpec` (one place for
+every data decision). The spec is resolved once from the flags (:func:`resolve_data_spec`).
 
 ``--dataset synthetic`` writes the embedded synthetic data set once (PASTIS format, or MTLCC
 TFRecord format for the MTLCC scripts and ``--synthetic_format mtlcc``) under ``data_cache/`` (or
@@ -7,6 +8,7 @@ TFRecord format for the MTLCC scripts and ``--synthetic_format mtlcc``) under ``
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -16,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from utils.args import SMOKE_MTLCC_DATES, data_layout, parse_temporal
+from utils.args import SMOKE_MTLCC_DATES, parse_temporal
 from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.data_spec import FOLD_FLAGS, DataSpec
 from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
@@ -39,25 +42,13 @@ PASTIS_RGB = (2, 1, 0)
 COMPLETE_MARKER = "COMPLETE.json"
 
 
-def size_key(args) -> str:
-    return "smoke" if getattr(args, "smoke", False) else "full"
-
-
-def is_pastis_format(args) -> bool:
-    return data_layout(args) == "pastis"
-
-
-def uses_synthetic(args) -> bool:
-    return args.dataset == "synthetic"
-
-
-def info_for(args, dataset: Dataset | None = None) -> DataInfo:
+def info_for(spec: DataSpec, dataset: Dataset | None = None) -> DataInfo:
     """What the model and reports need; class names come from ``dataset`` (MTLCC: its classes.txt) when given."""
-    if args.dataset == "folder":
+    if spec.dataset == "folder":
         from utils.data_folder import folder_data_info
 
-        return folder_data_info(args)
-    if is_pastis_format(args):
+        return folder_data_info(spec)
+    if spec.layout == "pastis":
         cls, rgb, cmap, protocols = PASTISDataset, PASTIS_RGB, PASTIS_COLORMAP, PROTOCOLS["pastis"]
     else:
         cls, rgb, protocols = MTLCCDataset, MTLCC_RGB, PROTOCOLS["mtlcc"]
@@ -76,20 +67,21 @@ def _tab20(n: int) -> np.ndarray:
     return colours
 
 
-def pastis_root(args) -> Path:
-    if not uses_synthetic(args):
-        return Path(args.data_root)
-    version = args.synthetic_version
-    root = Path(args.data_root) if args.data_root else CACHE_ROOT / f"synthetic_pastis_v{version}_{size_key(args)}"
-    return build_pastis_synthetic(root, version=version, **SYNTHETIC_PASTIS[version][size_key(args)])
+def pastis_root(spec: DataSpec) -> Path:
+    """The PASTIS-layout root; the synthetic one is written first if it is not there yet."""
+    if not spec.synthetic:
+        return Path(spec.data_root)
+    version = spec.synthetic_version
+    root = spec.data_root or CACHE_ROOT / f"synthetic_pastis_v{version}_{spec.size}"
+    return build_pastis_synthetic(root, version=version, **SYNTHETIC_PASTIS[version][spec.size])
 
 
-def mtlcc_root(args) -> Path:
+def mtlcc_root(spec: DataSpec) -> Path:
     """The MTLCC root; the synthetic one holds the authors' tile ids (train/val) and extra eval tiles."""
-    if not uses_synthetic(args):
-        return Path(args.data_root)
-    key = size_key(args)
-    root = Path(args.data_root) if args.data_root else CACHE_ROOT / f"synthetic_mtlcc_{key}"
+    if not spec.synthetic:
+        return Path(spec.data_root)
+    key = spec.size
+    root = spec.data_root or CACHE_ROOT / f"synthetic_mtlcc_{key}"
     marker = root / COMPLETE_MARKER
     params = json.loads(json.dumps(SYNTHETIC_MTLCC[key] | {"eval_tiles": SYNTHETIC_MTLCC_EVAL_TILES[key]}))
     if marker.is_file() and json.loads(marker.read_text()) == params:
@@ -113,100 +105,129 @@ def mtlcc_root(args) -> Path:
     return root
 
 
-def pastis_set(args, root, folds, norm_folds, crop: int | None, mode: str = "grid", ids=None, cells=None) -> PASTISDataset:
-    if crop and getattr(args, "smoke", False):
+def pastis_set(spec: DataSpec, root: Path, folds: list[int], norm_folds: list[int], crop: int | None, mode: str = "grid",
+               ids: list[int] | None = None, cells: list[tuple[int, int]] | None = None) -> PASTISDataset:
+    """A PASTIS-layout data set of ``folds`` normalised with ``norm_folds``; --smoke crops are SMOKE_CROP."""
+    if crop and spec.smoke:
         crop = SMOKE_CROP
     return PASTISDataset(root, folds=folds, norm_folds=norm_folds, crop_size=crop or None, crop_mode=mode, cells=cells,
-                         ids=ids, temporal=parse_temporal(args.temporal), seed=args.seed)
+                         ids=ids, temporal=parse_temporal(spec.temporal), seed=spec.seed)
 
 
-def mtlcc_set(args, root, split, tile_ids=None, sampling=None) -> MTLCCDataset:
-    return MTLCCDataset(root, split=split, year=args.year, tile_ids=tile_ids, n_dates=args.n_dates or None,
-                        temporal=parse_temporal(args.temporal), date_sampling=sampling, seed=args.seed,
-                        cache_dir=args.cache_dir)
+def mtlcc_set(spec: DataSpec, root: Path, split: str, tile_ids: list[int] | None = None,
+              sampling: str | None = None) -> MTLCCDataset:
+    """The MTLCC tiles of ``split`` (optionally only ``tile_ids``) of the spec's year, dates and cache."""
+    return MTLCCDataset(root, split=split, year=spec.year, tile_ids=tile_ids, n_dates=spec.n_dates or None,
+                        temporal=parse_temporal(spec.temporal), date_sampling=sampling, seed=spec.seed,
+                        cache_dir=spec.cache_dir)
 
 
 PASTIS_DEFAULT_FOLDS = {"folds": [5], "train_folds": [1], "val_folds": [2], "test_folds": [4]}  # the paper's
 
 
-def resolve_pastis_folds(args) -> None:
-    """Fold flags left unset (None) get the paper's folds (``--dataset folder``: dataset.json splits)."""
-    for flag, folds in PASTIS_DEFAULT_FOLDS.items():
-        if hasattr(args, flag) and getattr(args, flag) is None:
-            setattr(args, flag, list(folds))
+def resolve_data_spec(args: argparse.Namespace) -> DataSpec:
+    """The run's :class:`DataSpec`, built once from the parsed flags, with the fold flags the run has but
+    left unset (None) resolved: the paper's folds, or (``--dataset folder``) the dataset.json splits.
+
+    The resolved folds are written back to ``args``, so that config.json and the checkpoints' ``args``
+    record the folds the run used (what ``utils.predict.training_context`` reads back).
+    """
+    spec = DataSpec.from_args(args)
+    unset = tuple(flag for flag in FOLD_FLAGS if hasattr(args, flag) and getattr(args, flag) is None)
+    if spec.dataset == "folder":
+        from utils.data_folder import resolve_folder_splits
+
+        resolved = resolve_folder_splits(spec, unset)  # also checks the splits of dataset.json
+    else:
+        resolved = {flag: tuple(PASTIS_DEFAULT_FOLDS[flag]) for flag in unset}
+    spec = dataclasses.replace(spec, **resolved)
+    for flag in unset:
+        setattr(args, flag, spec.split_folds(flag))
+    return spec
 
 
-def build_pretrain_data(args: argparse.Namespace) -> DataBundle:
+def build_pretrain_data(spec: DataSpec) -> DataBundle:
     """Unlabelled training series: PASTIS folds (every grid crop each epoch, as the authors) or MTLCC tiles."""
-    if args.dataset == "folder":
+    if spec.dataset == "folder":
         from utils.data_folder import build_folder_pretrain
 
-        return build_folder_pretrain(args)
-    resolve_pastis_folds(args)
-    if is_pastis_format(args):
-        root = pastis_root(args)
-        train = pastis_set(args, root, args.folds, args.folds, args.crop_size, "grid")
+        return build_folder_pretrain(spec)
+    if spec.layout == "pastis":
+        folds = spec.split_folds("folds")
+        train = pastis_set(spec, pastis_root(spec), folds, folds, spec.crop_size, "grid")
     else:
-        train = mtlcc_set(args, mtlcc_root(args), "train", sampling="random")
-    return DataBundle(train, None, None, info_for(args, train))
+        train = mtlcc_set(spec, mtlcc_root(spec), "train", sampling="random")
+    return DataBundle(train, None, None, info_for(spec, train))
 
 
-def resolve_label_subset(args) -> str:
-    if args.label_subset is None and args.dataset == "folder":
+def resolve_label_subset(spec: DataSpec) -> str:
+    """The labelled subset drawn: ``label_subset``, or the data set's default when it is None."""
+    if spec.label_subset is None and spec.dataset == "folder":
         return "all"  # the user's labels are the few labels
-    if args.label_subset is None:
+    if spec.label_subset is None:
         # synthetic MTLCC-format data holds the authors' tile ids; synthetic PASTIS-format data has no authors' ids
-        return "ratio" if uses_synthetic(args) and is_pastis_format(args) else "authors"
-    return args.label_subset
+        return "ratio" if spec.synthetic and spec.layout == "pastis" else "authors"
+    return spec.label_subset
 
 
-def build_finetune_data(args: argparse.Namespace, splits=("train", "val", "test")) -> DataBundle:
+def build_finetune_data(spec: DataSpec, splits: tuple[str, ...] = ("train", "val", "test")) -> DataBundle:
     """Labelled training subset, validation and test sets. All PASTIS splits use the training folds' statistics."""
-    subset = resolve_label_subset(args)
-    out = {}
-    if args.dataset != "folder":
-        resolve_pastis_folds(args)
-    if args.dataset == "folder":
+    subset = resolve_label_subset(spec)
+    if spec.dataset == "folder":
         from utils.data_folder import build_folder_finetune
 
-        out = build_folder_finetune(args, splits, subset)
-    elif is_pastis_format(args):
-        root = pastis_root(args)
-        check_disjoint_folds(args)
-        norm = args.train_folds
-        if "train" in splits:
-            if subset == "authors":
-                ids, cells = authors_pastis_subset("train")
-                out["train"] = pastis_set(args, root, args.train_folds, norm, args.crop_size, "cells", ids=ids, cells=cells)
-            else:
-                full = pastis_set(args, root, args.train_folds, norm, args.crop_size, "grid")
-                out["train"] = full if subset == "all" else labelled_subset(args, full, full.dominant_classes())
-        if "val" in splits:
-            if subset == "authors":
-                ids, cells = authors_pastis_subset("val")
-                out["val"] = pastis_set(args, root, args.val_folds, norm, args.crop_size, "cells", ids=ids, cells=cells)
-            else:
-                out["val"] = pastis_set(args, root, args.val_folds, norm, None)
-        if "test" in splits:
-            out["test"] = pastis_set(args, root, args.test_folds, norm, None)
+        out = build_folder_finetune(spec, splits, subset)
+    elif spec.layout == "pastis":
+        out = pastis_finetune_splits(spec, splits, subset)
     else:
-        root = mtlcc_root(args)
-        if "train" in splits:
-            if subset == "authors":
-                out["train"] = mtlcc_set(args, root, "train", authors_mtlcc_subset("train"), "random")
-            else:
-                full = mtlcc_set(args, root, "train", sampling="random")
-                out["train"] = full if subset == "all" else labelled_subset(args, full, dominant_tile_classes(full))
-        if "val" in splits:
-            out["val"] = mtlcc_set(args, root, "test", authors_mtlcc_subset("val") if subset == "authors" else None, "even")
-        if "test" in splits:
-            out["test"] = mtlcc_set(args, root, "eval", sampling="even")
+        out = mtlcc_finetune_splits(spec, splits, subset)
     for name, dataset in out.items():
         if len(dataset) == 0:
             raise DataError(f"{name} split is empty (check --*_folds / tile lists)")
     check_disjoint_samples(out)
     check_split_labels(out)
-    return DataBundle(out.get("train"), out.get("val"), out.get("test"), info_for(args, next(iter(out.values()))))
+    return DataBundle(out.get("train"), out.get("val"), out.get("test"), info_for(spec, next(iter(out.values()))))
+
+
+def pastis_finetune_splits(spec: DataSpec, splits: tuple[str, ...], subset: str) -> dict[str, Dataset]:
+    """The PASTIS-layout splits (synthetic or real), every one normalised with the training folds' statistics."""
+    root = pastis_root(spec)
+    check_disjoint_folds(spec)
+    norm, out = spec.split_folds("train_folds"), {}
+    if "train" in splits:
+        if subset == "authors":
+            ids, cells = authors_pastis_subset("train")
+            out["train"] = pastis_set(spec, root, spec.split_folds("train_folds"), norm, spec.crop_size, "cells", ids=ids,
+                                      cells=cells)
+        else:
+            full = pastis_set(spec, root, spec.split_folds("train_folds"), norm, spec.crop_size, "grid")
+            out["train"] = full if subset == "all" else labelled_subset(spec, full, full.dominant_classes())
+    if "val" in splits:
+        if subset == "authors":
+            ids, cells = authors_pastis_subset("val")
+            out["val"] = pastis_set(spec, root, spec.split_folds("val_folds"), norm, spec.crop_size, "cells", ids=ids,
+                                    cells=cells)
+        else:
+            out["val"] = pastis_set(spec, root, spec.split_folds("val_folds"), norm, None)
+    if "test" in splits:
+        out["test"] = pastis_set(spec, root, spec.split_folds("test_folds"), norm, None)
+    return out
+
+
+def mtlcc_finetune_splits(spec: DataSpec, splits: tuple[str, ...], subset: str) -> dict[str, Dataset]:
+    """The MTLCC splits: training tiles, the authors' validation tiles ('test' split) and the eval tiles."""
+    root, out = mtlcc_root(spec), {}
+    if "train" in splits:
+        if subset == "authors":
+            out["train"] = mtlcc_set(spec, root, "train", authors_mtlcc_subset("train"), "random")
+        else:
+            full = mtlcc_set(spec, root, "train", sampling="random")
+            out["train"] = full if subset == "all" else labelled_subset(spec, full, dominant_tile_classes(full))
+    if "val" in splits:
+        out["val"] = mtlcc_set(spec, root, "test", authors_mtlcc_subset("val") if subset == "authors" else None, "even")
+    if "test" in splits:
+        out["test"] = mtlcc_set(spec, root, "eval", sampling="even")
+    return out
 
 
 def unwrap_subset(dataset: Dataset) -> tuple[Dataset, list[int] | None]:
@@ -231,9 +252,9 @@ def check_split_labels(splits: dict[str, Dataset]) -> None:
                             "its metrics would be undefined")
 
 
-def check_disjoint_folds(args) -> None:
+def check_disjoint_folds(spec: DataSpec) -> None:
     """Training, validation and test folds must not share a fold."""
-    folds = {"--train_folds": args.train_folds, "--val_folds": args.val_folds, "--test_folds": args.test_folds}
+    folds = {f"--{flag}": spec.split_folds(flag) for flag in ("train_folds", "val_folds", "test_folds")}
     names = list(folds)
     for i, first in enumerate(names):
         for second in names[i + 1:]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
+from utils.data_spec import DataSpec
 from utils.datasets import label_ratio_subset
 from utils.errors import DataError, STCLNError
 from utils.metrics import EvalProtocol
@@ -40,20 +41,21 @@ class DataBundle:
     info: DataInfo
 
 
-def labelled_subset(args, full: Dataset, classes: np.ndarray) -> Dataset:
-    if not 0.0 < args.label_ratio <= 1.0:
-        raise STCLNError(f"--label_ratio must be in (0, 1], got {args.label_ratio}")
+def labelled_subset(spec: DataSpec, full: Dataset, classes: np.ndarray) -> Dataset:
+    """A seeded, class-stratified ``spec.label_ratio`` of ``full`` (``classes``: each sample's dominant class)."""
+    if not 0.0 < spec.label_ratio <= 1.0:
+        raise STCLNError(f"--label_ratio must be in (0, 1], got {spec.label_ratio}")
     scored = int((np.asarray(classes) >= 0).sum())
     if scored == 0:
         raise DataError(f"--label_ratio: none of the {len(full)} training samples has a labelled crop pixel")
-    index = label_ratio_subset(classes, args.label_ratio, args.seed)
+    index = label_ratio_subset(classes, spec.label_ratio, spec.seed)
     log.info(
         "labelled subset: %d of the %d samples with a crop pixel (%d without one are never drawn; "
         "--label_ratio %g, class-stratified, seed %d)",
         len(index),
         scored,
         len(full) - scored,
-        args.label_ratio,
-        args.seed,
+        spec.label_ratio,
+        spec.seed,
     )
     return Subset(full, [int(i) for i in index])

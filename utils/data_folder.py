@@ -4,7 +4,6 @@
 MTLCC branches take from class attributes: bands, classes, ignored classes, colours, protocols.
 """
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -14,6 +13,7 @@ from torch.utils.data import Dataset
 
 from utils.args import parse_temporal
 from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.data_spec import DataSpec
 from utils.datasets.folder import FolderDataset, FolderSpec, read_dataset_json
 from utils.datasets.pastis import METADATA_FILE, open_npy, read_pastis_metadata, s2_path
 from utils.errors import DataError
@@ -24,10 +24,11 @@ FOLDER_DEFAULT_SPLITS = {"train": (1,), "val": (2,), "test": (4,)}  # pretrain: 
 SPLIT_FLAGS = {"folds": "pretrain", "train_folds": "train", "val_folds": "val", "test_folds": "test"}
 
 
-def folder_root(args: argparse.Namespace) -> Path:
-    if args.data_root is None:
+def folder_root(data_spec: DataSpec) -> Path:
+    """The folder's root (``--data_root``), which a folder data set cannot do without."""
+    if data_spec.data_root is None:
         raise DataError("--dataset folder needs --data_root DIR (a folder with dataset.json)")
-    return Path(args.data_root)
+    return Path(data_spec.data_root)
 
 
 def folder_protocols(spec: FolderSpec) -> dict[str, EvalProtocol]:
@@ -67,11 +68,14 @@ def folder_info(spec: FolderSpec) -> DataInfo:
     )
 
 
-def resolve_folder_splits(args: argparse.Namespace, spec: FolderSpec, root: Path) -> None:
-    """Fill fold flags left unset (None) from dataset.json ``splits``.
+def resolve_folder_splits(data_spec: DataSpec, unset: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """The folds of the ``unset`` fold flags (of :data:`SPLIT_FLAGS`) from dataset.json ``splits``, which
+    are checked against the folds of metadata.geojson.
 
     Without ``splits``: train 1, val 2, test 4, and pre-training on every fold but the test folds.
     """
+    root = folder_root(data_spec)
+    spec = read_dataset_json(root)
     test = spec.splits.get("test", FOLDER_DEFAULT_SPLITS["test"])
     present = {meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)}  # read once, for both uses below
     for split, folds in spec.splits.items():
@@ -80,19 +84,20 @@ def resolve_folder_splits(args: argparse.Namespace, spec: FolderSpec, root: Path
             raise DataError(f"{spec.path}: field 'splits.{split}' names fold(s) {missing} that no patch of "
                             f"{METADATA_FILE} has (folds present: {sorted(present)})")
     leaked = sorted(set(spec.splits.get("pretrain", ())) & set(test))
-    if leaked and getattr(args, "folds", None) is None and hasattr(args, "folds"):
+    if leaked and "folds" in unset:
         log.warning("%s: 'splits.pretrain' includes the test fold(s) %s: pre-training reads the test patches' imagery "
                     "(never their labels)", spec.path, leaked)
-    for flag, split in SPLIT_FLAGS.items():
-        if not hasattr(args, flag) or getattr(args, flag) is not None:
-            continue
+    resolved = {}
+    for flag in unset:
+        split = SPLIT_FLAGS[flag]
         if split in spec.splits:
             folds = spec.splits[split]
         elif split == "pretrain":
             folds = sorted(present - set(test))
         else:
             folds = FOLDER_DEFAULT_SPLITS[split]
-        setattr(args, flag, list(folds))
+        resolved[flag] = tuple(folds)
+    return resolved
 
 
 def folder_patch_size(root: Path) -> int:
@@ -110,44 +115,46 @@ def folder_patch_size(root: Path) -> int:
     return min(min(open_npy(s2_path(root, meta.patch_id)).shape[-2:]) for meta in metas)  # (T, C, H, W): min(H, W)
 
 
-def folder_set(args, root: Path, folds, norm_folds, crop: int | None, mode: str = "grid", labels: bool = True) -> FolderDataset:
-    if crop and getattr(args, "smoke", False):
+def folder_set(data_spec: DataSpec, root: Path, folds: list[int], norm_folds: list[int], crop: int | None,
+               mode: str = "grid", labels: bool = True) -> FolderDataset:
+    """A folder data set of ``folds`` normalised with ``norm_folds``; --smoke crops are SMOKE_CROP."""
+    if crop and data_spec.smoke:
         crop = SMOKE_CROP
     return FolderDataset(root, folds=folds, norm_folds=norm_folds, crop_size=crop or None, crop_mode=mode,
-                         temporal=parse_temporal(args.temporal), seed=args.seed, labels=labels)
+                         temporal=parse_temporal(data_spec.temporal), seed=data_spec.seed, labels=labels)
 
 
-def build_folder_pretrain(args: argparse.Namespace) -> DataBundle:
+def build_folder_pretrain(data_spec: DataSpec) -> DataBundle:
     """Unlabelled series of the pre-training folds (every grid crop each epoch); no label file needed."""
-    root = folder_root(args)
+    root = folder_root(data_spec)
     spec = read_dataset_json(root)
-    resolve_folder_splits(args, spec, root)
-    if args.authors_ndvi and spec.red_index is None:
+    if data_spec.authors_ndvi and spec.red_index is None:
         raise DataError(f"{spec.path}: --authors_ndvi needs red_band and nir_band (they are null)")
-    train = folder_set(args, root, args.folds, args.folds, args.crop_size, "grid", labels=False)
+    folds = data_spec.split_folds("folds")
+    train = folder_set(data_spec, root, folds, folds, data_spec.crop_size, "grid", labels=False)
     return DataBundle(train, None, None, folder_info(spec))
 
 
-def build_folder_finetune(args: argparse.Namespace, splits, subset: str) -> dict[str, Dataset]:
+def build_folder_finetune(data_spec: DataSpec, splits: tuple[str, ...], subset: str) -> dict[str, Dataset]:
     """Labelled training subset ('ratio' or 'all'), validation and test sets, all with train-fold statistics."""
-    root = folder_root(args)
-    spec = read_dataset_json(root)
-    resolve_folder_splits(args, spec, root)
+    root = folder_root(data_spec)
     if subset == "authors":
         raise DataError("--label_subset authors exists only for PASTIS and MTLCC; use 'all' or 'ratio' with --dataset folder")
-    overlap = set(args.test_folds) & (set(args.train_folds) | set(args.val_folds))
+    train, val, test = (data_spec.split_folds(flag) for flag in ("train_folds", "val_folds", "test_folds"))
+    overlap = set(test) & (set(train) | set(val))
     if overlap:
-        raise DataError(f"--test_folds {args.test_folds} overlap the training/validation folds (fold {sorted(overlap)})")
-    norm, out = args.train_folds, {}
+        raise DataError(f"--test_folds {test} overlap the training/validation folds (fold {sorted(overlap)})")
+    out = {}
     if "train" in splits:
-        full = folder_set(args, root, args.train_folds, norm, args.crop_size, "grid")
-        out["train"] = full if subset == "all" else labelled_subset(args, full, full.dominant_classes())
+        full = folder_set(data_spec, root, train, train, data_spec.crop_size, "grid")
+        out["train"] = full if subset == "all" else labelled_subset(data_spec, full, full.dominant_classes())
     if "val" in splits:
-        out["val"] = folder_set(args, root, args.val_folds, norm, None)
+        out["val"] = folder_set(data_spec, root, val, train, None)
     if "test" in splits:
-        out["test"] = folder_set(args, root, args.test_folds, norm, None)
+        out["test"] = folder_set(data_spec, root, test, train, None)
     return out
 
 
-def folder_data_info(args: argparse.Namespace) -> DataInfo:
-    return folder_info(read_dataset_json(folder_root(args)))
+def folder_data_info(data_spec: DataSpec) -> DataInfo:
+    """The folder's bands, classes and protocols (its dataset.json)."""
+    return folder_info(read_dataset_json(folder_root(data_spec)))

@@ -17,7 +17,8 @@ from utils.args import (HelpFormatter, add_data_args, add_model_args, add_optim_
 from utils.checkpoint import (config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
                               load_state_checked, prepare_output_dir, read_pretrained_backbone, resume_state,
                               save_checkpoint, write_run_config)
-from utils.data import build_finetune_data, resolve_label_subset
+from utils.data import build_finetune_data, resolve_data_spec, resolve_label_subset
+from utils.data_spec import DataSpec
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import evaluate, train_one_epoch
 from utils.errors import CheckpointError, DataError
@@ -141,10 +142,12 @@ def require_scored_pixels(cm, protocol, split: str) -> None:
                         "its metrics would be undefined")
 
 
-def train(args, runtime: Runtime) -> Path:
-    """Fine-tune, keep best.tar by validation ``--select_metric``; return the best checkpoint path."""
+def train(args, runtime: Runtime) -> tuple[Path, DataSpec]:
+    """Fine-tune, keep best.tar by validation ``--select_metric``; return the best checkpoint path and the
+    run's data spec (resolved once here, after the output folder is ready; the test reuses it)."""
     out = prepare_output_dir(args, runtime)
-    data = build_finetune_data(args)
+    spec = resolve_data_spec(args)
+    data = build_finetune_data(spec)
     info = data.info
     model, config = build_model(args, info, runtime)
     model = wrap_model(model, runtime, compile_backend(args), args.grad_checkpoint, args.fast_dropout)
@@ -159,7 +162,7 @@ def train(args, runtime: Runtime) -> Path:
     weight = class_weights(info, info.num_classes)
     writer = open_writer(out, runtime)
     log.info("fine-tuning on %d labelled samples (%s), validating on %d, %d epochs", len(data.train),
-             resolve_label_subset(args), len(val_set), args.epochs)
+             resolve_label_subset(spec), len(val_set), args.epochs)
     history = extra.get("history", [])
     steps = history[-1]["steps"] if history else 0
     for epoch in range(first_epoch, args.epochs):
@@ -196,12 +199,17 @@ def train(args, runtime: Runtime) -> Path:
     if writer is not None:
         writer.close()
     runtime.barrier()  # rank 0 has written the final best.tar before any rank tests it
-    return out / "best.tar"
+    return out / "best.tar", spec
 
 
-def test(args, runtime: Runtime, checkpoint: Path) -> dict:
-    """Evaluate ``checkpoint`` on the test split; write metrics.json/.md, confusion matrix and maps."""
-    data = build_finetune_data(args, splits=("test",))
+def test(args, runtime: Runtime, checkpoint: Path, spec: DataSpec | None = None) -> dict:
+    """Evaluate ``checkpoint`` on the test split; write metrics.json/.md, confusion matrix and maps.
+
+    ``spec``: the data spec of the training just run; None (``--eval_only``) resolves it from ``args``.
+    """
+    if spec is None:
+        spec = resolve_data_spec(args)
+    data = build_finetune_data(spec, splits=("test",))
     info = data.info
     ckpt, config = load_finetuned(checkpoint, args.trust_checkpoint)
     if args.sta_chunk:
@@ -231,8 +239,8 @@ def test(args, runtime: Runtime, checkpoint: Path) -> dict:
     metrics = evaluate_protocol(cm, info.protocols[args.protocol], info.classes)
     if runtime.is_main:
         out = Path(args.output_dir) / f"test_{args.protocol}"
-        run_info = {"checkpoint": str(checkpoint), "dataset": args.dataset, "test_samples": len(test_set),
-                    "test_folds": args.test_folds, "year": args.year}
+        run_info = {"checkpoint": str(checkpoint), "dataset": spec.dataset, "test_samples": len(test_set),
+                    "test_folds": spec.split_folds("test_folds"), "year": spec.year}
         write_results(out, metrics, cm, info.classes, args.protocol, run_info)
         plot_confusion_matrix(cm, info.classes, out / "confusion_matrix.png")
         if maps:
@@ -257,10 +265,10 @@ def main(dataset: str, description: str, argv: list[str] | None = None, **defaul
         runtime = setup_runtime(args.device)
         setup_logging(runtime)
         seed_everything(args.seed)
-        best = args.checkpoint or Path(args.output_dir) / "best.tar"
+        best, spec = args.checkpoint or Path(args.output_dir) / "best.tar", None
         if not args.eval_only:
-            best = train(args, runtime)
-        metrics = test(args, runtime, best)
+            best, spec = train(args, runtime)
+        metrics = test(args, runtime, best, spec)
         if runtime.is_main:
             write_json(Path(args.output_dir) / "summary.json", {"checkpoint": str(best), "protocol": args.protocol,
                                                                 "test": _scalars(metrics)})

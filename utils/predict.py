@@ -15,7 +15,7 @@ eval-mode BatchNorm, per-pixel temporal branch), so with ``margin`` >= the recep
 each kept window pixel equals the full-scene pass, and so does their weighted mean.
 """
 
-import argparse
+import dataclasses
 import datetime
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -26,8 +26,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from utils.args import data_layout, parse_temporal
+from utils.args import parse_temporal
 from utils.data import SMOKE_CROP, DataInfo, info_for, pastis_root
+from utils.data_spec import DataSpec
 from utils.datasets.folder import FolderDataset
 from utils.datasets.pastis import PASTISDataset
 from utils.datasets.scene import SQUARE_METRES_PER_HECTARE
@@ -233,24 +234,23 @@ def training_context(ckpt_args: dict, data_root: Path | None = None) -> Training
     needed = ("dataset", "data_root", "train_folds", "crop_size", "temporal")
     if not isinstance(ckpt_args, dict) or any(key not in ckpt_args for key in needed):
         raise CheckpointError("checkpoint has no fine-tuning arguments ('args'): use a best.tar/last.tar of fine-tuning")
-    args = argparse.Namespace(**{**ckpt_args, "data_root": str(data_root) if data_root else ckpt_args["data_root"]})
-    args.data_root = Path(args.data_root) if args.data_root else None
-    if args.dataset == "pastis" and args.data_root is None:  # written before --dataset pastis needed --data_root
-        args.dataset = "synthetic"
-    if data_layout(args) == "mtlcc":
+    spec = DataSpec.from_args({**ckpt_args, "data_root": str(data_root) if data_root else ckpt_args["data_root"]})
+    if spec.dataset == "pastis" and spec.data_root is None:  # written before --dataset pastis needed --data_root
+        spec = dataclasses.replace(spec, dataset="synthetic")
+    if spec.layout == "mtlcc":
         raise CheckpointError("predict_STCLN.py takes models fine-tuned on PASTIS-format or folder data (not MTLCC)")
-    if args.data_root is not None and not args.data_root.is_dir():
-        raise DataError(f"{args.data_root}: the checkpoint's training data folder is not there (moved?); the map needs "
+    if spec.data_root is not None and not spec.data_root.is_dir():
+        raise DataError(f"{spec.data_root}: the checkpoint's training data folder is not there (moved?); the map needs "
                         "its normalisation statistics, dates and classes: pass --data_root with its new place")
-    if args.dataset == "folder":
-        reference = FolderDataset(args.data_root, folds=args.train_folds, labels=False)
+    if spec.dataset == "folder":
+        reference = FolderDataset(spec.data_root, folds=spec.split_folds("train_folds"), labels=False)
     else:
-        reference = PASTISDataset(pastis_root(args), folds=args.train_folds)
-    window = SMOKE_CROP if args.crop_size and args.smoke else args.crop_size
+        reference = PASTISDataset(pastis_root(spec), folds=spec.split_folds("train_folds"))
+    window = SMOKE_CROP if spec.crop_size and spec.smoke else spec.crop_size
     try:
-        temporal = parse_temporal(args.temporal)
+        temporal = parse_temporal(spec.temporal)
     except ValueError as err:
         raise CheckpointError(f"checkpoint arguments: {err}") from None
     dates = [date for patch in reference.patches for date in patch.meta.dates]
     return TrainingContext(reference.mean, reference.std, reference.reference_date, temporal,
-                           int(window), info_for(args), (min(dates), max(dates)) if dates else None)
+                           int(window), info_for(spec), (min(dates), max(dates)) if dates else None)

@@ -400,9 +400,13 @@ def rotations(args) -> list[int | None]:
 def data_folds(args) -> list[int]:
     """Every fold of the data set's metadata.geojson (PASTIS layout: synthetic, pastis, folder)."""
     from utils.data import pastis_root
+    from utils.data_spec import DataSpec
     from utils.datasets.pastis import METADATA_FILE, read_pastis_metadata
 
-    root = Path(args.data_root) if args.dataset == "folder" else pastis_root(finetune_args(args, []))
+    if args.dataset == "folder":
+        root = Path(args.data_root)
+    else:
+        root = pastis_root(DataSpec.from_args(finetune_args(args, [])))
     return sorted({meta.fold for meta in read_pastis_metadata(root / METADATA_FILE)})
 
 
@@ -458,10 +462,10 @@ def finetune_args(args, extra: list) -> argparse.Namespace:
 
 
 def labelled_data(args, budget: float, seed: int, splits, fold: int | None = None):
-    from utils.data import build_finetune_data
+    from utils.data import build_finetune_data, resolve_data_spec
 
     ft_args = finetune_args(args, split_args(args, fold)[1] + label_args(budget) + ["--seed", seed])
-    return build_finetune_data(ft_args, splits=splits)
+    return build_finetune_data(resolve_data_spec(ft_args), splits=splits)
 
 
 def label_args(budget: float) -> list:

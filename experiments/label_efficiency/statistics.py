@@ -33,9 +33,10 @@ def pooled_scores(args, records: list[dict], folds: list[int]) -> list[dict]:
     """--cv: per arm, budget and seed whose every rotation has finished, the test folds' confusion matrices
     summed, then scored (stcln protocol): one score of the whole labelled scene per seed."""
     from utils.data import info_for
+    from utils.data_spec import DataSpec
     from utils.metrics import evaluate_protocol
 
-    info = info_for(finetune_args(args, []))
+    info = info_for(DataSpec.from_args(finetune_args(args, [])))
     groups: dict[tuple, list[dict]] = {}
     for record in records:
         groups.setdefault((record["arm"], record["budget"], record["seed"]), []).append(record)
