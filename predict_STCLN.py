@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,8 @@ from utils.distributed import Runtime, setup_runtime, shutdown
 from utils.errors import CheckpointError, DataError
 from utils.figures import plot_class_map
 from utils.precision import resolve_amp
-from utils.predict import BLENDS, class_areas, plan_windows, sliding_window_logits, split_strips, training_context
+from utils.predict import (BLENDS, class_areas, plan_windows, sliding_window_logits, split_strips, strips_needed,
+                           training_context)
 from utils.report import format_table, write_text_atomic
 from utils.runner import guarded_main
 
@@ -332,9 +334,14 @@ class Mapper:
                  len(plan.row_starts), len(plan.col_starts), plan.window_h, plan.window_w,
                  args.stride or self.window // 2, args.blend, ", bf16" if self.amp else "")
         partial.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
         sliding_window_logits(self.model, read_window, positions, plan, self.model.config.num_classes, keep_rows,
                               batch_size=args.batch_size, device=self.device, progress=progress,
                               read_valid=read_valid if scene.valid is not None else None, strips=strips, amp=self.amp)
+        seconds = time.perf_counter() - start
+        n_windows = len(strips_needed(plan, strips)) * len(plan.col_starts)
+        log.info("%s: %d windows in %.1f s (%.2f windows/s, reading included)", scene.source, n_windows, seconds,
+                 n_windows / max(seconds, 1e-9))
 
 
 def finished_strips(plan, partial: Path) -> set[int]:

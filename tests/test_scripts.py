@@ -24,7 +24,7 @@ SCRIPTS = ["pretrain_STCLN.py", "PASTIS/finetuning_STCLN.py", "PASTIS/test_STCLN
            "MTLCC/test_STCLN.py"]
 MODULES = ["experiments.demo", "experiments.pretext_baselines", "experiments.table1_mtlcc2017", "experiments.early_season",
            "experiments.label_limited", "utils.check_parity", "utils.datasets.mtlcc", "bench.train_step", "bench.profile_step", "bench.dropout",
-           "bench.data_loading", "bench.gpu_step"]
+           "bench.data_loading", "bench.gpu_step", "bench.predict_scene"]
 
 
 def run(args: list, cwd: Path, timeout: int = 600, threads: int = 1) -> subprocess.CompletedProcess:
@@ -118,6 +118,10 @@ def gpu_bench_job(cwd: Path) -> dict:
     return {"result": run(["-m", "bench.gpu_step", "--device", "cpu", "--smoke", "--workers", 0], cwd)}
 
 
+def predict_bench_job(cwd: Path) -> dict:
+    return {"result": run(["-m", "bench.predict_scene", "--device", "cpu", "--smoke"], cwd)}
+
+
 # longest first (measured), so that the two lanes finish together
 JOBS = {
     "label_efficiency": label_efficiency_job,
@@ -129,6 +133,7 @@ JOBS = {
     "pretrain": pretrain_job,
     "finetune": finetune_job,
     "gpu_bench": gpu_bench_job,
+    "predict_bench": predict_bench_job,
     "block_pretrain": block_pretrain_job,
     "label_limited --dataset pastis": experiment_job("label_limited --dataset pastis"),
     "pretext_baselines": pretext_baselines_job,
@@ -373,6 +378,15 @@ def test_freeze_backbone_keeps_pretrained_weights_exactly(runs):
         assert torch.equal(tuned[f"backbone.{key}"], value), key
     head = tuned["classifier.weight"]
     assert not torch.equal(head, torch.zeros_like(head))
+
+
+def test_predict_bench_dry_run(runs):
+    """bench/predict_scene.py end to end on CPU (a GeoTIFF scene, fp32 then --amp): rates and the tile estimate."""
+    _, steps = finished(runs, "predict_bench")
+    out = steps["result"].stdout
+    rates = [float(line.split()[1]) for line in out.splitlines() if "windows/s =" in line]
+    assert len(rates) == 2 and all(rate > 0 for rate in rates)
+    assert out.count("estimate, one Sentinel-2 tile (10980 x 10980 px") == 2
 
 
 def test_gpu_bench_dry_run(runs):
