@@ -241,6 +241,7 @@ def write_patches(
     dtype = np.float32 if scene.cube.dtype == np.float64 else scene.cube.dtype
     dates = {str(k): int(date.strftime("%Y%m%d")) for k, date in enumerate(scene.dates)}
     features = []
+    clear = np.zeros(scene.cube.shape[0], dtype=np.int64)  # (T,) clear cells written per date
     for (grid_row, grid_col), fold in np.ndenumerate(folds):
         row, col = grid_row * size, grid_col * size
         patch_id = len(features) + 1
@@ -254,10 +255,9 @@ def write_patches(
             series = np.nan_to_num(series, nan=nan_value, posinf=nan_value, neginf=nan_value)
         np.save(s2_path(root, patch_id), series)
         if scene.valid is not None:
-            np.save(
-                valid_path(root, patch_id),
-                np.asarray(scene.valid[:, row : row + size, col : col + size], dtype=np.uint8),
-            )
+            valid = np.asarray(scene.valid[:, row : row + size, col : col + size], dtype=np.uint8)  # (T, P, P)
+            np.save(valid_path(root, patch_id), valid)
+            clear += valid.sum(axis=(1, 2))
         if label is not None:
             np.save(
                 target_path(root, patch_id),
@@ -269,6 +269,14 @@ def write_patches(
                 "geometry": _footprint(scene, row, col, size),
                 "properties": {"ID_PATCH": patch_id, "Fold": int(fold), "ROW": row, "COL": col, "dates-S2": dates},
             }
+        )
+    if scene.valid is not None:
+        share = clear / (folds.size * size * size)  # (T,) clear share per date over the written patches
+        log.info(
+            "cloud information: %.1f %% of the written cells clear; %d of %d dates under half clear",
+            100 * share.mean(),
+            int((share < 0.5).sum()),
+            len(share),
         )
     return features
 
