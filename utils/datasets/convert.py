@@ -257,7 +257,7 @@ def write_patches(
         if scene.valid is not None:
             valid = np.asarray(scene.valid[:, row : row + size, col : col + size], dtype=np.uint8)  # (T, P, P)
             np.save(valid_path(root, patch_id), valid)
-            clear += valid.sum(axis=(1, 2))
+            clear += valid.sum(axis=(1, 2), dtype=np.int64)
         if label is not None:
             np.save(
                 target_path(root, patch_id),
