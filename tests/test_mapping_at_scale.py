@@ -277,3 +277,25 @@ def test_bad_scene_lists_are_one_line(setup, tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         predict_STCLN.main(argv(setup, tmp_path / "o3", "--geotiff_dir", "a", "b", "--cloud_dir", "c"))
     assert stop.value.code == 2 and "--cloud_dir gives 1 folders for 2" in capsys.readouterr().err
+
+
+def test_a_declared_nodata_value_marks_invalid_cells(setup, tmp_path):
+    """Pixels where a raster holds its declared nodata value (outside a swath) become invalid cells, as clouds do."""
+    import shutil
+
+    from utils.datasets.scene import open_raster_folder
+
+    scene = tmp_path / "swath"
+    shutil.copytree(setup["scenes"]["tile_a"], scene)
+    edge = sorted(scene.glob("S2_*.tif"))[1]
+    with rasterio.open(edge, "r+") as dataset:
+        image = dataset.read()  # (C, H, W)
+        image[:, :, :7] = 0  # the first 7 columns outside the swath
+        dataset.write(image)
+        dataset.nodata = 0
+    with open_raster_folder(scene) as opened:
+        valid = np.asarray(opened.valid)  # (T, H, W)
+        expected = np.ones_like(valid)
+        expected[1, :, :7] = 0
+        np.testing.assert_array_equal(valid, expected)
+        np.testing.assert_array_equal(opened.cube[:, :, 3:9, :][1], image[:, 3:9])  # the values themselves kept

@@ -16,7 +16,8 @@ transform kept exactly, nodata read from the files.
 * Cloud information (optional): a folder of one single-band raster per acquisition (a cloud
   mask or a cloud probability), matched to the images by acquisition date and time, or a
   (T, H, W) ``.npy`` beside a cube. A cell (date, pixel) is *valid* where the value is at most
-  ``threshold``.
+  ``threshold``. A raster that declares a nodata value (GDAL) marks its pixels where any band
+  holds it as invalid cells too (outside a satellite's swath, a mosaic's gaps), cloud files or not.
 * numpy cube: a ``.npy`` file (T, C, H, W) plus a dates file (one ISO or YYYYMMDD date per
   line, or a JSON list), memory-mapped directly.
 
@@ -414,12 +415,18 @@ class RasterSeries:
     shape: tuple[int, int, int, int]
     dtype: np.dtype
     chosen: list[int] = field(default_factory=list)  # --same_date clearest: the member kept per date
+    nodata: dict = field(default_factory=dict)  # file -> its declared nodata value (files that declare one)
     _handles: dict = field(default_factory=dict, repr=False)
     _strip: tuple | None = field(default=None, repr=False)  # (first row, end row, cube, valid)
 
     @property
     def ndim(self) -> int:
         return CUBE_NDIM
+
+    @property
+    def has_validity(self) -> bool:
+        """Cloud files, or rasters that declare a nodata value: the series carries per-cell validity."""
+        return self.clouds is not None or bool(self.nodata)
 
     def _dataset(self, path: Path):
         if path not in self._handles:
@@ -439,7 +446,7 @@ class RasterSeries:
             return self._strip[2][:, :, first - top : end - top], valid
         n_dates, n_bands, _, width = self.shape
         cube = np.empty((n_dates, n_bands, end - first, width), dtype=self.dtype)
-        valid = None if self.clouds is None else np.empty((n_dates, end - first, width), dtype=np.uint8)
+        valid = None if not self.has_validity else np.ones((n_dates, end - first, width), dtype=np.uint8)
         for t, members in enumerate(self.groups):
             if self.same_date == "clearest" and len(members) > 1:
                 members = [members[self.chosen[t]]]
@@ -448,11 +455,14 @@ class RasterSeries:
                 clouds = None if self.clouds is None else self.clouds[t]
             bands = [self._read(path, first, end) for path in members]
             clear = None if clouds is None else [self._read(path, first, end)[0] <= self.threshold for path in clouds]
+            if any(path in self.nodata for path in members):
+                data = [has_data(image, self.nodata.get(path)) for image, path in zip(bands, members)]
+                clear = data if clear is None else [c & d for c, d in zip(clear, data)]
             if len(bands) == 1:
                 cube[t], day_clear = bands[0], None if clear is None else clear[0]
             else:
                 cube[t], day_clear = combine_same_date(bands, clear, self.same_date, members)
-            if valid is not None:
+            if valid is not None and day_clear is not None:
                 valid[t] = day_clear
         self._strip = (first, end, cube, valid)
         return cube, valid
@@ -501,6 +511,14 @@ class RasterValidity:
         return valid if dtype is None else valid.astype(dtype)
 
 
+def has_data(image: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(h, w) bool: pixels of a (C, h, w) image where no band holds the raster's declared nodata value."""
+    if nodata is None:
+        return np.ones(image.shape[1:], dtype=bool)
+    missing = np.isnan(image) if math.isnan(nodata) else image == nodata  # (C, h, w)
+    return ~missing.any(axis=0)
+
+
 def _row_range(rows, height: int) -> tuple[int, int]:
     """(first, end) of a row index (a slice of step 1, or an int)."""
     if isinstance(rows, (int, np.integer)):
@@ -541,9 +559,13 @@ def open_raster_folder(
     with open_raster(reference) as first:
         grid, names = grid_of(first), band_descriptions(first)
         expected = (first.count, first.dtypes[0], grid)
-    for acquisition in files[1:]:
+    nodata = {}
+    for acquisition in files:
         with open_raster(acquisition.path) as dataset:
-            _check_header(acquisition.path, dataset, reference, expected, first.count)
+            if acquisition.path != reference:
+                _check_header(acquisition.path, dataset, reference, expected, first.count)
+            if dataset.nodata is not None:
+                nodata[acquisition.path] = float(dataset.nodata)
     for path in cloud_files or ():
         with open_raster(path) as dataset:
             if dataset.count != 1:
@@ -567,12 +589,20 @@ def open_raster_folder(
         same_date=same_date,
         shape=(len(groups), expected[0], grid["height"], grid["width"]),
         dtype=np.dtype(expected[1]),
+        nodata=nodata,
     )
     if same_date == "clearest" and cloud_files is not None:
         series.chosen = [_clearest(series.clouds[t], threshold) for t in range(len(series.groups))]
     scene = Scene(series, list(groups), grid, str(folder), None, names)
-    if cloud_files is not None:
+    if series.has_validity:
         scene.valid = RasterValidity(series)
+        if nodata:
+            log.info(
+                "%s: %d of %d files declare a nodata value: those pixels are invalid cells, as clouds are",
+                folder,
+                len(nodata),
+                len(files),
+            )
     return scene
 
 
