@@ -11,6 +11,10 @@
 # the curve does not depend on the load, its timing does; the demo's time is measured separately, idle.)
 mkdir -p checkpoints/demo_curves/pretrain_cell
 cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar checkpoints/demo_curves/pretrain_cell/checkpoint_34.stcln.tar
+# (15:09: stopped after 12 of scratch's 150 epochs at 1 %: with the real-scene study and another job on the two cores it
+#  ran at 8 s per step, 80 min per run. Re-planned from that time alone: 400 steps, a validation every 50, --jobs 2,
+#  run when the cores are free; the rule above is unchanged. The partial folder was removed.)
+rm -rf checkpoints/demo_curves/runs
 python -m experiments.label_efficiency --budgets 1 5 --sweep_budget 5 --seeds 1 --arms scratch wp_cell --lrs 3e-3 \
-    --steps 600 --min_epochs 1 --validations 12 --val_limit 24 --test_limit 48 --fast --pretrain_epochs 35 --jobs 1 \
+    --steps 400 --min_epochs 1 --validations 8 --val_limit 24 --test_limit 48 --fast --pretrain_epochs 35 --jobs 2 \
     --output_dir checkpoints/demo_curves
