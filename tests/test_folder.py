@@ -88,23 +88,17 @@ def test_convert_writes_every_patch_with_its_fold_and_footprint(scene, converted
         assert ring[2] == [ORIGIN[0] + (col + PATCH) * PIXEL_SIZE, ORIGIN[1] - (row + PATCH) * PIXEL_SIZE]
 
 
+def convert_unlabelled(tmp_path: Path) -> int:
+    """Convert ``tmp_path/tifs`` without labels into ``tmp_path/ds``."""
+    return convert_main(
+        ["--geotiff_dir", str(tmp_path / "tifs"), "--out", str(tmp_path / "ds"), "--patch_size", str(PATCH)]
+        + ["--fold_block", "1"]
+    )
+
+
 def test_interleaved_geotiffs_give_the_same_patches(scene, converted, tmp_path):
     write_geotiff_scene(tmp_path / "tifs", scene, interleaved=True)
-    assert (
-        convert_main(
-            [
-                "--geotiff_dir",
-                str(tmp_path / "tifs"),
-                "--out",
-                str(tmp_path / "ds"),
-                "--patch_size",
-                str(PATCH),
-                "--fold_block",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert convert_unlabelled(tmp_path) == 0
     assert not (tmp_path / "ds" / "ANNOTATIONS").exists()  # no label given
     for patch_id in (1, 7, 25):
         np.testing.assert_array_equal(
@@ -249,21 +243,7 @@ def test_bad_dataset_json_names_the_file_and_the_field(field, converted, tmp_pat
 
 def test_unlabelled_folder_is_for_pretraining_only(scene, tmp_path):
     write_geotiff_scene(tmp_path / "tifs", scene)
-    assert (
-        convert_main(
-            [
-                "--geotiff_dir",
-                str(tmp_path / "tifs"),
-                "--out",
-                str(tmp_path / "ds"),
-                "--patch_size",
-                str(PATCH),
-                "--fold_block",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert convert_unlabelled(tmp_path) == 0
     folds = block_folds(SIZE // PATCH, SIZE // PATCH, 1, 5, 0)
     assert len(FolderDataset(tmp_path / "ds", folds=[0, 1], labels=False)) == np.isin(folds, [0, 1]).sum()
     with pytest.raises(DataError, match="'classes' is null"):
