@@ -20,6 +20,7 @@ checkpoint_99. One pre-training epoch takes 5-10 min on 2 CPU cores, so 35 would
 """
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -62,6 +63,31 @@ def main(argv: list[str] | None = None) -> None:
         epochs = 1 if args.smoke else BACKBONE_EPOCHS
         use_released_backbone(args.output_dir, epochs)
     label_efficiency.main(DEMO + extra + ["--pretrain_epochs", str(epochs), "--output_dir", str(args.output_dir)])
+    print(plateau_report(json.loads((args.output_dir / "results.json").read_text(encoding="utf-8"))))
+
+
+LEARNED = ("scratch", "wp_cell")
+FLAT = 0.02  # mIoU: the rule that chose the steps (results/demo/commands.sh)
+
+
+def plateau_report(results: dict) -> str:
+    """Whether the learned runs were step-limited: per arm and budget, the mean over seeds of the validation
+    mIoU gained in the second half of the steps (last validation minus the one at mid-run)."""
+    gains: dict[tuple[str, float], list[float]] = {}
+    for run in results["runs"]:
+        curve = [entry["val_mIoU"] for entry in run.get("history") or [] if "val_mIoU" in entry]
+        if run["arm"] in LEARNED and len(curve) >= 2:
+            gains.setdefault((run["arm"], run["budget"]), []).append(curve[-1] - curve[(len(curve) - 1) // 2])
+    lines = ["", "Were the learned runs trained long enough? Validation mIoU gained in the second half of the steps",
+             f"(mean over seeds; a gain above {FLAT} would mean the curve had not flattened):"]
+    for (arm, budget), values in sorted(gains.items(), key=lambda item: (item[0][1], item[0][0])):
+        verdict = "flat" if max(values) <= FLAT else "still rising: step-limited"
+        lines.append(f"  {budget:g} %  {arm:<8} {sum(values) / len(values):+.3f}  ({verdict})")
+    lines += ["",
+              "What this can show: the workflow end to end and each arm against the forest and the majority class on",
+              "your machine. What it cannot: whether pre-training helps. A few seeds give intervals wider than the",
+              "effect; the evidence is the study's tables (README, 'What it has found'; docs/label_efficiency.md)."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

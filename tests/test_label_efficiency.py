@@ -347,3 +347,30 @@ def test_only_seeds_outside_the_study_is_refused(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "--only_seeds [3] must be among the seeds 0..2" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_the_demo_says_whether_its_learned_runs_were_step_limited():
+    from experiments.demo import plateau_report
+
+    def run(arm, seed, curve):
+        return {
+            "arm": arm,
+            "budget": 5.0,
+            "seed": seed,
+            "history": [{"train_loss": 1.0}] + [{"val_mIoU": v} for v in curve],
+        }
+
+    report = plateau_report(
+        {
+            "runs": [
+                run("scratch", 0, [0.2, 0.30, 0.31, 0.31]),
+                run("scratch", 1, [0.2, 0.4, 0.39]),
+                run("wp_cell", 0, [0.2, 0.30, 0.35]),
+                run("rf", 0, [0.1, 0.9]),
+            ]
+        }
+    )
+    lines = {line.split()[2]: line for line in report.splitlines() if line.startswith("  5 %")}
+    assert sorted(lines) == ["scratch", "wp_cell"]  # the forest has no curve to flatten
+    assert "+0.000  (flat)" in lines["scratch"]  # (0.31 - 0.30 + 0.39 - 0.40) / 2
+    assert "+0.050  (still rising" in lines["wp_cell"]
