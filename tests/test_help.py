@@ -7,7 +7,7 @@ import pytest
 
 import predict_STCLN
 import pretrain_STCLN
-from utils import finetune
+from utils import finetune, select_labels
 from utils.args import HelpFormatter
 from utils.datasets import convert
 
@@ -17,6 +17,7 @@ PARSERS = {
     "MTLCC/finetuning_STCLN.py": lambda: finetune.get_parser("mtlcc", "fine-tuning"),
     "predict_STCLN.py": predict_STCLN.get_parser,
     "utils.datasets.convert": convert.get_parser,
+    "utils.select_labels": select_labels.get_parser,
 }
 
 

@@ -1,5 +1,5 @@
 """Every figure of the project (one module): test-result PNGs (confusion matrix, prediction maps,
-class maps), pre-training reconstructions, and the experiments' curves.
+class maps), the patches a selection chose, pre-training reconstructions, and the experiments' curves.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects (Agg canvas, no pyplot and no global
 backend switch), so this module is safe to import anywhere and a figure needs no closing.
@@ -202,6 +202,64 @@ def plot_class_map(
         )
         for index in present
     ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_FONTSIZE, frameon=False)
+    save_figure(fig, path, FIGURE_DPI, "tight")
+
+
+SELECTION_STYLES = {  # patch status -> (legend label, face colour, edge colour) of selection.png
+    "other": ("not a candidate (validation, test or other folds)", "white", "0.7"),
+    "candidate": ("candidate (training folds)", "0.82", "0.45"),
+    "excluded": ("already labelled (--exclude)", "tab:blue", "black"),
+    "selected": ("selected", "tab:red", "black"),
+}
+SELECTION_RANKS_SHOWN = 60  # ranks are written on the selected patches up to this many
+
+
+def plot_patch_selection(
+    outlines: Sequence[Sequence[np.ndarray]],
+    status: Sequence[str],
+    ranks: Sequence[int | None],
+    path: str | Path,
+    title: str = "",
+    axes_label: str = "",
+    flip_y: bool = False,
+) -> None:
+    """The scene's patches coloured by selection status, with the selected ones' ranks (utils/select_labels.py).
+
+    Args:
+        outlines: per patch, its rings as (n, 2) arrays of x, y (a footprint's polygons, or a pixel square).
+        status: per patch, a key of :data:`SELECTION_STYLES`.
+        ranks: per patch, its rank in the selection (1 = first) or None.
+        axes_label: what x and y are (e.g. "metadata.geojson coordinates").
+        flip_y: y grows downwards (pixel rows).
+    """
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
+    if not len(outlines) == len(status) == len(ranks):
+        raise ValueError(f"need one status and rank per patch, got {len(outlines)}, {len(status)}, {len(ranks)}")
+    fig = Figure(figsize=(7.5, 6.0))
+    ax = fig.add_subplot()
+    handles = []
+    for key, (label, face, edge) in SELECTION_STYLES.items():
+        rings = [ring for patch, state in zip(outlines, status) if state == key for ring in patch]
+        if rings:
+            ax.add_collection(PolyCollection(rings, facecolors=face, edgecolors=edge, linewidths=0.5))
+            handles.append(Patch(facecolor=face, edgecolor=edge, linewidth=0.5, label=label))
+    n_ranked = sum(rank is not None for rank in ranks)
+    if n_ranked <= SELECTION_RANKS_SHOWN:
+        for patch, rank in zip(outlines, ranks):
+            if rank is not None:
+                centre = np.asarray(patch[0])[:-1].mean(axis=0)  # the first ring, its closing vertex left out
+                ax.text(*centre, str(rank), ha="center", va="center", fontsize=6, color="white", weight="bold")
+    ax.autoscale_view()
+    ax.set_aspect("equal")
+    ax.ticklabel_format(useOffset=False, style="plain")  # map coordinates as they are, not as offsets
+    if flip_y:
+        ax.invert_yaxis()
+    ax.tick_params(labelsize=6)
+    ax.set_xlabel(axes_label, fontsize=7)
+    ax.set_title(title, fontsize=MAP_TITLE_FONTSIZE)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LEGEND_FONTSIZE, frameon=False)
     save_figure(fig, path, FIGURE_DPI, "tight")
 
