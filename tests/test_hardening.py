@@ -415,12 +415,129 @@ def test_one_stop_delivered_twice_stops_cleanly_and_a_late_second_one_stops_at_o
     assert late.returncode == -signum and "stopped by" not in late.stderr, late.stderr
 
 
+STOP_IN_QUEUE_LOCK = """
+import multiprocessing.context, multiprocessing.queues, os, signal, sys, threading, time
+from types import SimpleNamespace
+from torch.utils.data import DataLoader
+from utils.engine import progress
+from utils.runner import guarded_main
+
+MAIN, STOPPED = os.getpid(), []
+
+class LockTakenCondition(threading.Condition):
+    def __enter__(self):
+        taken = super().__enter__()
+        if os.getpid() == MAIN and not STOPPED:  # the DataLoader hands its worker the first indices
+            STOPPED.append(True)
+            os.kill(MAIN, signal.SIGINT)  # Ctrl-C right after the queue's lock was taken (before `with` holds it)
+            time.sleep(1)
+        return taken
+
+class Queue(multiprocessing.queues.Queue):
+    def _reset(self, after_fork=False):
+        super()._reset(after_fork)
+        if not after_fork:
+            self._notempty = LockTakenCondition(threading.Lock())
+
+class Context(multiprocessing.context.ForkContext):
+    def Queue(self, maxsize=0):
+        return Queue(maxsize, ctx=self.get_context())
+
+def run():
+    loader = DataLoader(list(range(8)), batch_size=2, num_workers=1, multiprocessing_context=Context())
+    for _ in progress(loader, "batches", SimpleNamespace(progress=False)):
+        time.sleep(0.1)
+
+sys.exit(guarded_main(run, None))
+"""
+
+
+def run_stopped_script(script: str) -> str:
+    """Run ``script`` (a stop signal comes while it iterates a DataLoader); it must exit 130 with the
+    "stopped by SIGINT" line within 60 s. Returns its output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        log, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail(f"the stopped run did not exit within 60 s\n{log[-3000:]}")
+    assert proc.returncode == 130 and "stopped by SIGINT" in log, log[-3000:]
+    return log
+
+
+def test_a_stop_inside_the_dataloader_waits_for_the_call_to_return():
+    """Seen once in 60 runs of the group test below: Ctrl-C reached the main process while the
+    DataLoader handed indices to a worker, just after ``Condition.__enter__`` had taken the index
+    queue's lock; the interrupt left it taken, and the DataLoader's shutdown waited forever to put
+    its end-of-work message into that queue (stacks: ``_shutdown_workers`` -> ``Queue.put`` ->
+    ``Condition.__enter__``). A stop inside the DataLoader's calls now takes effect once they return."""
+    run_stopped_script(STOP_IN_QUEUE_LOCK)
+
+
+STARTING_WORKER = """
+import multiprocessing.context, os, signal, sys, time
+from torch.utils.data import DataLoader
+from utils.runner import guarded_main
+
+class StopAfterStart(multiprocessing.context.ForkProcess):
+    def start(self):
+        super().start()  # multiprocessing knows the worker; the DataLoader records it after this returns
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C lands in between (a C call's return can run the handler)
+        time.sleep(1)
+
+class StopAfterStartContext(multiprocessing.context.ForkContext):
+    Process = StopAfterStart
+
+def run():
+    os.register_at_fork(after_in_child=lambda: time.sleep(3))  # a worker slow to start (a loaded machine)
+    for _ in DataLoader(list(range(8)), batch_size=2, num_workers=1, multiprocessing_context=StopAfterStartContext()):
+        pass
+
+sys.exit(guarded_main(run, None))
+"""
+
+
+def test_a_stop_while_a_worker_is_starting_ends_the_run():
+    """In a loop over a DataLoader itself (``utils.engine.progress`` defers stops inside its calls),
+    Ctrl-C reaches the main process while the DataLoader starts its workers; one just forked is still
+    starting and runs the stop handler, which ignores SIGTERM. The DataLoader never told it to stop
+    (the interrupt came before it recorded the worker), multiprocessing's exit hook terminated it
+    (ignored) and joined it with no timeout: the run printed "stopped by" and hung. The stopping run
+    now ends such workers itself."""
+    run_stopped_script(STARTING_WORKER)
+
+
 def child_pids(pid: int) -> list[int]:
     """The live child processes of ``pid`` (Linux /proc)."""
     pids = []
     for children in Path(f"/proc/{pid}/task").glob("*/children"):
         pids += [int(c) for c in children.read_text().split()]
     return pids
+
+
+def dump_hung_group(pgid: int, log_path: Path) -> str:
+    """What a hung process group is doing: its processes and their kernel wait channels, and the Python
+    stacks of all threads (faulthandler, enabled in the child, dumps them on SIGABRT) in the log's
+    tail. The group is left to the caller to kill."""
+    ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:32,cmd", "-g", str(pgid)], capture_output=True, text=True)
+    report = [ps.stdout]
+    pids = [int(line.split()[0]) for line in ps.stdout.splitlines()[1:] if line.split()]
+    for pid in sorted(pids, reverse=True):  # workers first, then the main process
+        with suppress(OSError):
+            os.kill(pid, signal.SIGABRT)
+    time.sleep(3)
+    report.append("--- log tail\n" + log_path.read_text()[-12000:])
+    return "\n".join(report)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -446,7 +563,7 @@ def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(
         "--output_dir",
         str(out),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
     env.pop("STCLN_DEBUG", None)
     log_path = tmp_path / "log.txt"
     with open(log_path, "w") as log_file:
@@ -462,7 +579,10 @@ def test_a_stop_signal_to_the_whole_group_with_dataloader_workers_stops_the_run(
         if signum == signal.SIGTERM:
             os.kill(proc.pid, signum)  # as `timeout` does: the main process, then the whole group
         os.killpg(proc.pid, signum)  # the whole group, workers included
-        status = proc.wait(timeout=120)
+        try:
+            status = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the run did not stop within 120 s\n{dump_hung_group(proc.pid, log_path)}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -20,7 +20,7 @@ from utils.masking import MaskingConfig, build_mask
 from utils.metrics import ConfusionMatrix
 from utils.precision import autocast_context
 from utils.pretext_baselines import baseline_sse
-from utils.signals import check_stop
+from utils.signals import check_stop, deferred_stop
 
 log = logging.getLogger("stcln")
 
@@ -162,18 +162,25 @@ def progress(loader, desc: str, options: LoopOptions):
 
 
 def _stop_checked(loader):
-    """The loader's batches, stopping between them after a stop signal. A stop signal sent to the whole
-    job also kills the DataLoader's workers, sometimes while they are being forked (the interrupt is
-    then swallowed): the loader raises "worker exited unexpectedly" some seconds later. That error is
-    the stop's doing: it becomes the stop (Interrupted), never a traceback over it."""
+    """The loader's batches, stopping between them after a stop signal.
+
+    A stop signal arriving inside the DataLoader's iterator (starting workers, handing them indices,
+    waiting for a batch) is deferred and raised once the call has returned: raised inside it, the
+    interrupt could leave an index queue's lock taken (``Condition.__enter__`` had acquired it), and
+    the DataLoader's shutdown then waited forever to put its end-of-work message into that queue
+    (the run hung after its "stopped by" line). The wait is at most a batch, or the DataLoader's 5 s
+    check for dead workers; a second Ctrl-C still stops at once. A stop signal sent to the whole job
+    also kills the workers: the loader then raises "worker exited unexpectedly", which is the stop's
+    doing and becomes the stop (Interrupted), never a traceback over it."""
     try:
-        batches = iter(loader)
+        with deferred_stop():
+            batches = iter(loader)
         while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            check_stop()
+            with deferred_stop():  # raises Interrupted on the way out if a stop signal came meanwhile
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
             yield batch
     except RuntimeError:
         check_stop()  # a recorded stop signal explains the dead workers: raise it instead

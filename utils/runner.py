@@ -25,7 +25,7 @@ from utils.engine import LoopOptions
 from utils.errors import DataError, STCLNError
 from utils.precision import compile_model, configure_matmul_precision, make_adam, resolve_amp
 from utils.report import write_json  # noqa: F401 -- re-exported for the scripts
-from utils.signals import Interrupted, stop_on_signals
+from utils.signals import Interrupted, end_children, stop_on_signals
 
 log = logging.getLogger("stcln")
 EPOCH_SEED_STRIDE = 1_000_003  # a prime: seeds of different epochs never collide for seeds < stride
@@ -158,7 +158,11 @@ def guarded_main(run: Callable[[], None], output_dir: Path | None) -> int:
             last = Path(output_dir) / "last.tar" if output_dir is not None else None
             hint = f"; {last} holds the last saved epoch: continue with --resume" if last and last.is_file() else ""
             print(f"stopped by {stop}{hint}", file=sys.stderr)
-            return stop.exit_status
+            status = stop.exit_status
+        else:
+            return status
+        # the traceback is gone: the DataLoader has shut its workers down; end any it could not (utils/signals.py)
+        end_children()
     return status
 
 

@@ -5,14 +5,22 @@ When that is inside an at-fork callback (the DataLoader forks its workers at the
 epoch, right after a save), Python prints "Exception ignored" and the run goes on to the end
 with exit 0. Here the handler records the signal before raising, and the training loops call
 :func:`check_stop` between batches, so a swallowed interrupt still stops the run at the next
-batch. Worker processes (forked with the handler) ignore SIGINT: the main process stops and
-shuts them down. PyTorch's workers die on a SIGTERM sent to the whole job (``timeout``, ``kill --
--PGID``, cluster schedulers); a stopping main process does not count their deaths as errors. A
+batch. Inside the DataLoader's calls (:func:`utils.engine.progress`) a stop is deferred until the
+call returns (:func:`deferred_stop`): an interrupt there could leave a queue lock taken, and the
+DataLoader's shutdown then hung on it. Worker processes (forked with the handler) ignore SIGINT:
+the main process stops and shuts them down. PyTorch's workers die on a SIGTERM sent to the whole
+job (``timeout``, ``kill -- -PGID``, cluster schedulers); a stopping main process does not count
+their deaths as errors. A
 second signal within a second of the first is the same stop delivered twice (``timeout`` signals
 the main process, then the group); a later one stops the process at once. The last complete
 ``last.tar`` stays on disk for ``--resume``.
+
+A stopped run ends its remaining worker processes itself (:func:`end_children`): a worker forked
+with these handlers ignores SIGTERM until PyTorch installs its own, so one still starting when the
+stop came outlived ``terminate()``, and multiprocessing's exit hook then waited for it forever.
 """
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -90,6 +98,29 @@ def deferred_stop():
         _state["defer"] -= 1
     if not _state["defer"]:
         check_stop()
+
+
+def end_children(grace_s: float = 2.0) -> None:
+    """Terminate the daemonic multiprocessing children still alive (DataLoader workers), then kill
+    those alive ``grace_s`` later.
+
+    For a stopping run. The DataLoader sends its workers an end-of-work message and terminates the
+    ones it knows of; an interrupt inside its iterator's ``__init__`` skips the message (a worker
+    started there loops forever) and leaves a worker forked there unknown to it. At exit,
+    multiprocessing terminates its daemonic children and joins them with no timeout, and a worker
+    ignores that SIGTERM while it is still starting (it runs :func:`_handler` until PyTorch's worker
+    loop installs its own): the run hung after its "stopped by" line. SIGKILL cannot be ignored.
+    """
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    for child in children:
+        child.terminate()
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+    for child in children:
+        if child.is_alive():
+            child.kill()
+            child.join()
 
 
 @contextmanager
