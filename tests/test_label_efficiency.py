@@ -349,28 +349,24 @@ def test_only_seeds_outside_the_study_is_refused(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_the_demo_says_whether_its_learned_runs_were_step_limited():
+def test_the_demo_prints_the_mean_validation_curve_of_each_learned_arm():
     from experiments.demo import plateau_report
 
     def run(arm, seed, curve):
-        return {
-            "arm": arm,
-            "budget": 5.0,
-            "seed": seed,
-            "history": [{"train_loss": 1.0}] + [{"val_mIoU": v} for v in curve],
-        }
+        history = [{"steps": 10, "train_loss": 1.0}] + [{"steps": s, "val_mIoU": v} for s, v in curve]
+        return {"arm": arm, "budget": 5.0, "seed": seed, "history": history}
 
     report = plateau_report(
         {
             "runs": [
-                run("scratch", 0, [0.2, 0.30, 0.31, 0.31]),
-                run("scratch", 1, [0.2, 0.4, 0.39]),
-                run("wp_cell", 0, [0.2, 0.30, 0.35]),
-                run("rf", 0, [0.1, 0.9]),
+                run("scratch", 0, [(50, 0.2), (100, 0.30), (150, 0.31)]),
+                run("scratch", 1, [(50, 0.4), (100, 0.40), (120, 0.5)]),  # 120: not validated by seed 0
+                run("wp_cell", 0, [(50, 0.2), (100, 0.35)]),
+                run("rf", 0, [(50, 0.1)]),
             ]
         }
     )
     lines = {line.split()[2]: line for line in report.splitlines() if line.startswith("  5 %")}
-    assert sorted(lines) == ["scratch", "wp_cell"]  # the forest has no curve to flatten
-    assert "+0.000  (flat)" in lines["scratch"]  # (0.31 - 0.30 + 0.39 - 0.40) / 2
-    assert "+0.050  (still rising" in lines["wp_cell"]
+    assert sorted(lines) == ["scratch", "wp_cell"]  # the forest has no curve
+    assert lines["scratch"].split("scratch")[1].split() == ["50:", "0.30", "100:", "0.35"]
+    assert lines["wp_cell"].split("wp_cell")[1].split() == ["50:", "0.20", "100:", "0.35"]
