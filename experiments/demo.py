@@ -1,11 +1,11 @@
 """The demo (what `make demo` runs): a reduced run of the label-efficiency study on the synthetic benchmark.
 
-    python -m experiments.demo            # about 13 min on 2 CPU cores
+    python -m experiments.demo            # about 16 min on 2 CPU cores with native bf16
     python -m experiments.demo --smoke    # seconds (CI)
 
 Fine-tunes a tiny STCLN from scratch (STCLN) and from a backbone pre-trained with the paper's
 spatiotemporal (cell) masking on the unlabelled pool (synthetic folds 1, 2, 3, 5; STCLN_wp) with
-1 % and 5 % of the labelled crops of folds 1-3, three seeds each (a seed draws the labelled crops
+5 % of the labelled crops of folds 1-3, two seeds (a seed draws the labelled crops
 and the initialisation, the same for both arms), selects on fold 5 and tests on fold 4. A
 per-pixel random forest and the majority class on the same labelled pixels are the anchors.
 Prints mean +- std per budget and the paired difference STCLN_wp - STCLN with its 95 % confidence
