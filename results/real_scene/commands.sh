@@ -94,3 +94,10 @@ python -m experiments.label_efficiency $COMMON $B --only_seeds 1 --arms scratch 
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 25 --sweep_budget 10 --arms wp_block wp_frame probe_wp
 python -m experiments.label_efficiency $COMMON $B --only_seeds 1 --arms probe_random wp_block wp_frame probe_wp
 python -m experiments.label_efficiency $COMMON $B --report
+# (Session of 2026-12-05: the first command above ran 14:28-15:50 (seed 1 of the core arms: 30 fine-tunes and the
+#  anchors). The other two were not started: the session's remaining CPU time went to the other issues (the demo's
+#  schedule, the mapping benchmark); they remain to be run, in that order. The report of what finished, 15:52:
+python -m experiments.label_efficiency $COMMON $B --report
+#  then results.md, the figures and results.json (each run's history cut to its validation epochs) copied to
+#  results/real_scene/, and the differences against the forest and the majority class by:
+python results/real_scene/paired_anchors.py results/real_scene/results.json
