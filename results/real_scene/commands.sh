@@ -101,3 +101,6 @@ python -m experiments.label_efficiency $COMMON $B --report
 #  then results.md, the figures and results.json (each run's history cut to its validation epochs) copied to
 #  results/real_scene/, and the differences against the forest and the majority class by:
 python results/real_scene/paired_anchors.py results/real_scene/results.json
+# (16:46, after the clean-clone CI run: the 10 % part of the second command above, the first half of its runs in its
+#  own order, for the session's last half hour; whatever finishes is reported, the rest resumes with the command above.)
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 --sweep_budget 10 --arms wp_block wp_frame probe_wp
