@@ -104,3 +104,5 @@ python results/real_scene/paired_anchors.py results/real_scene/results.json
 # (16:46, after the clean-clone CI run: the 10 % part of the second command above, the first half of its runs in its
 #  own order, for the session's last half hour; whatever finishes is reported, the rest resumes with the command above.)
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 --sweep_budget 10 --arms wp_block wp_frame probe_wp
+# (It ran 16:46-17:02 (15 fine-tunes, idle cores); then `--report` as above and the outputs copied to results/real_scene/
+#  again. Left: the 25 % part of the second command and the third command.)
