@@ -374,14 +374,14 @@ def match_clouds(images: list[Acquisition], folder: Path) -> list[Path]:
 
 
 def combine_same_date(
-    bands: list[np.ndarray], clear: list[np.ndarray] | None, rule: str, paths: list[Path]
+    bands: list[np.ndarray], clear: list[np.ndarray] | None, rule: str
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One (C, h, w) image (and (h, w) validity) from several acquisitions of one date.
 
     ``first``: the earliest; ``mean``: per pixel, the mean of the clear acquisitions (of all where
-    none is clear, or without cloud information), clear where any is; ``clearest``: the acquisition
-    with the most clear pixels over the whole scene (``clear_counts``; ties: the earliest); ``error``:
-    refuse (checked when the scene is opened, see :func:`open_raster_folder`).
+    none is clear, or without cloud information), clear where any is. The other rules never reach
+    here: ``clearest`` keeps one acquisition per date (chosen when the scene is opened, over the whole
+    scene) and ``error`` is refused then (:func:`open_raster_folder`).
     """
     if rule == "first":
         return bands[0], None if clear is None else clear[0]
@@ -461,7 +461,7 @@ class RasterSeries:
             if len(bands) == 1:
                 cube[t], day_clear = bands[0], None if clear is None else clear[0]
             else:
-                cube[t], day_clear = combine_same_date(bands, clear, self.same_date, members)
+                cube[t], day_clear = combine_same_date(bands, clear, self.same_date)
             if valid is not None and day_clear is not None:
                 valid[t] = day_clear
         self._strip = (first, end, cube, valid)
@@ -530,9 +530,10 @@ def _row_range(rows, height: int) -> tuple[int, int]:
     return first, max(first, end)
 
 
-def _check_header(path: Path, dataset, reference: Path, expected, bands: int | None) -> None:
-    """Same bands, data type and grid as the reference file (one line otherwise)."""
-    if bands is not None and (dataset.count, dataset.dtypes[0]) != (expected[0], expected[1]):
+def _check_header(path: Path, dataset, reference: Path, expected: tuple) -> None:
+    """Same bands, data type and grid as the reference file (``expected``: its band count, data type and
+    grid; one line otherwise)."""
+    if (dataset.count, dataset.dtypes[0]) != (expected[0], expected[1]):
         raise DataError(
             f"{path}: {dataset.count} band(s) of {dataset.dtypes[0]} differ from {reference.name} "
             f"({expected[0]} of {expected[1]}); every date needs the same bands and data type"
@@ -563,7 +564,7 @@ def open_raster_folder(
     for acquisition in files:
         with open_raster(acquisition.path) as dataset:
             if acquisition.path != reference:
-                _check_header(acquisition.path, dataset, reference, expected, first.count)
+                _check_header(acquisition.path, dataset, reference, expected)
             if dataset.nodata is not None:
                 nodata[acquisition.path] = float(dataset.nodata)
     for path in cloud_files or ():
