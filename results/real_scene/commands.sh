@@ -106,3 +106,8 @@ python results/real_scene/paired_anchors.py results/real_scene/results.json
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 --sweep_budget 10 --arms wp_block wp_frame probe_wp
 # (It ran 16:46-17:02 (15 fine-tunes, idle cores); then `--report` as above and the outputs copied to results/real_scene/
 #  again. Left: the 25 % part of the second command and the third command.)
+# Session of 2026-12-05 17:15, written before these runs: the rest of the plan above, unchanged and in its order:
+# the 25 % part of the second command (seed 0 of wp_block, wp_frame, probe_wp), then the third command (seed 1 of
+# probe_random, wp_block, wp_frame, probe_wp at every budget), then --report and the copies as above.
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 25 --sweep_budget 10 --arms wp_block wp_frame probe_wp
+python -m experiments.label_efficiency $COMMON $B --only_seeds 1 --arms probe_random wp_block wp_frame probe_wp
