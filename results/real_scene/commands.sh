@@ -111,3 +111,6 @@ python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 --
 # probe_random, wp_block, wp_frame, probe_wp at every budget), then --report and the copies as above.
 python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 25 --sweep_budget 10 --arms wp_block wp_frame probe_wp
 python -m experiments.label_efficiency $COMMON $B --only_seeds 1 --arms probe_random wp_block wp_frame probe_wp
+# (17:14: the first of these two was refused in 2 s (--sweep_budget must be among --budgets); the second runs first,
+#  then the first as written earlier, with the 10 % runs already finished and kept:)
+python -m experiments.label_efficiency $COMMON $B --only_seeds 0 --budgets 10 25 --sweep_budget 10 --arms wp_block wp_frame probe_wp
