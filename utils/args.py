@@ -10,6 +10,7 @@ from models import STCLNConfig, tiny_config
 from models.config import PRESETS
 from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
 from utils.atomic import write_text_atomic
+from utils.datasets.sources import KNOWN_SOURCES, PRIMARY_DEFAULT, RADAR_SOURCES, SOURCE_ALIASES, expand_sources
 
 DATASETS = ("synthetic", "pastis", "mtlcc", "folder")
 NEEDS_DATA_ROOT = ("pastis", "mtlcc", "folder")  # only --dataset synthetic runs without --data_root
@@ -112,6 +113,11 @@ def add_data_args(parser: argparse.ArgumentParser, synthetic_format: str | None 
                        help="samples per process and step (per-data-set default: DATASET_DEFAULTS in utils/args.py)")
     group.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
     group.add_argument("--cache_dir", type=Path, default=None, help="MTLCC: one-time .npy cache of the TFRecord/GeoTIFF tiles")
+    group.add_argument("--sources", nargs="+", default=[PRIMARY_DEFAULT], metavar="SOURCE",
+                       help="image sources, primary first: S2 (Sentinel-2, the paper), S1A / S1D (Sentinel-1 ascending / "
+                            "descending, PASTIS-R layout; 'S1' = 'S1A S1D'), e.g. '--sources S2 S1'. PASTIS-format "
+                            "data (real PASTIS-R or the synthetic version-2 set) hold all three; MTLCC only S2; a "
+                            "folder data set the sources its dataset.json lists")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -218,10 +224,33 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.n_dates and data_layout(args) == "pastis":
         parser.error(f"--n_dates {args.n_dates} samples dates of MTLCC tiles only; PASTIS-format data (--dataset "
                      f"{args.dataset}) take --temporal first:N, even:N or random:N")
+    check_sources(parser, args)
     if args.compile_backend is not None and not args.compile:
         parser.error(f"--compile_backend {args.compile_backend} needs --compile (without it the model runs eagerly)")
     if args.compile_backend is None:
         args.compile_backend = "inductor"
+
+
+def check_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Expand ``--sources`` (aliases, order kept) in place and refuse, in one line, names the data set
+    cannot hold: MTLCC has only S2, the version-1 synthetic set has no radar, PASTIS-format data hold
+    S2, S1A and S1D (a folder data set's own names are checked against its dataset.json on load)."""
+    try:
+        sources = expand_sources(getattr(args, "sources", None) or [PRIMARY_DEFAULT])
+    except ValueError as err:
+        parser.error(str(err))
+    layout = data_layout(args)
+    if args.dataset != "folder":
+        unknown = [source for source in sources if source not in KNOWN_SOURCES]
+        if unknown:
+            aliases = ", ".join(f"{alias} = {' '.join(names)}" for alias, names in SOURCE_ALIASES.items())
+            parser.error(f"--sources {' '.join(unknown)}: unknown source(s); known: {' '.join(KNOWN_SOURCES)} ({aliases})")
+        if layout == "mtlcc" and sources != (PRIMARY_DEFAULT,):
+            parser.error(f"--sources {' '.join(sources)}: MTLCC data hold Sentinel-2 only (--sources S2)")
+        radar = [source for source in sources if source in RADAR_SOURCES]
+        if radar and args.dataset == "synthetic" and getattr(args, "synthetic_version", 2) != 2:
+            parser.error(f"--sources {' '.join(radar)}: the synthetic radar series exist for --synthetic_version 2 only")
+    args.sources = list(sources)
 
 
 def model_config_from_args(args: argparse.Namespace, in_channels: int, num_classes: int) -> STCLNConfig:

@@ -31,6 +31,18 @@ class DataInfo:
     colormap: tuple
     protocols: dict[str, EvalProtocol]
     ndvi_gate: bool = True  # the masking's vegetation gate can be computed (red/NIR, or an NDVI band)
+    sources: tuple[str, ...] = ("S2",)  # image sources, primary first (in_channels is the primary's)
+    source_channels: dict[str, int] | None = None  # channels per source (None: the primary only, in_channels)
+
+    @property
+    def extra_sources(self) -> tuple[str, ...]:
+        """Sources after the primary (``STCLNConfig.extra_sources``)."""
+        return tuple(self.sources[1:])
+
+    @property
+    def extra_channels(self) -> tuple[int, ...]:
+        """Channels of :attr:`extra_sources`, aligned (``STCLNConfig.extra_channels``)."""
+        return tuple(self.source_channels[source] for source in self.extra_sources) if self.source_channels else ()
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from utils.args import data_layout
+from utils.datasets.sources import PRIMARY_DEFAULT, expand_sources
 
 FOLD_FLAGS = ("folds", "train_folds", "val_folds", "test_folds")  # pre-training, then fine-tuning splits
 
@@ -42,6 +43,7 @@ class DataSpec:
     label_subset: str | None = None  # 'authors', 'ratio', 'all', or None: the data set's default
     label_ratio: float = 0.02  # fraction of the training samples labelled with label_subset 'ratio'
     authors_ndvi: bool = False  # pre-training computes NDVI the authors' way: a folder needs red and NIR bands
+    sources: tuple[str, ...] = (PRIMARY_DEFAULT,)  # --sources, aliases expanded, primary first
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | Mapping) -> "DataSpec":
@@ -52,7 +54,16 @@ class DataSpec:
             values[name] = Path(values[name]) if values.get(name) else None  # '' (no folder) -> None
         for name in FOLD_FLAGS:
             values[name] = tuple(values[name]) if values.get(name) is not None else None
+        if values.get("sources"):  # older checkpoints have none: S2
+            values["sources"] = expand_sources(values["sources"])
+        else:
+            values.pop("sources", None)
         return cls(**values)
+
+    @property
+    def extra_sources(self) -> tuple[str, ...]:
+        """The sources after the primary one (empty: the paper's single-source data)."""
+        return self.sources[1:]
 
     @property
     def layout(self) -> str:
