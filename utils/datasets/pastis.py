@@ -434,7 +434,7 @@ class PASTISDataset(Dataset):
         path = source_path(self.root, source, meta.patch_id)
         array = open_npy(path)
         channels = self.source_channels[source]
-        kind = "float" if source in RADAR_SOURCES else "numeric"
+        kind = "numeric" if self._source_dtype_ok(source, np.dtype(np.int16)) else "float"
         if not self._source_dtype_ok(source, array.dtype) or array.ndim != 4 or array.shape[1] != channels:
             raise DataError(f"{path}: expected a {kind} array of shape (T, {channels}, H, W) "
                             f"({', '.join(self.source_band_names[source])}), got {array.dtype} {array.shape}")
