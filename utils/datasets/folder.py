@@ -398,6 +398,10 @@ class FolderDataset(PASTISDataset):
         if sources and sources[0] != PRIMARY_DEFAULT:
             raise DataError(f"{self.spec.path}: the first --sources entry must be {PRIMARY_DEFAULT} (the folder's main "
                             f"series, DATA_S2), got {' '.join(sources)}")
+        unknown = [source for source in sources if source not in self._available_sources()]
+        if unknown:
+            raise DataError(f"{self.spec.path}: --sources {' '.join(unknown)}: not in field 'sources' "
+                            f"({' '.join(self.spec.sources) or 'none listed'})")
         super()._set_sources(sources)
 
     def _source_norm(self, source: str) -> tuple[np.ndarray, np.ndarray]:
