@@ -32,8 +32,9 @@ REVISIT = 36  # ~12 radar dates per orbit: small files
 def pastis_r(tmp_path_factory) -> dict:
     """A tiny version-2 synthetic set in the PASTIS-R layout, with the writer's arrays."""
     root = tmp_path_factory.mktemp("pastis_r")
-    return write_pastis_like(root, n_patches=8, size=16, n_dates=(4, 6), seed=3, version=2, radar=True,
-                             radar_revisit=REVISIT)
+    return write_pastis_like(
+        root, n_patches=8, size=16, n_dates=(4, 6), seed=3, version=2, radar=True, radar_revisit=REVISIT
+    )
 
 
 def utae_norm(images: dict[int, np.ndarray], folds: dict[int, int], norm_folds) -> tuple[np.ndarray, np.ndarray]:
@@ -42,8 +43,11 @@ def utae_norm(images: dict[int, np.ndarray], folds: dict[int, int], norm_folds) 
     means, stds = [], []
     for fold in norm_folds:
         patch_means = [images[i].astype(np.float64).mean(axis=(0, 2, 3)) for i in images if folds[i] == fold]
-        patch_stds = [np.std(np.moveaxis(images[i].astype(np.float64), 1, 0).reshape(images[i].shape[1], -1), axis=1,
-                             ddof=1) for i in images if folds[i] == fold]
+        patch_stds = [
+            np.std(np.moveaxis(images[i].astype(np.float64), 1, 0).reshape(images[i].shape[1], -1), axis=1, ddof=1)
+            for i in images
+            if folds[i] == fold
+        ]
         means.append(np.mean(patch_means, axis=0))
         stds.append(np.mean(patch_stds, axis=0))
     return np.mean(means, axis=0), np.mean(stds, axis=0)
@@ -56,7 +60,10 @@ def test_pastis_r_loader_reads_back_what_the_writer_wrote(pastis_r):
     assert data.sources == SOURCES and data.source_channels == {"S2": 10, "S1A": 3, "S1D": 3}
     assert data.source_band_names["S1D"] == ("VV", "VH", "VV/VH")
     reference = datetime.date.fromisoformat(PASTIS_REFERENCE_DATE)
-    metadata = {f["properties"]["ID_PATCH"]: f["properties"] for f in json.loads((root / "metadata.geojson").read_text())["features"]}
+    metadata = {
+        f["properties"]["ID_PATCH"]: f["properties"]
+        for f in json.loads((root / "metadata.geojson").read_text())["features"]
+    }
     for orbit in ("S1A", "S1D"):
         written = pastis_r["radar"]["images"][orbit]
         mean, std = utae_norm(written, folds, [1, 2])
@@ -64,12 +71,19 @@ def test_pastis_r_loader_reads_back_what_the_writer_wrote(pastis_r):
             patch_id = data.patch_ids[index]
             sample = data[index]
             on_disk = np.load(source_path(root, orbit, patch_id))
-            assert on_disk.dtype == np.float32 and on_disk.shape == (len(pastis_r["radar"]["dates"][orbit][patch_id]), 3, 16, 16)
+            assert on_disk.dtype == np.float32 and on_disk.shape == (
+                len(pastis_r["radar"]["dates"][orbit][patch_id]),
+                3,
+                16,
+                16,
+            )
             expected = (written[patch_id] - mean[:, None, None]) / std[:, None, None]
             np.testing.assert_allclose(sample[f"image_{orbit}"].numpy(), expected, rtol=1e-5, atol=1e-5)
             dates = pastis_r["radar"]["dates"][orbit][patch_id]
             assert sample[f"days_{orbit}"].tolist() == [(d - reference).days for d in dates]
-            assert metadata[patch_id][f"dates-{orbit}"] == {str(k): int(d.strftime("%Y%m%d")) for k, d in enumerate(dates)}
+            assert metadata[patch_id][f"dates-{orbit}"] == {
+                str(k): int(d.strftime("%Y%m%d")) for k, d in enumerate(dates)
+            }
             # the primary keeps exactly the single-source sample
             for key in ("image", "ndvi", "days", "label"):
                 assert torch.equal(sample[key], single[index][key])
@@ -92,8 +106,14 @@ def test_radar_primary_has_no_ndvi_and_temporal_subsets_apply_per_source(pastis_
 
 
 def _sample(t: int, t_s: int, sample_id: str, radar_primary: bool = False) -> dict:
-    out = {"image": torch.rand(t, 10, 4, 4), "days": torch.arange(t) * 5, "label": torch.zeros(4, 4, dtype=torch.int64),
-           "id": sample_id, "image_S1A": torch.rand(t_s, 3, 4, 4) + 1, "days_S1A": torch.arange(t_s) * 12 + 1}
+    out = {
+        "image": torch.rand(t, 10, 4, 4),
+        "days": torch.arange(t) * 5,
+        "label": torch.zeros(4, 4, dtype=torch.int64),
+        "id": sample_id,
+        "image_S1A": torch.rand(t_s, 3, 4, 4) + 1,
+        "days_S1A": torch.arange(t_s) * 12 + 1,
+    }
     if not radar_primary:
         out["ndvi"] = torch.rand(t, 4, 4)
     return out
@@ -121,16 +141,19 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("defect, expected", [
-    ("shape", r"S1A_\d+\.npy: expected a float array of shape \(T, 3, H, W\)"),
-    ("dtype", r"S1A_\d+\.npy: expected a float array .* got int16"),
-    ("frames", r"S1A_\d+\.npy: \d+ frames but metadata.geojson lists \d+ dates-S1A"),
-    ("missing", r"S1A_\d+\.npy: file not found"),
-    ("size", r"S1A_\d+\.npy: 8x8 pixels but the patch's S2 series has 16x16"),
-    ("nan", r"S1A_\d+\.npy: 3 NaN/inf values"),
-    ("dates", r"metadata.geojson: patch \d+ has no dates-S1A"),
-    ("norm", r"NORM_S1A_patch.json: Fold_1 needs 3 means and 3 stds"),
-])
+@pytest.mark.parametrize(
+    "defect, expected",
+    [
+        ("shape", r"S1A_\d+\.npy: expected a float array of shape \(T, 3, H, W\)"),
+        ("dtype", r"S1A_\d+\.npy: expected a float array .* got int16"),
+        ("frames", r"S1A_\d+\.npy: \d+ frames but metadata.geojson lists \d+ dates-S1A"),
+        ("missing", r"S1A_\d+\.npy: file not found"),
+        ("size", r"S1A_\d+\.npy: 8x8 pixels but the patch's S2 series has 16x16"),
+        ("nan", r"S1A_\d+\.npy: 3 NaN/inf values"),
+        ("dates", r"metadata.geojson: patch \d+ has no dates-S1A"),
+        ("norm", r"NORM_S1A_patch.json: Fold_1 needs 3 means and 3 stds"),
+    ],
+)
 def test_bad_radar_files_give_one_line_naming_the_file(pastis_r, tmp_path, defect, expected):
     root = _copy(pastis_r["root"], tmp_path / "copy")
     patch_id = min(i for i, fold in pastis_r["folds"].items() if fold == 1)
@@ -179,11 +202,13 @@ def test_sources_flag_expands_the_alias_and_refuses_in_one_line(capsys):
     assert _parse().sources == ["S2"]
     assert _parse("--sources", "S2", "S1").sources == ["S2", "S1A", "S1D"]
     assert _parse("--sources", "S1").sources == ["S1A", "S1D"]
-    for argv, said in ((("--sources", "S2", "S3"), "--sources S3: unknown source"),
-                       (("--dataset", "mtlcc", "--data_root", "x", "--sources", "S2", "S1"), "MTLCC data hold Sentinel-2 only"),
-                       (("--synthetic_format", "mtlcc", "--sources", "S1A"), "MTLCC data hold Sentinel-2 only"),
-                       (("--synthetic_version", "1", "--sources", "S2", "S1D"), "--synthetic_version 2 only"),
-                       (("--sources", "S2", "S1", "S1A"), "S1A is listed twice")):
+    for argv, said in (
+        (("--sources", "S2", "S3"), "--sources S3: unknown source"),
+        (("--dataset", "mtlcc", "--data_root", "x", "--sources", "S2", "S1"), "MTLCC data hold Sentinel-2 only"),
+        (("--synthetic_format", "mtlcc", "--sources", "S1A"), "MTLCC data hold Sentinel-2 only"),
+        (("--synthetic_version", "1", "--sources", "S2", "S1D"), "--synthetic_version 2 only"),
+        (("--sources", "S2", "S1", "S1A"), "S1A is listed twice"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             _parse(*argv)
         assert exit_.value.code == 2
@@ -201,14 +226,25 @@ def test_sources_flag_expands_the_alias_and_refuses_in_one_line(capsys):
 def test_folder_further_source_is_read_back_with_its_own_dates_and_statistics(tmp_path):
     root = tmp_path / "folder"
     written = write_pastis_like(root, n_patches=5, size=8, n_dates=(3, 4), seed=1, version=2, folds=(1, 2))
-    (root / DATASET_FILE).write_text(json.dumps({
-        "band_names": list(PASTISDataset.band_names), "red_band": "B04", "nir_band": "B08",
-        "classes": PASTIS_CLASSES, "ignore_index": 19, "background_index": 0, "reflectance_scale": 10000,
-    }))
+    (root / DATASET_FILE).write_text(
+        json.dumps(
+            {
+                "band_names": list(PASTISDataset.band_names),
+                "red_band": "B04",
+                "nir_band": "B08",
+                "classes": PASTIS_CLASSES,
+                "ignore_index": 19,
+                "background_index": 0,
+                "reflectance_scale": 10000,
+            }
+        )
+    )
     rng = np.random.default_rng(0)
     images = {i: rng.normal(-12, 3, size=(2 + k, 2, 8, 8)).astype(np.float32) for k, i in enumerate(written["ids"])}
-    dates = {i: [datetime.date(2019, 1, 1) + datetime.timedelta(days=6 * t) for t in range(len(images[i]))]
-             for i in written["ids"]}
+    dates = {
+        i: [datetime.date(2019, 1, 1) + datetime.timedelta(days=6 * t) for t in range(len(images[i]))]
+        for i in written["ids"]
+    }
     write_folder_source(root, "SAR", ("VV", "VH"), images, dates)
     data = FolderDataset(root, folds=[1, 2], norm_folds=[1], sources=("S2", "SAR"))
     assert data.source_channels == {"S2": 10, "SAR": 2} and (root / "NORM_SAR_patch.json").is_file()
@@ -216,8 +252,12 @@ def test_folder_further_source_is_read_back_with_its_own_dates_and_statistics(tm
     reference = data.reference_date
     for index, patch_id in enumerate(data.patch_ids):
         sample = data[index]
-        np.testing.assert_allclose(sample["image_SAR"].numpy(), (images[patch_id] - mean[:, None, None]) / std[:, None, None],
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            sample["image_SAR"].numpy(),
+            (images[patch_id] - mean[:, None, None]) / std[:, None, None],
+            rtol=1e-5,
+            atol=1e-5,
+        )
         assert sample["days_SAR"].tolist() == [(d - reference).days for d in dates[patch_id]]
     batch = pad_collate([data[i] for i in range(len(data))])
     assert batch["image_SAR"].shape[1] == max(len(a) for a in images.values())
@@ -237,7 +277,7 @@ def test_water_cloud_limits_are_the_soil_and_the_dense_canopy():
     assert dense == pytest.approx(0.1 * math.cos(math.radians(40.0)))  # opaque canopy: A cos(theta)
     one = radar.water_cloud(-10.0, 0.2, np.array(1.0), soil, 40.0)  # tau^2 = exp(-0.4 / cos 40)
     tau2 = math.exp(-0.4 / math.cos(math.radians(40.0)))
-    assert one == pytest.approx(0.1 * math.cos(math.radians(40.0)) * (1 - tau2) + tau2 * 10 ** -1.5)
+    assert one == pytest.approx(0.1 * math.cos(math.radians(40.0)) * (1 - tau2) + tau2 * 10**-1.5)
 
 
 @pytest.fixture(scope="module")
@@ -256,8 +296,13 @@ def _pixels(scenes: dict, key: str) -> np.ndarray:
     out = []
     for scene in scenes["clean"]:
         t = len(scenes["dates"])
-        value = {"VV": scene["backscatter"][:, 0], "VH": scene["backscatter"][:, 1], "lai": scene["lai"],
-                 "mv": scene["soil_moisture"], "label": np.broadcast_to(scene["label"], scene["lai"].shape)}[key]
+        value = {
+            "VV": scene["backscatter"][:, 0],
+            "VH": scene["backscatter"][:, 1],
+            "lai": scene["lai"],
+            "mv": scene["soil_moisture"],
+            "label": np.broadcast_to(scene["label"], scene["lai"].shape),
+        }[key]
         out.append(value.reshape(t, -1))
     return np.concatenate(out, axis=1).ravel()
 
@@ -278,7 +323,9 @@ def test_speckle_enl_measured_on_a_homogeneous_field_is_the_stated_one(scenes):
     ratios = []  # speckled / clean intensity: the speckle itself, a homogeneous field of mean 1
     for clean, speckled in zip(scenes["clean"], scenes["speckled"]):
         for pol in (0, 1):
-            ratios.append(10 ** ((speckled["backscatter"][:, pol].astype(np.float64) - clean["backscatter"][:, pol]) / 10))
+            ratios.append(
+                10 ** ((speckled["backscatter"][:, pol].astype(np.float64) - clean["backscatter"][:, pol]) / 10)
+            )
     ratio = np.concatenate([r.ravel() for r in ratios])  # ~290k pixels
     assert ratio.mean() == pytest.approx(1.0, abs=0.01)
     assert ratio.mean() ** 2 / ratio.var() == pytest.approx(radar.ENL, rel=0.03)
@@ -312,8 +359,12 @@ def test_adding_radar_changes_no_optical_file_and_the_cache_gains_the_same_files
     before = {p: p.read_bytes() for p in [cache / "COMPLETE.json", *sorted((cache / "DATA_S2").iterdir())]}
     add_synthetic_radar(cache, size=16, seed=3, revisit=REVISIT)
     assert all(p.read_bytes() == content for p, content in before.items())
-    for name in ("metadata.geojson", "NORM_S1A_patch.json", "NORM_S1D_patch.json",
-                 *(f"DATA_{o}/{o}_{i}.npy" for o in ("S1A", "S1D") for i in pastis_r["ids"])):
+    for name in (
+        "metadata.geojson",
+        "NORM_S1A_patch.json",
+        "NORM_S1D_patch.json",
+        *(f"DATA_{o}/{o}_{i}.npy" for o in ("S1A", "S1D") for i in pastis_r["ids"]),
+    ):
         assert (cache / name).read_bytes() == (pastis_r["root"] / name).read_bytes(), name
     with pytest.raises(DataError, match="COMPLETE_S1.json: the cached radar series were built with other parameters"):
         add_synthetic_radar(cache, size=16, seed=3, revisit=12)

@@ -60,7 +60,6 @@ import torch
 
 from utils.datasets.pastis import (
     METADATA_FILE,
-    NORM_FILE,
     PASTISDataset,
     _Patch,
     normalisable,
@@ -263,17 +262,26 @@ def _sources(path: Path, raw: dict) -> dict[str, tuple[str, ...]]:
     """dataset.json ``sources``: further sources -> band names; absent: none."""
     sources = raw.get("sources", {})
     if not isinstance(sources, dict):
-        raise DataError(f"{path}: field 'sources' must be an object {{\"S1A\": {{\"band_names\": [...]}}}}, got {sources!r}")
+        raise DataError(
+            f'{path}: field \'sources\' must be an object {{"S1A": {{"band_names": [...]}}}}, got {sources!r}'
+        )
     out = {}
     for name, entry in sources.items():
         if not NAME_PATTERN.fullmatch(name) or name == PRIMARY_DEFAULT:
-            raise DataError(f"{path}: field 'sources': {name!r} is not a further source name (letters and digits, "
-                            f"not {PRIMARY_DEFAULT}: the main series)")
+            raise DataError(
+                f"{path}: field 'sources': {name!r} is not a further source name (letters and digits, "
+                f"not {PRIMARY_DEFAULT}: the main series)"
+            )
         names = entry.get("band_names") if isinstance(entry, dict) else None
-        if (not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
-                or len(set(names)) != len(names)):
-            raise DataError(f"{path}: field 'sources.{name}.band_names' must be a non-empty list of distinct strings, "
-                            f"got {names!r}")
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise DataError(
+                f"{path}: field 'sources.{name}.band_names' must be a non-empty list of distinct strings, got {names!r}"
+            )
         out[name] = tuple(names)
     return out
 
@@ -310,8 +318,9 @@ def compute_norm_file(root: str | Path, n_bands: int, source: str = PRIMARY_DEFA
     return stats
 
 
-def folder_norm_stats(root: str | Path, n_bands: int, folds: Sequence[int], source: str = PRIMARY_DEFAULT
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def folder_norm_stats(
+    root: str | Path, n_bands: int, folds: Sequence[int], source: str = PRIMARY_DEFAULT
+) -> tuple[np.ndarray, np.ndarray]:
     """(C,) mean and std of ``source`` in the given folds (average of their statistics), computing the file if absent."""
     path = Path(root) / norm_file(source)
     if path.is_file():
@@ -396,12 +405,16 @@ class FolderDataset(PASTISDataset):
 
     def _set_sources(self, sources: tuple[str, ...]) -> None:
         if sources and sources[0] != PRIMARY_DEFAULT:
-            raise DataError(f"{self.spec.path}: the first --sources entry must be {PRIMARY_DEFAULT} (the folder's main "
-                            f"series, DATA_S2), got {' '.join(sources)}")
+            raise DataError(
+                f"{self.spec.path}: the first --sources entry must be {PRIMARY_DEFAULT} (the folder's main "
+                f"series, DATA_S2), got {' '.join(sources)}"
+            )
         unknown = [source for source in sources if source not in self._available_sources()]
         if unknown:
-            raise DataError(f"{self.spec.path}: --sources {' '.join(unknown)}: not in field 'sources' "
-                            f"({' '.join(self.spec.sources) or 'none listed'})")
+            raise DataError(
+                f"{self.spec.path}: --sources {' '.join(unknown)}: not in field 'sources' "
+                f"({' '.join(self.spec.sources) or 'none listed'})"
+            )
         super()._set_sources(sources)
 
     def _source_norm(self, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -536,8 +549,10 @@ def write_folder_source(
     (root / f"DATA_{source}").mkdir(parents=True, exist_ok=True)
     for patch_id in ids:
         if len(images[patch_id]) != len(dates[patch_id]):
-            raise ValueError(f"write_folder_source: patch {patch_id}: {len(images[patch_id])} {source} frames "
-                             f"but {len(dates[patch_id])} dates")
+            raise ValueError(
+                f"write_folder_source: patch {patch_id}: {len(images[patch_id])} {source} frames "
+                f"but {len(dates[patch_id])} dates"
+            )
         np.save(source_path(root, source, patch_id), images[patch_id])
     for feature, patch_id in zip(collection["features"], ids):
         feature["properties"][dates_key(source)] = {

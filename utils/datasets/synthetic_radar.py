@@ -78,8 +78,18 @@ CEREAL, BROADLEAF, GRASS, VINE, FOREST_GROUP = range(5)
 DENSE_DB = np.array([[-16.0, -19.0], [-9.5, -14.5], [-11.0, -17.0], [-10.0, -16.0], [-7.5, -12.5]])
 EXTINCTION = np.array([[0.40, 0.15], [0.20, 0.20], [0.25, 0.20], [0.20, 0.20], [0.30, 0.30]])
 RADAR_GROUPS = {  # PASTIS class -> structure group (v2.CLASSES)
-    1: GRASS, 2: CEREAL, 3: BROADLEAF, 4: CEREAL, 5: BROADLEAF, 6: CEREAL, 7: BROADLEAF, 8: VINE, 9: BROADLEAF,
-    10: CEREAL, 14: GRASS, 15: BROADLEAF,
+    1: GRASS,
+    2: CEREAL,
+    3: BROADLEAF,
+    4: CEREAL,
+    5: BROADLEAF,
+    6: CEREAL,
+    7: BROADLEAF,
+    8: VINE,
+    9: BROADLEAF,
+    10: CEREAL,
+    14: GRASS,
+    15: BROADLEAF,
 }
 
 # ---- soil ----------------------------------------------------------------------------------------------------
@@ -136,17 +146,22 @@ def apply_speckle(rng: np.random.Generator, intensity: np.ndarray, looks: float 
     return intensity * rng.gamma(looks, 1.0 / looks, size=intensity.shape)
 
 
-def radar_calendar(seed, start: datetime.date = v2.SEASON_START, end: datetime.date = v2.SEASON_END,
-                   revisit: int = RADAR_REVISIT_DAYS) -> tuple[datetime.date, ...]:
+def radar_calendar(
+    seed, start: datetime.date = v2.SEASON_START, end: datetime.date = v2.SEASON_END, revisit: int = RADAR_REVISIT_DAYS
+) -> tuple[datetime.date, ...]:
     """One orbit's acquisition dates over a tile: every ``revisit`` days from a random first day, none missing."""
     first = start + datetime.timedelta(days=int(np.random.default_rng(seed).integers(revisit)))
     return tuple(first + datetime.timedelta(days=step) for step in range(0, (end - first).days + 1, revisit))
 
 
-def tile_radar_calendars(seed: int, tile: str, revisit: int = RADAR_REVISIT_DAYS) -> dict[str, tuple[datetime.date, ...]]:
+def tile_radar_calendars(
+    seed: int, tile: str, revisit: int = RADAR_REVISIT_DAYS
+) -> dict[str, tuple[datetime.date, ...]]:
     """The ascending and descending calendars of a synthetic tile (PASTIS-R: one per orbit and tile)."""
-    return {orbit: radar_calendar([seed, zlib.crc32(tile.encode()), RADAR_STREAM, index], revisit=revisit)
-            for index, orbit in enumerate(ORBITS)}
+    return {
+        orbit: radar_calendar([seed, zlib.crc32(tile.encode()), RADAR_STREAM, index], revisit=revisit)
+        for index, orbit in enumerate(ORBITS)
+    }
 
 
 def incidence_angle(region_seed, orbit: str) -> float:
@@ -155,8 +170,9 @@ def incidence_angle(region_seed, orbit: str) -> float:
     return float(rng.uniform(*INCIDENCE_DEG))
 
 
-def generate_radar(seed, size: int, dates: Sequence[datetime.date], region_seed, orbit: str,
-                   speckle: bool = True) -> dict:
+def generate_radar(
+    seed, size: int, dates: Sequence[datetime.date], region_seed, orbit: str, speckle: bool = True
+) -> dict:
     """The Sentinel-1 series of one version-2 patch on ``dates`` (its orbit's calendar).
 
     ``seed`` and ``region_seed`` are those of :func:`utils.datasets.synthetic_v2.generate_scene` for the
@@ -188,7 +204,9 @@ def generate_radar(seed, size: int, dates: Sequence[datetime.date], region_seed,
     group = np.where(kind_px == v2.FOREST, FOREST_GROUP, group)  # forests and hedges (kind FOREST)
     channels = []
     for pol, soil in enumerate((soil_vv, soil_vh)):
-        sigma = water_cloud(DENSE_DB[group, pol][None], EXTINCTION[group, pol][None], lai, linear(soil), theta)  # (T, S, S)
+        sigma = water_cloud(
+            DENSE_DB[group, pol][None], EXTINCTION[group, pol][None], lai, linear(soil), theta
+        )  # (T, S, S)
         sigma = np.where(kind_px == v2.BUILT, linear(BUILT_DB[pol]), sigma)
         sigma = np.where(kind_px == v2.WATER, linear(WATER_DB[pol]), sigma)
         channels.append(v2.apply_psf(sigma.astype(np.float32), size))  # (T, S, S) -> (T, H, W) linear mixing
