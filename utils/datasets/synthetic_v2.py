@@ -64,6 +64,11 @@ Parameters and their real-world reason (values in the constants below):
   (data gaps, cloud-filtered products). All patches of a tile share its calendar, as in PASTIS.
 
 Everything is vectorised numpy and deterministic by ``seed`` and ``region_seed``.
+
+The Sentinel-1 radar series of the same scenes (PASTIS-R's S1A/S1D) are rendered by
+:mod:`utils.datasets.synthetic_radar` from :func:`_draw_scene` and :func:`_fractions`, the two
+halves of :func:`generate_scene`'s scene model (their random draws are those of the optical scene,
+in the same order, so adding radar changes no optical value).
 """
 
 import datetime

@@ -5,7 +5,9 @@ int16 (T, 10, H, W), ``ANNOTATIONS/TARGET_<id>.npy`` uint8 (3, H, W), ``ANNOTATI
 int32 (H, W), ``metadata.geojson`` with the real property names and ``NORM_S2_patch.json`` computed
 as utae-paps' ``compute_norm_vals``. The imagery comes from :mod:`utils.datasets.synthetic` (version 1,
 the original demo set, 4 tiles) or :mod:`utils.datasets.synthetic_v2` (version 2, 8 tiles with their own
-12-day acquisition calendars).
+12-day acquisition calendars). With ``radar=True`` (version 2) it also writes PASTIS-R's Sentinel-1
+series (:func:`write_radar`: ``DATA_S1A``/``DATA_S1D`` float32 (T_s, 3, H, W) in dB, ``NORM_S1A_patch.json``,
+``NORM_S1D_patch.json`` and ``dates-S1A``/``dates-S1D`` in metadata.geojson; PASTIS/README.md).
 
 The MTLCC writer lives in ``utils/datasets/mtlcc_writers.py`` (``write_mtlcc_like``).
 """
