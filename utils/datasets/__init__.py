@@ -142,8 +142,11 @@ def add_synthetic_radar(root: str | Path, size: int, seed: int, version: int = 2
         written = write_radar(staging, patches, size, seed, revisit, return_arrays=False)
         for orbit in synthetic_radar.ORBITS:
             target = root / f"DATA_{orbit}"
-            if not target.exists():  # else a concurrent build renamed its (identical, complete) folder first
+            try:
                 (staging / f"DATA_{orbit}").rename(target)
+            except OSError:  # a concurrent build (another DDP rank) renamed its identical, complete folder first
+                if not target.is_dir():
+                    raise
             os.replace(staging / norm_file(orbit), root / norm_file(orbit))
         for feature in collection["features"]:
             patch_id = int(feature["properties"]["ID_PATCH"])
