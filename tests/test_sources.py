@@ -93,6 +93,17 @@ def test_pastis_r_loader_reads_back_what_the_writer_wrote(pastis_r):
     assert -30 < np.median(array[:, 0]) < 0 and np.median(array[:, 1]) < np.median(array[:, 0])
 
 
+def test_radar_dates_as_a_json_string_read_as_the_object(pastis_r, tmp_path):
+    root = _copy(pastis_r["root"], tmp_path / "copy")
+    metadata = json.loads((root / "metadata.geojson").read_text())
+    for feature in metadata["features"]:  # some copies of the release hold dates-* as JSON strings
+        feature["properties"]["dates-S1D"] = json.dumps(feature["properties"]["dates-S1D"])
+    (root / "metadata.geojson").write_text(json.dumps(metadata))
+    as_string = PASTISDataset(root, folds=[2], sources=("S2", "S1D"))
+    as_object = PASTISDataset(pastis_r["root"], folds=[2], sources=("S2", "S1D"))
+    assert torch.equal(as_string[0]["days_S1D"], as_object[0]["days_S1D"])
+
+
 def test_radar_primary_has_no_ndvi_and_temporal_subsets_apply_per_source(pastis_r):
     root = pastis_r["root"]
     data = PASTISDataset(root, folds=[1], sources=("S1D", "S2"), temporal=TemporalSubset("first", n=3))
@@ -339,7 +350,9 @@ def test_radar_is_deterministic_and_orbits_have_their_own_calendars(scenes):
     calendars = radar.tile_radar_calendars(0, "t31tfj")
     for dates in calendars.values():
         assert {(b - a).days for a, b in zip(dates, dates[1:])} == {radar.RADAR_REVISIT_DAYS} and 33 <= len(dates) <= 36
-    assert calendars["S1A"] != calendars["S1D"]
+    for tile in ("t30uxv", "t31tfj", "t31tfm", "t32ulu", "t31udq", "t31tcj", "t30tyq", "t31ufq"):
+        ascending, descending = radar.tile_radar_calendars(0, tile).values()
+        assert not set(ascending) & set(descending)  # the two orbits pass on different days
     assert calendars == radar.tile_radar_calendars(0, "t31tfj")
 
 

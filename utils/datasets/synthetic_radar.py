@@ -41,7 +41,8 @@ Parameters and their source (values in the constants below):
 * **Geometry and calendars.** Incidence angle per tile and orbit uniform in 30-45 deg (the
   Sentinel-1 IW swath covers 29-46 deg). Each orbit has its own calendar: every
   ``RADAR_REVISIT_DAYS`` = 12 days (one satellite's repeat cycle) from a first day drawn per tile and
-  orbit; no acquisition is missing (SAR is systematic and has no cloud filter). The PASTIS-R release
+  orbit, the two orbits on different days; no acquisition is missing (SAR is systematic and has no
+  cloud filter). The PASTIS-R release
   (Sentinel-1A and 1B, 6-day revisit) has ~70 dates per orbit; one satellite gives ~35 here, in
   proportion to the ~25 optical dates of the synthetic set (real PASTIS: ~45).
 * **Sensor.** Additive noise floor ``NESZ_DB`` = -22 dB (Sentinel-1 IW noise-equivalent sigma zero,
@@ -147,21 +148,28 @@ def apply_speckle(rng: np.random.Generator, intensity: np.ndarray, looks: float 
 
 
 def radar_calendar(
-    seed, start: datetime.date = v2.SEASON_START, end: datetime.date = v2.SEASON_END, revisit: int = RADAR_REVISIT_DAYS
+    first_offset: int,
+    start: datetime.date = v2.SEASON_START,
+    end: datetime.date = v2.SEASON_END,
+    revisit: int = RADAR_REVISIT_DAYS,
 ) -> tuple[datetime.date, ...]:
-    """One orbit's acquisition dates over a tile: every ``revisit`` days from a random first day, none missing."""
-    first = start + datetime.timedelta(days=int(np.random.default_rng(seed).integers(revisit)))
+    """One orbit's acquisition dates: every ``revisit`` days from ``start + first_offset`` days, none missing."""
+    first = start + datetime.timedelta(days=int(first_offset))
     return tuple(first + datetime.timedelta(days=step) for step in range(0, (end - first).days + 1, revisit))
 
 
 def tile_radar_calendars(
     seed: int, tile: str, revisit: int = RADAR_REVISIT_DAYS
 ) -> dict[str, tuple[datetime.date, ...]]:
-    """The ascending and descending calendars of a synthetic tile (PASTIS-R: one per orbit and tile)."""
-    return {
-        orbit: radar_calendar([seed, zlib.crc32(tile.encode()), RADAR_STREAM, index], revisit=revisit)
-        for index, orbit in enumerate(ORBITS)
-    }
+    """The ascending and descending calendars of a synthetic tile (PASTIS-R: one per orbit and tile).
+
+    The ascending orbit's first day is drawn in the first ``revisit`` days; the descending orbit's is
+    another of those days (the two orbits never share a date).
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(tile.encode()), RADAR_STREAM])
+    ascending = int(rng.integers(revisit))
+    descending = (ascending + 1 + int(rng.integers(revisit - 1))) % revisit
+    return {orbit: radar_calendar(offset, revisit=revisit) for orbit, offset in zip(ORBITS, (ascending, descending))}
 
 
 def incidence_angle(region_seed, orbit: str) -> float:
