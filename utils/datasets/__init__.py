@@ -40,7 +40,7 @@ __all__ = [
     "BAND_NAMES_ALL", "N_CROP_TYPES", "PASTIS_BAND_NAMES", "PASTIS_CLASSES", "PASTIS_COLORMAP", "PASTIS_FOLD_SPLITS",
     "PASTISDataset", "TemporalSubset", "authors_pastis_subset", "build_pastis_synthetic", "generate_scene",
     "label_ratio_subset", "pad_collate", "read_id_list", "read_norm_stats", "read_pastis_metadata",
-    "synthetic_dates", "synthetic_v2", "write_pastis_like",
+    "synthetic_dates", "synthetic_v2", "write_pastis_like", "add_synthetic_radar", "synthetic_radar", "write_radar",
 ]
 
 COMPLETE_MARKER = "COMPLETE.json"  # written last: its presence means the cache is whole
