@@ -156,12 +156,11 @@ class STCLNPretrain(nn.Module):
         hidden_states = self.source_features(features)  # {PRIMARY or source: (B, H, W, T_s, D)}
         heads = {PRIMARY: self.reconstruction} | dict(self.extra_reconstruction.items())
         targets = {PRIMARY: (x, mask)} | {name: (extra[name][0], extra_masks[name]) for name in self.config.extra_sources}
-        preds, losses = {}, {}
-        for name, states in hidden_states.items():
-            preds[name] = heads[name](states).permute(0, 3, 4, 1, 2)  # (B, H, W, T_s, C_s) -> (B, T_s, C_s, H, W)
-            losses[name] = masked_mse(preds[name], *targets[name])
-        with_cells = torch.stack([targets[name][1].any() for name in losses]).sum()  # sources with a masked cell
-        loss = torch.stack(list(losses.values())).sum() / with_cells.clamp_min(1)  # a source without any adds 0
+        preds = {
+            name: heads[name](states).permute(0, 3, 4, 1, 2)  # (B, H, W, T_s, C_s) -> (B, T_s, C_s, H, W)
+            for name, states in hidden_states.items()
+        }
+        loss, losses = multisource_mse(preds, targets)
         pred = preds.pop(PRIMARY)
         return {"loss": loss, "pred": pred, "mask": mask, "losses": losses, "preds": preds}
 
@@ -188,6 +187,26 @@ def pool_time(temporal: torch.Tensor, pad_mask: torch.Tensor | None, dropped: to
     if dropped is not None:
         out = out.masked_fill(dropped[..., None], float("-inf"))  # (B, H, W, T) -> (B, H, W, T, 1)
     return out.amax(dim=3)
+
+
+def multisource_mse(
+    preds: dict[str, torch.Tensor], targets: dict[str, tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The multi-source pre-training loss: the mean, over the sources with at least one masked cell,
+    of each source's :func:`masked_mse` (docs/method.md §2.5).
+
+    Args:
+        preds: {source: (B, T_s, C_s, H, W)} reconstructions.
+        targets: {source: (target (B, T_s, C_s, H, W), mask (B, T_s, H, W) bool)}; padded cells False.
+
+    Returns (loss, {source: its masked-cell MSE}). Each source weighs the same whatever its number of
+    masked cells or bands; a source without a masked cell in the batch (e.g. optical dates all
+    below the NDVI gate) is left out of the mean instead of pulling it towards 0.
+    """
+    losses = {name: masked_mse(preds[name], *targets[name]) for name in preds}
+    with_cells = torch.stack([targets[name][1].any() for name in losses]).sum()  # sources with a masked cell
+    loss = torch.stack(list(losses.values())).sum() / with_cells.clamp_min(1)  # a source without any adds 0
+    return loss, losses
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
