@@ -73,8 +73,9 @@ class STCLNConfig:
         self.extra_sources = tuple(str(s) for s in self.extra_sources)
         self.extra_channels = tuple(int(c) for c in self.extra_channels)
         if len(self.extra_channels) != len(self.extra_sources):
-            raise ValueError(f"extra_channels {self.extra_channels} must give one band count per extra source "
-                             f"{self.extra_sources}")
+            raise ValueError(
+                f"extra_channels {self.extra_channels} must give one band count per extra source {self.extra_sources}"
+            )
         if len(set(self.extra_sources)) != len(self.extra_sources) or not all(
             s.isidentifier() for s in self.extra_sources
         ):
@@ -84,8 +85,10 @@ class STCLNConfig:
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, got {self.fusion!r}")
         if self.extra_sources and self.fusion == "merged" and self.positions != "doy":
-            raise ValueError("fusion='merged' places the frames of every source on one time axis: it needs "
-                             "positions='doy' (date indices of different sources are not comparable)")
+            raise ValueError(
+                "fusion='merged' places the frames of every source on one time axis: it needs "
+                "positions='doy' (date indices of different sources are not comparable)"
+            )
         if len(self.widths) != 2:
             raise ValueError(f"widths must have 2 entries (CNN width, d_model), got {self.widths}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:

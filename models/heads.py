@@ -37,7 +37,9 @@ class STCLNSegmenter(nn.Module):
             self.extra_sta = nn.ModuleDict(
                 {name: STAFusion(config.d_model, config.sta_scale, config.sta_chunk) for name in config.extra_sources}
             )
-            self.fusion = nn.ModuleDict({name: nn.Linear(config.d_model, config.d_model) for name in config.extra_sources})
+            self.fusion = nn.ModuleDict(
+                {name: nn.Linear(config.d_model, config.d_model) for name in config.extra_sources}
+            )
 
     def freeze_backbone(self) -> None:
         """Linear probing: no gradient to the backbone, and its BatchNorm statistics stay fixed."""
@@ -70,7 +72,9 @@ class STCLNSegmenter(nn.Module):
         if is_late(self.config):
             for name in self.config.extra_sources:
                 own = features["extra"][name]
-                sta = self.extra_sta[name](own["temporal"], own["spatial"], own["pad_mask"], own["dropped"])  # (B, HW, D)
+                sta = self.extra_sta[name](
+                    own["temporal"], own["spatial"], own["pad_mask"], own["dropped"]
+                )  # (B, HW, D)
                 fused = fused + self.fusion[name](sta)
         logits = self.classifier(fused)  # (B, HW, K)
         return logits.transpose(1, 2).reshape(B, -1, H, W)  # (B, HW, K) -> (B, K, H, W)
@@ -101,12 +105,19 @@ class STCLNPretrain(nn.Module):
         if config.extra_sources:
             sizes = config.extra_source_channels()
             self.extra_mask_tokens = nn.ParameterDict(
-                {name: nn.Parameter(torch.zeros(1 if config.mask_token == "scalar" else bands)) for name, bands in sizes.items()}
+                {
+                    name: nn.Parameter(torch.zeros(1 if config.mask_token == "scalar" else bands))
+                    for name, bands in sizes.items()
+                }
             )
-            self.extra_reconstruction = nn.ModuleDict({name: nn.Linear(config.d_model, bands) for name, bands in sizes.items()})
+            self.extra_reconstruction = nn.ModuleDict(
+                {name: nn.Linear(config.d_model, bands) for name, bands in sizes.items()}
+            )
         if is_late(config):
             self.context_primary = nn.Linear(config.d_model, config.d_model)
-            self.context = nn.ModuleDict({name: nn.Linear(config.d_model, config.d_model) for name in config.extra_sources})
+            self.context = nn.ModuleDict(
+                {name: nn.Linear(config.d_model, config.d_model) for name in config.extra_sources}
+            )
 
     def forward(
         self,
@@ -146,16 +157,22 @@ class STCLNPretrain(nn.Module):
             pred = pred.permute(0, 3, 4, 1, 2)  # (B, H, W, T, C) -> (B, T, C, H, W)
             return {"loss": masked_mse(pred, x, mask), "pred": pred, "mask": mask}
         if set(extra_masks or ()) != set(self.config.extra_sources):
-            raise ValueError(f"extra_masks must hold a mask for each of {list(self.config.extra_sources)}, "
-                             f"got {list(extra_masks or ())}")
+            raise ValueError(
+                f"extra_masks must hold a mask for each of {list(self.config.extra_sources)}, "
+                f"got {list(extra_masks or ())}"
+            )
         masked_extra = {}
         for name, (x_s, positions_s, pad_s) in (extra or {}).items():
-            token_s = self.extra_mask_tokens[name].to(x_s.dtype).view(1, 1, -1, 1, 1)  # (1 or C_s,) -> (1, 1, 1 or C_s, 1, 1)
+            token_s = (
+                self.extra_mask_tokens[name].to(x_s.dtype).view(1, 1, -1, 1, 1)
+            )  # (1 or C_s,) -> (1, 1, 1 or C_s, 1, 1)
             masked_extra[name] = (torch.where(extra_masks[name][:, :, None], token_s, x_s), positions_s, pad_s)
         features = self.backbone(masked_input, positions, pad_mask, valid, masked_extra)
         hidden_states = self.source_features(features)  # {PRIMARY or source: (B, H, W, T_s, D)}
         heads = {PRIMARY: self.reconstruction} | dict(self.extra_reconstruction.items())
-        targets = {PRIMARY: (x, mask)} | {name: (extra[name][0], extra_masks[name]) for name in self.config.extra_sources}
+        targets = {PRIMARY: (x, mask)} | {
+            name: (extra[name][0], extra_masks[name]) for name in self.config.extra_sources
+        }
         preds = {
             name: heads[name](states).permute(0, 3, 4, 1, 2)  # (B, H, W, T_s, C_s) -> (B, T_s, C_s, H, W)
             for name, states in hidden_states.items()
@@ -171,7 +188,9 @@ class STCLNPretrain(nn.Module):
             return dict(zip(names, features["temporal"].split(features["split"], dim=3)))
         own = {PRIMARY: features} | features["extra"]
         layers = {PRIMARY: self.context_primary} | dict(self.context.items())
-        contexts = {name: layers[name](pool_time(f["temporal"], f["pad_mask"], f["dropped"])) for name, f in own.items()}
+        contexts = {
+            name: layers[name](pool_time(f["temporal"], f["pad_mask"], f["dropped"])) for name, f in own.items()
+        }
         out = {}
         for name in names:
             others = sum(context for other, context in contexts.items() if other != name)  # (B, H, W, D)

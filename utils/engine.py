@@ -67,10 +67,15 @@ def extra_inputs(batch: dict, config: STCLNConfig) -> dict | None:
         return None
     missing = [name for name in config.extra_sources if f"image_{name}" not in batch]
     if missing:
-        raise STCLNError(f"the model takes the extra sources {list(config.extra_sources)} but the data brings no "
-                         f"{', '.join(f'image_{name}' for name in missing)}: pass the same --sources as the model")
+        raise STCLNError(
+            f"the model takes the extra sources {list(config.extra_sources)} but the data brings no "
+            f"{', '.join(f'image_{name}' for name in missing)}: pass the same --sources as the model"
+        )
     key = "days" if config.positions == "doy" else "positions"
-    return {name: (batch[f"image_{name}"], batch[f"{key}_{name}"], batch[f"pad_mask_{name}"]) for name in config.extra_sources}
+    return {
+        name: (batch[f"image_{name}"], batch[f"{key}_{name}"], batch[f"pad_mask_{name}"])
+        for name in config.extra_sources
+    }
 
 
 def extra_kwargs(extra: dict | None, **more) -> dict:
@@ -79,8 +84,15 @@ def extra_kwargs(extra: dict | None, **more) -> dict:
     return {} if extra is None else {"extra": extra, **more}
 
 
-def primary_mask(batch: dict, x: torch.Tensor, pad_mask: torch.Tensor, masking: MaskingConfig, red_index, nir_index,
-                 generator: torch.Generator | None) -> torch.Tensor:
+def primary_mask(
+    batch: dict,
+    x: torch.Tensor,
+    pad_mask: torch.Tensor,
+    masking: MaskingConfig,
+    red_index,
+    nir_index,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
     """The primary source's mask: NDVI-gated when the batch has ``ndvi`` (optical), every frame
     eligible when it has none (a radar primary, CONTRACT.md)."""
     valid = batch.get("valid")
@@ -268,7 +280,8 @@ def pretrain_one_epoch(
     model.train()
     suffixes = [""] + [f"_{name}" for name in config.extra_sources]
     keys = ["loss", "batches", "samples"] + [
-        f"{what}{suffix}" for suffix in suffixes
+        f"{what}{suffix}"
+        for suffix in suffixes
         for what in ("masked", "cells", "pretext_model", "pretext_neighbour_mean", "pretext_temporal_interp")
     ]
     # sums kept on the device (float64: epochs hold many cells), read once at the end of the epoch
@@ -285,7 +298,9 @@ def pretrain_one_epoch(
         extra = extra_inputs(batch, config)
         valid = batch.get("valid")
         mask = primary_mask(batch, x, pad_mask, masking, red_index, nir_index, generator)
-        extra_masks = {name: build_source_mask(image, pad, masking, generator) for name, (image, _, pad) in (extra or {}).items()}
+        extra_masks = {
+            name: build_source_mask(image, pad, masking, generator) for name, (image, _, pad) in (extra or {}).items()
+        }
         # cells the model never sees (--hide_invalid, or a use_valid_mask model): the baselines do not see them either
         hidden = ~valid if (hide_invalid or config.use_valid_mask) and valid is not None else None
         with autocast(options):
@@ -303,9 +318,13 @@ def pretrain_one_epoch(
         for image, source_mask, days, pad, unseen, source_loss in per_source:
             n_masked = source_mask.sum().to(sums.dtype)
             baselines = baseline_sse(image, source_mask, days, pad, unseen)
-            terms += [n_masked, ((~pad).sum() * (image.shape[-1] * image.shape[-2])).to(sums.dtype),
-                      source_loss.detach().to(sums.dtype) * n_masked,
-                      baselines["neighbour_mean"].to(sums.dtype), baselines["temporal_interp"].to(sums.dtype)]
+            terms += [
+                n_masked,
+                ((~pad).sum() * (image.shape[-1] * image.shape[-2])).to(sums.dtype),
+                source_loss.detach().to(sums.dtype) * n_masked,
+                baselines["neighbour_mean"].to(sums.dtype),
+                baselines["temporal_interp"].to(sums.dtype),
+            ]
         sums += torch.stack(terms)
         batches += 1
         samples += x.shape[0]
@@ -319,8 +338,11 @@ def pretrain_one_epoch(
             "): lower --ndvi_threshold / --veg_fraction or pass --ndvi_threshold none"
         )
     if totals["masked"] == 0:
-        log.warning("pre-training epoch %d: no cell of the primary source was masked (NDVI gate); only the other "
-                    "sources were reconstructed", epoch + 1)
+        log.warning(
+            "pre-training epoch %d: no cell of the primary source was masked (NDVI gate); only the other "
+            "sources were reconstructed",
+            epoch + 1,
+        )
     stats = {
         "loss": totals["loss"] / max(totals["batches"], 1),
         "masked_fraction": totals["masked"] / max(totals["cells"], 1),
@@ -448,7 +470,9 @@ def evaluate(
         check_finite_input(batch)
         x, positions, pad_mask = model_inputs(batch, config)
         with autocast(options):
-            pred = model(x, positions, pad_mask, batch.get("valid"), **extra_kwargs(extra_inputs(batch, config))).argmax(dim=1)
+            pred = model(
+                x, positions, pad_mask, batch.get("valid"), **extra_kwargs(extra_inputs(batch, config))
+            ).argmax(dim=1)
         matrix.update(pred, batch["label"])
         if on_batch is not None:
             on_batch(batch, pred)
@@ -473,7 +497,9 @@ def reconstruct_preview(
     generator = torch.Generator(device=device).manual_seed(seed)
     valid = batch.get("valid")
     mask = primary_mask(batch, x, pad_mask, masking, info.red_index, info.nir_index, generator)
-    extra_masks = {name: build_source_mask(image, pad, masking, generator) for name, (image, _, pad) in (extra or {}).items()}
+    extra_masks = {
+        name: build_source_mask(image, pad, masking, generator) for name, (image, _, pad) in (extra or {}).items()
+    }
     was_training = model.training
     model.eval()
     pred = model(x, positions, mask, pad_mask, None, valid, **extra_kwargs(extra, extra_masks=extra_masks))["pred"]
