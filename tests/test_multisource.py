@@ -9,20 +9,20 @@ from dataclasses import replace
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+
+from fakes import SIZE, TwoSourceSITS, collate_two_sources as collate
 
 from models import STCLNPretrain, STCLNSegmenter, multisource_mse, tiny_config
 from models.config import STCLNConfig
 from models.heads import PRIMARY
 from utils.checkpoint import backbone_export, load_finetuned, load_pretrained_backbone, resume_state, save_checkpoint
-from utils.datasets.collate import pad_collate
 from utils.engine import LoopOptions, dihedral_augment, evaluate, extra_inputs, pretrain_one_epoch, train_one_epoch
 from utils.errors import CheckpointError, STCLNError
 from utils.masking import MaskingConfig, build_source_mask
 
-RADAR = ("S1A", "S1D")
+RADAR = TwoSourceSITS.extra_sources
 OPTIONS = LoopOptions(torch.device("cpu"), grad_clip=5.0, progress=False)
-SIZE = 8
 
 
 def multi_config(fusion="late", **overrides) -> STCLNConfig:
@@ -36,54 +36,6 @@ def multi_config(fusion="late", **overrides) -> STCLNConfig:
         positions="doy",
     )
     return tiny_config(**(base | overrides))
-
-
-class TwoSourceSITS(Dataset):
-    """Optical (5 bands, 3-5 dates, NDVI 0.6) + S1A (3 bands, 4-7 dates) + S1D (2 bands, 2-6 dates)."""
-
-    num_classes = 4
-
-    def __init__(self, n=6, seed=0):
-        gen = torch.Generator().manual_seed(seed)
-        self.samples = []
-        for i in range(n):
-            label = torch.randint(0, 4, (SIZE, SIZE), generator=gen)
-            sample = {"label": label, "id": f"ms{i}"}
-            for name, bands, (low, high) in (("", 5, (3, 5)), ("_S1A", 3, (4, 7)), ("_S1D", 2, (2, 6))):
-                T = int(torch.randint(low, high + 1, (1,), generator=gen))
-                days = torch.sort(torch.randperm(300, generator=gen)[:T]).values
-                signal = torch.sin(days[:, None, None, None] / 40.0 * (1 + label[None, None]))  # (T, 1, H, W)
-                sample[f"image{name}"] = (signal + 0.1 * torch.randn(T, bands, SIZE, SIZE, generator=gen)).float()
-                sample[f"days{name}"] = days.long()
-            sample["ndvi"] = torch.full((sample["image"].shape[0], SIZE, SIZE), 0.6)
-            self.samples.append(sample)
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        return dict(self.samples[index])
-
-
-def collate(samples: list[dict]) -> dict:
-    """pad_collate for the primary, then every further source padded on its own (the interface's rule)."""
-    batch = pad_collate(samples)
-    for name in RADAR:
-        lengths = torch.tensor([s[f"image_{name}"].shape[0] for s in samples])
-        T = int(lengths.max())
-        image = torch.zeros(len(samples), T, *samples[0][f"image_{name}"].shape[1:])
-        days = torch.zeros(len(samples), T, dtype=torch.int64)
-        for row, s in enumerate(samples):
-            image[row, : lengths[row]] = s[f"image_{name}"]
-            days[row, : lengths[row]] = s[f"days_{name}"]
-        positions = torch.arange(T).expand(len(samples), T).clone()
-        batch |= {
-            f"image_{name}": image,
-            f"days_{name}": days,
-            f"positions_{name}": positions,
-            f"pad_mask_{name}": positions >= lengths[:, None],
-        }
-    return batch
 
 
 def one_batch(n=3, seed=0) -> dict:
