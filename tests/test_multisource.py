@@ -310,3 +310,27 @@ def test_checkpoints_keep_the_new_fields_and_old_ones_still_load(tmp_path):
     _, loaded = load_finetuned(tmp_path / "last.tar")
     assert loaded == old
     assert resume_state(tmp_path, single, optimizer, old, trusted=False)[0] == 1
+
+
+@pytest.mark.parametrize("fusion", ["late", "merged"])
+def test_padding_and_invalid_cells_never_change_the_fused_output(fusion):
+    """use_pad_mask + use_valid_mask: radar frames appended as padding (garbage values) and the values of
+    invalid optical cells leave the logits unchanged, in both fusions."""
+    torch.manual_seed(0)
+    config = multi_config(fusion, use_valid_mask=True)
+    model = STCLNSegmenter(config).eval()
+    batch = one_batch(n=1)
+    valid = torch.rand(batch["image"].shape[:2] + (SIZE, SIZE), generator=torch.Generator().manual_seed(1)) > 0.3
+    extra = extra_inputs(batch, config)
+    with torch.no_grad():
+        reference = model(batch["image"], batch["days"], batch["pad_mask"], valid, extra)
+        image = batch["image"].masked_fill(~valid[:, :, None], 1e3)  # invalid cells: other values
+        padded = {}
+        for name, (x_s, days_s, pad_s) in extra.items():
+            padded[name] = (
+                torch.cat([x_s, torch.full_like(x_s[:, :2], 7.0)], dim=1),  # (B, T_s + 2, C_s, H, W)
+                torch.cat([days_s, days_s[:, :2]], dim=1),
+                torch.cat([pad_s, torch.ones_like(pad_s[:, :2])], dim=1),
+            )
+        changed = model(image, batch["days"], batch["pad_mask"], valid, padded)
+    assert torch.allclose(changed, reference, atol=1e-5)
