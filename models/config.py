@@ -6,7 +6,7 @@ Defaults reproduce the authors' released model (docs/method.md §1.1); each impr
 the reference is a field whose default keeps the paper's behaviour.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 POSITION_MODES = ("index", "doy")
 STA_SCALES = ("d_model", "d_model_t")
@@ -127,6 +127,22 @@ class STCLNConfig:
         if unknown:
             raise ValueError(f"unknown STCLNConfig fields: {sorted(unknown)}")
         return cls(**values)
+
+
+def with_sources(config: STCLNConfig, sources, source_channels: dict, fusion: str | None = None) -> STCLNConfig:
+    """``config`` for the ordered ``sources`` of a data set (its ``sources`` and ``source_channels``
+    attributes): the first is the primary (``in_channels``), the others become ``extra_sources``.
+    ``fusion`` None keeps ``config.fusion``. One source gives the single-source model."""
+    sources = tuple(sources)
+    if not sources or any(name not in source_channels for name in sources):
+        raise ValueError(f"sources {list(sources)} need a band count each, got {source_channels}")
+    return replace(
+        config,
+        in_channels=int(source_channels[sources[0]]),
+        extra_sources=sources[1:],
+        extra_channels=tuple(int(source_channels[name]) for name in sources[1:]),
+        fusion=config.fusion if fusion is None else fusion,
+    )
 
 
 def paper_config(dataset: str, **overrides) -> STCLNConfig:

@@ -334,3 +334,46 @@ def test_padding_and_invalid_cells_never_change_the_fused_output(fusion):
             )
         changed = model(image, batch["days"], batch["pad_mask"], valid, padded)
     assert torch.allclose(changed, reference, atol=1e-5)
+
+
+def test_with_sources_builds_the_config_from_a_data_sets_sources():
+    from models.config import with_sources
+
+    channels = {"S2": 10, "S1A": 3, "S1D": 3}
+    config = with_sources(tiny_config(positions="doy"), ("S2", "S1A", "S1D"), channels, "merged")
+    assert (config.in_channels, config.extra_sources, config.extra_channels, config.fusion) == (
+        10,
+        ("S1A", "S1D"),
+        (3, 3),
+        "merged",
+    )
+    assert with_sources(tiny_config(), ("S2",), channels) == tiny_config(in_channels=10)
+    radar = with_sources(tiny_config(), ("S1A", "S1D"), channels)  # a radar primary
+    assert radar.in_channels == 3 and radar.extra_sources == ("S1D",)
+    with pytest.raises(ValueError, match="band count"):
+        with_sources(tiny_config(), ("S2", "S1"), channels)
+
+
+@pytest.mark.parametrize("fusion", ["late", "merged"])
+def test_grad_checkpointing_reaches_every_source(fusion):
+    """Same loss and gradients with --grad_checkpoint, and the radar encoders are checkpointed too."""
+    config = multi_config(fusion, dropout=0.0)
+    batch = one_batch()
+    extra = extra_inputs(batch, config)
+    gen = torch.Generator().manual_seed(0)
+    mask = build_source_mask(batch["image"], batch["pad_mask"], MaskingConfig(), gen)
+    masks = {name: build_source_mask(extra[name][0], extra[name][2], MaskingConfig(), gen) for name in RADAR}
+    results = []
+    for enable in (False, True):
+        torch.manual_seed(0)
+        model = STCLNPretrain(config)
+        model.backbone.set_grad_checkpointing(enable)
+        assert all(encoder.grad_checkpoint == enable for encoder in model.backbone.late_encoders())
+        loss = model(batch["image"], batch["days"], mask, batch["pad_mask"], extra=extra, extra_masks=masks)["loss"]
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (loss0, grads0), (loss1, grads1) = results
+    assert torch.equal(loss0, loss1) and grads0.keys() == grads1.keys()
+    assert any(k.startswith("backbone.extra.S1A.") for k in grads0)
+    for key in grads0:
+        assert torch.allclose(grads0[key], grads1[key], atol=1e-6), key
