@@ -377,3 +377,27 @@ def test_grad_checkpointing_reaches_every_source(fusion):
     assert any(k.startswith("backbone.extra.S1A.") for k in grads0)
     for key in grads0:
         assert torch.allclose(grads0[key], grads1[key], atol=1e-6), key
+
+
+@pytest.mark.parametrize("fusion", ["late", "merged"])
+def test_each_source_is_reconstructed_from_both(fusion):
+    """The optical reconstruction changes with the radar input and the radar's with the optical input;
+    the loss is the mean of the per-source masked-cell MSEs."""
+    torch.manual_seed(0)
+    config = multi_config(fusion)
+    model = STCLNPretrain(config).eval()
+    batch = one_batch()
+    extra = extra_inputs(batch, config)
+    gen = torch.Generator().manual_seed(0)
+    mask = build_source_mask(batch["image"], batch["pad_mask"], MaskingConfig(), gen)
+    masks = {name: build_source_mask(extra[name][0], extra[name][2], MaskingConfig(), gen) for name in RADAR}
+
+    def run(image, radar):
+        with torch.no_grad():
+            return model(image, batch["days"], mask, batch["pad_mask"], extra=radar, extra_masks=masks)
+
+    out = run(batch["image"], extra)
+    assert out["loss"].item() == pytest.approx(sum(v.item() for v in out["losses"].values()) / 3)
+    other_radar = {name: (x_s + 1.0, days_s, pad_s) for name, (x_s, days_s, pad_s) in extra.items()}
+    assert not torch.allclose(run(batch["image"], other_radar)["pred"], out["pred"], atol=1e-4)
+    assert not torch.allclose(run(batch["image"] + 1.0, extra)["preds"]["S1A"], out["preds"]["S1A"], atol=1e-4)
