@@ -210,11 +210,13 @@ def test_engine_pretrains_finetunes_and_evaluates_two_sources(fusion, amp):
     assert abs(stats["loss"] - sum(per_source) / 3) < tolerance * stats["loss"] + 0.3 * max(per_source)
 
 
-def test_engine_refuses_a_batch_without_the_models_sources():
+def test_engine_refuses_a_batch_whose_sources_differ_from_the_models():
     batch = one_batch()
     del batch["image_S1D"]
     with pytest.raises(STCLNError, match="image_S1D"):
         extra_inputs(batch, multi_config())
+    with pytest.raises(STCLNError, match=r"brings the sources \['S1A'\]"):  # never silently ignored
+        extra_inputs(batch, tiny_config(in_channels=5, num_classes=4))
 
 
 def test_augment_turns_every_source_alike():

@@ -63,6 +63,13 @@ def extra_inputs(batch: dict, config: STCLNConfig) -> dict | None:
     """The further sources for the model, ``{source: (image_s, positions_s, pad_mask_s)}`` from the
     batch keys ``image_<s>``, ``positions_<s>`` or ``days_<s>`` (``config.positions``) and
     ``pad_mask_<s>`` (utils/datasets/CONTRACT.md); None for a single-source model."""
+    brought = [key[len("image_") :] for key in batch if key.startswith("image_")]
+    unused = [name for name in brought if name not in config.extra_sources]
+    if unused:  # never a silent single-source result on multi-source data
+        raise STCLNError(
+            f"the data brings the sources {unused} that the model (extra sources {list(config.extra_sources)}) "
+            "does not take: pass the --sources the model was built with"
+        )
     if not config.extra_sources:
         return None
     missing = [name for name in config.extra_sources if f"image_{name}" not in batch]
