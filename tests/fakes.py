@@ -3,6 +3,10 @@
 import torch
 from torch.utils.data import Dataset
 
+from utils.datasets.collate import pad_collate
+
+SIZE = 8  # crop side of TwoSourceSITS
+
 
 class FakeSITS(Dataset):
     """Random series whose class is encoded in a per-class temporal pattern (learnable)."""
@@ -31,3 +35,52 @@ class FakeSITS(Dataset):
 
     def __getitem__(self, index):
         return dict(self.samples[index])
+
+
+class TwoSourceSITS(Dataset):
+    """Optical (5 bands, 3-5 dates, NDVI 0.6) + S1A (3 bands, 4-7 dates) + S1D (2 bands, 2-6 dates)."""
+
+    num_classes = 4
+    extra_sources = ("S1A", "S1D")
+
+    def __init__(self, n=6, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        self.samples = []
+        for i in range(n):
+            label = torch.randint(0, 4, (SIZE, SIZE), generator=gen)
+            sample = {"label": label, "id": f"ms{i}"}
+            for name, bands, (low, high) in (("", 5, (3, 5)), ("_S1A", 3, (4, 7)), ("_S1D", 2, (2, 6))):
+                T = int(torch.randint(low, high + 1, (1,), generator=gen))
+                days = torch.sort(torch.randperm(300, generator=gen)[:T]).values
+                signal = torch.sin(days[:, None, None, None] / 40.0 * (1 + label[None, None]))  # (T, 1, H, W)
+                sample[f"image{name}"] = (signal + 0.1 * torch.randn(T, bands, SIZE, SIZE, generator=gen)).float()
+                sample[f"days{name}"] = days.long()
+            sample["ndvi"] = torch.full((sample["image"].shape[0], SIZE, SIZE), 0.6)
+            self.samples.append(sample)
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        return dict(self.samples[index])
+
+
+def collate_two_sources(samples: list[dict]) -> dict:
+    """pad_collate for the primary, then every further source padded on its own (the interface's rule)."""
+    batch = pad_collate(samples)
+    for name in TwoSourceSITS.extra_sources:
+        lengths = torch.tensor([s[f"image_{name}"].shape[0] for s in samples])
+        T = int(lengths.max())
+        image = torch.zeros(len(samples), T, *samples[0][f"image_{name}"].shape[1:])
+        days = torch.zeros(len(samples), T, dtype=torch.int64)
+        for row, s in enumerate(samples):
+            image[row, : lengths[row]] = s[f"image_{name}"]
+            days[row, : lengths[row]] = s[f"days_{name}"]
+        positions = torch.arange(T).expand(len(samples), T).clone()
+        batch |= {
+            f"image_{name}": image,
+            f"days_{name}": days,
+            f"positions_{name}": positions,
+            f"pad_mask_{name}": positions >= lengths[:, None],
+        }
+    return batch

@@ -39,6 +39,17 @@ def test_two_process_ddp_keeps_ranks_in_sync(worker_results):
     assert torch.equal(rank0["pretext"], rank1["pretext"])
 
 
+def test_two_source_ddp_keeps_ranks_in_sync(worker_results):
+    """Late fusion (optical + S1A + S1D) through pre-training, fine-tuning and test on two ranks."""
+    rank0, rank1 = (result["two_source"] for result in worker_results)
+    for part in ("pretrain", "segmenter"):
+        assert any(key.startswith("backbone.extra.S1A.") for key in rank0[part])
+        for key, value in rank0[part].items():
+            assert torch.equal(value, rank1[part][key]), (part, key)
+    assert torch.equal(rank0["cm"], rank1["cm"]) and rank0["cm"].sum().item() == 8 * 8 * 8
+    assert rank0["masked_S1A"] == rank1["masked_S1A"] > 0.3  # reduced over ranks
+
+
 def test_nonfinite_batch_on_one_rank_is_skipped_by_every_rank(worker_results):
     rank0, rank1 = worker_results
     # pre-training: rank 1's NaN input (batch 0) and rank 0's NaN loss (batch 1) -> 2 steps skipped everywhere
