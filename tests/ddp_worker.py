@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fakes import FakeSITS, TwoSourceSITS, collate_two_sources  # noqa: E402
+from fakes import FakeSITS, TwoSourceSITS  # noqa: E402
 from models import STCLNPretrain, STCLNSegmenter, tiny_config  # noqa: E402
 from utils.checkpoint import unwrap  # noqa: E402
 from utils.distributed import seed_everything, setup_runtime, shutdown  # noqa: E402
@@ -82,7 +82,7 @@ def two_source_epochs(runtime) -> dict:
                          use_pad_mask=True, positions="doy")
     options = LoopOptions(runtime.device, grad_clip=5.0, progress=False, distributed=runtime.distributed)
     sampler = DistributedSampler(data, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=True, seed=0)
-    loader = DataLoader(data, batch_size=2, sampler=sampler, collate_fn=collate_two_sources)
+    loader = DataLoader(data, batch_size=2, sampler=sampler, collate_fn=pad_collate)
     pretrain = wrap_model(STCLNPretrain(config), runtime)
     optimizer = torch.optim.Adam(pretrain.parameters(), lr=1e-3)
     stats = pretrain_one_epoch(pretrain, loader, optimizer, 0, config=config, masking=MaskingConfig(), red_index=0,
@@ -91,7 +91,7 @@ def two_source_epochs(runtime) -> dict:
     optimizer = torch.optim.Adam(segmenter.parameters(), lr=1e-3)
     train_one_epoch(segmenter, loader, optimizer, 0, config=config, class_weight=torch.ones(4), options=options)
     share = Subset(data, range(runtime.rank, len(data), runtime.world_size))
-    matrix = evaluate(segmenter, DataLoader(share, batch_size=2, collate_fn=collate_two_sources), config=config,
+    matrix = evaluate(segmenter, DataLoader(share, batch_size=2, collate_fn=pad_collate), config=config,
                       num_classes=4, ignore_index=None, options=options)
     return {"two_source": {"pretrain": {k: v.detach() for k, v in unwrap(pretrain).named_parameters()},
                            "segmenter": {k: v.detach() for k, v in unwrap(segmenter).named_parameters()},

@@ -3,7 +3,6 @@
 import torch
 from torch.utils.data import Dataset
 
-from utils.datasets.collate import pad_collate
 
 SIZE = 8  # crop side of TwoSourceSITS
 
@@ -63,24 +62,3 @@ class TwoSourceSITS(Dataset):
 
     def __getitem__(self, index):
         return dict(self.samples[index])
-
-
-def collate_two_sources(samples: list[dict]) -> dict:
-    """pad_collate for the primary, then every further source padded on its own (the interface's rule)."""
-    batch = pad_collate(samples)
-    for name in TwoSourceSITS.extra_sources:
-        lengths = torch.tensor([s[f"image_{name}"].shape[0] for s in samples])
-        T = int(lengths.max())
-        image = torch.zeros(len(samples), T, *samples[0][f"image_{name}"].shape[1:])
-        days = torch.zeros(len(samples), T, dtype=torch.int64)
-        for row, s in enumerate(samples):
-            image[row, : lengths[row]] = s[f"image_{name}"]
-            days[row, : lengths[row]] = s[f"days_{name}"]
-        positions = torch.arange(T).expand(len(samples), T).clone()
-        batch |= {
-            f"image_{name}": image,
-            f"days_{name}": days,
-            f"positions_{name}": positions,
-            f"pad_mask_{name}": positions >= lengths[:, None],
-        }
-    return batch

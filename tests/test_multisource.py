@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from fakes import SIZE, TwoSourceSITS, collate_two_sources as collate
+from fakes import SIZE, TwoSourceSITS
+from utils.datasets.collate import pad_collate
 
 from models import STCLNPretrain, STCLNSegmenter, multisource_mse, tiny_config
 from models.config import STCLNConfig
@@ -39,7 +40,7 @@ def multi_config(fusion="late", **overrides) -> STCLNConfig:
 
 
 def one_batch(n=3, seed=0) -> dict:
-    return collate([TwoSourceSITS(n, seed)[i] for i in range(n)])
+    return pad_collate([TwoSourceSITS(n, seed)[i] for i in range(n)])
 
 
 def test_config_fields_defaults_round_trip_and_old_files():
@@ -169,7 +170,7 @@ def test_radar_masks_skip_padding_only_and_optical_keeps_its_gate():
 def loop_both(config: STCLNConfig, options: LoopOptions) -> tuple[dict, dict]:
     torch.manual_seed(0)
     data = TwoSourceSITS()
-    loader = DataLoader(data, batch_size=3, collate_fn=collate)
+    loader = DataLoader(data, batch_size=3, collate_fn=pad_collate)
     pretrain = STCLNPretrain(config)
     optimizer = torch.optim.Adam(pretrain.parameters(), lr=1e-3)
     stats = pretrain_one_epoch(
