@@ -8,7 +8,7 @@ from pathlib import Path
 
 from models import STCLNConfig, tiny_config
 from models.config import PRESETS
-from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
+from models.config import FUSION_MODES, MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES, with_sources
 from utils.atomic import write_text_atomic
 from utils.datasets.sources import KNOWN_SOURCES, PRIMARY_DEFAULT, RADAR_SOURCES, SOURCE_ALIASES, expand_sources
 
@@ -141,6 +141,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask_token", choices=MASK_TOKEN_MODES, default="scalar",
                        help="one learnable mask value for all bands (paper) or one per band")
     group.add_argument("--dropout", type=float, default=None, help="override the preset's dropout (paper 0.1)")
+    group.add_argument("--fusion", choices=FUSION_MODES, default="late",
+                       help="with several --sources (docs/model.md 'Several sources'): 'late' encodes each source on its "
+                            "own dates and adds the extra sources' STA outputs to the primary's; 'merged' runs one "
+                            "Transformer over the frames of all sources by acquisition day (needs --positions doy)")
 
 
 def add_optim_args(parser: argparse.ArgumentParser, epochs: int, lr: float, grad_clip: float | None) -> None:
@@ -225,6 +229,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--n_dates {args.n_dates} samples dates of MTLCC tiles only; PASTIS-format data (--dataset "
                      f"{args.dataset}) take --temporal first:N, even:N or random:N")
     check_sources(parser, args)
+    check_fusion(parser, args)
     if args.compile_backend is not None and not args.compile:
         parser.error(f"--compile_backend {args.compile_backend} needs --compile (without it the model runs eagerly)")
     if args.compile_backend is None:
@@ -251,6 +256,28 @@ def check_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         if radar and args.dataset == "synthetic" and getattr(args, "synthetic_version", 2) != 2:
             parser.error(f"--sources {' '.join(radar)}: the synthetic radar series exist for --synthetic_version 2 only")
     args.sources = list(sources)
+
+
+def check_fusion(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--fusion merged`` needs several sources and ``--positions doy`` (one line otherwise)."""
+    if getattr(args, "fusion", "late") != "merged":
+        return
+    if len(args.sources) < 2:
+        parser.error(f"--fusion merged: one source (--sources {' '.join(args.sources)}) has nothing to fuse; "
+                     "give two or more --sources, e.g. --sources S2 S1")
+    if args.positions != "doy":
+        parser.error("--fusion merged places the frames of every source on one time axis: it needs --positions doy "
+                     f"(got --positions {args.positions}; date indices of different sources are not comparable)")
+
+
+def model_config_for_data(args: argparse.Namespace, info) -> STCLNConfig:
+    """The STCLNConfig of the model flags for a built data set (``utils.data_bundle.DataInfo``): its
+    bands and classes, and its sources (primary first) with their bands and ``--fusion``. One source
+    gives the paper's single-source model."""
+    config = model_config_from_args(args, info.in_channels, info.num_classes)
+    if len(info.sources) == 1:
+        return config
+    return with_sources(config, info.sources, info.source_channels, getattr(args, "fusion", "late"))
 
 
 def model_config_from_args(args: argparse.Namespace, in_channels: int, num_classes: int) -> STCLNConfig:

@@ -120,6 +120,23 @@ def load_finetuned(path: str | Path, trusted: bool = False) -> tuple[dict, STCLN
     return ckpt, config
 
 
+def checkpoint_sources(ckpt: dict, config: STCLNConfig, source: str) -> tuple[str, ...]:
+    """The image sources (primary first) a checkpoint's model was trained on: its saved ``args``
+    ``sources``; a file written before ``--sources`` existed is the single-source S2 model.
+
+    Raises:
+        CheckpointError: the saved sources disagree with the model configuration's extra sources.
+    """
+    from utils.datasets.sources import PRIMARY_DEFAULT, expand_sources
+
+    saved = (ckpt.get("args") or {}).get("sources") if isinstance(ckpt.get("args"), dict) else None
+    sources = expand_sources(saved) if saved else (PRIMARY_DEFAULT, *config.extra_sources)
+    if tuple(sources[1:]) != tuple(config.extra_sources):
+        raise CheckpointError(f"{source}: its run arguments name the sources {list(sources)} but its model takes the "
+                              f"extra sources {list(config.extra_sources)}")
+    return tuple(sources)
+
+
 def strip_wrapper_prefixes(state_dict: dict) -> dict:
     """Remove ``module.`` (DDP/DataParallel) and ``_orig_mod.`` (torch.compile) prefixes."""
     out = {}

@@ -4,6 +4,7 @@ The per-dataset scripts only set their defaults and call :func:`main`.
 """
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from torch.utils.data import Subset
 
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import (HelpFormatter, add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
-                        model_config_from_args, resolve_n_dates)
-from utils.checkpoint import (config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
+                        model_config_for_data, resolve_n_dates)
+from utils.checkpoint import (checkpoint_sources, config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
                               load_state_checked, prepare_output_dir, read_pretrained_backbone, resume_state,
                               save_checkpoint, write_run_config)
 from utils.data import build_finetune_data, resolve_data_spec, resolve_label_subset
 from utils.data_spec import DataSpec
+from utils.datasets.sources import PRIMARY_DEFAULT
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import evaluate, train_one_epoch
 from utils.errors import CheckpointError, DataError
@@ -104,7 +106,7 @@ def class_weights(info, num_classes: int) -> torch.Tensor:
 
 
 def build_model(args, info, runtime: Runtime) -> tuple[STCLNSegmenter, STCLNConfig]:
-    config = model_config_from_args(args, info.in_channels, info.num_classes)
+    config = model_config_for_data(args, info)  # the data's sources, primary first
     if args.pretrain_pth is not None:
         backbone = read_pretrained_backbone(args.pretrain_pth, trusted=args.trust_checkpoint)
         config = config_for_backbone(config, backbone, args.allow_encoding_change)
@@ -207,16 +209,20 @@ def test(args, runtime: Runtime, checkpoint: Path, spec: DataSpec | None = None)
 
     ``spec``: the data spec of the training just run; None (``--eval_only``) resolves it from ``args``.
     """
+    ckpt, config = load_finetuned(checkpoint, args.trust_checkpoint)
     if spec is None:
-        spec = resolve_data_spec(args)
+        spec = test_spec(args, checkpoint_sources(ckpt, config, str(checkpoint)), checkpoint)
     data = build_finetune_data(spec, splits=("test",))
     info = data.info
-    ckpt, config = load_finetuned(checkpoint, args.trust_checkpoint)
     if args.sta_chunk:
         config.sta_chunk = args.sta_chunk
     if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):
         raise CheckpointError(f"{checkpoint}: model has {config.in_channels} bands/{config.num_classes} classes, "
                               f"data has {info.in_channels}/{info.num_classes}")
+    if (config.extra_sources, config.extra_channels) != (info.extra_sources, info.extra_channels):
+        raise CheckpointError(f"{checkpoint}: model takes the extra sources {list(config.extra_sources)} with bands "
+                              f"{list(config.extra_channels)}, the data brings {list(info.extra_sources)} with "
+                              f"{list(info.extra_channels)}")
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(checkpoint))
     model = wrap_model(model, runtime)
@@ -240,7 +246,8 @@ def test(args, runtime: Runtime, checkpoint: Path, spec: DataSpec | None = None)
     if runtime.is_main:
         out = Path(args.output_dir) / f"test_{args.protocol}"
         run_info = {"checkpoint": str(checkpoint), "dataset": spec.dataset, "test_samples": len(test_set),
-                    "test_folds": spec.split_folds("test_folds"), "year": spec.year}
+                    "test_folds": spec.split_folds("test_folds"), "year": spec.year,
+                    "sources": list(spec.sources)}
         write_results(out, metrics, cm, info.classes, args.protocol, run_info)
         plot_confusion_matrix(cm, info.classes, out / "confusion_matrix.png")
         if maps:
@@ -249,6 +256,20 @@ def test(args, runtime: Runtime, checkpoint: Path, spec: DataSpec | None = None)
         log.info("test (%s protocol): OA %.4f  mIoU %.4f  mF1 %.4f  kappa %.4f  -> %s", args.protocol,
                  metrics["OA"], metrics["mIoU"], metrics["mF1"], metrics["kappa"], out)
     return metrics
+
+
+def test_spec(args, sources: tuple[str, ...], checkpoint: Path) -> DataSpec:
+    """The data spec of ``--eval_only``: the flags' data, with the image sources of the checkpoint's model
+    (an older checkpoint: S2 only). ``--sources`` left at its default takes them; another value must match."""
+    spec = resolve_data_spec(args)
+    if spec.sources == sources:
+        return spec
+    if tuple(args.sources) != (PRIMARY_DEFAULT,):
+        raise CheckpointError(f"{checkpoint}: the model was trained on --sources {' '.join(sources)}, "
+                              f"not --sources {' '.join(spec.sources)}")
+    log.info("testing on the checkpoint's sources %s", " ".join(sources))
+    args.sources = list(sources)
+    return dataclasses.replace(spec, sources=sources)
 
 
 def _scalars(metrics: dict) -> dict:

@@ -259,6 +259,7 @@ def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo
             config = STCLNConfig.from_dict(raw["model_config"])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model_config ({err})") from None
+        refuse_extra_sources(config, source)
         if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):
             raise CheckpointError(
                 f"{source}: the model takes {config.in_channels} bands and {config.num_classes} classes, the data "
@@ -278,6 +279,7 @@ def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo
             base = STCLNConfig.from_dict({k: v for k, v in saved.items() if k != "num_classes"} | {"num_classes": 1})
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model_config ({err})") from None
+        refuse_extra_sources(base, source)
         if base.in_channels != info.in_channels:
             raise CheckpointError(
                 f"{source}: the backbone takes {base.in_channels} bands, the data has {info.in_channels}"
@@ -286,6 +288,15 @@ def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo
     model = STCLN(config)
     load_state_checked(model, state, source)
     return SelectionModel(model, config, False, "backbone", None)
+
+
+def refuse_extra_sources(config: STCLNConfig, source: str) -> None:
+    """The selection reads Sentinel-2 patches only (docs/select_labels.md): a multi-source model is refused."""
+    if config.extra_sources:
+        raise CheckpointError(
+            f"{source}: the model takes the extra sources {list(config.extra_sources)}; utils.select_labels selects "
+            "with single-source (S2) models only: use a checkpoint trained with --sources S2"
+        )
 
 
 def random_smoke_model(info: DataInfo, seed: int) -> SelectionModel:
