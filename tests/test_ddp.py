@@ -131,3 +131,34 @@ def test_compiled_ddp_finetuning_tests_the_final_best_checkpoint_on_every_rank(t
     single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
     for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
+
+
+def test_two_source_ddp_scripts_train_and_test(tmp_path):
+    """--sources S2 S1 under a 2-process gloo torchrun: pre-training, then fine-tuning from its export (train and
+    test on both ranks); the DDP test metrics equal a one-process test of the final best.tar whose sources the
+    test script reads from the checkpoint (no --sources given)."""
+    from utils.finetune import main
+
+    two = [*EAGER, "--sources", "S2", "S1", "--epochs", "1"]
+    pretrain = torchrun([str(REPO / "pretrain_STCLN.py"), *two, "--output_dir", str(tmp_path / "pt")], tmp_path)
+    assert pretrain.returncode == 0, pretrain.stderr[-3000:]
+    export = tmp_path / "pt" / "checkpoint_0.stcln.tar"
+    assert any(".S1D." in key for key in torch.load(export, weights_only=True)["model"])
+    out = tmp_path / "ft"
+    finetune = torchrun([str(REPO / "PASTIS/finetuning_STCLN.py"), "--dataset", "synthetic", *two, "--label_ratio", "0.5",
+                         "--output_dir", str(out), "--pretrain_pth", str(export)], tmp_path)
+    assert finetune.returncode == 0, finetune.stderr[-3000:]
+    ddp = json.loads((out / "summary.json").read_text())["test"]
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)  # the synthetic data set (with its radar) cached by the runs above
+        status = main("pastis", "test", ["--dataset", "synthetic", "--smoke", "--device", "cpu", "--num_workers", "0",
+                                         "--temporal", "first:6", "--no_progress", "--eval_only", "--output_dir",
+                                         str(tmp_path / "single"), "--checkpoint", str(out / "best.tar")])
+    finally:
+        os.chdir(cwd)
+    assert status == 0
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
+    assert ddp["n_pixels"] > 0
+    for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
