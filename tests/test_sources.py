@@ -381,3 +381,58 @@ def test_adding_radar_changes_no_optical_file_and_the_cache_gains_the_same_files
         assert (cache / name).read_bytes() == (pastis_r["root"] / name).read_bytes(), name
     with pytest.raises(DataError, match="COMPLETE_S1.json: the cached radar series were built with other parameters"):
         add_synthetic_radar(cache, size=16, seed=3, revisit=12)
+
+
+def test_cloud_fraction_sets_the_share_of_cloudy_dates_and_nothing_else():
+    """--cloud_fraction: the regimes' frequencies over 4,000 dates are the stated ones (default: the
+    generator's table exactly), and the soil wetness that the radar is rendered from does not move."""
+    from utils.datasets import synthetic_v2 as v2
+
+    dates = [datetime.date(2019, 1, 1) + datetime.timedelta(days=d) for d in range(4000)]
+    default, _, wet = v2._weather([0, 1], dates)
+    assert v2.regime_probs(None) == v2.REGIME_PROBS and v2.CLOUD_FRACTION == pytest.approx(0.35)
+    assert np.array_equal(default, v2._weather([0, 1], dates, None)[0])
+    for fraction in (0.35, 0.5):
+        regime, _, wet_now = v2._weather([0, 1], dates, fraction)
+        cloudy = np.isin(regime, (v2.BROKEN, v2.OVERCAST))
+        assert cloudy.mean() == pytest.approx(fraction, abs=0.025)  # 4 binomial sd at n = 4,000
+        assert (regime == v2.HAZE).mean() == pytest.approx((1 - fraction) * 0.15 / 0.65, abs=0.025)
+        assert np.array_equal(wet_now, wet)
+    with pytest.raises(ValueError, match="cloud_fraction"):
+        v2.regime_probs(1.5)
+
+
+def test_cloudier_set_is_cached_apart_with_the_same_labels_and_radar(tmp_path, monkeypatch, capsys):
+    """The cloudier set is its own cached folder (the default one's marker unchanged); fields, labels
+    and radar equal the default set's, the optical series differ, and a bad value is refused in one line."""
+    from utils import data as data_module
+    from utils.datasets.pastis import s2_path, target_path
+
+    monkeypatch.setattr(data_module, "CACHE_ROOT", tmp_path)
+    tiny = {2: {"smoke": dict(n_patches=5, size=16, n_dates=(4, 5))}}
+    monkeypatch.setattr(data_module, "SYNTHETIC_PASTIS", tiny)
+    plain = data_module.pastis_root(DataSpec("synthetic", smoke=True, sources=SOURCES))
+    cloudy = data_module.pastis_root(DataSpec("synthetic", smoke=True, sources=SOURCES, cloud_fraction=1.0))
+    assert cloudy.name == plain.name + "_clouds1" and "cloud_fraction" not in json.loads(
+        (plain / "COMPLETE.json").read_text()
+    )
+    ids = [int(p.stem.split("_")[1]) for p in (plain / "DATA_S2").glob("S2_*.npy")]
+    assert ids
+    differ = 0
+    for patch in ids:
+        assert np.array_equal(np.load(target_path(plain, patch)), np.load(target_path(cloudy, patch)))
+        for orbit in ("S1A", "S1D"):
+            assert np.array_equal(np.load(source_path(plain, orbit, patch)), np.load(source_path(cloudy, orbit, patch)))
+        differ += not np.array_equal(np.load(s2_path(plain, patch)), np.load(s2_path(cloudy, patch)))
+    assert differ == len(ids)  # every date clouded at 1.0: no patch keeps its optical series
+    parser = argparse.ArgumentParser()
+    add_data_args(parser)
+    from utils.args import check_cloud_fraction
+
+    for argv, message in (
+        (["--cloud_fraction", "1.2"], "in [0, 1]"),
+        (["--dataset", "pastis", "--cloud_fraction", "0.5"], "synthetic version-2"),
+    ):
+        with pytest.raises(SystemExit):
+            check_cloud_fraction(parser, parser.parse_args(argv))
+        assert message in capsys.readouterr().err

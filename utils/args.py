@@ -113,6 +113,10 @@ def add_data_args(parser: argparse.ArgumentParser, synthetic_format: str | None 
                        help="samples per process and step (per-data-set default: DATASET_DEFAULTS in utils/args.py)")
     group.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
     group.add_argument("--cache_dir", type=Path, default=None, help="MTLCC: one-time .npy cache of the TFRecord/GeoTIFF tiles")
+    group.add_argument("--cloud_fraction", type=float, default=None, metavar="F",
+                       help="synthetic version-2 data: fraction of the optical dates under broken cloud or overcast "
+                            "(default: the generator's 0.35; Europe: a third to a half, docs/data_setup.md); written "
+                            "as a separate cached set, same fields, labels and radar")
     group.add_argument("--sources", nargs="+", default=[PRIMARY_DEFAULT], metavar="SOURCE",
                        help="image sources, primary first: S2 (Sentinel-2, the paper), S1A / S1D (Sentinel-1 ascending / "
                             "descending, PASTIS-R layout; 'S1' = 'S1A S1D'), e.g. '--sources S2 S1'. PASTIS-format "
@@ -230,6 +234,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
                      f"{args.dataset}) take --temporal first:N, even:N or random:N")
     check_sources(parser, args)
     check_fusion(parser, args)
+    check_cloud_fraction(parser, args)
     if args.compile_backend is not None and not args.compile:
         parser.error(f"--compile_backend {args.compile_backend} needs --compile (without it the model runs eagerly)")
     if args.compile_backend is None:
@@ -256,6 +261,18 @@ def check_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         if radar and args.dataset == "synthetic" and getattr(args, "synthetic_version", 2) != 2:
             parser.error(f"--sources {' '.join(radar)}: the synthetic radar series exist for --synthetic_version 2 only")
     args.sources = list(sources)
+
+
+def check_cloud_fraction(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--cloud_fraction`` shapes the synthetic version-2 PASTIS-format set only, within [0, 1]."""
+    fraction = getattr(args, "cloud_fraction", None)
+    if fraction is None:
+        return
+    if not 0.0 <= fraction <= 1.0:
+        parser.error(f"--cloud_fraction must be in [0, 1], got {fraction}")
+    if args.dataset != "synthetic" or getattr(args, "synthetic_version", 2) != 2 or data_layout(args) != "pastis":
+        parser.error("--cloud_fraction applies to the synthetic version-2 data set in the PASTIS format only "
+                     "(real data have the clouds they have)")
 
 
 def check_fusion(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -79,10 +79,11 @@ def pastis_root(spec: DataSpec) -> Path:
     if not spec.synthetic:
         return Path(spec.data_root)
     version = spec.synthetic_version
-    root = spec.data_root or CACHE_ROOT / f"synthetic_pastis_v{version}_{spec.size}"
+    clouds = f"_clouds{spec.cloud_fraction:g}" if spec.cloud_fraction is not None else ""  # its own cached set
+    root = spec.data_root or CACHE_ROOT / f"synthetic_pastis_v{version}_{spec.size}{clouds}"
     radar = any(source in RADAR_SOURCES for source in spec.sources)  # added to the cached optical set once
     return build_pastis_synthetic(root, version=version, radar=radar, radar_revisit=SYNTHETIC_RADAR_REVISIT[spec.size],
-                                  **SYNTHETIC_PASTIS[version][spec.size])
+                                  cloud_fraction=spec.cloud_fraction, **SYNTHETIC_PASTIS[version][spec.size])
 
 
 def mtlcc_root(spec: DataSpec) -> Path:

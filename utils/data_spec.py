@@ -44,6 +44,7 @@ class DataSpec:
     label_ratio: float = 0.02  # fraction of the training samples labelled with label_subset 'ratio'
     authors_ndvi: bool = False  # pre-training computes NDVI the authors' way: a folder needs red and NIR bands
     sources: tuple[str, ...] = (PRIMARY_DEFAULT,)  # --sources, aliases expanded, primary first
+    cloud_fraction: float | None = None  # synthetic v2: fraction of cloudy optical dates (None: the generator's 0.35)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | Mapping) -> "DataSpec":

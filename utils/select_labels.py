@@ -699,6 +699,7 @@ def resolve_spec(args: argparse.Namespace, run_args: dict | None) -> DataSpec:
         synthetic_version=version,
         seed=args.seed,
         smoke=args.smoke or (synthetic and bool(run_args.get("smoke"))),
+        cloud_fraction=run_args.get("cloud_fraction") if synthetic else None,  # the fine-tuning run's synthetic set
         train_folds=args.train_folds,
         val_folds=args.val_folds,
         test_folds=args.test_folds,

@@ -58,6 +58,7 @@ def build_pastis_synthetic(
     version: int = 2,
     radar: bool = False,
     radar_revisit: int = synthetic_radar.RADAR_REVISIT_DAYS,
+    cloud_fraction: float | None = None,
 ) -> Path:
     """Write a synthetic data set (PASTIS format) into ``root`` once and return ``root``.
 
@@ -69,6 +70,8 @@ def build_pastis_synthetic(
     per-version table ``SYNTHETIC_PASTIS`` in ``utils/data.py``. The set is written into a
     temporary sibling folder and renamed, so an interrupted build never looks complete; a
     ``COMPLETE.json`` marker holding the parameters (version included) is the cache key.
+    ``cloud_fraction`` (version 2; None: the generator's 0.35) is one of them only when given, so the
+    markers of sets written before it existed still match.
 
     Raises:
         DataError: ``root`` holds a set built with other parameters (or another version).
@@ -76,6 +79,8 @@ def build_pastis_synthetic(
     root = Path(root)
     params = {"n_patches": n_patches, "size": size, "n_dates": list(n_dates), "seed": seed, "n_crop_types": n_crop_types,
               "version": version}
+    if cloud_fraction is not None:
+        params["cloud_fraction"] = cloud_fraction
     _build_optical(root, params)
     if radar:
         add_synthetic_radar(root, size=size, seed=seed, version=version, revisit=radar_revisit)
@@ -97,7 +102,7 @@ def _build_optical(root: Path, params: dict) -> None:
     try:
         write_pastis_like(staging, n_patches=params["n_patches"], size=params["size"], n_dates=tuple(params["n_dates"]),
                           seed=params["seed"], n_crop_types=params["n_crop_types"], return_arrays=False,
-                          version=params["version"])
+                          version=params["version"], cloud_fraction=params.get("cloud_fraction"))
         (staging / COMPLETE_MARKER).write_text(json.dumps(params))
         if root.exists():
             root.rmdir()  # empty (checked above)

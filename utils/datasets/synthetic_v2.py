@@ -197,6 +197,7 @@ TILE_MIX_STD = 0.5  # log-normal perturbation of the class frequencies per tile
 # ---- atmosphere -------------------------------------------------------------------------------------------------
 CLEAR, HAZE, BROKEN, OVERCAST = range(4)
 REGIME_PROBS = (0.5, 0.15, 0.2, 0.15)
+CLOUD_FRACTION = REGIME_PROBS[BROKEN] + REGIME_PROBS[OVERCAST]  # 0.35 of the dates under broken cloud or overcast
 HAZE_AOD = (0.05, 0.3)  # aerosol optical depth at 550 nm
 ANGSTROM = 1.5
 HAZE_PATH_REFLECTANCE = 0.25  # path reflectance per unit optical depth
@@ -373,12 +374,31 @@ def _mostly_outside(seeds: np.ndarray, parcel_ids: np.ndarray) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-def _weather(region_seed, dates: Sequence[datetime.date]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per date of a tile: regime, level (AOD or cloud cover) and soil wetness, each (T,)."""
+def regime_probs(cloud_fraction: float | None = None) -> tuple[float, ...]:
+    """Probabilities of the clear, haze, broken-cloud and overcast regimes of a date. ``cloud_fraction``
+    (None: :data:`CLOUD_FRACTION`, :data:`REGIME_PROBS` exactly) is the probability of broken cloud or
+    overcast; the clear:haze and broken:overcast ratios of :data:`REGIME_PROBS` are kept."""
+    if cloud_fraction is None:
+        return REGIME_PROBS
+    if not 0.0 <= cloud_fraction <= 1.0:
+        raise ValueError(f"cloud_fraction must be in [0, 1], got {cloud_fraction}")
+    clear, haze, broken, overcast = REGIME_PROBS
+    fair = 1.0 - cloud_fraction
+    return (fair * clear / (clear + haze), fair * haze / (clear + haze),
+            cloud_fraction * broken / (broken + overcast), cloud_fraction * overcast / (broken + overcast))
+
+
+def _weather(region_seed, dates: Sequence[datetime.date],
+             cloud_fraction: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per date of a tile: regime, level (AOD or cloud cover) and soil wetness, each (T,).
+
+    Each date takes the same number of draws whatever ``cloud_fraction`` is (:func:`regime_probs`),
+    so the soil wetness (and the radar rendered from it) does not depend on it."""
+    probs = regime_probs(cloud_fraction)
     regime, level, wet = np.zeros(len(dates), dtype=int), np.zeros(len(dates)), np.zeros(len(dates))
     for t, date in enumerate(dates):
         rng = np.random.default_rng([*np.atleast_1d(region_seed), date.toordinal()])
-        regime[t] = rng.choice(len(REGIME_PROBS), p=REGIME_PROBS)
+        regime[t] = rng.choice(len(probs), p=probs)
         bounds = {CLEAR: (0.0, 0.0), HAZE: HAZE_AOD, BROKEN: BROKEN_COVER, OVERCAST: OVERCAST_COVER}[regime[t]]
         level[t] = rng.uniform(*bounds)
         wet[t] = rng.uniform(0.3, 1.0) if rng.random() < WET_DATE_PROB else 0.0
@@ -539,6 +559,7 @@ def generate_scene(
     region_seed=0,
     atmosphere: bool = True,
     return_fractions: bool = False,
+    cloud_fraction: float | None = None,
 ) -> dict:
     """Generate one version-2 scene (square patches: ``height == width``).
 
@@ -547,6 +568,8 @@ def generate_scene(
         region_seed: the tile: timing shift, crop mix, soils and each date's weather regime.
         atmosphere: False leaves out haze, clouds and shadows (diagnostics and tests).
         return_fractions: also return the pixel fractions ``green``, ``dry``, ``soil`` (T, H, W).
+        cloud_fraction: probability that a date is under broken cloud or overcast (None: 0.35,
+            :data:`CLOUD_FRACTION`); the layout, crops and soil wetness do not depend on it.
 
     Returns:
         ``reflectance`` int16 (T, C, H, W) (x 10000, ``band_names`` order), ``label`` int64 (H, W)
@@ -599,7 +622,7 @@ def generate_scene(
     void_ids = _mostly_outside(seeds, parcel_ids)
 
     # ---- atmosphere and sensor noise ----
-    regime, level, _ = _weather(region_seed, dates)
+    regime, level, _ = _weather(region_seed, dates, cloud_fraction)
     if not atmosphere:
         regime = np.zeros_like(regime)
     aod, opacity, shadow = _atmosphere(rng, regime, level, height, width)

@@ -75,13 +75,15 @@ def _synthetic_metadata(n_patches: int, n_dates: tuple[int, int], seed: int, fol
     return patches
 
 
-def _scene(meta: PatchMeta, size: int, seed: int, version: int, n_crop_types: int | None) -> dict:
+def _scene(meta: PatchMeta, size: int, seed: int, version: int, n_crop_types: int | None,
+           cloud_fraction: float | None = None) -> dict:
     """The imagery of one patch: version 1 by patch seed, version 2 with the tile as its region."""
     if version == 1:
         n_types = V1_N_CROP_TYPES if n_crop_types is None else n_crop_types
         return generate_scene(seed * SEED_STRIDE + meta.patch_id, size, size, meta.dates, PASTIS_BAND_NAMES, n_types)
     region = [seed, zlib.crc32(meta.tile.encode())]  # every patch of a tile shares its weather and crop mix
-    return synthetic_v2.generate_scene([seed, meta.patch_id], size, size, meta.dates, PASTIS_BAND_NAMES, region_seed=region)
+    return synthetic_v2.generate_scene([seed, meta.patch_id], size, size, meta.dates, PASTIS_BAND_NAMES, region_seed=region,
+                                       cloud_fraction=cloud_fraction)
 
 
 def _semantic_target(label: np.ndarray, parcel_ids: np.ndarray, rng: np.random.Generator,
@@ -194,6 +196,7 @@ def write_pastis_like(
     version: int = 1,
     radar: bool = False,
     radar_revisit: int = synthetic_radar.RADAR_REVISIT_DAYS,
+    cloud_fraction: float | None = None,
 ) -> dict:
     """Write a synthetic data set in the exact PASTIS layout.
 
@@ -210,6 +213,9 @@ def write_pastis_like(
             same scenes (:func:`write_radar`; with ``metadata``, its dates-S1A/dates-S1D when listed).
             The S2 files and statistics are the same with or without radar.
         radar_revisit: days between two radar acquisitions of one orbit.
+        cloud_fraction: version 2 only: the fraction of optical dates under broken cloud or overcast
+            (None: the generator's 0.35, ``synthetic_v2.CLOUD_FRACTION``); the layout, labels and radar
+            are the same whatever it is.
 
     Returns:
         ``root``, ``ids``, ``folds`` {id: fold}, ``dates`` {id: list[date]}, ``norm`` (the JSON
@@ -222,6 +228,8 @@ def write_pastis_like(
         raise ValueError("n_crop_types applies to version 1 only (version 2 has a fixed class list)")
     if radar and version != 2:
         raise ValueError("radar is rendered from version-2 scenes only")
+    if cloud_fraction is not None and version != 2:
+        raise ValueError("cloud_fraction applies to version-2 scenes only")
     root = Path(root)
     if metadata is not None:
         patches = [meta for meta in read_pastis_metadata(metadata, ("S2",) + synthetic_radar.ORBITS) if meta.dates]
@@ -231,7 +239,7 @@ def write_pastis_like(
     (root / TARGET_DIR).mkdir(parents=True, exist_ok=True)
     images, targets, features, patch_stats = {}, {}, [], {}
     for index, meta in enumerate(patches):
-        scene = _scene(meta, size, seed, version, n_crop_types)
+        scene = _scene(meta, size, seed, version, n_crop_types, cloud_fraction)
         target = _semantic_target(scene["label"], scene["parcel_ids"], np.random.default_rng([seed, meta.patch_id]),
                                   scene.get("void_ids"))
         np.save(s2_path(root, meta.patch_id), scene["reflectance"])
