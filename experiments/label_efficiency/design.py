@@ -93,6 +93,9 @@ SCHEDULE_KEYS = (
     "drop_invalid",
     "hide_invalid",
     "augment",
+    "sources",
+    "fusion",
+    "cloud_fraction",
 )
 
 
@@ -106,6 +109,9 @@ LATER_KEYS = {
     "drop_invalid": lambda saved: False,
     "hide_invalid": lambda saved: False,
     "augment": lambda saved: False,
+    "sources": lambda saved: ["S2"],
+    "fusion": lambda saved: "late",
+    "cloud_fraction": lambda saved: None,
 }
 
 
@@ -235,6 +241,28 @@ def get_parser() -> argparse.ArgumentParser:
         help="pre-training replaces cloudy cells by the mask token (pretrain_STCLN.py --hide_invalid)",
     )
     recipe.add_argument(
+        "--sources",
+        nargs="+",
+        default=["S2"],
+        metavar="SOURCE",
+        help="image sources of every learned arm and of the random forest's features, primary first: S2, S1A, "
+        "S1D ('S1' = 'S1A S1D'), e.g. --sources S2 S1 (the scripts' --sources)",
+    )
+    recipe.add_argument(
+        "--fusion",
+        choices=("late", "merged"),
+        default="late",
+        help="with several --sources, how they meet in every model (the scripts' --fusion; merged needs --positions doy)",
+    )
+    recipe.add_argument(
+        "--cloud_fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="synthetic data: the share of optical dates under broken cloud or overcast (default: the generator's "
+        "0.35; the cloudier setting: 0.5, docs/label_efficiency.md)",
+    )
+    recipe.add_argument(
         "--augment",
         action="store_true",
         help="random rotations/reflections of the training crops (fine-tuning's --augment)",
@@ -319,6 +347,12 @@ def common_args(args) -> list:
         out += ["--positions", args.positions]
     if args.drop_invalid:
         out += ["--drop_invalid"]
+    if list(args.sources) != ["S2"]:
+        out += ["--sources", *args.sources]
+    if len(args.sources) > 1:
+        out += ["--fusion", args.fusion]
+    if args.cloud_fraction is not None:
+        out += ["--cloud_fraction", args.cloud_fraction]
     return out
 
 

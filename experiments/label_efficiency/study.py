@@ -90,6 +90,7 @@ def resolve_args(argv: list[str] | None) -> argparse.Namespace:
         )
     if args.sweep_budget not in args.budgets:
         parser.error(f"--sweep_budget {args.sweep_budget:g} must be one of --budgets {args.budgets}")
+    check_sources(parser, args)
     if args.cv and args.dataset == "mtlcc":
         parser.error("--cv needs a data set split in folds (synthetic, pastis, folder); MTLCC is split by tile lists")
     given = args.crop_size
@@ -110,6 +111,20 @@ def resolve_args(argv: list[str] | None) -> argparse.Namespace:
             f"has folds {args.cv_folds} (fold 0: unlabelled buffer)"
         )
     return args
+
+
+def check_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--sources expanded (aliases) in place, so that study.json records the same list for 'S1' and
+    'S1A S1D'; --fusion and --cloud_fraction checked as the scripts check them (one line, exit 2)."""
+    from utils.args import check_sources as check_names  # the scripts' check: aliases, unknown names, MTLCC
+
+    check_names(parser, args)
+    if args.fusion == "merged" and (len(args.sources) < 2 or args.positions != "doy"):
+        parser.error("--fusion merged needs two or more --sources and --positions doy")
+    if len(args.sources) < 2:
+        args.fusion = "late"  # one source: nothing is fused, so every single-source folder records the same
+    if args.cloud_fraction is not None and (args.dataset != "synthetic" or not 0 <= args.cloud_fraction <= 1):
+        parser.error("--cloud_fraction (in [0, 1]) applies to the synthetic data set only")
 
 
 def study(args: argparse.Namespace) -> dict:

@@ -1,0 +1,106 @@
+"""The label-efficiency study with several sources (issue 38): --sources, --fusion and --cloud_fraction reach
+every pre-training and fine-tuning run, an output folder holds runs of one kind only, and the random forest
+reads every source's dates (features checked against np.interp)."""
+
+import argparse
+
+import numpy as np
+import pytest
+
+from experiments import label_efficiency as le
+from experiments.label_efficiency.anchors import sample_features
+from utils.datasets import PASTISDataset, write_pastis_like
+
+TWO = ["--sources", "S2", "S1", "--fusion", "late", "--cloud_fraction", "0.5"]
+
+
+def resolve(tmp_path, *argv) -> argparse.Namespace:
+    return le.resolve_args(["--output_dir", str(tmp_path / "study"), *map(str, argv)])
+
+
+def test_sources_fusion_and_clouds_reach_every_run(tmp_path):
+    """Every learned arm and the pre-training get the aliases expanded; each argv parses in its script. A
+    single-source study passes none of the three flags: its runs' argv are those of studies before them."""
+    import pretrain_STCLN
+    from utils.args import apply_dataset_defaults, check_args
+
+    args = resolve(tmp_path, *TWO)
+    assert args.sources == ["S2", "S1A", "S1D"]
+    wanted = ["--sources", "S2", "S1A", "S1D", "--fusion", "late", "--cloud_fraction", "0.5"]
+    runs = [le.make_run(args, arm, 5.0, 0, 1e-3, 10) for arm in ("scratch", "wp_cell", "probe_wp", "probe_random")]
+    pretrain = le.pretrain_tasks(args, ["cell"])
+    for argv in [run.argv for run in runs] + [task[1] for task in pretrain]:
+        text = [str(a) for a in argv]
+        start = text.index("--sources")
+        assert text[start : start + len(wanted)] == wanted, text
+    ft = le.finetune_args(args, [])
+    assert (ft.sources, ft.fusion, ft.cloud_fraction) == (["S2", "S1A", "S1D"], "late", 0.5)
+    parser = pretrain_STCLN.get_parser()
+    parsed = apply_dataset_defaults(parser.parse_args([str(a) for a in pretrain[0][1]]), "pretrain")
+    check_args(parser, parsed)
+    assert (parsed.sources, parsed.fusion, parsed.cloud_fraction) == (["S2", "S1A", "S1D"], "late", 0.5)
+    plain = le.common_args(resolve(tmp_path, "--budgets", "5"))
+    assert not {"--sources", "--fusion", "--cloud_fraction"} & set(map(str, plain))
+
+
+def test_one_folder_holds_one_kind_of_sources_fusion_and_clouds(tmp_path, capsys):
+    """study.json records sources (aliases expanded), fusion and cloud fraction; another value is refused in
+    one line before any work; the same sources spelt out are the same study."""
+    le.check_schedule(resolve(tmp_path, *TWO))
+    (tmp_path / "study" / "runs").mkdir()  # work has started: the schedule is fixed
+    le.check_schedule(resolve(tmp_path, "--sources", "S2", "S1A", "S1D", "--cloud_fraction", "0.5"))
+    for argv, named in (
+        (["--cloud_fraction", "0.5"], "sources ['S2', 'S1A', 'S1D'] (folder) vs ['S2'] (now)"),
+        (
+            ["--sources", "S2", "S1", "--positions", "doy", "--fusion", "merged", "--cloud_fraction", "0.5"],
+            "fusion late (folder) vs merged (now)",
+        ),
+        (["--sources", "S2", "S1"], "cloud_fraction 0.5 (folder) vs None (now)"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            le.main(["--output_dir", str(tmp_path / "study"), *argv])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "study.json" in err and named in err, err
+    for argv, message in (
+        (["--sources", "S2", "S1", "--fusion", "merged"], "--positions doy"),
+        (["--dataset", "mtlcc", "--smoke", "--sources", "S1"], "Sentinel-2 only"),
+        (["--sources", "S3"], "S3"),
+    ):
+        with pytest.raises(SystemExit):
+            le.resolve_args(["--output_dir", str(tmp_path / "other"), *argv])
+        assert message in capsys.readouterr().err
+
+
+def test_random_forest_features_hold_every_source_on_its_own_dates(tmp_path):
+    """sample_features of a PASTIS-R sample: S2, S1A and S1D each linearly interpolated on the grid between its
+    own dates (np.interp, flat ends), side by side; the grid reaches the last date of any source."""
+    root = write_pastis_like(
+        tmp_path,
+        n_patches=5,
+        size=8,
+        n_dates=(4, 5),
+        seed=1,
+        version=2,
+        radar=True,
+        radar_revisit=36,
+        return_arrays=False,
+    )["root"]
+    data = PASTISDataset(root, folds=[1, 2, 3, 4, 5], sources=("S2", "S1A", "S1D"))
+    sample = data[0]
+    grid = le.rf_grid(data)
+    last = max(int(data[i][key].max()) for i in range(len(data)) for key in ("days", "days_S1A", "days_S1D"))
+    assert grid[-1] <= last < grid[-1] + le.RF_DAY_STEP or grid[-1] == 365
+    got = sample_features(sample, grid)
+    H, W = sample["label"].shape
+    assert got.shape == (H * W, len(grid) * (10 + 3 + 3))
+    start = 0
+    for suffix in ("", "_S1A", "_S1D"):
+        image, days = sample[f"image{suffix}"].numpy(), sample[f"days{suffix}"].numpy()
+        C = image.shape[1]
+        block = got[:, start : start + len(grid) * C]  # (HW, G*C) of this source
+        for pixel in (0, H * W - 1):
+            r, c = divmod(pixel, W)
+            expected = np.stack([np.interp(grid, days, image[:, band, r, c]) for band in range(C)], axis=1)  # (G, C)
+            np.testing.assert_allclose(block[pixel].reshape(len(grid), C), expected, rtol=1e-5, atol=1e-5)
+        start += len(grid) * C
