@@ -270,7 +270,7 @@ def check_window_finite(raw: np.ndarray, valid: np.ndarray | None, scene, frames
 def load_model(args) -> tuple[STCLNSegmenter, dict]:
     ckpt, config = load_finetuned(args.checkpoint, args.trust_checkpoint)
     sources = checkpoint_sources(ckpt, config, str(args.checkpoint))
-    if sources != ("S2",):  # scenes are optical cubes; radar scenes have no reader here (docs/predict.md)
+    if sources != ("S2",):  # scenes are optical cubes; radar scenes have no reader here (docs/your_region.md)
         raise CheckpointError(f"{args.checkpoint}: the model takes --sources {' '.join(sources)}; predict_STCLN.py maps "
                               "Sentinel-2 scenes only (test a multi-source model with PASTIS/test_STCLN.py)")
     config.sta_chunk = args.sta_chunk or config.sta_chunk
