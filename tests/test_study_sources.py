@@ -104,3 +104,42 @@ def test_random_forest_features_hold_every_source_on_its_own_dates(tmp_path):
             expected = np.stack([np.interp(grid, days, image[:, band, r, c]) for band in range(C)], axis=1)  # (G, C)
             np.testing.assert_allclose(block[pixel].reshape(len(grid), C), expected, rtol=1e-5, atol=1e-5)
         start += len(grid) * C
+
+
+def test_compare_pairs_two_folders_by_seed_and_refuses_another_schedule(tmp_path, capsys):
+    """results/multisource/compare.py: second - first per seed, by hand; another schedule or another labelled
+    draw is refused in one line (exit 2)."""
+    import importlib.util
+    import json
+
+    from experiments.label_efficiency.design import REPO
+
+    spec = importlib.util.spec_from_file_location("compare", REPO / "results" / "multisource" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    settings = {key: 1 for key in le.SCHEDULE_KEYS}
+
+    def study(name, sources, scores, **changed):
+        runs = [{"arm": "scratch", "budget": 5.0, "seed": s, "test": {"mIoU": v}} for s, v in enumerate(scores)]
+        runs.append({"arm": "rf", "budget": 5.0, "seed": 0, "test": {"mIoU": 0.3}})  # only in one folder: no row
+        record = {
+            "settings": {**settings, "sources": sources, **changed},
+            "labelled_crops": {"5": [150, 150, 150]},
+            "runs": runs,
+        }
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(record))
+        return tmp_path / name
+
+    s2 = study("s2", ["S2"], [0.50, 0.60, 0.55])
+    s1s2 = study("s1s2", ["S2", "S1A", "S1D"], [0.56, 0.61, 0.52])
+    rows = compare.compare(compare.read_study(s2), compare.read_study(s1s2))
+    row = next(r for r in rows if r["arm"] == "scratch")
+    assert row["diffs"] == pytest.approx([0.06, 0.01, -0.03]) and row["wins"] == 2 and row["n"] == 3
+    assert row["mean"] == pytest.approx(0.04 / 3) and row["first"] == pytest.approx(0.55)
+    half = 4.302652729911275 * np.std([0.06, 0.01, -0.03], ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert (row["low"], row["high"]) == pytest.approx((0.04 / 3 - half, 0.04 / 3 + half))
+    assert compare.main([str(s2), str(s1s2)]) == 0 and "| scratch | 5 % | 0.550 | 0.563 |" in capsys.readouterr().out
+    other = study("steps", ["S2", "S1A", "S1D"], [0.5, 0.5, 0.5], steps=2)
+    assert compare.main([str(s2), str(other)]) == 2
+    assert "differ in steps" in capsys.readouterr().err
