@@ -143,3 +143,7 @@ def test_compare_pairs_two_folders_by_seed_and_refuses_another_schedule(tmp_path
     other = study("steps", ["S2", "S1A", "S1D"], [0.5, 0.5, 0.5], steps=2)
     assert compare.main([str(s2), str(other)]) == 2
     assert "differ in steps" in capsys.readouterr().err
+    (s2 / "study.json").write_text(json.dumps({"precision": "fp32"}))
+    (s1s2 / "study.json").write_text(json.dumps({"precision": "bf16"}))
+    assert compare.main([str(s2), str(s1s2)]) == 2
+    assert "differ in precision" in capsys.readouterr().err

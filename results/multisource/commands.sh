@@ -28,7 +28,7 @@
 #   results/label_efficiency_synthetic/commands.sh): tiny preset, 16-px crops, lr 3e-3 for every learned arm (the
 #   grid's choice on S2; no sweep: it would triple the cost), --min_epochs 1, 4 validations on 32 patches, 100 test
 #   patches, --fast, --jobs 2. Its bf16/fp32 precision is the machine's (study.json records it): all five commands
-#   must run on machines that resolve --fast alike (compare.py refuses folders of different schedules).
+#   must run on machines that resolve --fast alike (compare.py refuses folders of different schedules or precision).
 #
 # Cost, measured 2026-12-05 on the 2-core EPYC (no AVX-512: --fast runs fp32 there) under the load of another
 # study (load average 4.3), one thread per run (what --jobs 2 gives), the real data of each kind

@@ -25,18 +25,22 @@ KINDS = ("sources", "fusion", "cloud_fraction", "positions")  # what may differ 
 
 
 def read_study(folder: Path) -> dict:
+    """The folder's results.json, with the precision its study.json records (bf16/fp32; None if not recorded)."""
     path = folder / "results.json"
     try:
-        return json.loads(path.read_text())
+        study = json.loads(path.read_text())
+        schedule = json.loads((folder / "study.json").read_text()) if (folder / "study.json").is_file() else {}
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: unreadable study results ({err}); run the study or its --report first") from None
+    study["settings"]["precision"] = schedule.get("precision")
+    return study
 
 
 def compare(first: dict, second: dict, metric: str = "mIoU") -> list[dict]:
     """Rows (arm, budget, the two settings' means, the paired difference second - first) of every arm and
     budget both studies ran. Refuses studies of different schedules or labelled draws."""
     a, b = first["settings"], second["settings"]
-    schedule = [key for key in SCHEDULE_KEYS if key not in KINDS and a.get(key) != b.get(key)]
+    schedule = [key for key in (*SCHEDULE_KEYS, "precision") if key not in KINDS and a.get(key) != b.get(key)]
     if schedule:
         raise DataError(f"the two studies differ in {', '.join(schedule)}: not a comparison of sources alone")
     records = [dict(r, arm=f"1:{r['arm']}") for r in first["runs"]] + [
