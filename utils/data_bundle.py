@@ -80,15 +80,19 @@ def listed_subset(spec: DataSpec, full: Dataset) -> Dataset:
         raise DataError(f"{path}: cannot read the --label_ids file ({err})") from None
     listed = data.get("labelled") if isinstance(data, dict) else data
     if not isinstance(listed, list) or not listed or not all(isinstance(i, str) for i in listed):
-        raise DataError(f"{path}: --label_ids needs a non-empty JSON list of sample ids (strings), or an object with one as 'labelled'")
+        raise DataError(
+            f"{path}: --label_ids needs a non-empty JSON list of sample ids (strings), or an object with one as 'labelled'"
+        )
     if len(set(listed)) < len(listed):
         twice = next(i for i in listed if listed.count(i) > 1)
         raise DataError(f"{path}: sample id {twice!r} is listed twice")
     index = {sample_id: k for k, sample_id in enumerate(full.sample_ids)}
     outside = [i for i in listed if i not in index]
     if outside:
-        raise DataError(f"{path}: {len(outside)} id(s) are not samples of the training split (e.g. {outside[0]!r}; "
-                        f"its ids look like {next(iter(index))!r})")
+        raise DataError(
+            f"{path}: {len(outside)} id(s) are not samples of the training split (e.g. {outside[0]!r}; "
+            f"its ids look like {next(iter(index))!r})"
+        )
     log.info("labelled subset: the %d samples listed in %s (of %d training samples)", len(listed), path, len(full))
     return Subset(full, sorted(index[i] for i in listed))
 

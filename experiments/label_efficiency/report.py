@@ -264,7 +264,8 @@ def selection_markdown(results: dict, arms: list[str], strategies: list[str]) ->
             lines.append(
                 f"**{arm}**: paired test-mIoU difference, strategy − random at equal label count, over {units}: "
                 f"mean [95 % t CI] ({units} where the strategy wins, two-sided t-test p; uncorrected for the "
-                "several strategies and budgets):\n\n" + format_table(rows, ["difference", *[f"{b:g} %" for b in budgets]])
+                "several strategies and budgets):\n\n"
+                + format_table(rows, ["difference", *[f"{b:g} %" for b in budgets]])
             )
     if verdicts:
         lines.append("95 % intervals that exclude zero: " + "; ".join(verdicts) + ".\n")

@@ -50,6 +50,9 @@ log = logging.getLogger("stcln")
 START = "random"  # the strategy whose round 0 is the start of every strategy but kcenter
 
 
+SELECTION_BATCH = 16  # windows per forward pass of a selection (the study's evaluation batch; no window is padded)
+
+
 def round_owner(strategy: str, round_index: int) -> str:
     """The strategy whose selection and run a chain's round is: round 0 of every strategy but kcenter is random's."""
     return strategy if round_index > 0 or strategy == "kcenter" else START
@@ -150,7 +153,7 @@ def select_round(args, arm, strategy, round_index, seed, fold, pool, counts, dev
         checkpoint,
         info,
         device=device,
-        batch_size=args.batch_size,
+        batch_size=SELECTION_BATCH,
     )
     record = {
         "arm": arm,
@@ -172,7 +175,15 @@ def select_round(args, arm, strategy, round_index, seed, fold, pool, counts, dev
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
-    log.info("%s %s round %d%s: %d new samples (%d labelled)", arm, owner, round_index, fold_text(fold), n_new, len(record["labelled"]))
+    log.info(
+        "%s %s round %d%s: %d new samples (%d labelled)",
+        arm,
+        owner,
+        round_index,
+        fold_text(fold),
+        n_new,
+        len(record["labelled"]),
+    )
 
 
 def selection_study(args) -> dict:
