@@ -167,6 +167,19 @@ def check_entropy_round(record: dict, before: dict) -> None:
     assert [e["score"] for e in record["new"]] == pytest.approx([entropy[i] for i in ranked[: len(record["new"])]])
 
 
+def test_a_budget_inserted_below_the_rounds_written_is_refused(tmp_path, monkeypatch, capsys):
+    """Budgets may grow above the largest (the chains go on); one below would renumber the rounds already chosen."""
+    _, out = run_fake_study(
+        tmp_path, monkeypatch, "d", ["--arms", "scratch", "--only_seeds", "0", "--selection", "random"]
+    )
+    monkeypatch.setitem(le.study_module.SMOKE_SELECTION, "budgets", [5.0, *SMOKE_BUDGETS])  # --smoke sets them
+    with pytest.raises(SystemExit) as stop:
+        le.main(["--smoke", "--device", "cpu", "--selection", "random", "--arms", "scratch", "--only_seeds", "0",
+                 "--output_dir", str(out)])  # fmt: skip
+    assert stop.value.code == 2
+    assert "b10_s0.selection.json: written as another round than round 1" in capsys.readouterr().err
+
+
 def finetune_spec(extra: list[str]) -> DataSpec:
     """The fine-tuning runs' data of --smoke --selection (training folds 1-3, 8-px crops), with ``extra`` flags."""
     argv = [

@@ -186,6 +186,21 @@ def select_round(args, arm, strategy, round_index, seed, fold, pool, counts, dev
     )
 
 
+def check_rounds(args, chains: list[tuple]) -> None:
+    """The folder's round files must be the rounds of these budgets: budgets may grow above the largest one
+    (the chains go on), but a budget inserted below it would renumber the rounds written before."""
+    from utils.errors import DataError
+
+    for arm, strategy, seed, fold in chains:
+        for r in range(len(args.budgets)):
+            path = round_file(args, arm, strategy, r, seed, fold)
+            if path.is_file() and json.loads(path.read_text()).get("round") != r:
+                raise DataError(
+                    f"{path}: written as another round than round {r} of --budgets "
+                    f"{' '.join(f'{b:g}' for b in args.budgets)}; budgets may only be added above the folder's largest"
+                )
+
+
 def selection_study(args) -> dict:
     """Every chain's rounds, one wave of runs per round (its selections first, in this process), then the
     report; with --report only the report of the rounds finished so far."""
@@ -212,6 +227,7 @@ def selection_study(args) -> dict:
     modes = needed_modes(arms)
     if "kcenter" in strategies and PROBE_BACKBONE not in modes:
         modes.append(PROBE_BACKBONE)  # kcenter's start reads the pre-trained backbone, whatever the arm
+    check_rounds(args, chains)
     device = resolve_device(args.device)
     if not args.report:
         executor.map(pretrain_tasks(args, modes))

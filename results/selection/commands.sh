@@ -31,22 +31,23 @@ cd "$(dirname "$0")/../.."
 # about 36 training patches per rotation). Phase B's options (--drop_invalid, --augment, --fast, batch 8,
 # 8 validations on the whole validation fold, lr 3e-3, 40 pre-training epochs on the scene's imagery),
 # at the tiny preset and 100 steps (phase A2's recipe) for the CPU time: the small preset at 300 steps costs
-# 4-8x per run. Budgets 10, 25, 50 % = 4, 9, 18 patches: 4 is the smallest start whose model has seen
-# more than one or two classes (2 patches at 5 % gave a model that scores little), each round about doubles
-# the labels, and at 50 % half the pool is still left to choose from. Seeds 0-1 x 5 test folds = 10 units.
+# 4-8x per run. Budgets 10, 25, 50 % = 4, 9, 18 patches: 4 is phase B's 10 % count (its 5 % labels 2
+# patches, too few for a first model whose scores the next round reads), each round about doubles the
+# labels, and at 50 % half the pool is still left to choose from. Seeds 0-1 x 5 test folds = 10 units.
 # Arms: wp_cell first (the issue: selection with the pre-trained backbone), scratch next in the same folder.
-# Runs per arm: 10 units x (2 starts + 5 strategies x 2 later rounds) = 120 fine-tunes, about 45 min with
-# --jobs 2 at 40-60 s per run and slot, plus one tiny pre-training (40 epochs of 9 steps; not measured for
-# the tiny preset: the small one took 12 min beside other runs, the tiny one is estimated at 4-6 min).
-# Selections: 36 patches per round, seconds. Total about 50 min: fits today's hour for wp_cell alone.
+# The first command runs budgets 10 and 25 only: 10 units x (2 starts + 5 strategies x 1 round) = 70
+# fine-tunes, 25-35 min with --jobs 2 at 40-60 s per run and slot, plus one tiny pre-training (40 epochs of
+# 9 steps; not measured for the tiny preset: the small one took 12 min beside other runs, the tiny one is
+# estimated at 4-6 min); selections: 36 patches per round, seconds. About 30-40 min: today's hour.
+# The 50 % round then continues every chain in the same folder (budgets may be added above the largest):
+# 50 more fine-tunes, 17-25 min; then the scratch arm, 120 fine-tunes, 40-60 min.
 REAL="--dataset folder --data_root checkpoints/slovenia --cv --pretrain_scope scene --preset tiny --fast \
   --batch_size 8 --steps 100 --validations 8 --val_limit 0 --lrs 3e-3 --pretrain_epochs 40 --drop_invalid --augment \
-  --selection random kcenter entropy margin badge --budgets 10 25 50 --seeds 2 --jobs 2 \
-  --output_dir checkpoints/selection/real_scene_tiny"
-python -m experiments.label_efficiency $REAL --arms wp_cell
-# then (another 45 min): the scratch arm in the same folder (the folder resumes and keeps wp_cell's runs)
-python -m experiments.label_efficiency $REAL --arms wp_cell scratch
-python -m experiments.label_efficiency $REAL --arms wp_cell scratch --report
+  --selection random kcenter entropy margin badge --seeds 2 --jobs 2 --output_dir checkpoints/selection/real_scene_tiny"
+python -m experiments.label_efficiency $REAL --budgets 10 25 --arms wp_cell
+python -m experiments.label_efficiency $REAL --budgets 10 25 50 --arms wp_cell
+python -m experiments.label_efficiency $REAL --budgets 10 25 50 --arms wp_cell scratch
+python -m experiments.label_efficiency $REAL --budgets 10 25 50 --arms wp_cell scratch --report
 # then: cp checkpoints/selection/real_scene_tiny/{results.md,results.json,selection_curves.png} results/selection/real_scene_tiny/
 
 # --- 2. The real scene, the full study (later: a GPU or several CPU sessions) --------------------------------
