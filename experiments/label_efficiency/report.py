@@ -298,6 +298,13 @@ def write_selection_outputs(out: Path, results: dict, arms: list[str], strategie
     done = results["finished"]
     if done["runs"] < done["of"]:
         header += f"**Partial: {done['runs']} of {done['of']} chain rounds have finished.**\n\n"
+        unfinished = [
+            f"{r['arm']} {r['strategy']} {r['budget']:g} % seed {r['seed']}{fold_text(r.get('fold'))}: "
+            f"{r['epoch']} of {r['of']} epochs"
+            for r in results.get("unfinished", [])
+        ]
+        if unfinished:
+            header += f"Selected, not finished (epochs trained so far): {'; '.join(unfinished)}.\n\n"
     body = selection_markdown(results, arms, strategies)
     write_text_atomic(out / "results.md", header + body)
     titles = {arm: f"{arm}: {ARM_NAMES[arm]}" for arm in arms}
