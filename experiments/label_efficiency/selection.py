@@ -42,6 +42,7 @@ from experiments.label_efficiency.design import (
     split_args,
     unit_fold,
 )
+from experiments.label_efficiency.report import fold_text, write_selection_outputs
 from experiments.label_efficiency.runs import Executor, pretrain_diagnostics, pretrain_tasks, read_run, run_tasks
 
 log = logging.getLogger("stcln")
@@ -102,10 +103,6 @@ def round_counts(args, n_samples: int, fold: int | None) -> list[int]:
                 f"{fold_text(fold)}: a round would add none (choose budgets further apart)"
             )
     return counts
-
-
-def fold_text(fold: int | None) -> str:
-    return "" if fold is None else f" (test fold {fold})"
 
 
 def round_run(args, arm: str, strategy: str, round_index: int, seed: int, fold: int | None, counts: dict) -> Run:
@@ -204,7 +201,6 @@ def check_rounds(args, chains: list[tuple]) -> None:
 def selection_study(args) -> dict:
     """Every chain's rounds, one wave of runs per round (its selections first, in this process), then the
     report; with --report only the report of the rounds finished so far."""
-    from experiments.label_efficiency.report import write_selection_outputs
     from utils.distributed import resolve_device
 
     start = time.perf_counter()
