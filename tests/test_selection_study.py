@@ -61,6 +61,16 @@ class FakeExecutor:
             (out / "summary.json").write_text(json.dumps({"test": {"mIoU": fake_score(ids), "OA": 0.5}}))
 
 
+@pytest.fixture
+def one_thread():
+    """The selections (tiny model, 8-px crops) gain nothing from a second thread and slow down many times when
+    it competes for a core shared with other work (as tests/test_study_folder.py's smoke runs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_fake_study(tmp_path: Path, monkeypatch, name: str, extra: list[str]) -> tuple[dict, Path]:
     monkeypatch.setattr(sel, "Executor", FakeExecutor)
     out = tmp_path / name
@@ -79,7 +89,7 @@ def smoke_folds() -> dict[int, int]:
     return {int(f["properties"]["ID_PATCH"]): int(f["properties"]["Fold"]) for f in features}
 
 
-def test_selection_rounds_on_the_smoke_data(tmp_path, monkeypatch):
+def test_selection_rounds_on_the_smoke_data(tmp_path, monkeypatch, one_thread):
     """Every strategy, 3 rounds: the round-0 sets are one random set per seed for every strategy and arm (kcenter:
     its own), each round extends the previous one to the budget's count with training-fold samples only, the same
     seed gives the same selections, and the report's numbers are those of the runs."""
@@ -167,7 +177,7 @@ def check_entropy_round(record: dict, before: dict) -> None:
     assert [e["score"] for e in record["new"]] == pytest.approx([entropy[i] for i in ranked[: len(record["new"])]])
 
 
-def test_a_budget_inserted_below_the_rounds_written_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_budget_inserted_below_the_rounds_written_is_refused(tmp_path, monkeypatch, capsys, one_thread):
     """Budgets may grow above the largest (the chains go on); one below would renumber the rounds already chosen."""
     _, out = run_fake_study(
         tmp_path, monkeypatch, "d", ["--arms", "scratch", "--only_seeds", "0", "--selection", "random"]
