@@ -54,8 +54,9 @@ class FakeExecutor:
                 epochs = int(argv[argv.index("--epochs") + 1])
                 seeded_segmenter_checkpoint(out / f"checkpoint_{epochs - 1}.stcln.tar", out.name)
                 continue
-            assert argv[argv.index("--label_subset") + 1] == "ids"
-            ids = json.loads(Path(argv[argv.index("--label_ids") + 1]).read_text())["labelled"]
+            flags = parse_args("pastis", "fine-tuning", argv)  # what the fine-tuning script would run on
+            assert flags.label_subset == "ids" and flags.smoke and flags.train_folds == [1, 2, 3]
+            ids = json.loads(flags.label_ids.read_text())["labelled"]
             seeded_segmenter_checkpoint(out / "best.tar", str(out.relative_to(out.parents[3])))
             (out / "history.json").write_text(json.dumps({"history": [{"epoch": 1, "steps": 1, "val_mIoU": 0.1}]}))
             (out / "summary.json").write_text(json.dumps({"test": {"mIoU": fake_score(ids), "OA": 0.5}}))
