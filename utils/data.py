@@ -19,7 +19,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from utils.args import SMOKE_MTLCC_DATES, parse_temporal
-from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset, training_subset
 from utils.data_spec import FOLD_FLAGS, DataSpec
 from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
@@ -213,7 +213,7 @@ def pastis_finetune_splits(spec: DataSpec, splits: tuple[str, ...], subset: str)
                                       cells=cells)
         else:
             full = pastis_set(spec, root, spec.split_folds("train_folds"), norm, spec.crop_size, "grid")
-            out["train"] = full if subset == "all" else labelled_subset(spec, full, full.dominant_classes())
+            out["train"] = training_subset(spec, full, subset)
     if "val" in splits:
         if subset == "authors":
             ids, cells = authors_pastis_subset("val")
@@ -234,6 +234,8 @@ def mtlcc_finetune_splits(spec: DataSpec, splits: tuple[str, ...], subset: str) 
             out["train"] = mtlcc_set(spec, root, "train", authors_mtlcc_subset("train"), "random")
         else:
             full = mtlcc_set(spec, root, "train", sampling="random")
+            if subset == "ids":
+                raise DataError("--label_subset ids exists for PASTIS-layout and folder data (samples with ids), not MTLCC")
             out["train"] = full if subset == "all" else labelled_subset(spec, full, dominant_tile_classes(full))
     if "val" in splits:
         out["val"] = mtlcc_set(spec, root, "test", authors_mtlcc_subset("val") if subset == "authors" else None, "even")

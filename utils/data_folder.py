@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from utils.args import parse_temporal
-from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, training_subset
 from utils.data_spec import DataSpec
 from utils.datasets.folder import FolderDataset, FolderSpec, read_dataset_json
 from utils.datasets.pastis import METADATA_FILE, open_npy, read_pastis_metadata, s2_path
@@ -153,7 +153,7 @@ def build_folder_finetune(data_spec: DataSpec, splits: tuple[str, ...], subset: 
     out = {}
     if "train" in splits:
         full = folder_set(data_spec, root, train, train, data_spec.crop_size, "grid")
-        out["train"] = full if subset == "all" else labelled_subset(data_spec, full, full.dominant_classes())
+        out["train"] = training_subset(data_spec, full, subset)
     if "val" in splits:
         out["val"] = folder_set(data_spec, root, val, train, None)
     if "test" in splits:

@@ -43,11 +43,15 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     add_data_args(parser, synthetic_format=layout, datasets=ENTRY_DATASETS[layout])
     parser.set_defaults(dataset=dataset)
     group = parser.add_argument_group("labels and splits")
-    group.add_argument("--label_subset", choices=("authors", "ratio", "all"), default=None,
+    group.add_argument("--label_subset", choices=("authors", "ratio", "ids", "all"), default=None,
                        help="default: 'authors' on real data, 'ratio' on synthetic PASTIS-format data. 'authors': the "
                             "hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
-                            "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'all': every label")
+                            "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'ids': "
+                            "the training samples listed in --label_ids; 'all': every label")
     group.add_argument("--label_ratio", type=float, default=0.02, help="fraction of training samples labelled with --label_subset ratio")
+    group.add_argument("--label_ids", type=Path, default=None,
+                       help="with --label_subset ids: a JSON list of training sample ids ('<ID_PATCH>', or "
+                            "'<ID_PATCH>@<top>,<left>' of a grid crop), e.g. a round of the label-efficiency study's --selection")
     group.add_argument("--train_folds", type=int, nargs="+", default=None,
                        help="training folds (default: 1, the paper's; folder: dataset.json splits.train)")
     group.add_argument("--val_folds", type=int, nargs="+", default=None,
@@ -91,6 +95,8 @@ def parse_args(dataset: str, description: str, argv: list[str] | None = None, **
     parser = get_parser(dataset, description)
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
+    if (args.label_subset == "ids") != (args.label_ids is not None):
+        parser.error("--label_subset ids and --label_ids FILE go together")
     resolve_n_dates(args, dataset_defaults("finetune", dataset)["n_dates"])
     check_args(parser, args)
     return args

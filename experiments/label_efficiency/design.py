@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.select_labels import STRATEGIES as SELECTION_STRATEGIES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,6 +121,9 @@ SMOKE = dict(
 )
 
 
+SMOKE_SELECTION = dict(budgets=[10.0, 20.0, 40.0], sweep_budget=10.0)  # --smoke --selection: three rounds
+
+
 @dataclass
 class Run:
     """One fine-tuning run of the study (a learned arm at one budget, seed and learning rate; under --cv
@@ -203,7 +207,23 @@ def get_parser() -> argparse.ArgumentParser:
         help="run (or --report) only these of the seeds 0..N-1, e.g. one seed per machine: copy the runs/ "
         "folders into one output folder and --report them together (the lr sweep stays at seed 0)",
     )
-    study.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (see above)")
+    study.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=None,
+        help="arms to run (see above; default: all, with --selection scratch and wp_cell)",
+    )
+    study.add_argument(
+        "--selection",
+        nargs="+",
+        choices=SELECTION_STRATEGIES,
+        default=None,
+        metavar="STRATEGY",
+        help="selection as a factor (default: off, the class-stratified random draw per budget): per arm, seed "
+        "(and --cv fold) and strategy among random kcenter entropy margin badge (random required: the baseline), "
+        "rounds of (select, fine-tune) from the smallest budget to the largest; see below",
+    )
     study.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="learning rates swept per arm")
     study.add_argument(
         "--sweep_budget", type=float, default=5, help="budget (%%) at which the lr is chosen, first seed"
@@ -513,13 +533,26 @@ def schedule(args, n_labelled: int) -> tuple[int, int]:
     return epochs, max(1, epochs // args.validations)
 
 
-def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: int, fold: int | None = None) -> Run:
-    out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}{fold_suffix(fold)}_lr{lr:g}"
+def make_run(
+    args,
+    arm: str,
+    budget: float,
+    seed: int,
+    lr: float,
+    n_labelled: int,
+    fold: int | None = None,
+    labels: list | None = None,
+    out: Path | None = None,
+) -> Run:
+    """The fine-tuning run of ``arm`` at one budget, seed, lr (and --cv fold). ``labels``/``out``: the labelled
+    subset's flags and the run folder, when not the ratio draw of ``budget`` and runs/<arm>/b.._s.._lr.. (the
+    rounds of --selection, :mod:`experiments.label_efficiency.selection`)."""
+    out = out or args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}{fold_suffix(fold)}_lr{lr:g}"
     epochs, val_every = schedule(args, n_labelled)
     argv = (
         common_args(args)
         + split_args(args, fold)[1]
-        + label_args(budget)
+        + (labels if labels is not None else label_args(budget))
         + [
             "--seed",
             seed,

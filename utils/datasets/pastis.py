@@ -476,6 +476,18 @@ class PASTISDataset(Dataset):
         """ID_PATCH of every sample, in sample order."""
         return [self.patches[position].meta.patch_id for position, _ in self.entries]
 
+    @property
+    def sample_ids(self) -> list[str]:
+        """The ``id`` of every sample, in sample order, without reading a pixel: '<ID_PATCH>' of a whole patch,
+        '<ID_PATCH>@<top>,<left>' of a grid crop (what ``__getitem__`` returns). Random crops have none."""
+        if self.crop_size is not None and self.crop_mode == "random":
+            raise ValueError("random crops have no fixed sample id (crop_mode 'grid' or 'cells' have)")
+        size = self.crop_size
+        return [
+            str(self.patches[position].meta.patch_id) + (f"@{cell[0] * size},{cell[1] * size}" if size else "")
+            for position, cell in self.entries
+        ]
+
     def dates(self, index: int) -> list[datetime.date]:
         """All acquisition dates of the primary source of the patch behind sample ``index`` (before any temporal subset)."""
         return list(self.patches[self.entries[index][0]].meta.dates_of(self.primary))
