@@ -41,7 +41,7 @@ import torch
 from models import STCLNSegmenter
 from utils.args import HelpFormatter
 from utils.atomic import write_atomic
-from utils.checkpoint import load_finetuned, load_state_checked
+from utils.checkpoint import checkpoint_sources, load_finetuned, load_state_checked
 from utils.datasets.protocols import selects_a_date
 from utils.datasets.scene import (
     add_scene_args,
@@ -269,6 +269,10 @@ def check_window_finite(raw: np.ndarray, valid: np.ndarray | None, scene, frames
 
 def load_model(args) -> tuple[STCLNSegmenter, dict]:
     ckpt, config = load_finetuned(args.checkpoint, args.trust_checkpoint)
+    sources = checkpoint_sources(ckpt, config, str(args.checkpoint))
+    if sources != ("S2",):  # scenes are optical cubes; radar scenes have no reader here (docs/your_region.md)
+        raise CheckpointError(f"{args.checkpoint}: the model takes --sources {' '.join(sources)}; predict_STCLN.py maps "
+                              "Sentinel-2 scenes only (test a multi-source model with PASTIS/test_STCLN.py)")
     config.sta_chunk = args.sta_chunk or config.sta_chunk
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(args.checkpoint))

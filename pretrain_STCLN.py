@@ -18,7 +18,7 @@ import torch
 
 from models import STCLNPretrain
 from utils.args import (HelpFormatter, add_data_args, add_model_args, add_optim_args, add_runtime_args, apply_dataset_defaults,
-                        check_args, model_config_from_args)
+                        check_args, model_config_for_data)
 from utils.checkpoint import (backbone_export, full_state, prepare_output_dir, resume_state, save_checkpoint, unwrap,
                               write_run_config)
 from utils.data import build_pretrain_data, resolve_data_spec
@@ -90,7 +90,7 @@ def pretrain(args: argparse.Namespace, runtime) -> dict:
     seed_everything(args.seed)
     out = prepare_output_dir(args, runtime)
     data = build_pretrain_data(resolve_data_spec(args))
-    config = model_config_from_args(args, data.info.in_channels, data.info.num_classes)
+    config = model_config_for_data(args, data.info)  # the data's sources, primary first
     model = wrap_model(STCLNPretrain(config), runtime, compile_backend(args), args.grad_checkpoint, args.fast_dropout)
     optimizer = make_optimizer(model, args)
     first_epoch = resume_state(out, model, optimizer, config, args.trust_checkpoint)[0] if args.resume else 0

@@ -6,7 +6,7 @@ Shape glossary (used in every shape comment of this repository):
 """
 
 from .config import STCLNConfig, paper_config, small_config, tiny_config
-from .heads import STCLNPretrain, STCLNSegmenter, masked_mse
+from .heads import STCLNPretrain, STCLNSegmenter, masked_mse, multisource_mse
 from .stcln import STCLN
 
-__all__ = ["STCLN", "STCLNConfig", "STCLNPretrain", "STCLNSegmenter", "masked_mse", "paper_config", "small_config", "tiny_config"]
+__all__ = ["STCLN", "STCLNConfig", "STCLNPretrain", "STCLNSegmenter", "masked_mse", "multisource_mse", "paper_config", "small_config", "tiny_config"]

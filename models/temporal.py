@@ -175,10 +175,21 @@ class TemporalEncoder(nn.Module):
                 keys: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, T, D) per-pixel sequences -> (B, L, T, D); ``pad_mask`` (B, T) True = padding;
         ``keys`` (B, L, T) True = a date this pixel attends to (``use_valid_mask``; excludes padding)."""
+        x = self.embed(x, positions, self.in_norm, pad_mask, keys)
+        return self.encode(x, pad_mask, keys)
+
+    def embed(self, x: torch.Tensor, positions: torch.Tensor, norm: nn.GroupNorm, pad_mask: torch.Tensor | None = None,
+              keys: torch.Tensor | None = None) -> torch.Tensor:
+        """GroupNorm over time (``norm``: this encoder's ``in_norm``, or another source's) + positional
+        encoding: (B, L, T, D) -> (B, L, T, D) fp32."""
+        valid = None if pad_mask is None else ~pad_mask
+        x = group_norm_over_time(x, norm, valid, keys)
+        return x + self.positional(positions)[:, None]  # (B, T, D) -> (B, 1, T, D), broadcast over L
+
+    def encode(self, x: torch.Tensor, pad_mask: torch.Tensor | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """The Transformer layers on embedded sequences: (B, L, T, D) -> (B, L, T, D); masks as in :meth:`forward`."""
         B, L, T, D = x.shape
         valid = None if pad_mask is None else ~pad_mask
-        x = group_norm_over_time(x, self.in_norm, valid, keys)
-        x = x + self.positional(positions)[:, None]  # (B, T, D) -> (B, 1, T, D), broadcast over L
         x = x.reshape(B * L, T, D)  # (B, L, T, D) -> (B*L, T, D)
         attn_mask = None
         if keys is not None:

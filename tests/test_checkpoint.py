@@ -268,7 +268,7 @@ def test_authors_layout_of_other_sizes_through_pretrain_pth(tmp_path):
         with_dead_transformer(torch.load(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", weights_only=True)), path
     )
     args = finetune_args("--pretrain_pth", str(path))  # the paper preset: widths 32/256, FFN 1024
-    model, config = build_model(args, SimpleNamespace(in_channels=13, num_classes=18), runtime=None)
+    model, config = build_model(args, SimpleNamespace(sources=("S2",), in_channels=13, num_classes=18), runtime=None)
     assert (config.widths, config.d_ffn, config.n_layers, config.n_heads) == ((8, 32), 128, 3, 8)
     head = map_authors_head(torch.load(SMALL_PARITY_FIXTURE / "head_state_dict.pt", weights_only=True))
     model.load_state_dict(model.state_dict() | head)
@@ -287,7 +287,9 @@ def test_authors_layout_with_other_band_count_is_refused(tmp_path):
     shutil.copyfile(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", path)
     with pytest.raises(CheckpointError, match="backbone expects 13 bands, the data has 10"):
         build_model(
-            finetune_args("--pretrain_pth", str(path)), SimpleNamespace(in_channels=10, num_classes=20), runtime=None
+            finetune_args("--pretrain_pth", str(path)),
+            SimpleNamespace(sources=("S2",), in_channels=10, num_classes=20),
+            runtime=None,
         )
 
 
@@ -307,12 +309,12 @@ def test_backbone_with_another_positional_encoding_is_refused(tmp_path, saved, f
     config = tiny_config(**saved)
     path = tmp_path / "export.tar"
     save_checkpoint(path, backbone_export(STCLNPretrain(config), config, 0))
-    info = SimpleNamespace(in_channels=10, num_classes=20)
+    info = SimpleNamespace(sources=("S2",), in_channels=10, num_classes=20)
     args = finetune_args("--preset", "tiny", "--pretrain_pth", str(path), *flags)
     if not saved:  # the authors' files: date indices, period 1000
         path = tmp_path / "checkpoint_99.utae.tar"
         torch.save(torch.load(SMALL_PARITY_FIXTURE / "checkpoint_99.sttrans.tar", weights_only=True), path)
-        args.pretrain_pth, info = path, SimpleNamespace(in_channels=13, num_classes=18)
+        args.pretrain_pth, info = path, SimpleNamespace(sources=("S2",), in_channels=13, num_classes=18)
     with pytest.raises(CheckpointError, match=field.replace("(", r"\(")):
         build_model(args, info, runtime=None)
     args.allow_encoding_change = True

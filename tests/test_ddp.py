@@ -39,6 +39,17 @@ def test_two_process_ddp_keeps_ranks_in_sync(worker_results):
     assert torch.equal(rank0["pretext"], rank1["pretext"])
 
 
+def test_two_source_ddp_keeps_ranks_in_sync(worker_results):
+    """Late fusion (optical + S1A + S1D) through pre-training, fine-tuning and test on two ranks."""
+    rank0, rank1 = (result["two_source"] for result in worker_results)
+    for part in ("pretrain", "segmenter"):
+        assert any(key.startswith("backbone.extra.S1A.") for key in rank0[part])
+        for key, value in rank0[part].items():
+            assert torch.equal(value, rank1[part][key]), (part, key)
+    assert torch.equal(rank0["cm"], rank1["cm"]) and rank0["cm"].sum().item() == 8 * 8 * 8
+    assert rank0["masked_S1A"] == rank1["masked_S1A"] > 0.3  # reduced over ranks
+
+
 def test_nonfinite_batch_on_one_rank_is_skipped_by_every_rank(worker_results):
     rank0, rank1 = worker_results
     # pre-training: rank 1's NaN input (batch 0) and rank 0's NaN loss (batch 1) -> 2 steps skipped everywhere
@@ -118,5 +129,36 @@ def test_compiled_ddp_finetuning_tests_the_final_best_checkpoint_on_every_rank(t
         os.chdir(cwd)
     assert status == 0
     single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
+    for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
+
+
+def test_two_source_ddp_scripts_train_and_test(tmp_path):
+    """--sources S2 S1 under a 2-process gloo torchrun: pre-training, then fine-tuning from its export (train and
+    test on both ranks); the DDP test metrics equal a one-process test of the final best.tar whose sources the
+    test script reads from the checkpoint (no --sources given)."""
+    from utils.finetune import main
+
+    two = [*EAGER, "--sources", "S2", "S1", "--epochs", "1"]
+    pretrain = torchrun([str(REPO / "pretrain_STCLN.py"), *two, "--output_dir", str(tmp_path / "pt")], tmp_path)
+    assert pretrain.returncode == 0, pretrain.stderr[-3000:]
+    export = tmp_path / "pt" / "checkpoint_0.stcln.tar"
+    assert any(".S1D." in key for key in torch.load(export, weights_only=True)["model"])
+    out = tmp_path / "ft"
+    finetune = torchrun([str(REPO / "PASTIS/finetuning_STCLN.py"), "--dataset", "synthetic", *two, "--label_ratio", "0.5",
+                         "--output_dir", str(out), "--pretrain_pth", str(export)], tmp_path)
+    assert finetune.returncode == 0, finetune.stderr[-3000:]
+    ddp = json.loads((out / "summary.json").read_text())["test"]
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)  # the synthetic data set (with its radar) cached by the runs above
+        status = main("pastis", "test", ["--dataset", "synthetic", "--smoke", "--device", "cpu", "--num_workers", "0",
+                                         "--temporal", "first:6", "--no_progress", "--eval_only", "--output_dir",
+                                         str(tmp_path / "single"), "--checkpoint", str(out / "best.tar")])
+    finally:
+        os.chdir(cwd)
+    assert status == 0
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
+    assert ddp["n_pixels"] > 0
     for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-12), key

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from models import STCLNConfig, tiny_config
 from models.config import PRESETS
-from models.config import MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES
+from models.config import FUSION_MODES, MASK_TOKEN_MODES, POSITION_MODES, STA_SCALES, with_sources
 from utils.atomic import write_text_atomic
+from utils.datasets.sources import KNOWN_SOURCES, PRIMARY_DEFAULT, RADAR_SOURCES, SOURCE_ALIASES, expand_sources
 
 DATASETS = ("synthetic", "pastis", "mtlcc", "folder")
 NEEDS_DATA_ROOT = ("pastis", "mtlcc", "folder")  # only --dataset synthetic runs without --data_root
@@ -112,6 +113,15 @@ def add_data_args(parser: argparse.ArgumentParser, synthetic_format: str | None 
                        help="samples per process and step (per-data-set default: DATASET_DEFAULTS in utils/args.py)")
     group.add_argument("--num_workers", type=int, default=2, help="DataLoader worker processes")
     group.add_argument("--cache_dir", type=Path, default=None, help="MTLCC: one-time .npy cache of the TFRecord/GeoTIFF tiles")
+    group.add_argument("--cloud_fraction", type=float, default=None, metavar="F",
+                       help="synthetic version-2 data: fraction of the optical dates under broken cloud or overcast "
+                            "(default: the generator's 0.35; Europe: a third to a half, docs/data_setup.md); written "
+                            "as a separate cached set, same fields, labels and radar")
+    group.add_argument("--sources", nargs="+", default=[PRIMARY_DEFAULT], metavar="SOURCE",
+                       help="image sources, primary first: S2 (Sentinel-2, the paper), S1A / S1D (Sentinel-1 ascending / "
+                            "descending, PASTIS-R layout; 'S1' = 'S1A S1D'), e.g. '--sources S2 S1'. PASTIS-format "
+                            "data (real PASTIS-R or the synthetic version-2 set) hold all three; MTLCC only S2; a "
+                            "folder data set the sources its dataset.json lists")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -135,6 +145,10 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mask_token", choices=MASK_TOKEN_MODES, default="scalar",
                        help="one learnable mask value for all bands (paper) or one per band")
     group.add_argument("--dropout", type=float, default=None, help="override the preset's dropout (paper 0.1)")
+    group.add_argument("--fusion", choices=FUSION_MODES, default="late",
+                       help="with several --sources (docs/model.md 'Several sources'): 'late' encodes each source on its "
+                            "own dates and adds the extra sources' STA outputs to the primary's; 'merged' runs one "
+                            "Transformer over the frames of all sources by acquisition day (needs --positions doy)")
 
 
 def add_optim_args(parser: argparse.ArgumentParser, epochs: int, lr: float, grad_clip: float | None) -> None:
@@ -218,10 +232,69 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if args.n_dates and data_layout(args) == "pastis":
         parser.error(f"--n_dates {args.n_dates} samples dates of MTLCC tiles only; PASTIS-format data (--dataset "
                      f"{args.dataset}) take --temporal first:N, even:N or random:N")
+    check_sources(parser, args)
+    check_fusion(parser, args)
+    check_cloud_fraction(parser, args)
     if args.compile_backend is not None and not args.compile:
         parser.error(f"--compile_backend {args.compile_backend} needs --compile (without it the model runs eagerly)")
     if args.compile_backend is None:
         args.compile_backend = "inductor"
+
+
+def check_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Expand ``--sources`` (aliases, order kept) in place and refuse, in one line, names the data set
+    cannot hold: MTLCC has only S2, the version-1 synthetic set has no radar, PASTIS-format data hold
+    S2, S1A and S1D (a folder data set's own names are checked against its dataset.json on load)."""
+    try:
+        sources = expand_sources(getattr(args, "sources", None) or [PRIMARY_DEFAULT])
+    except ValueError as err:
+        parser.error(str(err))
+    layout = data_layout(args)
+    if args.dataset != "folder":
+        unknown = [source for source in sources if source not in KNOWN_SOURCES]
+        if unknown:
+            aliases = ", ".join(f"{alias} = {' '.join(names)}" for alias, names in SOURCE_ALIASES.items())
+            parser.error(f"--sources {' '.join(unknown)}: unknown source(s); known: {' '.join(KNOWN_SOURCES)} ({aliases})")
+        if layout == "mtlcc" and sources != (PRIMARY_DEFAULT,):
+            parser.error(f"--sources {' '.join(sources)}: MTLCC data hold Sentinel-2 only (--sources S2)")
+        radar = [source for source in sources if source in RADAR_SOURCES]
+        if radar and args.dataset == "synthetic" and getattr(args, "synthetic_version", 2) != 2:
+            parser.error(f"--sources {' '.join(radar)}: the synthetic radar series exist for --synthetic_version 2 only")
+    args.sources = list(sources)
+
+
+def check_cloud_fraction(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--cloud_fraction`` shapes the synthetic version-2 PASTIS-format set only, within [0, 1]."""
+    fraction = getattr(args, "cloud_fraction", None)
+    if fraction is None:
+        return
+    if not 0.0 <= fraction <= 1.0:
+        parser.error(f"--cloud_fraction must be in [0, 1], got {fraction}")
+    if args.dataset != "synthetic" or getattr(args, "synthetic_version", 2) != 2 or data_layout(args) != "pastis":
+        parser.error("--cloud_fraction applies to the synthetic version-2 data set in the PASTIS format only "
+                     "(real data have the clouds they have)")
+
+
+def check_fusion(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--fusion merged`` needs several sources and ``--positions doy`` (one line otherwise)."""
+    if getattr(args, "fusion", "late") != "merged":
+        return
+    if len(args.sources) < 2:
+        parser.error(f"--fusion merged: one source (--sources {' '.join(args.sources)}) has nothing to fuse; "
+                     "give two or more --sources, e.g. --sources S2 S1")
+    if args.positions != "doy":
+        parser.error("--fusion merged places the frames of every source on one time axis: it needs --positions doy "
+                     f"(got --positions {args.positions}; date indices of different sources are not comparable)")
+
+
+def model_config_for_data(args: argparse.Namespace, info) -> STCLNConfig:
+    """The STCLNConfig of the model flags for a built data set (``utils.data_bundle.DataInfo``): its
+    bands and classes, and its sources (primary first) with their bands and ``--fusion``. One source
+    gives the paper's single-source model."""
+    config = model_config_from_args(args, info.in_channels, info.num_classes)
+    if len(info.sources) == 1:
+        return config
+    return with_sources(config, info.sources, info.source_channels, getattr(args, "fusion", "late"))
 
 
 def model_config_from_args(args: argparse.Namespace, in_channels: int, num_classes: int) -> STCLNConfig:

@@ -120,6 +120,23 @@ def load_finetuned(path: str | Path, trusted: bool = False) -> tuple[dict, STCLN
     return ckpt, config
 
 
+def checkpoint_sources(ckpt: dict, config: STCLNConfig, source: str) -> tuple[str, ...]:
+    """The image sources (primary first) a checkpoint's model was trained on: its saved ``args``
+    ``sources``; a file written before ``--sources`` existed is the single-source S2 model.
+
+    Raises:
+        CheckpointError: the saved sources disagree with the model configuration's extra sources.
+    """
+    from utils.datasets.sources import PRIMARY_DEFAULT, expand_sources
+
+    saved = (ckpt.get("args") or {}).get("sources") if isinstance(ckpt.get("args"), dict) else None
+    sources = expand_sources(saved) if saved else (PRIMARY_DEFAULT, *config.extra_sources)
+    if tuple(sources[1:]) != tuple(config.extra_sources):
+        raise CheckpointError(f"{source}: its run arguments name the sources {list(sources)} but its model takes the "
+                              f"extra sources {list(config.extra_sources)}")
+    return tuple(sources)
+
+
 def strip_wrapper_prefixes(state_dict: dict) -> dict:
     """Remove ``module.`` (DDP/DataParallel) and ``_orig_mod.`` (torch.compile) prefixes."""
     out = {}
@@ -259,6 +276,8 @@ def config_for_backbone(config: STCLNConfig, backbone: PretrainedBackbone, allow
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model_config ({err})") from None
         architecture = ("in_channels", "widths", "n_heads", "n_layers", "d_ffn")
+        if saved.extra_sources:  # a multi-source backbone fits only the same sources and fusion
+            architecture += ("extra_sources", "extra_channels", "fusion")
         diff = [f"{k}: file {getattr(saved, k)} vs model {getattr(config, k)}" for k in architecture if getattr(saved, k) != getattr(config, k)]
         if diff:
             raise CheckpointError(f"{source}: backbone was trained with a different architecture ({'; '.join(diff)})")
@@ -288,18 +307,38 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path | PretrainedBack
 
     Checks the model configuration stored in our checkpoints and every key and shape, raising
     :class:`CheckpointError` with the offending keys (missing, unexpected, shape mismatches).
+
+    A single-source backbone (ours or the authors') loaded into a multi-source model fills its
+    primary (optical) encoder, ``spatial.*`` and ``temporal.*``; the further sources' encoders
+    (``extra.*``, ``source_embedding``) keep their initialisation. A multi-source backbone must
+    match the model's sources and fusion exactly.
     """
     backbone = path if isinstance(path, PretrainedBackbone) else read_pretrained_backbone(path, trusted)
     config: STCLNConfig = model.config
     if backbone.saved_config is not None:
         config_for_backbone(config, backbone, allow_encoding_change=True)  # architecture check only
-    load_state_checked(model.backbone, backbone.state, backbone.source)
+    only = None
+    if config.extra_sources and not any(is_extra_source_key(key) for key in backbone.state):
+        only = {key for key in model.backbone.state_dict() if not is_extra_source_key(key)}
+        log.info("%s: a single-source backbone: loaded into the primary encoder; the encoders of %s start from "
+                 "their initialisation", backbone.source, ", ".join(config.extra_sources))
+    load_state_checked(model.backbone, backbone.state, backbone.source, only)
     return len(backbone.state)
 
 
-def load_state_checked(module: nn.Module, state: dict, source: str) -> None:
-    """``load_state_dict`` that requires the exact key set and shapes, with a readable error."""
+def is_extra_source_key(key: str) -> bool:
+    """True for a backbone tensor of a further source (models/stcln.py: ``extra.<s>.*``, ``source_embedding``)."""
+    return key.startswith("extra.") or key == "source_embedding"
+
+
+def load_state_checked(module: nn.Module, state: dict, source: str, only: set[str] | None = None) -> None:
+    """``load_state_dict`` that requires the exact key set and shapes, with a readable error.
+
+    ``only``: the state-dict keys of ``module`` that ``state`` must fill exactly (the others keep
+    their values); None = all of them."""
     expected = module.state_dict()
+    if only is not None:
+        expected = {key: value for key, value in expected.items() if key in only}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
@@ -315,7 +354,11 @@ def load_state_checked(module: nn.Module, state: dict, source: str) -> None:
     nonfinite = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if nonfinite:
         raise CheckpointError(f"{source}: non-finite weights (NaN/inf) in {_preview(nonfinite)}")
-    module.load_state_dict(state, strict=True)
+    if only is None:
+        module.load_state_dict(state, strict=True)
+    else:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+        assert not unexpected and set(missing).isdisjoint(only), (missing, unexpected)  # checked above
 
 
 def backbone_export(model: nn.Module, config: STCLNConfig, epoch: int) -> dict:
@@ -402,9 +445,12 @@ def resume_state(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
             or not isinstance(ckpt.get("epoch"), int):
         raise CheckpointError(f"{path}: not a resumable STCLN checkpoint (needs dicts 'model', 'optimizer', "
                               "'model_config' and an integer 'epoch')")
-    if ckpt["model_config"] != config.to_dict():
-        diff = sorted(k for k in set(ckpt["model_config"]) | set(config.to_dict())
-                      if ckpt["model_config"].get(k) != config.to_dict().get(k))
+    try:  # fields added since the file was written (e.g. extra_sources) take their defaults
+        saved = STCLNConfig.from_dict(ckpt["model_config"]).to_dict()
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid model_config ({err})") from None
+    if saved != config.to_dict():
+        diff = sorted(k for k in set(saved) | set(config.to_dict()) if saved.get(k) != config.to_dict().get(k))
         raise CheckpointError(f"{path}: saved with a different model configuration ({', '.join(diff)}); "
                               "resume with the same flags")
     load_state_checked(unwrap(model), ckpt["model"], str(path))  # e.g. a pre-training run resumed by fine-tuning

@@ -19,12 +19,13 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from utils.args import SMOKE_MTLCC_DATES, parse_temporal
-from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset, training_subset
 from utils.data_spec import FOLD_FLAGS, DataSpec
 from utils.datasets import PASTIS_COLORMAP, PASTISDataset, authors_pastis_subset, build_pastis_synthetic
 from utils.datasets.mtlcc import MTLCCDataset, authors_mtlcc_subset
 from utils.datasets.mtlcc_writers import write_mtlcc_like
 from utils.datasets.protocols import UNSCORED
+from utils.datasets.sources import PRIMARY_DEFAULT, RADAR_SOURCES, SOURCE_BAND_NAMES
 from utils.errors import DataError, STCLNError
 from utils.metrics import PROTOCOLS
 
@@ -34,6 +35,7 @@ SYNTHETIC_PASTIS = {  # per --synthetic_version: v1 the original demo set, v2 th
     1: {"full": dict(n_patches=200, size=32, n_dates=(24, 40)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))},
     2: {"full": dict(n_patches=1250, size=32, n_dates=(20, 30)), "smoke": dict(n_patches=30, size=16, n_dates=(6, 10))},
 }
+SYNTHETIC_RADAR_REVISIT = {"full": 12, "smoke": 36}  # days between radar dates per orbit: ~35 (full), ~12 (smoke)
 SYNTHETIC_MTLCC = {"full": dict(size=24, n_dates=(30, 40)), "smoke": dict(size=12, n_dates=(SMOKE_MTLCC_DATES, 10))}
 SYNTHETIC_MTLCC_EVAL_TILES = {"full": 60, "smoke": 6}
 SYNTHETIC_MTLCC_FIRST_EVAL_ID = 20_000  # above every id of the authors' lists
@@ -55,8 +57,13 @@ def info_for(spec: DataSpec, dataset: Dataset | None = None) -> DataInfo:
         cmap = tuple(tuple(c) for c in _tab20(cls.num_classes))
     dataset = unwrap_subset(dataset)[0] if dataset is not None else None
     classes = list(dataset.classes if dataset is not None else cls.classes)
+    channels = {source: len(SOURCE_BAND_NAMES[source]) for source in spec.sources}
+    if spec.sources[0] != PRIMARY_DEFAULT:  # radar primary: no red/NIR, no NDVI gate, no RGB
+        return DataInfo(channels[spec.sources[0]], cls.num_classes, classes, cls.ignore_index, cls.background_index,
+                        None, None, (0, 0, 0), cmap, protocols, ndvi_gate=False, sources=spec.sources,
+                        source_channels=channels)
     return DataInfo(cls.in_channels, cls.num_classes, classes, cls.ignore_index, cls.background_index,
-                    cls.red_index, cls.nir_index, rgb, cmap, protocols)
+                    cls.red_index, cls.nir_index, rgb, cmap, protocols, sources=spec.sources, source_channels=channels)
 
 
 def _tab20(n: int) -> np.ndarray:
@@ -72,8 +79,11 @@ def pastis_root(spec: DataSpec) -> Path:
     if not spec.synthetic:
         return Path(spec.data_root)
     version = spec.synthetic_version
-    root = spec.data_root or CACHE_ROOT / f"synthetic_pastis_v{version}_{spec.size}"
-    return build_pastis_synthetic(root, version=version, **SYNTHETIC_PASTIS[version][spec.size])
+    clouds = f"_clouds{spec.cloud_fraction:g}" if spec.cloud_fraction is not None else ""  # its own cached set
+    root = spec.data_root or CACHE_ROOT / f"synthetic_pastis_v{version}_{spec.size}{clouds}"
+    radar = any(source in RADAR_SOURCES for source in spec.sources)  # added to the cached optical set once
+    return build_pastis_synthetic(root, version=version, radar=radar, radar_revisit=SYNTHETIC_RADAR_REVISIT[spec.size],
+                                  cloud_fraction=spec.cloud_fraction, **SYNTHETIC_PASTIS[version][spec.size])
 
 
 def mtlcc_root(spec: DataSpec) -> Path:
@@ -111,12 +121,14 @@ def pastis_set(spec: DataSpec, root: Path, folds: list[int], norm_folds: list[in
     if crop and spec.smoke:
         crop = SMOKE_CROP
     return PASTISDataset(root, folds=folds, norm_folds=norm_folds, crop_size=crop or None, crop_mode=mode, cells=cells,
-                         ids=ids, temporal=parse_temporal(spec.temporal), seed=spec.seed)
+                         ids=ids, temporal=parse_temporal(spec.temporal), seed=spec.seed, sources=spec.sources)
 
 
 def mtlcc_set(spec: DataSpec, root: Path, split: str, tile_ids: list[int] | None = None,
               sampling: str | None = None) -> MTLCCDataset:
     """The MTLCC tiles of ``split`` (optionally only ``tile_ids``) of the spec's year, dates and cache."""
+    if spec.sources != (PRIMARY_DEFAULT,):
+        raise DataError(f"{root}: MTLCC data hold Sentinel-2 only; --sources {' '.join(spec.sources)} cannot be read")
     return MTLCCDataset(root, split=split, year=spec.year, tile_ids=tile_ids, n_dates=spec.n_dates or None,
                         temporal=parse_temporal(spec.temporal), date_sampling=sampling, seed=spec.seed,
                         cache_dir=spec.cache_dir)
@@ -201,7 +213,7 @@ def pastis_finetune_splits(spec: DataSpec, splits: tuple[str, ...], subset: str)
                                       cells=cells)
         else:
             full = pastis_set(spec, root, spec.split_folds("train_folds"), norm, spec.crop_size, "grid")
-            out["train"] = full if subset == "all" else labelled_subset(spec, full, full.dominant_classes())
+            out["train"] = training_subset(spec, full, subset)
     if "val" in splits:
         if subset == "authors":
             ids, cells = authors_pastis_subset("val")
@@ -222,6 +234,8 @@ def mtlcc_finetune_splits(spec: DataSpec, splits: tuple[str, ...], subset: str) 
             out["train"] = mtlcc_set(spec, root, "train", authors_mtlcc_subset("train"), "random")
         else:
             full = mtlcc_set(spec, root, "train", sampling="random")
+            if subset == "ids":
+                raise DataError("--label_subset ids exists for PASTIS-layout and folder data (samples with ids), not MTLCC")
             out["train"] = full if subset == "all" else labelled_subset(spec, full, dominant_tile_classes(full))
     if "val" in splits:
         out["val"] = mtlcc_set(spec, root, "test", authors_mtlcc_subset("val") if subset == "authors" else None, "even")

@@ -1,6 +1,7 @@
 """What a built data set hands to the scripts (DataInfo, DataBundle) and the labelled-subset draw,
 shared by utils/data.py and utils/data_folder.py (which utils/data.py imports, never the reverse)."""
 
+import json
 import logging
 from dataclasses import dataclass
 
@@ -31,6 +32,18 @@ class DataInfo:
     colormap: tuple
     protocols: dict[str, EvalProtocol]
     ndvi_gate: bool = True  # the masking's vegetation gate can be computed (red/NIR, or an NDVI band)
+    sources: tuple[str, ...] = ("S2",)  # image sources, primary first (in_channels is the primary's)
+    source_channels: dict[str, int] | None = None  # channels per source (None: the primary only, in_channels)
+
+    @property
+    def extra_sources(self) -> tuple[str, ...]:
+        """Sources after the primary (``STCLNConfig.extra_sources``)."""
+        return tuple(self.sources[1:])
+
+    @property
+    def extra_channels(self) -> tuple[int, ...]:
+        """Channels of :attr:`extra_sources`, aligned (``STCLNConfig.extra_channels``)."""
+        return tuple(self.source_channels[source] for source in self.extra_sources) if self.source_channels else ()
 
 
 @dataclass
@@ -59,3 +72,47 @@ def labelled_subset(spec: DataSpec, full: Dataset, classes: np.ndarray) -> Datas
         spec.seed,
     )
     return Subset(full, [int(i) for i in index])
+
+
+def listed_subset(spec: DataSpec, full: Dataset) -> Dataset:
+    """The training samples whose ids ``spec.label_ids`` lists (--label_subset ids), in ``full``'s order.
+
+    The file is JSON: a list of sample ids ('<ID_PATCH>', or '<ID_PATCH>@<top>,<left>' of a grid crop: the
+    samples' ``id``), or an object whose 'labelled' member is that list (the round files of the label-efficiency
+    study's --selection). An id that is not a training sample, or listed twice, is a DataError.
+    """
+    path = spec.label_ids
+    if path is None:
+        raise STCLNError("--label_subset ids needs --label_ids FILE")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (--label_ids)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: cannot read the --label_ids file ({err})") from None
+    listed = data.get("labelled") if isinstance(data, dict) else data
+    if not isinstance(listed, list) or not listed or not all(isinstance(i, str) for i in listed):
+        raise DataError(
+            f"{path}: --label_ids needs a non-empty JSON list of sample ids (strings), or an object with one as 'labelled'"
+        )
+    if len(set(listed)) < len(listed):
+        twice = next(i for i in listed if listed.count(i) > 1)
+        raise DataError(f"{path}: sample id {twice!r} is listed twice")
+    index = {sample_id: k for k, sample_id in enumerate(full.sample_ids)}
+    outside = [i for i in listed if i not in index]
+    if outside:
+        raise DataError(
+            f"{path}: {len(outside)} id(s) are not samples of the training split (e.g. {outside[0]!r}; "
+            f"its ids look like {next(iter(index))!r})"
+        )
+    log.info("labelled subset: the %d samples listed in %s (of %d training samples)", len(listed), path, len(full))
+    return Subset(full, sorted(index[i] for i in listed))
+
+
+def training_subset(spec: DataSpec, full: Dataset, subset: str) -> Dataset:
+    """The labelled training samples of a PASTIS-layout or folder grid set: all, a ratio or the listed ids."""
+    if subset == "all":
+        return full
+    if subset == "ids":
+        return listed_subset(spec, full)
+    return labelled_subset(spec, full, full.dominant_classes())

@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from utils.args import parse_temporal
-from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, labelled_subset
+from utils.data_bundle import SMOKE_CROP, DataBundle, DataInfo, training_subset
 from utils.data_spec import DataSpec
 from utils.datasets.folder import FolderDataset, FolderSpec, read_dataset_json
 from utils.datasets.pastis import METADATA_FILE, open_npy, read_pastis_metadata, s2_path
@@ -57,14 +57,19 @@ def default_colormap(num_classes: int, ignore_index: int | None) -> tuple:
     return tuple(tuple(c) for c in colours.tolist())
 
 
-def folder_info(spec: FolderSpec) -> DataInfo:
+def folder_info(spec: FolderSpec, sources: tuple[str, ...] = ("S2",)) -> DataInfo:
     k = max(spec.num_classes, 1)  # pre-training only folders have no classes; the head is not built
+    unknown = [source for source in sources[1:] if source not in spec.sources]
+    if unknown:
+        raise DataError(f"{spec.path}: --sources {' '.join(unknown)}: not in its 'sources' ({' '.join(spec.sources) or 'none'})")
+    channels = {"S2": len(spec.band_names)} | {source: len(spec.sources[source]) for source in sources[1:]}
     return DataInfo(
         in_channels=len(spec.band_names), num_classes=k, classes=list(spec.classes or ["unlabelled"]),
         ignore_index=spec.ignore_index, background_index=spec.background_index, red_index=spec.red_index,
         nir_index=spec.nir_index, rgb_indices=spec.rgb_indices,
         colormap=spec.colormap or default_colormap(k, spec.ignore_index),
         protocols=folder_protocols(spec) if spec.classes else {}, ndvi_gate=spec.ndvi_gate,
+        sources=tuple(sources), source_channels=channels,
     )
 
 
@@ -121,7 +126,8 @@ def folder_set(data_spec: DataSpec, root: Path, folds: list[int], norm_folds: li
     if crop and data_spec.smoke:
         crop = SMOKE_CROP
     return FolderDataset(root, folds=folds, norm_folds=norm_folds, crop_size=crop or None, crop_mode=mode,
-                         temporal=parse_temporal(data_spec.temporal), seed=data_spec.seed, labels=labels)
+                         temporal=parse_temporal(data_spec.temporal), seed=data_spec.seed, labels=labels,
+                         sources=data_spec.sources)
 
 
 def build_folder_pretrain(data_spec: DataSpec) -> DataBundle:
@@ -132,7 +138,7 @@ def build_folder_pretrain(data_spec: DataSpec) -> DataBundle:
         raise DataError(f"{spec.path}: --authors_ndvi needs red_band and nir_band (they are null)")
     folds = data_spec.split_folds("folds")
     train = folder_set(data_spec, root, folds, folds, data_spec.crop_size, "grid", labels=False)
-    return DataBundle(train, None, None, folder_info(spec))
+    return DataBundle(train, None, None, folder_info(spec, data_spec.sources))
 
 
 def build_folder_finetune(data_spec: DataSpec, splits: tuple[str, ...], subset: str) -> dict[str, Dataset]:
@@ -147,7 +153,7 @@ def build_folder_finetune(data_spec: DataSpec, splits: tuple[str, ...], subset: 
     out = {}
     if "train" in splits:
         full = folder_set(data_spec, root, train, train, data_spec.crop_size, "grid")
-        out["train"] = full if subset == "all" else labelled_subset(data_spec, full, full.dominant_classes())
+        out["train"] = training_subset(data_spec, full, subset)
     if "val" in splits:
         out["val"] = folder_set(data_spec, root, val, train, None)
     if "test" in splits:
@@ -157,4 +163,4 @@ def build_folder_finetune(data_spec: DataSpec, splits: tuple[str, ...], subset: 
 
 def folder_data_info(data_spec: DataSpec) -> DataInfo:
     """The folder's bands, classes and protocols (its dataset.json)."""
-    return folder_info(read_dataset_json(folder_root(data_spec)))
+    return folder_info(read_dataset_json(folder_root(data_spec)), data_spec.sources)

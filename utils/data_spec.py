@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from utils.args import data_layout
+from utils.datasets.sources import PRIMARY_DEFAULT, expand_sources
 
 FOLD_FLAGS = ("folds", "train_folds", "val_folds", "test_folds")  # pre-training, then fine-tuning splits
 
@@ -39,20 +40,32 @@ class DataSpec:
     train_folds: tuple[int, ...] | None = None
     val_folds: tuple[int, ...] | None = None
     test_folds: tuple[int, ...] | None = None
-    label_subset: str | None = None  # 'authors', 'ratio', 'all', or None: the data set's default
+    label_subset: str | None = None  # 'authors', 'ratio', 'ids', 'all', or None: the data set's default
     label_ratio: float = 0.02  # fraction of the training samples labelled with label_subset 'ratio'
+    label_ids: Path | None = None  # label_subset 'ids': a file listing the labelled training samples' ids
     authors_ndvi: bool = False  # pre-training computes NDVI the authors' way: a folder needs red and NIR bands
+    sources: tuple[str, ...] = (PRIMARY_DEFAULT,)  # --sources, aliases expanded, primary first
+    cloud_fraction: float | None = None  # synthetic v2: fraction of cloudy optical dates (None: the generator's 0.35)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | Mapping) -> "DataSpec":
         """The spec of parsed flags, or of a checkpoint's ``args`` dict (paths as strings, folds as lists)."""
         given = dict(args) if isinstance(args, Mapping) else vars(args)
         values = {field.name: given[field.name] for field in fields(cls) if field.name in given}
-        for name in ("data_root", "cache_dir"):
+        for name in ("data_root", "cache_dir", "label_ids"):
             values[name] = Path(values[name]) if values.get(name) else None  # '' (no folder) -> None
         for name in FOLD_FLAGS:
             values[name] = tuple(values[name]) if values.get(name) is not None else None
+        if values.get("sources"):  # older checkpoints have none: S2
+            values["sources"] = expand_sources(values["sources"])
+        else:
+            values.pop("sources", None)
         return cls(**values)
+
+    @property
+    def extra_sources(self) -> tuple[str, ...]:
+        """The sources after the primary one (empty: the paper's single-source data)."""
+        return self.sources[1:]
 
     @property
     def layout(self) -> str:

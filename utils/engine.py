@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from models import STCLNConfig
 from utils.errors import STCLNError
-from utils.masking import MaskingConfig, build_mask
+from utils.masking import MaskingConfig, build_mask, build_source_mask
 from utils.metrics import ConfusionMatrix
 from utils.precision import autocast_context
 from utils.pretext_baselines import baseline_sse
@@ -59,6 +59,61 @@ def model_inputs(batch: dict, config: STCLNConfig) -> tuple[torch.Tensor, torch.
     return batch["image"], positions, batch["pad_mask"]
 
 
+def extra_inputs(batch: dict, config: STCLNConfig) -> dict | None:
+    """The further sources for the model, ``{source: (image_s, positions_s, pad_mask_s)}`` from the
+    batch keys ``image_<s>``, ``positions_<s>`` or ``days_<s>`` (``config.positions``) and
+    ``pad_mask_<s>`` (utils/datasets/CONTRACT.md); None for a single-source model."""
+    brought = [key[len("image_") :] for key in batch if key.startswith("image_")]
+    unused = [name for name in brought if name not in config.extra_sources]
+    if unused:  # never a silent single-source result on multi-source data
+        raise STCLNError(
+            f"the data brings the sources {unused} that the model (extra sources {list(config.extra_sources)}) "
+            "does not take: pass the --sources the model was built with"
+        )
+    if not config.extra_sources:
+        return None
+    missing = [name for name in config.extra_sources if f"image_{name}" not in batch]
+    if missing:
+        raise STCLNError(
+            f"the model takes the extra sources {list(config.extra_sources)} but the data brings no "
+            f"{', '.join(f'image_{name}' for name in missing)}: pass the same --sources as the model"
+        )
+    key = "days" if config.positions == "doy" else "positions"
+    return {
+        name: (batch[f"image_{name}"], batch[f"{key}_{name}"], batch[f"pad_mask_{name}"])
+        for name in config.extra_sources
+    }
+
+
+def extra_kwargs(extra: dict | None, **more) -> dict:
+    """Keyword arguments that pass the extra sources to a model; none at all for a single-source model,
+    so its calls stay exactly what they were."""
+    return {} if extra is None else {"extra": extra, **more}
+
+
+def primary_mask(
+    batch: dict,
+    x: torch.Tensor,
+    pad_mask: torch.Tensor,
+    masking: MaskingConfig,
+    red_index,
+    nir_index,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The primary source's mask: NDVI-gated when the batch has ``ndvi`` (optical), every frame
+    eligible when it has none (a radar primary, CONTRACT.md)."""
+    valid = batch.get("valid")
+    if "ndvi" in batch:
+        return build_mask(x, batch["ndvi"], pad_mask, masking, red_index, nir_index, generator, valid)
+    return build_source_mask(x, pad_mask, masking, generator, valid)
+
+
+def finite_samples(batch: dict) -> torch.Tensor:
+    """(B,) bool: every value of the sample's images (every source) is finite."""
+    images = [batch["image"]] + [value for key, value in batch.items() if key.startswith("image_")]
+    return torch.stack([torch.isfinite(image).flatten(1).all(dim=1) for image in images]).all(dim=0)
+
+
 def _local_and_global(local: torch.Tensor, options: LoopOptions) -> tuple[list[float], list[float]]:
     """Read a flag vector of this rank and its sum over all ranks with one host synchronisation."""
     local = local.to(torch.float64)
@@ -86,7 +141,7 @@ def step_inputs_ok(batch: dict, options: LoopOptions, labelled: torch.Tensor | N
     gradient all-reduce). A step without any labelled pixel is skipped silently; non-finite
     images raise, naming the samples, or are skipped with a warning under ``--skip_nonfinite``.
     """
-    finite = torch.isfinite(batch["image"]).flatten(1).all(dim=1)  # (B,)
+    finite = finite_samples(batch)  # (B,)
     labelled = torch.ones((), device=finite.device) if labelled is None else labelled
     (bad_here, _), (bad_anywhere, labelled_anywhere) = _local_and_global(
         torch.stack([(~finite).sum(), labelled]), options
@@ -115,7 +170,7 @@ def step_loss_ok(loss: torch.Tensor, batch: dict, options: LoopOptions) -> bool:
 
 def check_finite_input(batch: dict) -> None:
     """Evaluation: raise naming the samples if an image holds NaN/inf (local to this rank: no collective)."""
-    finite = torch.isfinite(batch["image"]).flatten(1).all(dim=1)
+    finite = finite_samples(batch)
     if not bool(finite.all()):
         bad = [sample_id for sample_id, ok in zip(batch["id"], finite.tolist()) if not ok]
         raise STCLNError(f"non-finite values (NaN/inf) in input sample(s) {bad}")
@@ -221,15 +276,24 @@ def pretrain_one_epoch(
     Batches with per-cell validity (``valid``, cloud masks) never reconstruct an invalid cell; with
     ``hide_invalid`` invalid cells are also replaced by the mask token in the input (and hidden
     from the baselines).
+
+    With extra sources (``config.extra_sources``) every source is masked on its own dates
+    (:func:`utils.masking.build_source_mask`: no NDVI gate) and ``loss`` is the model's multi-source
+    loss; ``masked_fraction`` and the ``pretext_*`` entries stay those of the primary source, and
+    each further source s adds ``masked_fraction_<s>``, ``pretext_model_<s>``,
+    ``pretext_neighbour_mean_<s>``, ``pretext_temporal_interp_<s>`` (``pretext_model*`` is then each
+    source's own masked-cell MSE).
     """
     model.train()
-    sums = torch.zeros(3, dtype=torch.float64, device=options.device)  # loss, masked cells, valid cells
+    suffixes = [""] + [f"_{name}" for name in config.extra_sources]
+    keys = ["loss", "batches", "samples"] + [
+        f"{what}{suffix}"
+        for suffix in suffixes
+        for what in ("masked", "cells", "pretext_model", "pretext_neighbour_mean", "pretext_temporal_interp")
+    ]
+    # sums kept on the device (float64: epochs hold many cells), read once at the end of the epoch
+    sums = torch.zeros(len(keys), dtype=torch.float64, device=options.device)
     batches = samples = skipped = 0
-    # squared-error sums over masked cells, kept on the device (float64: epochs hold many cells)
-    pretext = dict.fromkeys(
-        ("model", "neighbour_mean", "temporal_interp", "masked"),
-        torch.zeros((), dtype=torch.float64, device=options.device),
-    )
     start = time.perf_counter()
     bar = progress(loader, f"pretrain {epoch}", options)
     for step, batch in enumerate(bar, 1):
@@ -238,48 +302,67 @@ def pretrain_one_epoch(
             skipped += 1
             continue
         x, positions, pad_mask = model_inputs(batch, config)
+        extra = extra_inputs(batch, config)
         valid = batch.get("valid")
-        mask = build_mask(x, batch["ndvi"], pad_mask, masking, red_index, nir_index, generator, valid)
+        mask = primary_mask(batch, x, pad_mask, masking, red_index, nir_index, generator)
+        extra_masks = {
+            name: build_source_mask(image, pad, masking, generator) for name, (image, _, pad) in (extra or {}).items()
+        }
         # cells the model never sees (--hide_invalid, or a use_valid_mask model): the baselines do not see them either
         hidden = ~valid if (hide_invalid or config.use_valid_mask) and valid is not None else None
         with autocast(options):
-            loss = model(x, positions, mask, pad_mask, hidden, valid)["loss"]
+            out = model(x, positions, mask, pad_mask, hidden, valid, **extra_kwargs(extra, extra_masks=extra_masks))
+        loss = out["loss"]
         if not step_loss_ok(loss, batch, options):
             skipped += 1
             continue
         optimizer_step(loss, model, optimizer, options.grad_clip)
-        n_masked = mask.sum()
-        terms = baseline_sse(x, mask, batch["days"], pad_mask, hidden) | {
-            "model": loss.detach().float() * n_masked,
-            "masked": n_masked,
-        }
-        pretext = {key: pretext[key] + terms[key] for key in pretext}
-        valid_cells = (~pad_mask).sum() * (x.shape[-1] * x.shape[-2])
-        sums += torch.stack([loss.detach().to(sums.dtype), n_masked.to(sums.dtype), valid_cells.to(sums.dtype)])
+        # per source: (series, mask, days, pad_mask, hidden, its own masked-cell MSE)
+        per_source = [(x, mask, batch["days"], pad_mask, hidden, out["losses"]["primary"] if extra else loss)]
+        for name, (image, _, pad) in (extra or {}).items():
+            per_source.append((image, extra_masks[name], batch[f"days_{name}"], pad, None, out["losses"][name]))
+        terms = [loss.detach().to(sums.dtype), sums.new_tensor(1.0), sums.new_tensor(float(x.shape[0]))]
+        for image, source_mask, days, pad, unseen, source_loss in per_source:
+            n_masked = source_mask.sum().to(sums.dtype)
+            baselines = baseline_sse(image, source_mask, days, pad, unseen)
+            terms += [
+                n_masked,
+                ((~pad).sum() * (image.shape[-1] * image.shape[-2])).to(sums.dtype),
+                source_loss.detach().to(sums.dtype) * n_masked,
+                baselines["neighbour_mean"].to(sums.dtype),
+                baselines["temporal_interp"].to(sums.dtype),
+            ]
+        sums += torch.stack(terms)
         batches += 1
         samples += x.shape[0]
         update_postfix(bar, step, sums[0], batches, samples, start, options)
-    keys = ("model", "neighbour_mean", "temporal_interp", "masked")
-    totals = reduce_sums(
-        torch.cat([sums, sums.new_tensor([batches, samples]), torch.stack([pretext[k].to(sums.dtype) for k in keys])]),
-        options,
-    )
-    loss_sum, masked, cells, batches, samples = totals[:5]
-    pretext_sums = dict(zip(keys, totals[5:]))
-    require_steps({"batches": batches, "skipped": skipped}, epoch, "pre-training")
-    pretext_masked = max(pretext_sums.pop("masked"), 1.0)
-    if masked == 0:  # the loss would be 0 and nothing learnt
+    totals = dict(zip(keys, reduce_sums(sums, options)))
+    require_steps({"batches": totals["batches"], "skipped": skipped}, epoch, "pre-training")
+    if sum(totals[f"masked{suffix}"] for suffix in suffixes) == 0:  # the loss would be 0 and nothing learnt
         raise STCLNError(
             f"pre-training epoch {epoch + 1}: no cell was masked (--mask_ratio {masking.ratio}; NDVI gate "
             f"{f'> {masking.ndvi_threshold} on > {masking.min_fraction:g} of the pixels' if masking.ndvi_gate else 'off'}"
             "): lower --ndvi_threshold / --veg_fraction or pass --ndvi_threshold none"
         )
-    return {
-        "loss": loss_sum / max(batches, 1),
-        "masked_fraction": masked / max(cells, 1),
-        "samples_per_s": samples / (time.perf_counter() - start),
+    if totals["masked"] == 0:
+        log.warning(
+            "pre-training epoch %d: no cell of the primary source was masked (NDVI gate); only the other "
+            "sources were reconstructed",
+            epoch + 1,
+        )
+    stats = {
+        "loss": totals["loss"] / max(totals["batches"], 1),
+        "masked_fraction": totals["masked"] / max(totals["cells"], 1),
+        "samples_per_s": totals["samples"] / (time.perf_counter() - start),
         "skipped_batches": skipped,  # the same on every rank: skip decisions are global
-    } | {f"pretext_{key}": value / pretext_masked for key, value in pretext_sums.items()}
+    }
+    for suffix in suffixes:
+        masked = max(totals[f"masked{suffix}"], 1.0)
+        if suffix:
+            stats[f"masked_fraction{suffix}"] = totals[f"masked{suffix}"] / max(totals[f"cells{suffix}"], 1)
+        for what in ("model", "neighbour_mean", "temporal_interp"):
+            stats[f"pretext_{what}{suffix}"] = totals[f"pretext_{what}{suffix}"] / masked
+    return stats
 
 
 SPATIAL_KEYS = ("image", "ndvi", "valid", "label")  # the batch entries whose last two dims are (H, W)
@@ -289,7 +372,7 @@ def dihedral_augment(batch: dict, generator: torch.Generator | None = None) -> d
     """Each sample's crop turned by a random element of the square's symmetry group (``--augment``).
 
     One draw per sample from the 8 rotations/reflections (4 when crops are not square: identity and
-    the flips), applied alike to ``image`` (T, C, H, W), ``ndvi`` and ``valid`` (T, H, W) and
+    the flips), applied alike to ``image`` (T, C, H, W) and every further source's ``image_<s>``, ``ndvi`` and ``valid`` (T, H, W) and
     ``label`` (H, W). Draws come from the global generator, which ``start_epoch`` re-seeds per epoch,
     so a resumed run draws what the uninterrupted one did. Dates, days and padding are untouched.
     """
@@ -297,9 +380,7 @@ def dihedral_augment(batch: dict, generator: torch.Generator | None = None) -> d
     n = 8 if height == width else 4
     draws = torch.randint(0, n, (batch["label"].shape[0],), generator=generator).tolist()
     out = dict(batch)
-    for key in SPATIAL_KEYS:
-        if key not in batch:
-            continue
+    for key in [key for key in batch if key in SPATIAL_KEYS or key.startswith("image_")]:  # image_<s>: further sources
         samples = []
         for value, draw in zip(batch[key], draws):  # value: the sample's tensor, (..., H, W)
             if n == 8:
@@ -353,7 +434,7 @@ def train_one_epoch(
             continue
         x, positions, pad_mask = model_inputs(batch, config)
         with autocast(options):
-            logits = model(x, positions, pad_mask, batch.get("valid"))
+            logits = model(x, positions, pad_mask, batch.get("valid"), **extra_kwargs(extra_inputs(batch, config)))
         loss = weighted_cross_entropy(logits, batch["label"], class_weight)
         if not step_loss_ok(loss, batch, options):
             skipped += 1
@@ -396,7 +477,9 @@ def evaluate(
         check_finite_input(batch)
         x, positions, pad_mask = model_inputs(batch, config)
         with autocast(options):
-            pred = model(x, positions, pad_mask, batch.get("valid")).argmax(dim=1)
+            pred = model(
+                x, positions, pad_mask, batch.get("valid"), **extra_kwargs(extra_inputs(batch, config))
+            ).argmax(dim=1)
         matrix.update(pred, batch["label"])
         if on_batch is not None:
             on_batch(batch, pred)
@@ -417,11 +500,15 @@ def reconstruct_preview(
 
     batch = to_device(pad_collate([dataset[0]]), device)
     x, positions, pad_mask = model_inputs(batch, config)
+    extra = extra_inputs(batch, config)
     generator = torch.Generator(device=device).manual_seed(seed)
     valid = batch.get("valid")
-    mask = build_mask(x, batch["ndvi"], pad_mask, masking, info.red_index, info.nir_index, generator, valid)
+    mask = primary_mask(batch, x, pad_mask, masking, info.red_index, info.nir_index, generator)
+    extra_masks = {
+        name: build_source_mask(image, pad, masking, generator) for name, (image, _, pad) in (extra or {}).items()
+    }
     was_training = model.training
     model.eval()
-    pred = model(x, positions, mask, pad_mask, None, valid)["pred"]
+    pred = model(x, positions, mask, pad_mask, None, valid, **extra_kwargs(extra, extra_masks=extra_masks))["pred"]
     model.train(was_training)
     return x[0].cpu(), mask[0].cpu(), pred[0].float().cpu()

@@ -345,6 +345,43 @@ def label_efficiency_figure(runs: list[dict], budgets: list[float], arms: list[s
     return fig
 
 
+SELECTION_COLOURS = {"random": "black", "kcenter": "C0", "entropy": "C1", "margin": "C2", "badge": "C3"}
+SELECTION_BAND_ALPHA = 0.15
+
+
+def selection_curves_figure(
+    runs: list[dict], arms: list[str], strategies: list[str], titles: dict[str, str], metric: str = "mIoU"
+) -> Figure:
+    """Test ``metric`` vs labelled training samples, one panel per arm and one line per selection strategy:
+    the mean over the units of each round, a band of +- one std (ddof 1) around it. ``runs``: records with
+    arm, strategy, round, labelled (samples) and test; x is the mean label count of the round's units."""
+    fig = Figure(figsize=(4.6 * len(arms), 4.0))
+    axes = fig.subplots(1, len(arms), squeeze=False)[0]
+    for ax, arm in zip(axes, arms):
+        for strategy in strategies:
+            rounds: dict[int, list[dict]] = {}
+            for r in runs:
+                if r["arm"] == arm and r["strategy"] == strategy:
+                    rounds.setdefault(r["round"], []).append(r)
+            if not rounds:
+                continue
+            xs = np.array([np.mean([r["labelled"] for r in rounds[k]]) for k in sorted(rounds)])
+            values = [[r["test"][metric] for r in rounds[k]] for k in sorted(rounds)]
+            means = np.array([np.mean(v) for v in values])
+            stds = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in values])
+            colour = SELECTION_COLOURS.get(strategy)
+            style = "--" if strategy == "random" else "-"
+            ax.plot(xs, means, marker="o", color=colour, linestyle=style, label=strategy)
+            ax.fill_between(xs, means - stds, means + stds, color=colour, alpha=SELECTION_BAND_ALPHA, linewidth=0)
+        ax.set_title(titles.get(arm, arm), fontsize=9)
+        ax.set_xlabel("labelled training samples")
+        ax.set_ylabel(f"test {metric} (mean ± std)")
+        ax.grid(alpha=0.3)
+    legend_on_last_drawn_panel(axes)
+    fig.tight_layout()
+    return fig
+
+
 def paired_differences_figure(rows: list[dict]) -> Figure:
     """A forest plot of paired differences: one line per setting (``label``), one marker per arm
     (``arm``), at the mean difference with its 95 % interval (``mean``, ``low``, ``high``); a line at 0.

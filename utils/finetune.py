@@ -4,6 +4,7 @@ The per-dataset scripts only set their defaults and call :func:`main`.
 """
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -13,12 +14,13 @@ from torch.utils.data import Subset
 
 from models import STCLNConfig, STCLNSegmenter
 from utils.args import (HelpFormatter, add_data_args, add_model_args, add_optim_args, add_runtime_args, check_args, dataset_defaults,
-                        model_config_from_args, resolve_n_dates)
-from utils.checkpoint import (config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
+                        model_config_for_data, resolve_n_dates)
+from utils.checkpoint import (checkpoint_sources, config_for_backbone, full_state, load_finetuned, load_pretrained_backbone,
                               load_state_checked, prepare_output_dir, read_pretrained_backbone, resume_state,
                               save_checkpoint, write_run_config)
 from utils.data import build_finetune_data, resolve_data_spec, resolve_label_subset
 from utils.data_spec import DataSpec
+from utils.datasets.sources import PRIMARY_DEFAULT
 from utils.distributed import Runtime, seed_everything, setup_runtime, shutdown
 from utils.engine import evaluate, train_one_epoch
 from utils.errors import CheckpointError, DataError
@@ -41,11 +43,15 @@ def get_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     add_data_args(parser, synthetic_format=layout, datasets=ENTRY_DATASETS[layout])
     parser.set_defaults(dataset=dataset)
     group = parser.add_argument_group("labels and splits")
-    group.add_argument("--label_subset", choices=("authors", "ratio", "all"), default=None,
+    group.add_argument("--label_subset", choices=("authors", "ratio", "ids", "all"), default=None,
                        help="default: 'authors' on real data, 'ratio' on synthetic PASTIS-format data. 'authors': the "
                             "hard-coded few-label lists of the paper (PASTIS ~2%% of fold-1 crops, MTLCC 6 tiles "
-                            "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'all': every label")
+                            "per class); 'ratio': a seeded class-stratified --label_ratio of the training split; 'ids': "
+                            "the training samples listed in --label_ids; 'all': every label")
     group.add_argument("--label_ratio", type=float, default=0.02, help="fraction of training samples labelled with --label_subset ratio")
+    group.add_argument("--label_ids", type=Path, default=None,
+                       help="with --label_subset ids: a JSON list of training sample ids ('<ID_PATCH>', or "
+                            "'<ID_PATCH>@<top>,<left>' of a grid crop), e.g. a round of the label-efficiency study's --selection")
     group.add_argument("--train_folds", type=int, nargs="+", default=None,
                        help="training folds (default: 1, the paper's; folder: dataset.json splits.train)")
     group.add_argument("--val_folds", type=int, nargs="+", default=None,
@@ -89,6 +95,8 @@ def parse_args(dataset: str, description: str, argv: list[str] | None = None, **
     parser = get_parser(dataset, description)
     parser.set_defaults(**defaults)
     args = parser.parse_args(argv)
+    if (args.label_subset == "ids") != (args.label_ids is not None):
+        parser.error("--label_subset ids and --label_ids FILE go together")
     resolve_n_dates(args, dataset_defaults("finetune", dataset)["n_dates"])
     check_args(parser, args)
     return args
@@ -104,7 +112,7 @@ def class_weights(info, num_classes: int) -> torch.Tensor:
 
 
 def build_model(args, info, runtime: Runtime) -> tuple[STCLNSegmenter, STCLNConfig]:
-    config = model_config_from_args(args, info.in_channels, info.num_classes)
+    config = model_config_for_data(args, info)  # the data's sources, primary first
     if args.pretrain_pth is not None:
         backbone = read_pretrained_backbone(args.pretrain_pth, trusted=args.trust_checkpoint)
         config = config_for_backbone(config, backbone, args.allow_encoding_change)
@@ -207,16 +215,20 @@ def test(args, runtime: Runtime, checkpoint: Path, spec: DataSpec | None = None)
 
     ``spec``: the data spec of the training just run; None (``--eval_only``) resolves it from ``args``.
     """
+    ckpt, config = load_finetuned(checkpoint, args.trust_checkpoint)
     if spec is None:
-        spec = resolve_data_spec(args)
+        spec = test_spec(args, checkpoint_sources(ckpt, config, str(checkpoint)), checkpoint)
     data = build_finetune_data(spec, splits=("test",))
     info = data.info
-    ckpt, config = load_finetuned(checkpoint, args.trust_checkpoint)
     if args.sta_chunk:
         config.sta_chunk = args.sta_chunk
     if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):
         raise CheckpointError(f"{checkpoint}: model has {config.in_channels} bands/{config.num_classes} classes, "
                               f"data has {info.in_channels}/{info.num_classes}")
+    if (config.extra_sources, config.extra_channels) != (info.extra_sources, info.extra_channels):
+        raise CheckpointError(f"{checkpoint}: model takes the extra sources {list(config.extra_sources)} with bands "
+                              f"{list(config.extra_channels)}, the data brings {list(info.extra_sources)} with "
+                              f"{list(info.extra_channels)}")
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(checkpoint))
     model = wrap_model(model, runtime)
@@ -240,7 +252,8 @@ def test(args, runtime: Runtime, checkpoint: Path, spec: DataSpec | None = None)
     if runtime.is_main:
         out = Path(args.output_dir) / f"test_{args.protocol}"
         run_info = {"checkpoint": str(checkpoint), "dataset": spec.dataset, "test_samples": len(test_set),
-                    "test_folds": spec.split_folds("test_folds"), "year": spec.year}
+                    "test_folds": spec.split_folds("test_folds"), "year": spec.year,
+                    "sources": list(spec.sources)}
         write_results(out, metrics, cm, info.classes, args.protocol, run_info)
         plot_confusion_matrix(cm, info.classes, out / "confusion_matrix.png")
         if maps:
@@ -249,6 +262,20 @@ def test(args, runtime: Runtime, checkpoint: Path, spec: DataSpec | None = None)
         log.info("test (%s protocol): OA %.4f  mIoU %.4f  mF1 %.4f  kappa %.4f  -> %s", args.protocol,
                  metrics["OA"], metrics["mIoU"], metrics["mF1"], metrics["kappa"], out)
     return metrics
+
+
+def test_spec(args, sources: tuple[str, ...], checkpoint: Path) -> DataSpec:
+    """The data spec of ``--eval_only``: the flags' data, with the image sources of the checkpoint's model
+    (an older checkpoint: S2 only). ``--sources`` left at its default takes them; another value must match."""
+    spec = resolve_data_spec(args)
+    if spec.sources == sources:
+        return spec
+    if tuple(args.sources) != (PRIMARY_DEFAULT,):
+        raise CheckpointError(f"{checkpoint}: the model was trained on --sources {' '.join(sources)}, "
+                              f"not --sources {' '.join(spec.sources)}")
+    log.info("testing on the checkpoint's sources %s", " ".join(sources))
+    args.sources = list(sources)
+    return dataclasses.replace(spec, sources=sources)
 
 
 def _scalars(metrics: dict) -> dict:

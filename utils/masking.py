@@ -20,6 +20,10 @@ reconstruction target: the drawn mask is cut to valid cells, and the gate's vege
 is taken over the valid pixels of a frame (a frame without any is not eligible). Data without
 validity behave as before. The authors compute NDVI on the model input (z-scored bands for PASTIS); we use
 raw reflectance by default (the dataset's ``ndvi``) and keep ``authors_ndvi`` to reproduce theirs.
+
+Several sources (docs/method.md §2.5): every source is masked on its own grid of dates with the same
+mode and ratio (:func:`build_source_mask`); the NDVI gate is an optical notion and applies to the
+optical primary only: radar frames (no clouds, no NDVI) are all eligible, padding aside.
 """
 
 from dataclasses import dataclass
@@ -141,4 +145,24 @@ def build_mask(
     ndvi = ndvi_from_input(batch_image, red_index, nir_index) if config.authors_ndvi else batch_ndvi
     eligible = eligible_frames(ndvi, pad_mask, config, valid)
     mask = sample_mask(eligible, tuple(batch_image.shape[-2:]), config, generator)
+    return mask if valid is None else mask & valid
+
+
+def build_source_mask(
+    image: torch.Tensor,
+    pad_mask: torch.Tensor | None,
+    config: MaskingConfig,
+    generator: torch.Generator | None = None,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The mask of a source without NDVI gate (radar, or a primary without ``ndvi``): (B, T, C, H, W)
+    image -> (B, T, H, W) bool; every non-padded frame is eligible (with ``valid``: those with a
+    valid pixel, and never an invalid cell), drawn in ``config.mode`` at ``config.ratio``."""
+    B, T = image.shape[:2]
+    eligible = torch.ones(B, T, dtype=torch.bool, device=image.device)
+    if valid is not None:
+        eligible = valid.flatten(2).any(dim=2)  # (B, T, H*W) -> (B, T)
+    if pad_mask is not None:
+        eligible = eligible & ~pad_mask
+    mask = sample_mask(eligible, tuple(image.shape[-2:]), config, generator)
     return mask if valid is None else mask & valid

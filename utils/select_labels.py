@@ -259,6 +259,7 @@ def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo
             config = STCLNConfig.from_dict(raw["model_config"])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model_config ({err})") from None
+        refuse_extra_sources(config, source)
         if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):
             raise CheckpointError(
                 f"{source}: the model takes {config.in_channels} bands and {config.num_classes} classes, the data "
@@ -278,6 +279,7 @@ def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo
             base = STCLNConfig.from_dict({k: v for k, v in saved.items() if k != "num_classes"} | {"num_classes": 1})
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model_config ({err})") from None
+        refuse_extra_sources(base, source)
         if base.in_channels != info.in_channels:
             raise CheckpointError(
                 f"{source}: the backbone takes {base.in_channels} bands, the data has {info.in_channels}"
@@ -286,6 +288,15 @@ def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo
     model = STCLN(config)
     load_state_checked(model, state, source)
     return SelectionModel(model, config, False, "backbone", None)
+
+
+def refuse_extra_sources(config: STCLNConfig, source: str) -> None:
+    """The selection reads Sentinel-2 patches only (docs/select_labels.md): a multi-source model is refused."""
+    if config.extra_sources:
+        raise CheckpointError(
+            f"{source}: the model takes the extra sources {list(config.extra_sources)}; utils.select_labels selects "
+            "with single-source (S2) models only: use a checkpoint trained with --sources S2"
+        )
 
 
 def random_smoke_model(info: DataInfo, seed: int) -> SelectionModel:
@@ -369,15 +380,18 @@ def window_groups(dataset: PASTISDataset) -> dict[tuple[int, int, int], list[int
     return groups
 
 
-def window_batches(dataset: PASTISDataset, batch_size: int) -> Iterator[tuple[np.ndarray, dict]]:
-    """(patch positions (B,), collated batch) of every window; a batch holds windows of one date count and
-    size, so no window is padded and a patch's values do not depend on the batch size."""
+def window_batches(
+    dataset: PASTISDataset, batch_size: int, per_sample: bool = False
+) -> Iterator[tuple[np.ndarray, dict]]:
+    """(patch positions (B,), or with ``per_sample`` the windows' sample indices, collated batch) of every
+    window; a batch holds windows of one date count and size, so no window is padded and a patch's values do
+    not depend on the batch size."""
     groups = window_groups(dataset)
     for key in sorted(groups):
         indices = groups[key]
         for start in range(0, len(indices), batch_size):
             chunk = indices[start : start + batch_size]
-            positions = np.array([dataset.entries[i][0] for i in chunk])
+            positions = np.array(chunk if per_sample else [dataset.entries[i][0] for i in chunk])
             yield positions, pad_collate([dataset[i] for i in chunk])
 
 
@@ -455,15 +469,17 @@ def patch_statistics(
     device: torch.device,
     amp: bool,
     progress: bool = False,
+    per_sample: bool = False,
 ) -> dict[str, np.ndarray]:
-    """:meth:`PatchSums.result` of every patch of ``dataset`` (in its order), the model in eval mode; the
-    uncertainties over ``classes`` when given (the model must have a head), features only otherwise."""
-    sums = PatchSums(len(dataset.patches), selection.config.d_model, classes)
+    """:meth:`PatchSums.result` of every patch of ``dataset`` (in its order), or with ``per_sample`` of every
+    sample (window) of it, the model in eval mode; the uncertainties over ``classes`` when given (the model
+    must have a head), features only otherwise."""
+    sums = PatchSums(len(dataset) if per_sample else len(dataset.patches), selection.config.d_model, classes)
     selection.module.to(device).eval()
     n_batches = sum(math.ceil(len(group) / batch_size) for group in window_groups(dataset).values())
     with torch.no_grad():
         for positions, batch in tqdm(
-            window_batches(dataset, batch_size), total=n_batches, desc="windows", disable=not progress
+            window_batches(dataset, batch_size, per_sample), total=n_batches, desc="windows", disable=not progress
         ):
             sums.add(positions, *window_forward(selection, batch, device, amp))
     return sums.result()
@@ -688,6 +704,7 @@ def resolve_spec(args: argparse.Namespace, run_args: dict | None) -> DataSpec:
         synthetic_version=version,
         seed=args.seed,
         smoke=args.smoke or (synthetic and bool(run_args.get("smoke"))),
+        cloud_fraction=run_args.get("cloud_fraction") if synthetic else None,  # the fine-tuning run's synthetic set
         train_folds=args.train_folds,
         val_folds=args.val_folds,
         test_folds=args.test_folds,
@@ -722,6 +739,41 @@ def choose(strategy: str, n: int, seed: int, stats: dict | None, candidates: lis
         points = stats["badge"]
         picks, radii = kmeanspp_seeding(points[candidates], n, seed, points[labelled] if labelled else None)
     return [candidates[i] for i in picks], radii
+
+
+def select_samples(
+    strategy: str,
+    n: int,
+    seed: int,
+    dataset: PASTISDataset,
+    labelled: list[int],
+    checkpoint: Path | None,
+    info: DataInfo,
+    *,
+    device: torch.device,
+    batch_size: int = 8,
+    amp: bool = False,
+) -> tuple[list[int], list[float | None]]:
+    """``n`` more of ``dataset``'s samples (every sample one window: a grid set of training crops or whole
+    patches) by ``strategy``; ``labelled`` (sample indices) are never picked and, for kcenter and badge, count
+    as picked. The model of ``checkpoint`` (a backbone for kcenter, a fine-tuned checkpoint for every model
+    strategy) scores the samples from their imagery only; random needs none. Returns (sample indices in
+    selection order, their scores): the CLI's patch selection, with samples in place of patches (the
+    label-efficiency study's --selection calls it in process)."""
+    stats = None
+    if strategy in NEEDS_MODEL:
+        raw, fine_tuned = read_checkpoint(checkpoint, trusted=False)
+        if strategy in NEEDS_HEAD and not fine_tuned:
+            raise CheckpointError(f"{checkpoint}: --strategy {strategy} needs a fine-tuned checkpoint")
+        selection = load_selection_model(checkpoint, raw, fine_tuned, info)
+        classes = trained_classes(info) if strategy in NEEDS_HEAD else None
+        stats = patch_statistics(
+            selection, dataset, classes, batch_size=batch_size, device=device, amp=amp, per_sample=True
+        )
+    candidates = sorted(set(range(len(dataset))) - set(labelled))
+    if n > len(candidates):
+        raise DataError(f"{dataset.root}: {n} samples asked, only {len(candidates)} unlabelled training samples left")
+    return choose(strategy, n, seed, stats, candidates, sorted(labelled))
 
 
 def select(args: argparse.Namespace) -> dict:

@@ -45,10 +45,21 @@ pooled score per seed sums the n test folds' confusion matrices before scoring. 
 fold: runs/<arm>/b<budget>_s<seed>_f<fold>_lr<lr> and pretrain_<mode>_f<fold>. The lr sweep stays at
 the sweep budget, first seed, first rotation.
 
+--selection random kcenter entropy margin badge: which samples to label, against random at equal label
+count. Per arm (default scratch and wp_cell), seed, --cv fold and strategy, one round per budget (smallest
+first): round 0 a random draw shared by every strategy and arm (kcenter: the k-center pick on the
+cell-pre-trained backbone), then each round adds samples chosen with the previous round's fine-tuned model
+(utils.select_labels) and fine-tunes the arm from its initial weights on every label so far (one --lrs
+value). Folders runs/<arm>/select_<strategy>/b<budget>_s<seed>[_f<fold>]_lr<lr>, each round's selection in
+b<budget>_s<seed>[_f<fold>].selection.json beside it; report: results.md (mean +- std per strategy and
+budget, each strategy minus random paired by unit) and selection_curves.png. Budgets may be added above
+the largest (the chains go on). docs/label_efficiency.md, "Which samples to label".
+
 The package, one job per file: ``design`` (arms, splits, schedule, flags, run folders, argv),
 ``runs`` (running the tasks, progress, reading results), ``anchors`` (random forest, majority
 class), ``statistics`` (differences, intervals, tests, power, pooled scores), ``report``
-(results.md and the figures), ``study`` (the command: waves of runs, then the report).
+(results.md and the figures), ``selection`` (the rounds of --selection), ``study`` (the command: waves of
+runs, then the report).
 """
 
 import os  # noqa: F401  (tests patch os.cpu_count through this package)

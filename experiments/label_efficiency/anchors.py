@@ -24,8 +24,23 @@ RF_TREES = 100
 def rf_grid(dataset) -> np.ndarray:
     """The forest's feature days: every RF_DAY_STEP days from day 0 to the last acquisition of the
     training samples (at least one year: the grid of a one-season data set is 0..365 as always)."""
-    last = max(int(dataset[index]["days"].max()) for index in range(len(dataset)))
+    last = max(int(days.max()) for index in range(len(dataset)) for days in source_days(dataset[index]))
     return np.arange(0, max(366, last + 1), RF_DAY_STEP, dtype=np.float64)
+
+
+def source_days(sample: dict) -> list:
+    """The ``days`` of every source of a sample: the primary's, then each further source's ``days_<s>``."""
+    return [sample["days"]] + [sample[key] for key in sample if key.startswith("days_")]
+
+
+def sample_features(sample: dict, grid: np.ndarray) -> np.ndarray:
+    """(H*W, F) features of every source of a sample: :func:`pixel_features` of the primary, then of
+    each further source ``image_<s>`` on its own days (radar: no cloud mask), side by side."""
+    parts = [pixel_features(sample, grid)]
+    for key in [key for key in sample if key.startswith("image_")]:
+        source = key.removeprefix("image_")
+        parts.append(pixel_features({"image": sample[key], "days": sample[f"days_{source}"]}, grid))
+    return np.concatenate(parts, axis=1)  # (H*W, G*C) per source -> (H*W, sum of G*C_s)
 
 
 def pixel_features(sample: dict, grid: np.ndarray) -> np.ndarray:
@@ -67,7 +82,7 @@ def collect_pixels(dataset, grid: np.ndarray, weight: np.ndarray) -> tuple[np.nd
         sample = dataset[index]
         label = sample["label"].numpy().ravel()  # (H, W) -> (H*W,)
         keep = weight[label] > 0
-        features.append(pixel_features(sample, grid)[keep])
+        features.append(sample_features(sample, grid)[keep])
         labels.append(label[keep])
     return np.concatenate(features), np.concatenate(labels)
 
@@ -119,7 +134,7 @@ def baselines(args, budget: float, seed: int, arms: list[str], fold: int | None 
             truth = sample["label"].numpy().ravel()  # (H, W) -> (H*W,)
             predictions = {"majority": np.full_like(truth, majority)}
             if forest is not None:
-                predictions["rf"] = forest.predict(pixel_features(sample, grid))
+                predictions["rf"] = forest.predict(sample_features(sample, grid))
             for arm in pending:
                 keep = truth != info.ignore_index if info.ignore_index is not None else slice(None)
                 matrices[arm] += np.bincount(

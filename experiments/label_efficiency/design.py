@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from utils.select_labels import STRATEGIES as SELECTION_STRATEGIES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,6 +94,9 @@ SCHEDULE_KEYS = (
     "drop_invalid",
     "hide_invalid",
     "augment",
+    "sources",
+    "fusion",
+    "cloud_fraction",
 )
 
 
@@ -106,12 +110,18 @@ LATER_KEYS = {
     "drop_invalid": lambda saved: False,
     "hide_invalid": lambda saved: False,
     "augment": lambda saved: False,
+    "sources": lambda saved: ["S2"],
+    "fusion": lambda saved: "late",
+    "cloud_fraction": lambda saved: None,
 }
 
 
 SMOKE = dict(
     budgets=[100.0], seeds=2, steps=1, min_epochs=1, pretrain_epochs=1, lrs=[1e-3], sweep_budget=100.0, val_limit=4
 )
+
+
+SMOKE_SELECTION = dict(budgets=[10.0, 20.0, 40.0], sweep_budget=10.0)  # --smoke --selection: three rounds
 
 
 @dataclass
@@ -197,7 +207,23 @@ def get_parser() -> argparse.ArgumentParser:
         help="run (or --report) only these of the seeds 0..N-1, e.g. one seed per machine: copy the runs/ "
         "folders into one output folder and --report them together (the lr sweep stays at seed 0)",
     )
-    study.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS), help="arms to run (see above)")
+    study.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=None,
+        help="arms to run (see above; default: all, with --selection scratch and wp_cell)",
+    )
+    study.add_argument(
+        "--selection",
+        nargs="+",
+        choices=SELECTION_STRATEGIES,
+        default=None,
+        metavar="STRATEGY",
+        help="selection as a factor (default: off, the class-stratified random draw per budget): per arm, seed "
+        "(and --cv fold) and strategy among random kcenter entropy margin badge (random required: the baseline), "
+        "rounds of (select, fine-tune) from the smallest budget to the largest; see below",
+    )
     study.add_argument("--lrs", type=float, nargs="+", default=[3e-4, 1e-3, 3e-3], help="learning rates swept per arm")
     study.add_argument(
         "--sweep_budget", type=float, default=5, help="budget (%%) at which the lr is chosen, first seed"
@@ -233,6 +259,28 @@ def get_parser() -> argparse.ArgumentParser:
         "--hide_invalid",
         action="store_true",
         help="pre-training replaces cloudy cells by the mask token (pretrain_STCLN.py --hide_invalid)",
+    )
+    recipe.add_argument(
+        "--sources",
+        nargs="+",
+        default=["S2"],
+        metavar="SOURCE",
+        help="image sources of every learned arm and of the random forest's features, primary first: S2, S1A, "
+        "S1D ('S1' = 'S1A S1D'), e.g. --sources S2 S1 (the scripts' --sources)",
+    )
+    recipe.add_argument(
+        "--fusion",
+        choices=("late", "merged"),
+        default="late",
+        help="with several --sources, how they meet in every model (the scripts' --fusion; merged needs --positions doy)",
+    )
+    recipe.add_argument(
+        "--cloud_fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="synthetic data: the share of optical dates under broken cloud or overcast (default: the generator's "
+        "0.35; the cloudier setting: 0.5, docs/label_efficiency.md)",
     )
     recipe.add_argument(
         "--augment",
@@ -319,6 +367,12 @@ def common_args(args) -> list:
         out += ["--positions", args.positions]
     if args.drop_invalid:
         out += ["--drop_invalid"]
+    if list(args.sources) != ["S2"]:
+        out += ["--sources", *args.sources]
+    if len(args.sources) > 1:
+        out += ["--fusion", args.fusion]
+    if args.cloud_fraction is not None:
+        out += ["--cloud_fraction", args.cloud_fraction]
     return out
 
 
@@ -479,13 +533,26 @@ def schedule(args, n_labelled: int) -> tuple[int, int]:
     return epochs, max(1, epochs // args.validations)
 
 
-def make_run(args, arm: str, budget: float, seed: int, lr: float, n_labelled: int, fold: int | None = None) -> Run:
-    out = args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}{fold_suffix(fold)}_lr{lr:g}"
+def make_run(
+    args,
+    arm: str,
+    budget: float,
+    seed: int,
+    lr: float,
+    n_labelled: int,
+    fold: int | None = None,
+    labels: list | None = None,
+    out: Path | None = None,
+) -> Run:
+    """The fine-tuning run of ``arm`` at one budget, seed, lr (and --cv fold). ``labels``/``out``: the labelled
+    subset's flags and the run folder, when not the ratio draw of ``budget`` and runs/<arm>/b.._s.._lr.. (the
+    rounds of --selection, :mod:`experiments.label_efficiency.selection`)."""
+    out = out or args.output_dir / "runs" / arm / f"b{budget:g}_s{seed}{fold_suffix(fold)}_lr{lr:g}"
     epochs, val_every = schedule(args, n_labelled)
     argv = (
         common_args(args)
         + split_args(args, fold)[1]
-        + label_args(budget)
+        + (labels if labels is not None else label_args(budget))
         + [
             "--seed",
             seed,

@@ -199,3 +199,115 @@ def write_outputs(out: Path, results: dict, budgets: list[float], arms: list[str
         save_figure(pretext_curves_figure(results["pretrain_history"]), out / "pretext_curves.png")
     print(header + body)
     print(f"written to {out / 'results.md'}, {out / 'results.json'} and the figures in {out}")
+
+
+def selection_records(runs: list[dict], arm: str) -> list[dict]:
+    """The runs of ``arm`` with each strategy in the place of the arm: the records paired_difference pairs."""
+    return [r | {"arm": r["strategy"]} for r in runs if r["arm"] == arm]
+
+
+def selection_markdown(results: dict, arms: list[str], strategies: list[str]) -> str:
+    """--selection: per arm, test mIoU per strategy and round, and each strategy minus random, paired by unit."""
+    from utils.report import format_table
+
+    folds = results.get("folds")
+    budgets = results["settings"]["budgets"]
+    n_units = len(results["seeds"]) * len(folds or [None])
+    units = "seed x test fold units" if folds else "seeds"
+    lines = [
+        "Rounds: the smallest budget's count drawn at random (the same set for every strategy and arm; kcenter: "
+        "the k-center pick on the cell-pre-trained backbone's features), then at each larger budget the "
+        "strategy adds samples using the previous round's fine-tuned model; every round fine-tunes the arm from "
+        "its initial weights on every label so far (experiments/label_efficiency/selection.py).\n"
+    ]
+    verdicts = []
+    for arm in arms:
+        records = selection_records(results["runs"], arm)
+        if not records:
+            continue
+        rows = []
+        for b in budgets:
+            counts = results["labelled_samples"][f"{b:g}"]
+            row = {
+                "budget %": f"{b:g}",
+                "labelled samples": counts[0] if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}",
+            }
+            for strategy in strategies:
+                values = [r["test"]["mIoU"] for r in records if r["arm"] == strategy and r["budget"] == b]
+                if values:
+                    mean, std = mean_std(values)
+                    row[strategy] = f"{mean:.3f} ± {std:.3f}" if std == std else f"{mean:.3f}"
+                    if len(values) < n_units:
+                        row[strategy] += f" (n={len(values)})"
+            rows.append(row)
+        lines.append(
+            f"**{arm}** ({ARM_NAMES[arm]}): test mIoU (mean ± std over {units}, stcln protocol):\n\n"
+            + format_table(rows, ["budget %", "labelled samples", *strategies])
+        )
+        rows = []
+        for strategy in strategies:
+            if strategy == "random":
+                continue
+            row = {"difference": f"{strategy} − random"}
+            for b in budgets:
+                d = paired_difference(records, strategy, "random", b)
+                if d is None:
+                    continue
+                ci = f" [{d['low']:+.3f}, {d['high']:+.3f}]" if d["low"] == d["low"] else ""
+                p = f", p {d['p_t']:.2g}" if d["p_t"] == d["p_t"] else ""
+                row[f"{b:g} %"] = f"{d['mean']:+.3f}{ci} ({d['wins']}/{d['n']}{p})"
+                if d["low"] > 0 or d["high"] < 0:
+                    side = "above" if d["low"] > 0 else "below"
+                    verdicts.append(f"{arm} {strategy} {side} random at {b:g} % ({d['mean']:+.3f}{ci})")
+            rows.append(row)
+        if rows:
+            lines.append(
+                f"**{arm}**: paired test-mIoU difference, strategy − random at equal label count, over {units}: "
+                f"mean [95 % t CI] ({units} where the strategy wins, two-sided t-test p; uncorrected for the "
+                "several strategies and budgets):\n\n"
+                + format_table(rows, ["difference", *[f"{b:g} %" for b in budgets]])
+            )
+    if verdicts:
+        lines.append("95 % intervals that exclude zero: " + "; ".join(verdicts) + ".\n")
+    elif results["runs"]:
+        lines.append("No strategy's 95 % interval against random excludes zero at any budget.\n")
+    return "\n".join(lines)
+
+
+def write_selection_outputs(out: Path, results: dict, arms: list[str], strategies: list[str]) -> None:
+    """--selection: results.json, results.md and selection_curves.png in ``out``."""
+    from utils.figures import save_figure, selection_curves_figure
+    from utils.report import write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps(results, indent=1, default=float))
+    settings = results["settings"]
+    header = (
+        f"# Which samples to label: selection strategies against random at equal label count ({settings['dataset']})\n\n"
+        f"{seeds_text(results)}, budgets {', '.join(f'{b:g}' for b in settings['budgets'])} % of the training "
+        f"samples, strategies {', '.join(strategies)}, preset {settings['preset']}, >= {settings['steps']} "
+        f"fine-tuning steps of batch {settings['batch_size']} per round, lr {results['lr']:g}, "
+        f"{settings['pretrain_epochs']} pre-training epochs"
+        f"{', --fast' if settings.get('fast') else ''}. "
+        + (
+            f"{results['minutes']:.0f} min in this command.\n\n"
+            if not settings.get("report")
+            else "Written by --report (no run was started by it).\n\n"
+        )
+    )
+    done = results["finished"]
+    if done["runs"] < done["of"]:
+        header += f"**Partial: {done['runs']} of {done['of']} chain rounds have finished.**\n\n"
+        unfinished = [
+            f"{r['arm']} {r['strategy']} {r['budget']:g} % seed {r['seed']}{fold_text(r.get('fold'))}: "
+            f"{r['epoch']} of {r['of']} epochs"
+            for r in results.get("unfinished", [])
+        ]
+        if unfinished:
+            header += f"Selected, not finished (epochs trained so far): {'; '.join(unfinished)}.\n\n"
+    body = selection_markdown(results, arms, strategies)
+    write_text_atomic(out / "results.md", header + body)
+    titles = {arm: f"{arm}: {ARM_NAMES[arm]}" for arm in arms}
+    save_figure(selection_curves_figure(results["runs"], arms, strategies, titles), out / "selection_curves.png")
+    print(header + body)
+    print(f"written to {out / 'results.md'}, {out / 'results.json'} and {out / 'selection_curves.png'}")

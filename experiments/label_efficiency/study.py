@@ -13,6 +13,7 @@ from experiments.label_efficiency.design import (
     LEARNED,
     SCRIPTS,
     SMOKE,
+    SMOKE_SELECTION,
     backbone_fold,
     check_schedule,
     data_folds,
@@ -35,6 +36,7 @@ from experiments.label_efficiency.runs import (
     read_run,
     run_tasks,
 )
+from experiments.label_efficiency.selection import selection_study
 from experiments.label_efficiency.statistics import pooled_scores
 
 log = logging.getLogger("stcln")
@@ -70,8 +72,13 @@ def resolve_args(argv: list[str] | None) -> argparse.Namespace:
     parser = get_parser()
     args = parser.parse_args(argv)
     if args.smoke:
-        for key, value in SMOKE.items():
+        for key, value in (SMOKE | (SMOKE_SELECTION if args.selection else {})).items():
             setattr(args, key, value)
+    if args.arms is None:  # the default: every arm, with --selection the core pair
+        args.arms = ["scratch", "wp_cell"] if args.selection else list(ARMS)
+    check_sources(parser, args)
+    if args.selection:
+        check_selection_flags(parser, args)
     if args.dataset != "synthetic" and args.data_root is None and (args.dataset == "folder" or not args.smoke):
         parser.error(f"--dataset {args.dataset} needs --data_root (only --smoke runs on the synthetic data set)")
     bad_budgets = [b for b in args.budgets if not 0 < b <= 100]
@@ -88,7 +95,7 @@ def resolve_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(
             f"--only_seeds {args.only_seeds} must be among the seeds 0..{args.seeds - 1} of --seeds {args.seeds}"
         )
-    if args.sweep_budget not in args.budgets:
+    if args.sweep_budget not in args.budgets and not args.selection:
         parser.error(f"--sweep_budget {args.sweep_budget:g} must be one of --budgets {args.budgets}")
     if args.cv and args.dataset == "mtlcc":
         parser.error("--cv needs a data set split in folds (synthetic, pastis, folder); MTLCC is split by tile lists")
@@ -112,10 +119,46 @@ def resolve_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def check_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--sources expanded (aliases) in place, so that study.json records the same list for 'S1' and
+    'S1A S1D'; --fusion and --cloud_fraction checked as the scripts check them (one line, exit 2)."""
+    from utils.args import check_sources as check_names  # the scripts' check: aliases, unknown names, MTLCC
+
+    check_names(parser, args)
+    if args.fusion == "merged" and (len(args.sources) < 2 or args.positions != "doy"):
+        parser.error("--fusion merged needs two or more --sources and --positions doy")
+    if len(args.sources) < 2:
+        args.fusion = "late"  # one source: nothing is fused, so every single-source folder records the same
+    if args.cloud_fraction is not None and (args.dataset != "synthetic" or not 0 <= args.cloud_fraction <= 1):
+        parser.error("--cloud_fraction (in [0, 1]) applies to the synthetic data set only")
+
+
+def check_selection_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--selection: rounds need two budgets or more (sorted here), one lr (the arm's recipe in every round),
+    the random baseline, learned arms and PASTIS-layout samples with ids."""
+    if "random" not in args.selection:
+        parser.error("--selection needs 'random' among its strategies: the baseline at equal label count")
+    args.selection = list(dict.fromkeys(args.selection))
+    anchors = [arm for arm in args.arms if arm not in LEARNED]
+    if anchors:
+        parser.error(f"--selection runs learned arms only (fine-tuned in rounds), not {' '.join(anchors)}")
+    if len(args.budgets) < 2:
+        parser.error("--selection needs at least two --budgets: the start (the smallest) and a round after it")
+    args.budgets = sorted(set(args.budgets))
+    if len(args.lrs) != 1:
+        parser.error("--selection takes one lr (--lrs LR): every round and strategy fine-tunes with the arm's recipe")
+    if args.dataset == "mtlcc":
+        parser.error("--selection needs PASTIS-layout samples (synthetic, pastis, folder), not MTLCC tiles")
+    if len(args.sources) > 1:
+        parser.error("--selection reads single-source models (utils.select_labels): give a single --sources")
+
+
 def study(args: argparse.Namespace) -> dict:
     """Runs (or with --report, reads) every run of the study and writes the report; returns the results."""
     check_schedule(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)
+    if args.selection:
+        return selection_study(args)
     script = SCRIPTS[args.dataset]
     start = time.perf_counter()
     executor = Executor(args.jobs)

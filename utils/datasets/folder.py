@@ -12,6 +12,10 @@ hard-codes (bands, classes, ignored classes, reflectance scale)::
                                        data and cached on first use when absent
     root/VALID/VALID_<ID_PATCH>.npy    optional, (T, H, W) uint8/bool, 1 = clear observation (cloud
                                        masks), present when dataset.json says "valid_masks": true
+    root/DATA_<SRC>/<SRC>_<ID>.npy     optional further sources (e.g. Sentinel-1 S1A, S1D: PASTIS-R
+                                       layout), (T_s, C_s, H, W) numeric, finite, their dates under
+                                       ``dates-<SRC>`` in metadata.geojson; NORM_<SRC>_patch.json
+                                       computed and cached on first use like NORM_S2_patch.json
 
 ``dataset.json`` fields (``null`` allowed where noted)::
 
@@ -35,6 +39,9 @@ hard-codes (bands, classes, ignored classes, reflectance scale)::
     splits              optional {"pretrain": [...], "train": [...], "val": [...], "test": [...]}
                         folds used when the scripts' --folds/--*_folds flags are not given
     georeferencing      optional, written by ``python -m utils.datasets.convert`` (source tags)
+    sources             optional {"<SRC>": {"band_names": [...]}, ...}: further image sources, each
+                        on its own dates (``--sources S2 <SRC> ...``); "S2" names the main series.
+                        :func:`write_folder_source` adds one (the GeoTIFF converter writes S2 only)
 
 Normalisation statistics are those of utae-paps' ``compute_norm_vals`` (per fold, the average
 over patches of per-patch band means and unbiased stds), computed once for every fold and
@@ -53,16 +60,17 @@ import torch
 
 from utils.datasets.pastis import (
     METADATA_FILE,
-    NORM_FILE,
     PASTISDataset,
     _Patch,
     normalisable,
     open_npy,
     read_pastis_metadata,
     s2_path,
+    source_path,
     target_path,
 )
 from utils.datasets.protocols import UNSCORED
+from utils.datasets.sources import NAME_PATTERN, PRIMARY_DEFAULT, dates_key, norm_file
 from utils.errors import DataError
 from utils.report import write_text_atomic
 
@@ -103,6 +111,7 @@ class FolderSpec:
     georeferencing: dict | None = None
     ndvi_index: int | None = None
     valid_masks: bool = False
+    sources: dict = field(default_factory=dict)  # further sources: name -> band names (tuple)
 
     @property
     def ndvi_gate(self) -> bool:
@@ -245,7 +254,36 @@ def read_dataset_json(root: str | Path) -> FolderSpec:
         georeferencing=raw.get("georeferencing"),
         ndvi_index=ndvi,
         valid_masks=valid_masks,
+        sources=_sources(path, raw),
     )
+
+
+def _sources(path: Path, raw: dict) -> dict[str, tuple[str, ...]]:
+    """dataset.json ``sources``: further sources -> band names; absent: none."""
+    sources = raw.get("sources", {})
+    if not isinstance(sources, dict):
+        raise DataError(
+            f'{path}: field \'sources\' must be an object {{"S1A": {{"band_names": [...]}}}}, got {sources!r}'
+        )
+    out = {}
+    for name, entry in sources.items():
+        if not NAME_PATTERN.fullmatch(name) or name == PRIMARY_DEFAULT:
+            raise DataError(
+                f"{path}: field 'sources': {name!r} is not a further source name (letters and digits, "
+                f"not {PRIMARY_DEFAULT}: the main series)"
+            )
+        names = entry.get("band_names") if isinstance(entry, dict) else None
+        if (
+            not isinstance(names, list)
+            or not names
+            or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)
+        ):
+            raise DataError(
+                f"{path}: field 'sources.{name}.band_names' must be a non-empty list of distinct strings, got {names!r}"
+            )
+        out[name] = tuple(names)
+    return out
 
 
 def patch_norm_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,12 +294,13 @@ def patch_norm_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return per_band.mean(axis=1), per_band.std(axis=1, ddof=1)
 
 
-def compute_norm_file(root: str | Path, n_bands: int) -> dict:
-    """utae-paps ``compute_norm_vals`` for every fold of ``metadata.geojson``; written atomically."""
+def compute_norm_file(root: str | Path, n_bands: int, source: str = PRIMARY_DEFAULT) -> dict:
+    """utae-paps ``compute_norm_vals`` of ``source`` for every fold of ``metadata.geojson``; written atomically
+    to ``NORM_<SOURCE>_patch.json``."""
     root = Path(root)
     sums: dict[int, list] = {}
     for meta in read_pastis_metadata(root / METADATA_FILE):
-        path = s2_path(root, meta.patch_id)
+        path = source_path(root, source, meta.patch_id)
         image = open_npy(path)
         if image.ndim != 4 or image.shape[1] != n_bands:
             raise DataError(f"{path}: expected an array of shape (T, {n_bands}, H, W), got {image.shape}")
@@ -275,20 +314,22 @@ def compute_norm_file(root: str | Path, n_bands: int) -> dict:
     stats = {
         f"Fold_{fold}": {"mean": (m / n).tolist(), "std": (s / n).tolist()} for fold, (m, s, n) in sorted(sums.items())
     }
-    write_text_atomic(root / NORM_FILE, json.dumps(stats, indent=2))
+    write_text_atomic(root / norm_file(source), json.dumps(stats, indent=2))
     return stats
 
 
-def folder_norm_stats(root: str | Path, n_bands: int, folds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(C,) mean and std of the given folds (average of their statistics), computing the file if absent."""
-    path = Path(root) / NORM_FILE
+def folder_norm_stats(
+    root: str | Path, n_bands: int, folds: Sequence[int], source: str = PRIMARY_DEFAULT
+) -> tuple[np.ndarray, np.ndarray]:
+    """(C,) mean and std of ``source`` in the given folds (average of their statistics), computing the file if absent."""
+    path = Path(root) / norm_file(source)
     if path.is_file():
         try:
             stats = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise DataError(f"{path}: not valid JSON ({type(err).__name__}); delete it to recompute") from None
     else:
-        stats = compute_norm_file(root, n_bands)
+        stats = compute_norm_file(root, n_bands, source)
     means, stds = [], []
     for fold in folds:
         entry = stats.get(f"Fold_{fold}") if isinstance(stats, dict) else None
@@ -358,6 +399,30 @@ class FolderDataset(PASTISDataset):
     def _norm_stats(self) -> tuple[np.ndarray, np.ndarray]:
         return folder_norm_stats(self.root, self.in_channels, self.norm_folds)
 
+    def _available_sources(self) -> dict[str, tuple[str, ...]]:
+        """The main series (S2, dataset.json ``band_names``) and the ``sources`` dataset.json lists."""
+        return {PRIMARY_DEFAULT: self.spec.band_names} | self.spec.sources
+
+    def _set_sources(self, sources: tuple[str, ...]) -> None:
+        if sources and sources[0] != PRIMARY_DEFAULT:
+            raise DataError(
+                f"{self.spec.path}: the first --sources entry must be {PRIMARY_DEFAULT} (the folder's main "
+                f"series, DATA_S2), got {' '.join(sources)}"
+            )
+        unknown = [source for source in sources if source not in self._available_sources()]
+        if unknown:
+            raise DataError(
+                f"{self.spec.path}: --sources {' '.join(unknown)}: not in field 'sources' "
+                f"({' '.join(self.spec.sources) or 'none listed'})"
+            )
+        super()._set_sources(sources)
+
+    def _source_norm(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+        return folder_norm_stats(self.root, self.source_channels[source], self.norm_folds, source)
+
+    def _source_dtype_ok(self, source: str, dtype: np.dtype) -> bool:
+        return np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+
     def _check_files(self, meta) -> _Patch:
         """Validate one patch's headers (memory-mapped: no pixel is read)."""
         if not meta.dates:
@@ -405,6 +470,8 @@ class FolderDataset(PASTISDataset):
                 )
         if self.crop_size is not None and not 0 < self.crop_size <= min(height, width):
             raise DataError(f"{image_path}: crop_size {self.crop_size} does not fit a {height}x{width} patch")
+        for source in self.extra_sources:
+            self._open_source(meta, source, (height, width))
         return _Patch(meta, height, width)
 
     def _read_label(self, patch_id: int, rows: slice, cols: slice) -> np.ndarray:
@@ -454,3 +521,46 @@ class FolderDataset(PASTISDataset):
             return {}
         valid = open_npy(valid_path(self.root, patch_id), self.mmap)
         return {"valid": torch.from_numpy(np.asarray(valid[frames, rows, cols]) != 0)}  # (T, h, w)
+
+
+def write_folder_source(
+    root: str | Path,
+    source: str,
+    band_names: Sequence[str],
+    images: dict[int, np.ndarray],
+    dates: dict[int, Sequence[datetime.date]],
+) -> None:
+    """Add a further image source to a folder data set (e.g. Sentinel-1 next to its Sentinel-2 series).
+
+    Writes ``DATA_<SOURCE>/<SOURCE>_<ID>.npy`` (each ``images[id]``, (T_s, C, H, W), as given), the
+    ``dates-<SOURCE>`` of every patch into metadata.geojson and the source into dataset.json's
+    ``sources`` (both rewritten atomically). Every patch of metadata.geojson needs its images and dates;
+    a stale ``NORM_<SOURCE>_patch.json`` is removed (recomputed on first use).
+    """
+    root = Path(root)
+    if not NAME_PATTERN.fullmatch(source) or source == PRIMARY_DEFAULT:
+        raise ValueError(f"{source!r} is not a further source name (letters and digits, not {PRIMARY_DEFAULT})")
+    metadata_path = root / METADATA_FILE
+    collection = json.loads(metadata_path.read_text())
+    ids = [int(feature["properties"]["ID_PATCH"]) for feature in collection["features"]]
+    missing = sorted(set(ids) - set(images) | set(ids) - set(dates))
+    if missing:
+        raise ValueError(f"write_folder_source: no {source} images or dates for patches {missing[:10]}")
+    (root / f"DATA_{source}").mkdir(parents=True, exist_ok=True)
+    for patch_id in ids:
+        if len(images[patch_id]) != len(dates[patch_id]):
+            raise ValueError(
+                f"write_folder_source: patch {patch_id}: {len(images[patch_id])} {source} frames "
+                f"but {len(dates[patch_id])} dates"
+            )
+        np.save(source_path(root, source, patch_id), images[patch_id])
+    for feature, patch_id in zip(collection["features"], ids):
+        feature["properties"][dates_key(source)] = {
+            str(k): int(date.strftime("%Y%m%d")) for k, date in enumerate(dates[patch_id])
+        }
+    write_text_atomic(metadata_path, json.dumps(collection, indent=2))
+    spec_path = root / DATASET_FILE
+    raw = json.loads(spec_path.read_text(encoding="utf-8"))
+    raw.setdefault("sources", {})[source] = {"band_names": list(band_names)}
+    write_text_atomic(spec_path, json.dumps(raw, indent=2))
+    (root / norm_file(source)).unlink(missing_ok=True)

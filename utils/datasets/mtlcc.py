@@ -113,6 +113,9 @@ class MTLCCDataset(Dataset):
     in_channels = len(MTLCC_BAND_NAMES)
     red_index = MTLCC_BAND_NAMES.index("B04")
     nir_index = MTLCC_BAND_NAMES.index("B08")
+    sources = ("S2",)  # one source (utils/datasets/sources.py): MTLCC has no Sentinel-1
+    source_channels = {"S2": len(MTLCC_BAND_NAMES)}
+    source_band_names = {"S2": MTLCC_BAND_NAMES}
 
     def __init__(
         self,

@@ -24,6 +24,9 @@ import torch
 from torch.utils.data import Dataset
 
 from utils.datasets.protocols import UNSCORED, selects_a_date
+from utils.datasets.sources import (
+    KNOWN_SOURCES, PRIMARY_DEFAULT, RADAR_SOURCES, SOURCE_BAND_NAMES, data_dir, dates_key, file_name, norm_file,
+)
 from utils.errors import DataError
 
 log = logging.getLogger("stcln")
@@ -87,6 +90,11 @@ def s2_path(root: Path, patch_id: int) -> Path:
     return Path(root) / S2_DIR / f"S2_{patch_id}.npy"
 
 
+def source_path(root: Path, source: str, patch_id: int) -> Path:
+    """``root/DATA_<SOURCE>/<SOURCE>_<ID>.npy`` (PASTIS-R layout; 'S2' gives :func:`s2_path`)."""
+    return Path(root) / data_dir(source) / file_name(source, patch_id)
+
+
 def target_path(root: Path, patch_id: int) -> Path:
     return Path(root) / TARGET_DIR / f"TARGET_{patch_id}.npy"
 
@@ -98,44 +106,52 @@ class PatchMeta:
     patch_id: int
     fold: int
     tile: str
-    dates: tuple[datetime.date, ...]
+    dates: tuple[datetime.date, ...]  # dates-S2
+    source_dates: tuple[tuple[str, tuple[datetime.date, ...]], ...] = ()  # (source, dates) of further sources
+
+    def dates_of(self, source: str) -> tuple[datetime.date, ...]:
+        """The dates of ``source`` ('S2': ``dates``); empty when metadata.geojson lists none."""
+        if source == PRIMARY_DEFAULT:
+            return self.dates
+        return dict(self.source_dates).get(source, ())
 
 
-def _parse_yyyymmdd(value, path: Path, patch_id) -> datetime.date:
+def _parse_yyyymmdd(value, path: Path, patch_id, key: str = "dates-S2") -> datetime.date:
     try:
         text = str(int(value))
         return datetime.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
     except (TypeError, ValueError):
-        raise DataError(f"{path}: patch {patch_id}: bad date {value!r} in dates-S2 (expected YYYYMMDD)") from None
+        raise DataError(f"{path}: patch {patch_id}: bad date {value!r} in {key} (expected YYYYMMDD)") from None
 
 
-def _parse_dates(raw, path: Path, patch_id) -> tuple[datetime.date, ...]:
-    """``dates-S2`` (dict or JSON string of a dict "0".."T-1" -> YYYYMMDD) -> dates ordered by int(key)."""
+def _parse_dates(raw, path: Path, patch_id, key: str = "dates-S2") -> tuple[datetime.date, ...]:
+    """``dates-<SOURCE>`` (dict or JSON string of a dict "0".."T-1" -> YYYYMMDD) -> dates ordered by int(key)."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError:
-            raise DataError(f"{path}: patch {patch_id}: dates-S2 is a string that is not JSON") from None
+            raise DataError(f"{path}: patch {patch_id}: {key} is a string that is not JSON") from None
     if isinstance(raw, list):
-        raise DataError(f"{path}: patch {patch_id}: dates-S2 is a list; expected an object "
+        raise DataError(f"{path}: patch {patch_id}: {key} is a list; expected an object "
                         '{"0": YYYYMMDD, "1": YYYYMMDD, ...} (as the PASTIS release)')
     if not isinstance(raw, dict) or not raw:
-        raise DataError(f"{path}: patch {patch_id}: dates-S2 missing or empty")
+        raise DataError(f"{path}: patch {patch_id}: {key} missing or empty")
     try:
         keys = sorted(raw, key=int)  # "10" after "9", never lexicographic
     except ValueError:
-        raise DataError(f"{path}: patch {patch_id}: dates-S2 keys must be integers, got {list(raw)[:3]}") from None
-    dates = tuple(_parse_yyyymmdd(raw[key], path, patch_id) for key in keys)
+        raise DataError(f"{path}: patch {patch_id}: {key} keys must be integers, got {list(raw)[:3]}") from None
+    dates = tuple(_parse_yyyymmdd(raw[k], path, patch_id, key) for k in keys)
     if any(later < earlier for earlier, later in zip(dates, dates[1:])):
-        raise DataError(f"{path}: patch {patch_id}: dates-S2 are not in chronological order of their index")
+        raise DataError(f"{path}: patch {patch_id}: {key} are not in chronological order of their index")
     return dates
 
 
-def read_pastis_metadata(path: str | Path) -> list[PatchMeta]:
+def read_pastis_metadata(path: str | Path, sources: Sequence[str] = (PRIMARY_DEFAULT,)) -> list[PatchMeta]:
     """Parse metadata.geojson into :class:`PatchMeta` records sorted by ``ID_PATCH``.
 
     Patches without ``dates-S2`` are kept with empty dates (an error only if they are selected).
-    An ``ID_PATCH`` listed twice is an error.
+    An ``ID_PATCH`` listed twice is an error. ``sources`` other than S2 (e.g. PASTIS-R's S1A, S1D)
+    also read their ``dates-<SOURCE>`` (same rules as ``dates-S2``; absent: empty).
     """
     path = Path(path)
     if not path.is_file():
@@ -161,12 +177,21 @@ def read_pastis_metadata(path: str | Path) -> list[PatchMeta]:
         raw_dates = props.get("dates-S2")
         dates = _parse_dates(raw_dates, path, patch_id) if raw_dates else ()
         tile = str(props.get("TILE", "")).upper().removeprefix("T")  # 't30uxv' / '30UXV' -> '30UXV'
-        patches.append(PatchMeta(patch_id, fold, tile, dates))
+        source_dates = []
+        for source in sources:
+            raw = props.get(dates_key(source)) if source != PRIMARY_DEFAULT else None
+            if raw:
+                source_dates.append((source, _parse_dates(raw, path, patch_id, dates_key(source))))
+        patches.append(PatchMeta(patch_id, fold, tile, dates, tuple(source_dates)))
     return sorted(patches, key=lambda patch: patch.patch_id)
 
 
-def read_norm_stats(path: str | Path, folds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Band mean and std (10,) float32: the average of the given folds' statistics (as utae-paps)."""
+def read_norm_stats(path: str | Path, folds: Sequence[int], n_bands: int = len(PASTIS_BAND_NAMES)
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Band mean and std (n_bands,) float32: the average of the given folds' statistics (as utae-paps).
+
+    ``n_bands``: 10 for ``NORM_S2_patch.json``, 3 for PASTIS-R's ``NORM_S1A_patch.json`` / ``NORM_S1D_patch.json``.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: normalisation file not found")
@@ -183,8 +208,8 @@ def read_norm_stats(path: str | Path, folds: Sequence[int]) -> tuple[np.ndarray,
             mean, std = np.asarray(entry["mean"], dtype=np.float64), np.asarray(entry["std"], dtype=np.float64)
         except (TypeError, ValueError):
             raise DataError(f"{path}: Fold_{fold} mean/std must be lists of numbers") from None
-        if mean.shape != (len(PASTIS_BAND_NAMES),) or std.shape != mean.shape:
-            raise DataError(f"{path}: Fold_{fold} needs 10 means and 10 stds, got {mean.shape}, {std.shape}")
+        if mean.shape != (n_bands,) or std.shape != mean.shape:
+            raise DataError(f"{path}: Fold_{fold} needs {n_bands} means and {n_bands} stds, got {mean.shape}, {std.shape}")
         if not (np.isfinite(mean).all() and np.isfinite(std).all()):
             raise DataError(f"{path}: Fold_{fold} has non-finite (NaN/inf) means or stds")
         if not (std > 0).all():
@@ -234,6 +259,10 @@ class PASTISDataset(Dataset):
         temporal: callable mapping the patch's list of dates to sorted frame indices.
         reference_date: ``days`` are counted from this date (ISO string or date).
         mmap: memory-map the .npy files and slice the crop before reading (else read whole files).
+        sources: image sources, primary first (utils/datasets/sources.py): ('S2',) the paper's
+            single-source data; PASTIS-R adds 'S1A' and 'S1D' (radar, dB), each on its own dates,
+            as ``image_<s>``/``days_<s>`` (a radar primary fills ``image``/``days`` and has no ``ndvi``).
+            ``temporal`` applies to every source's own dates.
     """
 
     classes = PASTIS_CLASSES
@@ -258,12 +287,14 @@ class PASTISDataset(Dataset):
         reference_date: str | datetime.date = PASTIS_REFERENCE_DATE,
         seed: int = 0,
         mmap: bool = True,
+        sources: Sequence[str] = (PRIMARY_DEFAULT,),
     ) -> None:
         super().__init__()
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: {self.root_description} not found")
         self._read_description()
+        self._set_sources(tuple(sources))
         self.folds, self.norm_folds = self._checked_folds(folds, norm_folds)
         if crop_mode not in CROP_MODES:
             raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}")
@@ -275,7 +306,8 @@ class PASTISDataset(Dataset):
         self.reference_date = None if reference_date is None else (  # None: set by a subclass (FolderDataset)
             reference_date if isinstance(reference_date, datetime.date) else datetime.date.fromisoformat(reference_date)
         )
-        self.mean, self.std = self._norm_stats()
+        self.mean, self.std = self._norm_stats() if self.primary == PRIMARY_DEFAULT else self._source_norm(self.primary)
+        self.source_norm = {source: self._source_norm(source) for source in self.extra_sources}
         self.patches = self._select_patches(ids)
         self.entries = self._build_entries()
 
@@ -284,6 +316,32 @@ class PASTISDataset(Dataset):
 
     def _read_description(self) -> None:
         """Read what the root declares about the data set (PASTIS: fixed, nothing to read)."""
+
+    def _available_sources(self) -> dict[str, tuple[str, ...]]:
+        """Band names of every source the data set may hold (PASTIS-R: S2, S1A, S1D)."""
+        return {source: SOURCE_BAND_NAMES[source] for source in KNOWN_SOURCES}
+
+    def _set_sources(self, sources: tuple[str, ...]) -> None:
+        """``sources``, ``source_channels``, ``source_band_names``; a radar primary replaces the band attributes."""
+        available = self._available_sources()
+        unknown = [source for source in sources if source not in available]
+        if not sources or unknown or len(set(sources)) != len(sources):
+            raise DataError(f"{self.root}: sources {list(sources)} are not distinct sources of this data set "
+                            f"(it has {list(available)})")
+        self.sources, self.primary, self.extra_sources = sources, sources[0], sources[1:]
+        self.source_band_names = {source: tuple(available[source]) for source in sources}
+        self.source_channels = {source: len(available[source]) for source in sources}
+        if self.primary != PRIMARY_DEFAULT:  # radar primary: no red/NIR, no NDVI
+            self.band_names, self.in_channels = self.source_band_names[self.primary], self.source_channels[self.primary]
+            self.red_index = self.nir_index = None
+
+    def _source_norm(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band (mean, std) of a further source: ``NORM_<SOURCE>_patch.json`` of the normalisation folds."""
+        return read_norm_stats(self.root / norm_file(source), self.norm_folds, self.source_channels[source])
+
+    def _source_dtype_ok(self, source: str, dtype: np.dtype) -> bool:
+        """PASTIS-R radar: any float type (the loaders cast to float32); S2 is checked by :meth:`_check_files`."""
+        return np.issubdtype(dtype, np.floating) if source in RADAR_SOURCES else dtype == np.int16
 
     def _checked_folds(self, folds: Sequence[int], norm_folds: Sequence[int] | None) -> tuple[tuple, tuple]:
         """(folds, normalisation folds), validated: PASTIS folds are 1..5."""
@@ -302,7 +360,7 @@ class PASTISDataset(Dataset):
 
     def _select_patches(self, ids: Sequence[int] | None) -> list[_Patch]:
         metadata_path = self.root / METADATA_FILE
-        metas = read_pastis_metadata(metadata_path)
+        metas = read_pastis_metadata(metadata_path, self.sources)
         if self.known_folds is not None:
             odd = [meta for meta in metas if meta.fold not in self.known_folds]
             if odd:  # such a patch would silently belong to no split
@@ -322,7 +380,8 @@ class PASTISDataset(Dataset):
             if not selected:
                 raise DataError(f"{metadata_path}: empty id list")
         if self.temporal is not None:  # e.g. an early-season window before a patch's first date
-            kept = [meta for meta in selected if not meta.dates or selects_a_date(self.temporal, meta.dates)]
+            kept = [meta for meta in selected
+                    if not meta.dates_of(self.primary) or selects_a_date(self.temporal, meta.dates_of(self.primary))]
             if not kept:
                 raise DataError(f"{metadata_path}: no patch of folds {list(self.folds)} has a date in {self.temporal!r}")
             if len(kept) < len(selected):
@@ -338,25 +397,56 @@ class PASTISDataset(Dataset):
 
     def _check_files(self, meta: PatchMeta) -> _Patch:
         """Validate the headers of one patch's files (memory-mapped: no pixel is read)."""
-        if not meta.dates:
-            raise DataError(f"{self.root / METADATA_FILE}: patch {meta.patch_id} has no dates-S2")
-        image_path, label_path = s2_path(self.root, meta.patch_id), target_path(self.root, meta.patch_id)
-        image, target = open_npy(image_path), open_npy(label_path)
-        if image.dtype != np.int16 or image.ndim != 4 or image.shape[1] != self.in_channels:
-            raise DataError(f"{image_path}: expected int16 array of shape (T, {self.in_channels}, H, W), "
-                            f"got {image.dtype} {image.shape}")
-        if image.shape[0] == 0:
-            raise DataError(f"{image_path}: empty time series (T = 0)")
-        if image.shape[0] != len(meta.dates):
-            raise DataError(f"{image_path}: {image.shape[0]} frames but metadata.geojson lists "
-                            f"{len(meta.dates)} dates-S2 for patch {meta.patch_id}")
+        label_path = target_path(self.root, meta.patch_id)
+        if self.primary == PRIMARY_DEFAULT:
+            if not meta.dates:
+                raise DataError(f"{self.root / METADATA_FILE}: patch {meta.patch_id} has no dates-S2")
+            image_path = s2_path(self.root, meta.patch_id)
+            image = open_npy(image_path)
+            if image.dtype != np.int16 or image.ndim != 4 or image.shape[1] != self.in_channels:
+                raise DataError(f"{image_path}: expected int16 array of shape (T, {self.in_channels}, H, W), "
+                                f"got {image.dtype} {image.shape}")
+            if image.shape[0] == 0:
+                raise DataError(f"{image_path}: empty time series (T = 0)")
+            if image.shape[0] != len(meta.dates):
+                raise DataError(f"{image_path}: {image.shape[0]} frames but metadata.geojson lists "
+                                f"{len(meta.dates)} dates-S2 for patch {meta.patch_id}")
+        else:
+            image_path = source_path(self.root, self.primary, meta.patch_id)
+            image = self._open_source(meta, self.primary)
+        target = open_npy(label_path)
         if not np.issubdtype(target.dtype, np.integer) or target.ndim != 3 or target.shape[1:] != image.shape[2:]:
             raise DataError(f"{label_path}: expected integer array of shape ({TARGET_CHANNELS}, "
                             f"{image.shape[2]}, {image.shape[3]}), got {target.dtype} {target.shape}")
         height, width = image.shape[2:]
         if self.crop_size is not None and not 0 < self.crop_size <= min(height, width):
             raise DataError(f"{image_path}: crop_size {self.crop_size} does not fit a {height}x{width} patch")
+        for source in self.extra_sources:
+            self._open_source(meta, source, (height, width))
         return _Patch(meta, height, width)
+
+    def _open_source(self, meta: PatchMeta, source: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        """Memory-map one source's series of a patch and check its header against its dates (and the
+        primary's (H, W) ``size``); every error names the file."""
+        dates = meta.dates_of(source)
+        if not dates:
+            raise DataError(f"{self.root / METADATA_FILE}: patch {meta.patch_id} has no {dates_key(source)}")
+        path = source_path(self.root, source, meta.patch_id)
+        array = open_npy(path)
+        channels = self.source_channels[source]
+        kind = "numeric" if self._source_dtype_ok(source, np.dtype(np.int16)) else "float"
+        if not self._source_dtype_ok(source, array.dtype) or array.ndim != 4 or array.shape[1] != channels:
+            raise DataError(f"{path}: expected a {kind} array of shape (T, {channels}, H, W) "
+                            f"({', '.join(self.source_band_names[source])}), got {array.dtype} {array.shape}")
+        if size is not None and array.shape[2:] != size:
+            raise DataError(f"{path}: {array.shape[2]}x{array.shape[3]} pixels but the patch's "
+                            f"{self.primary} series has {size[0]}x{size[1]}")
+        if array.shape[0] == 0:
+            raise DataError(f"{path}: empty time series (T = 0)")
+        if array.shape[0] != len(dates):
+            raise DataError(f"{path}: {array.shape[0]} frames but metadata.geojson lists "
+                            f"{len(dates)} {dates_key(source)} for patch {meta.patch_id}")
+        return array
 
     def _build_entries(self) -> list[tuple[int, tuple[int, int] | None]]:
         """(patch position, grid cell or None) per sample."""
@@ -386,9 +476,21 @@ class PASTISDataset(Dataset):
         """ID_PATCH of every sample, in sample order."""
         return [self.patches[position].meta.patch_id for position, _ in self.entries]
 
+    @property
+    def sample_ids(self) -> list[str]:
+        """The ``id`` of every sample, in sample order, without reading a pixel: '<ID_PATCH>' of a whole patch,
+        '<ID_PATCH>@<top>,<left>' of a grid crop (what ``__getitem__`` returns). Random crops have none."""
+        if self.crop_size is not None and self.crop_mode == "random":
+            raise ValueError("random crops have no fixed sample id (crop_mode 'grid' or 'cells' have)")
+        size = self.crop_size
+        return [
+            str(self.patches[position].meta.patch_id) + (f"@{cell[0] * size},{cell[1] * size}" if size else "")
+            for position, cell in self.entries
+        ]
+
     def dates(self, index: int) -> list[datetime.date]:
-        """All acquisition dates of the patch behind sample ``index`` (before any temporal subset)."""
-        return list(self.patches[self.entries[index][0]].meta.dates)
+        """All acquisition dates of the primary source of the patch behind sample ``index`` (before any temporal subset)."""
+        return list(self.patches[self.entries[index][0]].meta.dates_of(self.primary))
 
     def dominant_classes(self) -> np.ndarray:
         """Most frequent crop class (not background or void) of each sample's window; ``UNSCORED`` (-1) if none.
@@ -453,6 +555,17 @@ class PASTISDataset(Dataset):
         meta = self.patches[position].meta
         rng = self._generator(index)
         rows, cols = self._window(index, rng)
+        sample_id = str(meta.patch_id)
+        if self.crop_size is not None:
+            sample_id += f"@{rows.start},{cols.start}"
+        if self.primary != PRIMARY_DEFAULT:  # radar primary: no NDVI (masking treats every frame as eligible)
+            image, days, frames = self._read_source(meta, self.primary, rows, cols, *self.mean_std(self.primary))
+            return {
+                "image": image,
+                "days": days,
+                "label": torch.from_numpy(self._read_label(meta.patch_id, rows, cols)),
+                "id": sample_id,
+            } | self._further_sources(meta, rows, cols)
         frames = np.arange(len(meta.dates))
         series = open_npy(s2_path(self.root, meta.patch_id), self.mmap)
         if self.temporal is None:
@@ -462,16 +575,50 @@ class PASTISDataset(Dataset):
             raw = np.asarray(series[frames, :, rows, cols], dtype=np.float32)  # (T', C, h, w)
         image = (raw - self.mean[:, None, None]) / self.std[:, None, None]
         days = [(meta.dates[frame] - self.reference_date).days for frame in frames]
-        sample_id = str(meta.patch_id)
-        if self.crop_size is not None:
-            sample_id += f"@{rows.start},{cols.start}"
         return {
             "image": torch.from_numpy(image),
             "ndvi": torch.from_numpy(self.ndvi(raw)),
             "days": torch.tensor(days, dtype=torch.int64),
             "label": torch.from_numpy(self._read_label(meta.patch_id, rows, cols)),
             "id": sample_id,
-        } | self._extra_keys(meta.patch_id, frames, rows, cols)
+        } | self._extra_keys(meta.patch_id, frames, rows, cols) | self._further_sources(meta, rows, cols)
+
+    def mean_std(self, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (C_s,) normalisation mean and std applied to ``source``."""
+        return (self.mean, self.std) if source == self.primary else self.source_norm[source]
+
+    def _read_source(self, meta: PatchMeta, source: str, rows: slice, cols: slice, mean: np.ndarray, std: np.ndarray
+                     ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """(image (T_s, C_s, h, w) float32 z-scored, days (T_s,) int64, frame indices) of one source of a patch.
+
+        ``temporal`` selects among the source's own dates. Radar values must be finite: a NaN/inf in the
+        window read is a DataError naming the file (PASTIS/README.md: no fill rule is guessed).
+        """
+        dates = meta.dates_of(source)
+        path = source_path(self.root, source, meta.patch_id)
+        frames = np.arange(len(dates))
+        if self.temporal is not None:
+            try:
+                frames = np.asarray(self.temporal(list(dates)), dtype=np.int64)
+            except ValueError as err:
+                raise DataError(f"{path}: {' '.join(str(err).split())}") from None
+        series = open_npy(path, self.mmap)
+        raw = np.asarray(series[frames, :, rows, cols], dtype=np.float32)  # (T_s, C_s, h, w), only this window
+        bad = ~np.isfinite(raw)
+        if bad.any():
+            raise DataError(f"{path}: {int(bad.sum())} NaN/inf values in rows {rows.start}:{rows.stop}, cols "
+                            f"{cols.start}:{cols.stop} (expected finite backscatter in dB)")
+        image = (raw - mean[:, None, None]) / std[:, None, None]
+        days = torch.tensor([(dates[frame] - self.reference_date).days for frame in frames], dtype=torch.int64)
+        return torch.from_numpy(image), days, frames
+
+    def _further_sources(self, meta: PatchMeta, rows: slice, cols: slice) -> dict:
+        """``image_<s>`` (T_s, C_s, h, w) and ``days_<s>`` (T_s,) of every further source, same window."""
+        out = {}
+        for source in self.extra_sources:
+            image, days, _ = self._read_source(meta, source, rows, cols, *self.source_norm[source])
+            out[f"image_{source}"], out[f"days_{source}"] = image, days
+        return out
 
     def _extra_keys(self, patch_id: int, frames: np.ndarray, rows: slice, cols: slice) -> dict:
         """More entries of the sample dict for the same dates and window (FolderDataset: ``valid``)."""

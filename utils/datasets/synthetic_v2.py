@@ -64,6 +64,11 @@ Parameters and their real-world reason (values in the constants below):
   (data gaps, cloud-filtered products). All patches of a tile share its calendar, as in PASTIS.
 
 Everything is vectorised numpy and deterministic by ``seed`` and ``region_seed``.
+
+The Sentinel-1 radar series of the same scenes (PASTIS-R's S1A/S1D) are rendered by
+:mod:`utils.datasets.synthetic_radar` from :func:`_draw_scene` and :func:`_fractions`, the two
+halves of :func:`generate_scene`'s scene model (their random draws are those of the optical scene,
+in the same order, so adding radar changes no optical value).
 """
 
 import datetime
@@ -192,6 +197,7 @@ TILE_MIX_STD = 0.5  # log-normal perturbation of the class frequencies per tile
 # ---- atmosphere -------------------------------------------------------------------------------------------------
 CLEAR, HAZE, BROKEN, OVERCAST = range(4)
 REGIME_PROBS = (0.5, 0.15, 0.2, 0.15)
+CLOUD_FRACTION = REGIME_PROBS[BROKEN] + REGIME_PROBS[OVERCAST]  # 0.35 of the dates under broken cloud or overcast
 HAZE_AOD = (0.05, 0.3)  # aerosol optical depth at 550 nm
 ANGSTROM = 1.5
 HAZE_PATH_REFLECTANCE = 0.25  # path reflectance per unit optical depth
@@ -368,12 +374,31 @@ def _mostly_outside(seeds: np.ndarray, parcel_ids: np.ndarray) -> np.ndarray:
     return ids.astype(np.int32)
 
 
-def _weather(region_seed, dates: Sequence[datetime.date]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per date of a tile: regime, level (AOD or cloud cover) and soil wetness, each (T,)."""
+def regime_probs(cloud_fraction: float | None = None) -> tuple[float, ...]:
+    """Probabilities of the clear, haze, broken-cloud and overcast regimes of a date. ``cloud_fraction``
+    (None: :data:`CLOUD_FRACTION`, :data:`REGIME_PROBS` exactly) is the probability of broken cloud or
+    overcast; the clear:haze and broken:overcast ratios of :data:`REGIME_PROBS` are kept."""
+    if cloud_fraction is None:
+        return REGIME_PROBS
+    if not 0.0 <= cloud_fraction <= 1.0:
+        raise ValueError(f"cloud_fraction must be in [0, 1], got {cloud_fraction}")
+    clear, haze, broken, overcast = REGIME_PROBS
+    fair = 1.0 - cloud_fraction
+    return (fair * clear / (clear + haze), fair * haze / (clear + haze),
+            cloud_fraction * broken / (broken + overcast), cloud_fraction * overcast / (broken + overcast))
+
+
+def _weather(region_seed, dates: Sequence[datetime.date],
+             cloud_fraction: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per date of a tile: regime, level (AOD or cloud cover) and soil wetness, each (T,).
+
+    Each date takes the same number of draws whatever ``cloud_fraction`` is (:func:`regime_probs`),
+    so the soil wetness (and the radar rendered from it) does not depend on it."""
+    probs = regime_probs(cloud_fraction)
     regime, level, wet = np.zeros(len(dates), dtype=int), np.zeros(len(dates)), np.zeros(len(dates))
     for t, date in enumerate(dates):
         rng = np.random.default_rng([*np.atleast_1d(region_seed), date.toordinal()])
-        regime[t] = rng.choice(len(REGIME_PROBS), p=REGIME_PROBS)
+        regime[t] = rng.choice(len(probs), p=probs)
         bounds = {CLEAR: (0.0, 0.0), HAZE: HAZE_AOD, BROKEN: BROKEN_COVER, OVERCAST: OVERCAST_COVER}[regime[t]]
         level[t] = rng.uniform(*bounds)
         wet[t] = rng.uniform(0.3, 1.0) if rng.random() < WET_DATE_PROB else 0.0
@@ -419,38 +444,12 @@ def _normal_quantile(p: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def generate_scene(
-    seed,
-    height: int,
-    width: int,
-    dates: Sequence[datetime.date],
-    band_names: Sequence[str],
-    region_seed=0,
-    atmosphere: bool = True,
-    return_fractions: bool = False,
-) -> dict:
-    """Generate one version-2 scene (square patches: ``height == width``).
+def _draw_scene(rng: np.random.Generator, height: int, region_seed) -> dict:
+    """Every random, date-independent property of a version-2 scene (layout, crops, timing offsets, fields).
 
-    Args:
-        seed: the patch (layout, fields, clouds); ``numpy.random.default_rng`` input.
-        region_seed: the tile: timing shift, crop mix, soils and each date's weather regime.
-        atmosphere: False leaves out haze, clouds and shadows (diagnostics and tests).
-        return_fractions: also return the pixel fractions ``green``, ``dry``, ``soil`` (T, H, W).
-
-    Returns:
-        ``reflectance`` int16 (T, C, H, W) (x 10000, ``band_names`` order), ``label`` int64 (H, W)
-        PASTIS class indices (0 = background), ``parcel_ids`` int32 (H, W) (0 = background),
-        ``cloud`` bool (T, H, W) (opacity > 0.3), ``opacity``, ``shadow`` float32 (T, H, W),
-        ``aod`` float32 (T,) patch-mean haze optical depth, ``dominance`` float32 (H, W) the PSF
-        weight of the labelled component, ``void_ids`` int32 the parcels mostly outside the patch.
+    The draws happen in one fixed order from ``rng``, so the optical (:func:`generate_scene`) and the
+    radar (:func:`generate_radar`) renderings of a patch see the same scene.
     """
-    if height != width:
-        raise ValueError(f"version-2 scenes are square, got {height}x{width}")
-    unknown = [name for name in band_names if name not in BAND_NAMES_ALL]
-    if unknown:
-        raise ValueError(f"unknown band names {unknown}; expected names from {BAND_NAMES_ALL}")
-    bands = np.array([BAND_NAMES_ALL.index(name) for name in band_names], dtype=int)
-    rng = np.random.default_rng(seed)
     region = _region(region_seed)
     n_sub = (height + 2 * RENDER_MARGIN_PX) * SUBPIXELS
     component, n_cells, seeds = _layout(rng, n_sub, RENDER_MARGIN_PX * SUBPIXELS)
@@ -491,9 +490,10 @@ def generate_scene(
     shade = np.append(shade, [CANOPY_SHADE, 1.0])
     label_of = np.append(label_of, [0, 0])
     special = np.append(np.where(is_background, kinds, -1), [FOREST, -2])  # -2: track
+    row_of = np.append(np.where(is_background, -1, crop), [-1, -1])  # PHENOLOGY row of each component, -1: none
 
     # ---- timing: tile + patch + parcel (+ sub-parcel for growth stages) ----
-    days = season_days(dates) - region["shift"] - rng.normal(0, PATCH_SHIFT_STD)  # (T,)
+    patch_shift = rng.normal(0, PATCH_SHIFT_STD)
     parcel_shift = rng.normal(0, PARCEL_SHIFT_STD, size=n_cells + 2)
     timing = gaussian_fields(rng, 1, n_sub, n_sub, TIMING_SCALE_PX * SUBPIXELS)[0]
     vigour = gaussian_fields(rng, 1, n_sub, n_sub, VIGOUR_SCALE_PX * SUBPIXELS)[0]
@@ -501,9 +501,28 @@ def generate_scene(
     soil_bright = gaussian_fields(rng, 1, n_sub, n_sub, SOIL_ZONE_SCALE_PX * SUBPIXELS)[0]
     drainage = gaussian_fields(rng, 1, n_sub, n_sub, DRAINAGE_SCALE_PX * SUBPIXELS)[0]
     gain = rng.uniform(0.3, 1.7, size=n_cells + 2).astype(np.float32)  # how strongly each parcel expresses the fields
-    cell_days = (days[None, :] - parcel_shift[:, None]).astype(np.float32)  # (K, T) management events per parcel
-    pheno_days = cell_days[component].transpose(2, 0, 1) + (SUBPARCEL_SHIFT_DAYS * gain[component] * timing)[None]  # (S, S, T) -> (T, S, S)
     vigour_px = 1 + VIGOUR_STD * gain[component] * vigour  # (S, S)
+    texture = TEXTURE_STD * rng.standard_normal((1, n_sub, n_sub), dtype=np.float32)
+    return {
+        "region": region, "n_sub": n_sub, "component": component, "n_cells": n_cells, "seeds": seeds,
+        "params": params, "prev_params": prev_params, "prep": prep, "cover_crop": cover_crop,
+        "cover_start": cover_start, "leaf": leaf, "residue": residue, "shade": shade, "label_of": label_of,
+        "special": special, "row_of": row_of, "patch_shift": patch_shift, "parcel_shift": parcel_shift,
+        "timing": timing, "soil_zone": soil_zone, "soil_bright": soil_bright, "drainage": drainage, "gain": gain,
+        "vigour_px": vigour_px, "texture": texture,
+    }
+
+
+def _fractions(scene: dict, dates: Sequence[datetime.date]) -> tuple[np.ndarray, ...]:
+    """Sub-cell cover fractions of a :func:`_draw_scene` scene on ``dates``: green (current crop), other
+    green (previous crop, cover crop, weeds), dry, petals and the residue term, each (T, S, S), the soil
+    fraction (T, S, S) and the component kind map (S, S) (background kind, -1 crop, -2 track)."""
+    region, component, params, prev_params = scene["region"], scene["component"], scene["params"], scene["prev_params"]
+    prep, cover_crop, cover_start, residue = scene["prep"], scene["cover_crop"], scene["cover_start"], scene["residue"]
+    gain, timing, vigour_px = scene["gain"], scene["timing"], scene["vigour_px"]
+    days = season_days(dates) - region["shift"] - scene["patch_shift"]  # (T,)
+    cell_days = (days[None, :] - scene["parcel_shift"][:, None]).astype(np.float32)  # (K, T) management events per parcel
+    pheno_days = cell_days[component].transpose(2, 0, 1) + (SUBPARCEL_SHIFT_DAYS * gain[component] * timing)[None]  # (S, S, T) -> (T, S, S)
     to_pixels = lambda a: a[component].transpose(2, 0, 1)  # per parcel (K, T) -> (S, S, T) -> (T, S, S)
 
     # ---- fractions per sub-cell and date: current crop at sub-cell level, the rest per parcel ----
@@ -518,17 +537,59 @@ def generate_scene(
     prev_dry = np.where(annual, d_prev * before_prep, 0.0)  # (K, T)
     residue_term = dry * to_pixels(np.broadcast_to(residue[:, None], prev_dry.shape)) + to_pixels(prev_dry * prev_params[:, RESIDUE, None])
     dry = dry + to_pixels(prev_dry)
-    kind_px = special[component]  # (S, S) background kind, -1 crop, -2 track
+    kind_px = scene["special"][component]  # (S, S) background kind, -1 crop, -2 track
     green = np.where(kind_px == -2, TRACK_GREEN, np.where(kind_px == BUILT, BUILT_GREEN, green))
     green = np.where(kind_px == WATER, 0.0, green)
     dry = np.where(np.isin(kind_px, (-2, BUILT, WATER)), 0.0, dry)
     residue_term = np.where(np.isin(kind_px, (-2, BUILT, WATER)), 0.0, residue_term)
-    texture = TEXTURE_STD * rng.standard_normal((1, n_sub, n_sub), dtype=np.float32)
-    green = np.clip(green * (1 + texture), 0, 1)
+    green = np.clip(green * (1 + scene["texture"]), 0, 1)
     total = green + other_green + dry + petals
     excess = np.maximum(total, 1.0)  # keep the fractions a partition of the sub-cell
     green, other_green, dry, petals, residue_term = (a / excess for a in (green, other_green, dry, petals, residue_term))
     soil_fraction = 1 - green - other_green - dry - petals  # (T, S, S)
+    return green, other_green, dry, petals, residue_term, soil_fraction, kind_px
+
+
+def generate_scene(
+    seed,
+    height: int,
+    width: int,
+    dates: Sequence[datetime.date],
+    band_names: Sequence[str],
+    region_seed=0,
+    atmosphere: bool = True,
+    return_fractions: bool = False,
+    cloud_fraction: float | None = None,
+) -> dict:
+    """Generate one version-2 scene (square patches: ``height == width``).
+
+    Args:
+        seed: the patch (layout, fields, clouds); ``numpy.random.default_rng`` input.
+        region_seed: the tile: timing shift, crop mix, soils and each date's weather regime.
+        atmosphere: False leaves out haze, clouds and shadows (diagnostics and tests).
+        return_fractions: also return the pixel fractions ``green``, ``dry``, ``soil`` (T, H, W).
+        cloud_fraction: probability that a date is under broken cloud or overcast (None: 0.35,
+            :data:`CLOUD_FRACTION`); the layout, crops and soil wetness do not depend on it.
+
+    Returns:
+        ``reflectance`` int16 (T, C, H, W) (x 10000, ``band_names`` order), ``label`` int64 (H, W)
+        PASTIS class indices (0 = background), ``parcel_ids`` int32 (H, W) (0 = background),
+        ``cloud`` bool (T, H, W) (opacity > 0.3), ``opacity``, ``shadow`` float32 (T, H, W),
+        ``aod`` float32 (T,) patch-mean haze optical depth, ``dominance`` float32 (H, W) the PSF
+        weight of the labelled component, ``void_ids`` int32 the parcels mostly outside the patch.
+    """
+    if height != width:
+        raise ValueError(f"version-2 scenes are square, got {height}x{width}")
+    unknown = [name for name in band_names if name not in BAND_NAMES_ALL]
+    if unknown:
+        raise ValueError(f"unknown band names {unknown}; expected names from {BAND_NAMES_ALL}")
+    bands = np.array([BAND_NAMES_ALL.index(name) for name in band_names], dtype=int)
+    rng = np.random.default_rng(seed)
+    scene = _draw_scene(rng, height, region_seed)
+    region, n_sub, component, n_cells, seeds = (scene[k] for k in ("region", "n_sub", "component", "n_cells", "seeds"))
+    shade, label_of, drainage = scene["shade"], scene["label_of"], scene["drainage"]
+    soil_zone, soil_bright, leaf = scene["soil_zone"], scene["soil_bright"], scene["leaf"]
+    green, other_green, dry, petals, residue_term, soil_fraction, kind_px = _fractions(scene, dates)
 
     # ---- soil end-member per sub-cell and date ----
     soils = SOIL_SPECTRA[region["soils"]][:, bands]  # (2, C)
@@ -561,7 +622,7 @@ def generate_scene(
     void_ids = _mostly_outside(seeds, parcel_ids)
 
     # ---- atmosphere and sensor noise ----
-    regime, level, _ = _weather(region_seed, dates)
+    regime, level, _ = _weather(region_seed, dates, cloud_fraction)
     if not atmosphere:
         regime = np.zeros_like(regime)
     aod, opacity, shadow = _atmosphere(rng, regime, level, height, width)

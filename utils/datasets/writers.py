@@ -5,7 +5,9 @@ int16 (T, 10, H, W), ``ANNOTATIONS/TARGET_<id>.npy`` uint8 (3, H, W), ``ANNOTATI
 int32 (H, W), ``metadata.geojson`` with the real property names and ``NORM_S2_patch.json`` computed
 as utae-paps' ``compute_norm_vals``. The imagery comes from :mod:`utils.datasets.synthetic` (version 1,
 the original demo set, 4 tiles) or :mod:`utils.datasets.synthetic_v2` (version 2, 8 tiles with their own
-12-day acquisition calendars).
+12-day acquisition calendars). With ``radar=True`` (version 2) it also writes PASTIS-R's Sentinel-1
+series (:func:`write_radar`: ``DATA_S1A``/``DATA_S1D`` float32 (T_s, 3, H, W) in dB, ``NORM_S1A_patch.json``,
+``NORM_S1D_patch.json`` and ``dates-S1A``/``dates-S1D`` in metadata.geojson; PASTIS/README.md).
 
 The MTLCC writer lives in ``utils/datasets/mtlcc_writers.py`` (``write_mtlcc_like``).
 """
@@ -21,9 +23,10 @@ import numpy as np
 
 from utils.datasets.pastis import (
     METADATA_FILE, NORM_FILE, PASTIS_BAND_NAMES, PASTIS_FOLDS, S2_DIR, TARGET_CHANNELS, TARGET_DIR, VOID_INDEX,
-    PatchMeta, read_pastis_metadata, s2_path, target_path,
+    PatchMeta, read_pastis_metadata, s2_path, source_path, target_path,
 )
-from utils.datasets import synthetic_v2
+from utils.datasets import synthetic_radar, synthetic_v2
+from utils.datasets.sources import dates_key, norm_file
 from utils.datasets.synthetic import generate_scene, synthetic_dates
 
 PASTIS_TILES = ("t30uxv", "t31tfj", "t31tfm", "t32ulu")  # leading ID digit 1..4 = tile, as in the release
@@ -72,13 +75,15 @@ def _synthetic_metadata(n_patches: int, n_dates: tuple[int, int], seed: int, fol
     return patches
 
 
-def _scene(meta: PatchMeta, size: int, seed: int, version: int, n_crop_types: int | None) -> dict:
+def _scene(meta: PatchMeta, size: int, seed: int, version: int, n_crop_types: int | None,
+           cloud_fraction: float | None = None) -> dict:
     """The imagery of one patch: version 1 by patch seed, version 2 with the tile as its region."""
     if version == 1:
         n_types = V1_N_CROP_TYPES if n_crop_types is None else n_crop_types
         return generate_scene(seed * SEED_STRIDE + meta.patch_id, size, size, meta.dates, PASTIS_BAND_NAMES, n_types)
     region = [seed, zlib.crc32(meta.tile.encode())]  # every patch of a tile shares its weather and crop mix
-    return synthetic_v2.generate_scene([seed, meta.patch_id], size, size, meta.dates, PASTIS_BAND_NAMES, region_seed=region)
+    return synthetic_v2.generate_scene([seed, meta.patch_id], size, size, meta.dates, PASTIS_BAND_NAMES, region_seed=region,
+                                       cloud_fraction=cloud_fraction)
 
 
 def _semantic_target(label: np.ndarray, parcel_ids: np.ndarray, rng: np.random.Generator,
@@ -122,6 +127,46 @@ def _norm_stats(patch_stats: dict[int, tuple[np.ndarray, np.ndarray]], folds: di
     return stats
 
 
+def _date_dict(dates) -> dict:
+    """A PASTIS ``dates-<SOURCE>`` object: "0".."T-1" -> YYYYMMDD."""
+    return {str(k): int(date.strftime("%Y%m%d")) for k, date in enumerate(dates)}
+
+
+def write_radar(root: str | Path, patches: Sequence[PatchMeta], size: int, seed: int,
+                revisit: int = synthetic_radar.RADAR_REVISIT_DAYS, return_arrays: bool = True) -> dict:
+    """Write the synthetic Sentinel-1 series of version-2 ``patches`` in the PASTIS-R layout.
+
+    Per orbit ``S1A``/``S1D``: ``DATA_<ORBIT>/<ORBIT>_<ID>.npy`` float32 (T_s, 3, size, size) (VV, VH,
+    VV/VH in dB) rendered from the same scene as :func:`write_pastis_like` (seed ``[seed, ID]``, region
+    ``[seed, crc32(tile)]``) and ``NORM_<ORBIT>_patch.json`` (utae-paps statistics per fold). A patch's
+    radar dates are its ``source_dates`` when the metadata lists them, else the tile's calendar
+    (:func:`synthetic_radar.tile_radar_calendars`). metadata.geojson is NOT written here.
+
+    Returns ``dates`` {orbit: {id: dates}}, ``norm`` {orbit: JSON written} and, with ``return_arrays``,
+    ``images`` {orbit: {id: array}}.
+    """
+    root = Path(root)
+    out = {"dates": {}, "norm": {}, "images": {}}
+    fold_of = {meta.patch_id: meta.fold for meta in patches}
+    for orbit in synthetic_radar.ORBITS:
+        (root / f"DATA_{orbit}").mkdir(parents=True, exist_ok=True)
+        stats, dates_of, images = {}, {}, {}
+        for meta in patches:
+            dates = meta.dates_of(orbit) or synthetic_radar.tile_radar_calendars(seed, meta.tile, revisit)[orbit]
+            region = [seed, zlib.crc32(meta.tile.encode())]  # as _scene: the tile's weather and crop mix
+            radar = synthetic_radar.generate_radar([seed, meta.patch_id], size, dates, region, orbit)["backscatter"]
+            np.save(source_path(root, orbit, meta.patch_id), radar)
+            stats[meta.patch_id], dates_of[meta.patch_id] = _patch_stats(radar), list(dates)
+            if return_arrays:
+                images[meta.patch_id] = radar
+        out["norm"][orbit] = _norm_stats(stats, fold_of)
+        (root / norm_file(orbit)).write_text(json.dumps(out["norm"][orbit], indent=4))
+        out["dates"][orbit] = dates_of
+        if return_arrays:
+            out["images"][orbit] = images
+    return out
+
+
 def _feature(meta: PatchMeta, index: int, size: int, parcel_ids: np.ndarray) -> dict:
     return {
         "id": str(index),
@@ -133,7 +178,7 @@ def _feature(meta: PatchMeta, index: int, size: int, parcel_ids: np.ndarray) -> 
             "Parcel_Cover": float((parcel_ids > 0).mean()),
             "TILE": meta.tile,
             "dates-S2": {str(k): int(date.strftime("%Y%m%d")) for k, date in enumerate(meta.dates)},
-        },
+        } | {dates_key(source): _date_dict(dates) for source, dates in meta.source_dates},
         "geometry": _patch_footprint(index, size),
     }
 
@@ -149,6 +194,9 @@ def write_pastis_like(
     n_crop_types: int | None = None,
     return_arrays: bool = True,
     version: int = 1,
+    radar: bool = False,
+    radar_revisit: int = synthetic_radar.RADAR_REVISIT_DAYS,
+    cloud_fraction: float | None = None,
 ) -> dict:
     """Write a synthetic data set in the exact PASTIS layout.
 
@@ -161,26 +209,37 @@ def write_pastis_like(
         n_crop_types: version 1 only: crop types 1..n (default 8). Version 2 has its fixed 12 classes.
         return_arrays: include the written arrays in the result (for tests).
         version: 1 (the original demo generator, kept for comparison) or 2 (:mod:`utils.datasets.synthetic_v2`).
+        radar: version 2 only: also write PASTIS-R's Sentinel-1 ascending and descending series of the
+            same scenes (:func:`write_radar`; with ``metadata``, its dates-S1A/dates-S1D when listed).
+            The S2 files and statistics are the same with or without radar.
+        radar_revisit: days between two radar acquisitions of one orbit.
+        cloud_fraction: version 2 only: the fraction of optical dates under broken cloud or overcast
+            (None: the generator's 0.35, ``synthetic_v2.CLOUD_FRACTION``); the layout, labels and radar
+            are the same whatever it is.
 
     Returns:
         ``root``, ``ids``, ``folds`` {id: fold}, ``dates`` {id: list[date]}, ``norm`` (the JSON
         written) and, with ``return_arrays``, ``images`` {id: int16 (T, 10, H, W)} and
-        ``targets`` {id: uint8 (3, H, W)}.
+        ``targets`` {id: uint8 (3, H, W)}; with ``radar``, ``radar`` (the result of :func:`write_radar`).
     """
     if version not in SYNTHETIC_VERSIONS:
         raise ValueError(f"synthetic version must be one of {SYNTHETIC_VERSIONS}, got {version}")
     if version != 1 and n_crop_types is not None:
         raise ValueError("n_crop_types applies to version 1 only (version 2 has a fixed class list)")
+    if radar and version != 2:
+        raise ValueError("radar is rendered from version-2 scenes only")
+    if cloud_fraction is not None and version != 2:
+        raise ValueError("cloud_fraction applies to version-2 scenes only")
     root = Path(root)
     if metadata is not None:
-        patches = [meta for meta in read_pastis_metadata(metadata) if meta.dates]
+        patches = [meta for meta in read_pastis_metadata(metadata, ("S2",) + synthetic_radar.ORBITS) if meta.dates]
     else:
         patches = _synthetic_metadata(n_patches, n_dates, seed, folds, version)
     (root / S2_DIR).mkdir(parents=True, exist_ok=True)
     (root / TARGET_DIR).mkdir(parents=True, exist_ok=True)
     images, targets, features, patch_stats = {}, {}, [], {}
     for index, meta in enumerate(patches):
-        scene = _scene(meta, size, seed, version, n_crop_types)
+        scene = _scene(meta, size, seed, version, n_crop_types, cloud_fraction)
         target = _semantic_target(scene["label"], scene["parcel_ids"], np.random.default_rng([seed, meta.patch_id]),
                                   scene.get("void_ids"))
         np.save(s2_path(root, meta.patch_id), scene["reflectance"])
@@ -193,6 +252,12 @@ def write_pastis_like(
     fold_of = {meta.patch_id: meta.fold for meta in patches}
     norm = _norm_stats(patch_stats, fold_of)
     (root / NORM_FILE).write_text(json.dumps(norm, indent=4))
+    radar_out = write_radar(root, patches, size, seed, radar_revisit, return_arrays) if radar else None
+    if radar and metadata is None:
+        for feature in features:
+            patch_id = feature["properties"]["ID_PATCH"]
+            feature["properties"].update({dates_key(orbit): _date_dict(radar_out["dates"][orbit][patch_id])
+                                          for orbit in synthetic_radar.ORBITS})
     if metadata is not None:
         shutil.copyfile(metadata, root / METADATA_FILE)
     else:
@@ -208,4 +273,6 @@ def write_pastis_like(
     }
     if return_arrays:
         result.update(images=images, targets=targets)
+    if radar:
+        result["radar"] = radar_out
     return result

@@ -1,0 +1,68 @@
+#!/bin/sh
+# Does Sentinel-1 radar help STCLN with few labels, with and without masked pre-training, and more so under a
+# cloudier sky? (issue 38). The study design, fixed on 2026-12-05 BEFORE any of its runs, with its reasons; run from
+# the repository root, in this order (the first two answer the main question). NOT RUN YET: whatever comes out is
+# reported, in docs/label_efficiency.md "Several sources and a cloudier sky".
+#
+# Design (every choice made before any result):
+# - Data: the synthetic version-2 benchmark (1,250 32-px patches, folds 1-3 labels, 5 validation, 4 test; radar
+#   S1A and S1D every 12 days per orbit, about 35 dates each, next to 20-30 optical dates; docs/data_setup.md).
+# - Arms in every folder: scratch and wp_cell (the paper's cell masking, 10 pre-training epochs, pre-trained on the
+#   same sources as the fine-tune), plus the random forest (every source's dates, interpolated every 15 days:
+#   the same per-pixel features for S2 and for S1+S2, so the non-deep anchor gets the radar too) and the
+#   majority class.
+# - Sources: S2 against S2+S1 (S1A + S1D), late fusion (docs/model.md "Several sources") for the main arms.
+#   One folder per kind (a study folder refuses another kind); compare.py pairs two folders seed by seed: a seed
+#   draws the same labelled crops in both (the draw reads labels and seed only; compare.py checks the counts).
+# - Fusion comparison: late vs merged with S2+S1, scratch and wp_cell, on the normal sky (commands 2 and 3). The
+#   fusion stays late unless merged beats it at both budgets for both arms with 95 % intervals above zero; a
+#   follow-up would then be written here before it runs.
+# - Positions: --positions doy in every command, S2 included: merged fusion needs acquisition days (indices of
+#   different calendars are not comparable), so the late runs of command 2 are also the late arm of the fusion
+#   comparison and the S2 arms share the same encoding (the paper's index encoding is not compared here).
+# - Clouds: the generator's default share of optical dates under broken cloud or overcast is 0.35 (the low end of
+#   the third to a half of cloudy Sentinel-2 dates over Europe); the cloudier setting is 0.5, the high end
+#   (--cloud_fraction 0.5: same fields, labels and radar, only the optical weather changes).
+# - Budgets 1 and 5 % (30 and 150 labelled crops), seeds 0-4: 10 (budget, seed) units per comparison, paired.
+# - Recipe: the study's 900-step recipe (docs/label_efficiency.md, commands 5-8 of
+#   results/label_efficiency_synthetic/commands.sh): tiny preset, 16-px crops, lr 3e-3 for every learned arm (the
+#   grid's choice on S2; no sweep: it would triple the cost), --min_epochs 1, 4 validations on 32 patches, 100 test
+#   patches, --fast, --jobs 2. Its bf16/fp32 precision is the machine's (study.json records it): all five commands
+#   must run on machines that resolve --fast alike (compare.py refuses folders of different schedules or precision).
+#
+# Cost, measured 2026-12-05 on the 2-core EPYC (no AVX-512: --fast runs fp32 there) under the load of another
+# study (load average 4.3), one thread per run (what --jobs 2 gives), the real data of each kind
+# (results/multisource/time_runs.py: a --fast tiny run at 1 % with 2 and with 10 epochs; pre-training: one epoch of
+# fold 1. The S2 and late runs were timed with --positions index, merged with doy: the encoding's input only):
+#   fine-tune of 900 steps:   S2 11.0 min (0.71 s/step + 22 s), S2+S1 late 42.8 min (2.77 s/step + 72 s),
+#                             S2+S1 merged 76.1 min (5.01 s/step + 59 s)
+#   pre-training, 10 epochs of folds 1 2 3 5: S2 55 min (82 s per fold-epoch), S2+S1 late 207 min (311 s per fold-epoch),
+#                             S2+S1 merged not measured (about 1.8x late, the fine-tune's ratio: ~6.2 h)
+#   random forest + majority per (budget, seed): about a minute (not measured with radar; 16 bands x 25 days)
+# Each command's CPU time (20 fine-tunes + 1 pre-training + 10 anchor units), and wall time with --jobs 2:
+#   1. S2                  ~ 55 + 20 x 11 + 10 = ~4.8 h      (~2.9 h wall)
+#   2. S2+S1 late          ~ 207 + 20 x 43 + 10 = ~17.9 h   (~9 h wall)
+#   3. S2+S1 merged        ~ 373 + 20 x 76 + 10 = ~31.8 h   (~16 h wall)
+#   4. S2, cloudier        ~4.8 h (~2.9 h wall), plus writing the cloudier set (about 4 min)
+#   5. S2+S1 late, cloudier  as command 2
+# In all about 77 h of CPU time (~39 h wall on 2 cores; commands 1, 2 alone ~12 h wall): it spans sessions. Each command resumes where it stopped (re-run the same
+# line), --report tables what has finished, and --only_seeds spreads seeds over machines
+# (docs/label_efficiency.md).
+set -e
+RECIPE="--budgets 1 5 --seeds 5 --sweep_budget 1 --arms scratch wp_cell rf majority --lrs 3e-3 --steps 900 \
+    --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 10 --positions doy --fast --jobs 2"
+OUT=checkpoints/multisource
+# 1. S2, normal sky
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --output_dir $OUT/s2
+# 2. S2+S1, late fusion, normal sky
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --sources S2 S1 --fusion late --output_dir $OUT/s2s1_late
+python results/multisource/compare.py $OUT/s2 $OUT/s2s1_late --json $OUT/s2_vs_s2s1_late.json
+# 4. S2, cloudier sky (numbered as in the design above; run before 3, the most expensive)
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --cloud_fraction 0.5 --output_dir $OUT/s2_clouds0.5
+# 5. S2+S1, late fusion, cloudier sky
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --sources S2 S1 --fusion late --cloud_fraction 0.5 \
+    --output_dir $OUT/s2s1_late_clouds0.5
+python results/multisource/compare.py $OUT/s2_clouds0.5 $OUT/s2s1_late_clouds0.5 --json $OUT/s2_vs_s2s1_late_clouds0.5.json
+# 3. S2+S1, merged fusion, normal sky: the fusion comparison against command 2
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --sources S2 S1 --fusion merged --output_dir $OUT/s2s1_merged
+python results/multisource/compare.py $OUT/s2s1_late $OUT/s2s1_merged --json $OUT/late_vs_merged.json
