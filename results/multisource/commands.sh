@@ -30,7 +30,7 @@
 #   patches, --fast, --jobs 2. Its bf16/fp32 precision is the machine's (study.json records it): all five commands
 #   must run on machines that resolve --fast alike (compare.py refuses folders of different schedules or precision).
 #
-# Cost, measured 2026-12-05 on the 2-core EPYC (no AVX-512: --fast runs fp32 there) under the load of another
+# Cost, measured 2026-12-05 on the 2-core EPYC (avx512_bf16: --fast runs bf16 autocast there) under the load of another
 # study (load average 4.3), one thread per run (what --jobs 2 gives), the real data of each kind
 # (results/multisource/time_runs.py: a --fast tiny run at 1 % with 2 and with 10 epochs; pre-training: one epoch of
 # fold 1. The S2 and late runs were timed with --positions index, merged with doy: the encoding's input only):
