@@ -84,3 +84,9 @@ mkdir -p checkpoints/selection/synthetic/pretrain_cell
 cp -n pretrained/stcln_tiny_cell_synthetic_v2_e35.tar checkpoints/selection/synthetic/pretrain_cell/checkpoint_34.stcln.tar
 python -m experiments.label_efficiency $SYN
 python -m experiments.label_efficiency $SYN --report
+
+# Session of 2026-12-05: the first command of block 1 ran from the i39-study worktree (the same selection code as
+# main), 17:47 to the end of its 70 runs; it was paused (SIGSTOP, 18:08-19:05) during its pre-training while the
+# real-scene study took both cores, then resumed; nothing else changed. Then its report, and the copies:
+#   python -m experiments.label_efficiency $REAL --budgets 10 25 --arms wp_cell --report
+#   cp checkpoints/selection/real_scene_tiny/{results.md,results.json,selection_curves.png} results/selection/real_scene_tiny/
