@@ -90,3 +90,5 @@ python -m experiments.label_efficiency $SYN --report
 # real-scene study took both cores, then resumed; nothing else changed. Then its report, and the copies:
 #   python -m experiments.label_efficiency $REAL --budgets 10 25 --arms wp_cell --report
 #   cp checkpoints/selection/real_scene_tiny/{results.md,results.json,selection_curves.png} results/selection/real_scene_tiny/
+# 19:42: the second command of block 1 (the 50 % round of every chain, same folder), for the session's last
+# 25 minutes; what finishes is reported, the rest resumes with the same command.
