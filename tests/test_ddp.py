@@ -134,12 +134,12 @@ def test_compiled_ddp_finetuning_tests_the_final_best_checkpoint_on_every_rank(t
 
 
 def test_two_source_ddp_scripts_train_and_test(tmp_path):
-    """--sources S2 S1 under a 2-process gloo torchrun: pre-training, then fine-tuning from its export (train and
+    """--sources S2 S1 under a 2-process gloo torchrun with --compile (aot_eager) and --amp: pre-training, then fine-tuning from its export (train and
     test on both ranks); the DDP test metrics equal a one-process test of the final best.tar whose sources the
     test script reads from the checkpoint (no --sources given)."""
     from utils.finetune import main
 
-    two = [*EAGER, "--sources", "S2", "S1", "--epochs", "1"]
+    two = [*FAST, "--amp", "--sources", "S2", "S1", "--epochs", "1"]  # the GPU path: compiled, bf16
     pretrain = torchrun([str(REPO / "pretrain_STCLN.py"), *two, "--output_dir", str(tmp_path / "pt")], tmp_path)
     assert pretrain.returncode == 0, pretrain.stderr[-3000:]
     export = tmp_path / "pt" / "checkpoint_0.stcln.tar"
@@ -154,7 +154,7 @@ def test_two_source_ddp_scripts_train_and_test(tmp_path):
         os.chdir(tmp_path)  # the synthetic data set (with its radar) cached by the runs above
         status = main("pastis", "test", ["--dataset", "synthetic", "--smoke", "--device", "cpu", "--num_workers", "0",
                                          "--temporal", "first:6", "--no_progress", "--eval_only", "--output_dir",
-                                         str(tmp_path / "single"), "--checkpoint", str(out / "best.tar")])
+                                         str(tmp_path / "single"), "--checkpoint", str(out / "best.tar"), "--amp"])
     finally:
         os.chdir(cwd)
     assert status == 0
