@@ -92,3 +92,4 @@ python -m experiments.label_efficiency $SYN --report
 #   cp checkpoints/selection/real_scene_tiny/{results.md,results.json,selection_curves.png} results/selection/real_scene_tiny/
 # 19:42: the second command of block 1 (the 50 % round of every chain, same folder), for the session's last
 # 25 minutes; what finishes is reported, the rest resumes with the same command.
+# 20:03: the 50 % round finished (50 runs, 19:41-20:03); report and copies as above.
