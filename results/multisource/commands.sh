@@ -66,3 +66,16 @@ python results/multisource/compare.py $OUT/s2_clouds0.5 $OUT/s2s1_late_clouds0.5
 # 3. S2+S1, merged fusion, normal sky: the fusion comparison against command 2
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --sources S2 S1 --fusion merged --output_dir $OUT/s2s1_merged
 python results/multisource/compare.py $OUT/s2s1_late $OUT/s2s1_merged --json $OUT/late_vs_merged.json
+
+# --- Recipe check before the study (written 2026-12-05 20:45, before these runs) ---------------------------------
+# Before any arm is compared, the recipe must be shown to work for two sources (the rule of docs/label_efficiency.md:
+# a learned arm that does not beat the majority class and trails the random forest has a broken recipe or a bug).
+# Seed 0 of commands 2 and 1 with the no-backbone arms only (scratch, random forest, majority class), both budgets, in
+# the study's own folders: the runs are the study's (same recipe and folder, resumed by the full commands above), and
+# their training curves (--report: training_curves.png) show whether 900 steps suffice for the late-fused model too.
+# One seed is a check of the recipe, not a comparison: no S2 vs S2+S1 difference is read from it.
+# Cost (measured above): 2 late fine-tunes in parallel ~45 min, 2 S2 fine-tunes ~11 min, anchors ~2 min.
+# OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --sources S2 S1 --fusion late --output_dir $OUT/s2s1_late \
+#     --only_seeds 0 --arms scratch rf majority
+# OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --output_dir $OUT/s2 --only_seeds 0 --arms scratch rf majority
+# (then each with --report)
