@@ -403,7 +403,7 @@ def test_single_source_backbone_fine_tunes_a_merged_two_source_model(runs):
 
 def test_sources_and_fusion_refusals(runs, capsys):
     """One-line refusals: merged fusion without --positions doy or with one source, radar on MTLCC, and a
-    multi-source checkpoint in predict_STCLN.py and utils.select_labels."""
+    multi-source checkpoint in predict_STCLN.py; utils.select_labels selects with that checkpoint."""
     import predict_STCLN
     import pretrain_STCLN
     from utils import select_labels
@@ -425,10 +425,11 @@ def test_sources_and_fusion_refusals(runs, capsys):
     assert exit_status(predict_STCLN.main, ["--checkpoint", checkpoint, "--cube", cwd / "cube.npy", "--dates",
                                             cwd / "dates.txt", "--output_dir", cwd / "maps"]) == 2
     assert "predict_STCLN.py maps Sentinel-2 scenes only" in capsys.readouterr().err
-    assert exit_status(select_labels.main, ["--checkpoint", checkpoint, "--strategy", "kcenter", "--n", 1,
+    # utils.select_labels reads the data with the checkpoint's sources (the radar this job's runs added to the set)
+    assert exit_status(select_labels.main, ["--checkpoint", checkpoint, "--strategy", "entropy", "--n", 1,
                                             "--data_root", cwd / "data_cache" / "synthetic_pastis_v2_smoke",
-                                            "--smoke", "--output_dir", cwd / "sel"]) == 2
-    assert "single-source (S2) models only" in capsys.readouterr().err
+                                            "--smoke", "--output_dir", cwd / "sel", "--no_progress"]) == 0
+    assert json.loads((cwd / "sel" / "selection.json").read_text())["sources"] == ["S2", "S1A", "S1D"]
 
 
 def test_pretraining_writes_everything_and_lowers_loss(runs):
