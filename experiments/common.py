@@ -73,6 +73,29 @@ def experiment_parser(doc: str, data_help: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """--sources and --fusion, passed to every pre-training and fine-tuning run (the scripts' flags)."""
+    parser.add_argument("--sources", nargs="+", default=["S2"],
+                        help="image sources of every run, primary first: S2, S1A, S1D ('S1' = 'S1A S1D'), e.g. "
+                             "--sources S2 S1 (PASTIS-R layout; MTLCC holds S2 only)")
+    parser.add_argument("--fusion", choices=("late", "merged"), default="late",
+                        help="with several --sources, how they meet (docs/model.md 'Several sources'); merged runs "
+                             "with --positions doy, so an authors' --pretrain_pth (date indices) does not load into it")
+
+
+def source_flags(parser: argparse.ArgumentParser, args) -> list:
+    """The runs' --sources/--fusion flags (none for S2 alone: the runs' argv are those of before), checked as the
+    scripts check them, in one line (exit 2): MTLCC data hold Sentinel-2 only."""
+    from utils.args import check_sources
+
+    check_sources(parser, args)  # aliases expanded in place; unknown names and radar on MTLCC refused
+    if len(args.sources) < 2:
+        if args.fusion == "merged":
+            parser.error("--fusion merged needs two or more --sources (nothing to fuse)")
+        return [] if args.sources == ["S2"] else ["--sources", *args.sources]
+    return ["--sources", *args.sources, "--fusion", args.fusion] + (["--positions", "doy"] if args.fusion == "merged" else [])
+
+
 def data_args(parser: argparse.ArgumentParser, args, dataset: str) -> list:
     """The entry scripts' data flags: ``--dataset <dataset> --data_root R``, or, with ``--smoke`` and no
     ``--data_root``, ``--dataset synthetic`` (the embedded set, written in the MTLCC format by the MTLCC

@@ -2,6 +2,7 @@
 
     python -m experiments.demo            # about 16 min on 2 CPU cores with native bf16
     python -m experiments.demo --smoke    # seconds (CI)
+    python -m experiments.demo --sources S2 S1    # with the synthetic Sentinel-1 series (late fusion; slower)
 
 Fine-tunes a tiny STCLN from scratch (STCLN) and from a backbone pre-trained with the paper's
 spatiotemporal (cell) masking on the unlabelled pool (synthetic folds 1, 2, 3, 5; STCLN_wp) with
@@ -17,6 +18,11 @@ tiny model on one H200 (results/gpu_check/gpu_check.sh, part 3; its masked-cell 
 neighbour mean from epoch 16 on), fine-tuned here as a user fine-tunes the authors'
 checkpoint_99. One pre-training epoch takes 5-10 min on 2 CPU cores, so 35 would take hours;
 ``--pretrain_epochs N`` pre-trains here instead (the study's own pre-training, N epochs).
+
+``--sources S2 S1`` and ``--fusion late|merged`` reach every run (the study's flags, docs/label_efficiency.md
+"Several sources"): the released S2 backbone loads into the optical encoder of a late-fusion model, the radar
+encoders start from their initialisation. Merged fusion runs on day-of-year positions, which the released
+backbone (date indices) does not take: it needs ``--pretrain_epochs N``.
 """
 
 import argparse
@@ -53,10 +59,23 @@ def main(argv: list[str] | None = None) -> None:
                         help="pre-train the backbone here for N epochs (5-10 min each on 2 CPU cores) instead of "
                              "fine-tuning the released 35-epoch one")
     parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch per run (CI)")
+    parser.add_argument("--sources", nargs="+", default=["S2"],
+                        help="image sources of every run, primary first, e.g. --sources S2 S1 (the synthetic "
+                             "Sentinel-1 series; 'S1' = 'S1A S1D')")
+    parser.add_argument("--fusion", choices=("late", "merged"), default="late",
+                        help="with several --sources, how they meet (merged: day-of-year positions, needs "
+                             "--pretrain_epochs: the released backbone uses date indices)")
     args = parser.parse_args(argv)
     if args.pretrain_epochs is not None and args.pretrain_epochs < 1:
         parser.error(f"--pretrain_epochs must be at least 1, got {args.pretrain_epochs}")
     extra = ["--smoke", "--jobs", "1"] if args.smoke else []
+    if args.sources != ["S2"] or args.fusion != "late":  # the study checks them (one line, exit 2)
+        extra += ["--sources", *args.sources, "--fusion", args.fusion]
+    if args.fusion == "merged":
+        if args.pretrain_epochs is None:
+            parser.error("--fusion merged runs on day-of-year positions; the released backbone uses date indices: "
+                         "pre-train here with --pretrain_epochs N")
+        extra += ["--positions", "doy"]
     epochs = args.pretrain_epochs
     if epochs is None:
         # --smoke: the study's smoke schedule has one pre-training epoch, and the released backbone stands in for it

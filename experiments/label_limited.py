@@ -5,6 +5,7 @@
     python -m experiments.label_limited --dataset pastis --data_root data/PASTIS --pretrain_pth checkpoints/authors/checkpoint_99.sttrans.tar
     python -m experiments.label_limited --dataset pastis --smoke
     python -m experiments.label_limited --dataset folder --data_root data/my_region   # your own data (README)
+    python -m experiments.label_limited --dataset pastis --data_root data/PASTIS-R --sources S2 S1   # + Sentinel-1
 
 PASTIS: pre-train on fold 5 (all 16 32x32 crops of every patch), fine-tune on the authors' ~2% of
 fold 1 (76 patch ids, crops (0,0) and (1,1)), select on their fold-2 list, test on full fold-4
@@ -13,13 +14,15 @@ select on their test_fold0 tiles, test on eval. 100 epochs, Adam 1e-4. The abstr
 STCLN_wp +6.49 mIoU (PASTIS) and +4.04 mIoU (MTLCC) over the previous state of the art.
 --dataset folder uses the folds of its dataset.json and all its labels. --smoke runs on synthetic data
 (PASTIS-format synthetic data has no authors' ids, so a 2% ratio
-subset replaces them there).
+subset replaces them there). --sources S2 S1 (PASTIS-R layout, folder data with further sources, or the
+synthetic set's radar) and --fusion late|merged reach every pre-training and fine-tuning run; MTLCC data
+hold Sentinel-2 only (refused in one line).
 """
 
 from pathlib import Path
 
-from experiments.common import (SMOKE_ARGS, comparison_table, data_args, experiment_parser, export_path,
-                                run_finetune, run_pretrain, write_markdown)
+from experiments.common import (SMOKE_ARGS, add_source_flags, comparison_table, data_args, experiment_parser,
+                                export_path, run_finetune, run_pretrain, source_flags, write_markdown)
 
 SETTINGS = {
     "pastis": {"pretrain": ["--folds", "5", "--crop_size", "32"], "finetune": ["--crop_size", "32"]},
@@ -32,9 +35,10 @@ SETTINGS = {
 def main(argv: list[str] | None = None) -> None:
     parser = experiment_parser(__doc__, "dataset root")
     parser.add_argument("--dataset", choices=sorted(SETTINGS), required=True)
+    add_source_flags(parser)
     args = parser.parse_args(argv)
     out = args.output_dir or Path("checkpoints/label_limited") / args.dataset
-    data = data_args(parser, args, args.dataset)
+    data = data_args(parser, args, args.dataset) + source_flags(parser, args)
     smoke = SMOKE_ARGS if args.smoke else []
     synthetic_pastis = args.dataset == "pastis" and args.data_root is None  # --smoke: the synthetic set in PASTIS format
     subset = ["--label_subset", "ratio", "--label_ratio", "0.02"] if synthetic_pastis else ["--label_subset", "authors"]

@@ -65,6 +65,19 @@ class STCLNSegmenter(nn.Module):
         per-cell validity, honoured with ``config.use_valid_mask``; ``extra`` the further sources,
         ``{source: (x_s, positions_s, pad_mask_s)}`` (:meth:`STCLN.forward`)."""
         B, T, C, H, W = x.shape
+        logits = self.classifier(self.features(x, positions, pad_mask, valid, extra))  # (B, HW, K)
+        return logits.transpose(1, 2).reshape(B, -1, H, W)  # (B, HW, K) -> (B, K, H, W)
+
+    def features(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        extra: dict | None = None,
+    ) -> torch.Tensor:
+        """(B, HW, D): the classifier's input, every source fused (arguments as :meth:`forward`); what
+        utils.select_labels pools and what BADGE differentiates the classifier at."""
         features = self.backbone(x, positions, pad_mask, valid, extra)
         fused = self.sta(
             features["temporal"], features["spatial"], features["pad_mask"], features["dropped"]
@@ -76,8 +89,7 @@ class STCLNSegmenter(nn.Module):
                     own["temporal"], own["spatial"], own["pad_mask"], own["dropped"]
                 )  # (B, HW, D)
                 fused = fused + self.fusion[name](sta)
-        logits = self.classifier(fused)  # (B, HW, K)
-        return logits.transpose(1, 2).reshape(B, -1, H, W)  # (B, HW, K) -> (B, K, H, W)
+        return fused
 
 
 class STCLNPretrain(nn.Module):

@@ -152,6 +152,7 @@ JOBS = {
     "label_efficiency": label_efficiency_job,
     "early_season": experiment_job("early_season"),
     "demo": experiment_job("demo"),
+    "demo --sources S2 S1": experiment_job("demo --sources S2 S1"),
     "table1_mtlcc2017": experiment_job("table1_mtlcc2017"),
     "label_limited --dataset mtlcc": experiment_job("label_limited --dataset mtlcc"),
     "freeze": freeze_job,
@@ -162,6 +163,7 @@ JOBS = {
     "predict_bench": predict_bench_job,
     "block_pretrain": block_pretrain_job,
     "label_limited --dataset pastis": experiment_job("label_limited --dataset pastis"),
+    "label_limited --dataset pastis --sources S2 S1": experiment_job("label_limited --dataset pastis --sources S2 S1"),
     "pretext_baselines": pretext_baselines_job,
 }
 EXPERIMENTS = [name for name, job in JOBS.items() if getattr(job, "experiment", False)]
@@ -258,6 +260,36 @@ def test_the_demo_fine_tunes_the_released_backbone(runs):
     loaded = re.findall(r"loaded \d+ backbone tensors from (\S+)", steps["result"].stdout)
     assert len(loaded) == 2 and set(loaded) == {str(copied)}  # both wp_cell seeds
     assert "Backbones copied in, pre-trained elsewhere" in (cwd / "out" / "results.md").read_text()
+
+def test_experiments_pass_sources_to_every_run(runs):
+    """label_limited and the demo with --sources S2 S1: every pre-training and fine-tuning run read S2 S1A S1D
+    (late fusion), and the demo's study folder records them."""
+    cwd, _ = finished(runs, "label_limited --dataset pastis --sources S2 S1")
+    configs = sorted((cwd / "out").glob("*/config.json"))
+    assert [p.parent.name for p in configs] == ["pretrain", "stcln", "stcln_wp"]
+    for path in configs:
+        args = json.loads(path.read_text())  # the run's flags
+        assert (args["sources"], args["fusion"]) == (["S2", "S1A", "S1D"], "late"), path
+    cwd, _ = finished(runs, "demo --sources S2 S1")
+    assert json.loads((cwd / "out" / "study.json").read_text())["sources"] == ["S2", "S1A", "S1D"]
+    configs = sorted((cwd / "out" / "runs").glob("*/*/config.json"))
+    assert {p.parts[-3] for p in configs} == {"scratch", "wp_cell"}
+    assert all(json.loads(p.read_text())["sources"] == ["S2", "S1A", "S1D"] for p in configs)
+
+
+def test_experiments_refuse_radar_on_mtlcc_in_one_line(capsys):
+    """MTLCC holds Sentinel-2 only: label_limited refuses --sources S2 S1 before any run (exit 2); merged fusion
+    with one source, and the demo's merged fusion on the released (date-index) backbone, likewise."""
+    from experiments import demo, label_limited
+
+    for main, argv, message in (
+        (label_limited.main, ["--dataset", "mtlcc", "--smoke", "--sources", "S2", "S1"], "MTLCC data hold Sentinel-2 only"),
+        (label_limited.main, ["--dataset", "pastis", "--smoke", "--fusion", "merged"], "two or more --sources"),
+        (demo.main, ["--smoke", "--sources", "S2", "S1", "--fusion", "merged"], "--pretrain_epochs N"),
+    ):
+        assert exit_status(main, argv) == 2
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
 
 def test_label_efficiency_smoke_writes_results_skips_finished_runs_and_resumes_stopped_ones(runs):
     from experiments import label_efficiency as le
@@ -403,7 +435,7 @@ def test_single_source_backbone_fine_tunes_a_merged_two_source_model(runs):
 
 def test_sources_and_fusion_refusals(runs, capsys):
     """One-line refusals: merged fusion without --positions doy or with one source, radar on MTLCC, and a
-    multi-source checkpoint in predict_STCLN.py and utils.select_labels."""
+    multi-source checkpoint in predict_STCLN.py; utils.select_labels selects with that checkpoint."""
     import predict_STCLN
     import pretrain_STCLN
     from utils import select_labels
@@ -425,10 +457,11 @@ def test_sources_and_fusion_refusals(runs, capsys):
     assert exit_status(predict_STCLN.main, ["--checkpoint", checkpoint, "--cube", cwd / "cube.npy", "--dates",
                                             cwd / "dates.txt", "--output_dir", cwd / "maps"]) == 2
     assert "predict_STCLN.py maps Sentinel-2 scenes only" in capsys.readouterr().err
-    assert exit_status(select_labels.main, ["--checkpoint", checkpoint, "--strategy", "kcenter", "--n", 1,
+    # utils.select_labels reads the data with the checkpoint's sources (the radar this job's runs added to the set)
+    assert exit_status(select_labels.main, ["--checkpoint", checkpoint, "--strategy", "entropy", "--n", 1,
                                             "--data_root", cwd / "data_cache" / "synthetic_pastis_v2_smoke",
-                                            "--smoke", "--output_dir", cwd / "sel"]) == 2
-    assert "single-source (S2) models only" in capsys.readouterr().err
+                                            "--smoke", "--output_dir", cwd / "sel", "--no_progress"]) == 0
+    assert json.loads((cwd / "sel" / "selection.json").read_text())["sources"] == ["S2", "S1A", "S1D"]
 
 
 def test_pretraining_writes_everything_and_lowers_loss(runs):

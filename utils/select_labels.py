@@ -37,6 +37,14 @@ checkpoint; of a backbone, its temporal branch max-pooled over dates (what the S
 input at a zero STA gate); averaged over the patch's valid pixels. The model runs in eval mode on the
 grid of non-overlapping windows of its training crop size (``--window``), as fine-tuning reads patches.
 
+Several sources (``--sources S2 S1`` models, docs/model.md "Several sources"): the data is read with the
+sources the checkpoint's model was trained on (its run's ``--sources``, else S2 and its model_config's
+``extra_sources``); data without one of them is refused. A fine-tuned model's features and probabilities
+are those of its fused head, as fine-tuning computes them; a backbone's features are, with merged fusion,
+its joint sequence max-pooled over every source's dates, with late fusion each source's own temporal
+branch max-pooled over its own dates, concatenated. Radar dates are always clear: a pixel with a radar
+date counts as valid.
+
 Writes into ``--output_dir``: ``selection.json`` (strategy, seed, checkpoint, N, the ordered ids with
 score and footprint), ``selection.geojson`` (the selected footprints; CRS as in metadata.geojson) and
 ``selection.png`` (every patch, coloured by candidate, selected, already labelled and other folds).
@@ -57,9 +65,11 @@ from torch import nn
 from tqdm import tqdm
 
 from models import STCLN, STCLNConfig, STCLNSegmenter, tiny_config
+from models.heads import is_late
 from utils.args import GENERIC_DEFAULTS, HelpFormatter, device_name, parse_temporal
 from utils.checkpoint import (
     PretrainedBackbone,
+    checkpoint_sources,
     config_for_backbone,
     extract_backbone_state,
     is_authors_backbone,
@@ -74,8 +84,9 @@ from utils.data_spec import DataSpec
 from utils.datasets.collate import pad_collate
 from utils.datasets.folder import FolderDataset, read_dataset_json
 from utils.datasets.pastis import METADATA_FILE, PASTISDataset
+from utils.datasets.sources import PRIMARY_DEFAULT, data_dir
 from utils.distributed import resolve_device
-from utils.engine import model_inputs
+from utils.engine import extra_inputs, extra_kwargs, model_inputs
 from utils.errors import CheckpointError, DataError
 from utils.figures import plot_patch_selection
 from utils.precision import autocast_context, resolve_amp
@@ -237,6 +248,13 @@ class SelectionModel:
     kind: str  # 'fine-tuned', 'backbone' or 'random (--smoke)'
     args: dict | None  # the fine-tuning run's arguments (window, temporal subset), or None
 
+    @property
+    def width(self) -> int:
+        """Width of the pooled features: D, or for a late-fusion backbone D per source (concatenated)."""
+        if not self.head and is_late(self.config):
+            return self.config.d_model * (1 + len(self.config.extra_sources))
+        return self.config.d_model
+
 
 def read_checkpoint(path: Path, trusted: bool) -> tuple[dict, bool]:
     """(the file's content, whether it is a fine-tuned checkpoint with a classifier)."""
@@ -250,16 +268,30 @@ def read_checkpoint(path: Path, trusted: bool) -> tuple[dict, bool]:
     return raw, fine_tuned
 
 
+def model_sources(path: Path, raw: dict, fine_tuned: bool) -> tuple[str, ...]:
+    """The image sources (primary first) the checkpoint's model reads: its run's saved ``--sources``, else S2
+    followed by its model_config's extra sources; S2 for a file without model_config (the authors')."""
+    source = str(path)
+    saved = raw.get("model_config") if isinstance(raw, dict) else None
+    if not isinstance(saved, dict):
+        return (PRIMARY_DEFAULT,)
+    try:
+        config = STCLNConfig.from_dict(saved if fine_tuned else saved | {"num_classes": 1})
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: invalid model_config ({err})") from None
+    return checkpoint_sources(raw, config, source)
+
+
 def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo) -> SelectionModel:
     """The segmenter of a fine-tuned checkpoint, or the backbone of any ``--pretrain_pth`` file, checked
-    against the data's bands (and classes)."""
+    against the data's bands, sources (and classes)."""
     source = str(path)
     if fine_tuned:
         try:
             config = STCLNConfig.from_dict(raw["model_config"])
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model_config ({err})") from None
-        refuse_extra_sources(config, source)
+        check_sources(config, info, source)
         if (config.in_channels, config.num_classes) != (info.in_channels, info.num_classes):
             raise CheckpointError(
                 f"{source}: the model takes {config.in_channels} bands and {config.num_classes} classes, the data "
@@ -279,23 +311,24 @@ def load_selection_model(path: Path, raw: dict, fine_tuned: bool, info: DataInfo
             base = STCLNConfig.from_dict({k: v for k, v in saved.items() if k != "num_classes"} | {"num_classes": 1})
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: invalid model_config ({err})") from None
-        refuse_extra_sources(base, source)
         if base.in_channels != info.in_channels:
             raise CheckpointError(
                 f"{source}: the backbone takes {base.in_channels} bands, the data has {info.in_channels}"
             )
+    check_sources(base, info, source)
     config = config_for_backbone(base, backbone, allow_encoding_change=True)
     model = STCLN(config)
     load_state_checked(model, state, source)
     return SelectionModel(model, config, False, "backbone", None)
 
 
-def refuse_extra_sources(config: STCLNConfig, source: str) -> None:
-    """The selection reads Sentinel-2 patches only (docs/select_labels.md): a multi-source model is refused."""
-    if config.extra_sources:
+def check_sources(config: STCLNConfig, info: DataInfo, source: str) -> None:
+    """The model's further sources (and their bands) must be those the data brings."""
+    model = (tuple(config.extra_sources), tuple(config.extra_channels))
+    if model != (tuple(info.extra_sources), tuple(info.extra_channels)):
         raise CheckpointError(
-            f"{source}: the model takes the extra sources {list(config.extra_sources)}; utils.select_labels selects "
-            "with single-source (S2) models only: use a checkpoint trained with --sources S2"
+            f"{source}: the model takes the extra sources {list(config.extra_sources)} with bands "
+            f"{list(config.extra_channels)}, the data brings {list(info.extra_sources)} with {list(info.extra_channels)}"
         )
 
 
@@ -315,34 +348,55 @@ def trained_classes(info: DataInfo) -> list[int]:
 def window_forward(
     selection: SelectionModel, batch: dict, device: torch.device, amp: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One batch of windows -> (features (B, P, D) fp32, logits (B, P, K) fp32 or None, valid pixels (B, P) bool).
+    """One batch of windows -> (features (B, P, D') fp32, logits (B, P, K) fp32 or None, valid pixels (B, P) bool).
 
-    P = H * W pixels. Features: the classifier's input (fine-tuned) or the temporal branch max-pooled
-    over the dates the model keeps (backbone). A pixel is valid when any of its real dates is clear.
+    P = H * W pixels. Features: the classifier's input (fine-tuned: every source fused, as fine-tuning
+    computes it) or the temporal branch max-pooled over the dates the model keeps (backbone; merged fusion:
+    over the joint sequence of every source's dates; late fusion: each source's own branch over its own dates,
+    concatenated, D' = D per source). A pixel is valid when any of its real dates is clear (radar dates are
+    always clear: with further sources, a pixel with a real date of one of them is valid).
     """
-    x, positions, pad_mask = (tensor.to(device) for tensor in model_inputs(batch, selection.config))
+    config = selection.config
+    x, positions, pad_mask = (tensor.to(device) for tensor in model_inputs(batch, config))
     valid = batch["valid"].to(device) if "valid" in batch else None
+    extra = extra_inputs(batch, config)
+    if extra is not None:
+        extra = {name: tuple(tensor.to(device) for tensor in inputs) for name, inputs in extra.items()}
     B, T, C, H, W = x.shape
     module = selection.module
     with autocast_context(amp, device):
-        backbone = module.backbone if selection.head else module
-        encoded = backbone(x, positions, pad_mask, valid)
         if selection.head:
-            features = module.sta(
-                encoded["temporal"], encoded["spatial"], encoded["pad_mask"], encoded["dropped"]
-            )  # (B, HW, D)
+            features = module.features(x, positions, pad_mask, valid, extra)  # (B, HW, D)
             logits = module.classifier(features).float()  # (B, HW, K)
         else:
-            temporal = encoded["temporal"]  # (B, H, W, T, D)
-            skip = pad_mask[:, None, None, :].expand(B, H, W, T)  # (B, T) -> (B, H, W, T)
-            if encoded["dropped"] is not None:
-                skip = skip | encoded["dropped"]
-            pooled = temporal.masked_fill(skip[..., None], float("-inf")).amax(dim=3)  # (B, H, W, D)
-            features = pooled.reshape(B, H * W, -1)  # (B, H, W, D) -> (B, HW, D)
+            encoded = module(x, positions, pad_mask, valid, **extra_kwargs(extra))
+            if extra is not None and config.fusion == "merged":  # one joint sequence: the primary's dates first
+                features = max_pool(encoded, torch.cat([pad_mask] + [extra[name][2] for name in extra], dim=1))
+            else:
+                features = max_pool(encoded, pad_mask)
+                if extra is not None:  # late: each source's own backbone on its own dates
+                    own = [max_pool(encoded["extra"][name], extra[name][2]) for name in config.extra_sources]
+                    features = torch.cat([features, *own], dim=-1)  # (B, HW, D * (1 + S))
             logits = None
     real = ~pad_mask[:, :, None, None]  # (B, T) -> (B, T, 1, 1)
     clear = real.expand(B, T, H, W) if valid is None else valid & real
-    return features.float(), logits, clear.any(dim=1).reshape(B, H * W)  # (B, H, W) -> (B, HW)
+    clear = clear.any(dim=1).reshape(B, H * W)  # (B, H, W) -> (B, HW)
+    if extra is not None:
+        radar = torch.cat([~inputs[2] for inputs in extra.values()], dim=1).any(dim=1)  # (B, sum T_s) -> (B,)
+        clear = clear | radar[:, None]
+    return features.float(), logits, clear
+
+
+def max_pool(encoded: dict, pad_mask: torch.Tensor) -> torch.Tensor:
+    """(B, HW, D): a backbone output's temporal features max-pooled over the dates it keeps per pixel
+    (``pad_mask`` (B, T): the padded ones left out, and ``encoded["dropped"]``)."""
+    temporal = encoded["temporal"]  # (B, H, W, T, D)
+    B, H, W, T, _ = temporal.shape
+    skip = pad_mask[:, None, None, :].expand(B, H, W, T)  # (B, T) -> (B, H, W, T)
+    if encoded["dropped"] is not None:
+        skip = skip | encoded["dropped"]
+    pooled = temporal.masked_fill(skip[..., None], float("-inf")).amax(dim=3)  # (B, H, W, D)
+    return pooled.reshape(B, H * W, -1)  # (B, H, W, D) -> (B, HW, D)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,17 +404,20 @@ def window_forward(
 # ---------------------------------------------------------------------------------------------
 def open_training_patches(spec: DataSpec, window: int, temporal: str | None) -> PASTISDataset:
     """The training folds' patches as a grid of ``window``-px windows (0: whole patches; a window larger than
-    the smallest patch shrinks to its side), normalised with the training folds' statistics; labels are never
-    read (folder data; PASTIS-format samples carry theirs, unused)."""
+    the smallest patch shrinks to its side), normalised with the training folds' statistics, every source of
+    ``spec.sources``; labels are never read (folder data; PASTIS-format samples carry theirs, unused)."""
     folds = spec.split_folds("train_folds")
     subset = parse_temporal(temporal)
+    sources = {} if spec.sources == (PRIMARY_DEFAULT,) else {"sources": spec.sources}
 
     def make(crop: int | None) -> PASTISDataset:
         if spec.dataset == "folder":
             return FolderDataset(
-                spec.data_root, folds, folds, crop_size=crop, crop_mode="grid", temporal=subset, labels=False
+                spec.data_root, folds, folds, crop_size=crop, crop_mode="grid", temporal=subset, labels=False, **sources
             )
-        return PASTISDataset(pastis_root(spec), folds, folds, crop_size=crop, crop_mode="grid", temporal=subset)
+        return PASTISDataset(
+            pastis_root(spec), folds, folds, crop_size=crop, crop_mode="grid", temporal=subset, **sources
+        )
 
     if not window:
         return make(None)
@@ -369,14 +426,21 @@ def open_training_patches(spec: DataSpec, window: int, temporal: str | None) -> 
 
 
 def window_groups(dataset: PASTISDataset) -> dict[tuple[int, int, int], list[int]]:
-    """The data set's sample indices by (dates, height, width): windows that can share a batch unpadded."""
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    """The data set's sample indices by (dates, height, width, and with further sources each one's dates):
+    windows that can share a batch unpadded."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    further = getattr(dataset, "extra_sources", ())
     for index, (position, _) in enumerate(dataset.entries):
         patch = dataset.patches[position]
         dates = list(patch.meta.dates)
         n_dates = len(dataset.temporal(dates)) if dataset.temporal is not None else len(dates)
         size = (dataset.crop_size, dataset.crop_size) if dataset.crop_size else (patch.height, patch.width)
-        groups.setdefault((n_dates, *size), []).append(index)
+        counts = []
+        if further:
+            for source in dataset.sources:
+                own = list(patch.meta.dates_of(source))
+                counts.append(len(dataset.temporal(own)) if dataset.temporal is not None else len(own))
+        groups.setdefault((n_dates, *size, *counts), []).append(index)
     return groups
 
 
@@ -474,7 +538,7 @@ def patch_statistics(
     """:meth:`PatchSums.result` of every patch of ``dataset`` (in its order), or with ``per_sample`` of every
     sample (window) of it, the model in eval mode; the uncertainties over ``classes`` when given (the model
     must have a head), features only otherwise."""
-    sums = PatchSums(len(dataset) if per_sample else len(dataset.patches), selection.config.d_model, classes)
+    sums = PatchSums(len(dataset) if per_sample else len(dataset.patches), selection.width, classes)
     selection.module.to(device).eval()
     n_batches = sum(math.ceil(len(group) / batch_size) for group in window_groups(dataset).values())
     with torch.no_grad():
@@ -692,8 +756,11 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(str(err))
 
 
-def resolve_spec(args: argparse.Namespace, run_args: dict | None) -> DataSpec:
-    """The data and its resolved folds (flags, else dataset.json splits or the paper's folds)."""
+def resolve_spec(
+    args: argparse.Namespace, run_args: dict | None, sources: tuple[str, ...] = (PRIMARY_DEFAULT,)
+) -> DataSpec:
+    """The data, read with the model's ``sources``, and its resolved folds (flags, else dataset.json splits or
+    the paper's folds)."""
     run_args = run_args or {}
     synthetic = args.dataset == "synthetic"  # its size and version: the fine-tuning run's, unless --smoke
     version = run_args.get("synthetic_version", 2) if synthetic else 2
@@ -708,10 +775,30 @@ def resolve_spec(args: argparse.Namespace, run_args: dict | None) -> DataSpec:
         train_folds=args.train_folds,
         val_folds=args.val_folds,
         test_folds=args.test_folds,
+        sources=list(sources),
     )
     spec = resolve_data_spec(namespace)
     check_disjoint_folds(spec)
     return spec
+
+
+def check_data_sources(spec: DataSpec, checkpoint: Path | None) -> None:
+    """The data must hold every further source the model reads (the synthetic set writes its radar itself)."""
+    if not spec.extra_sources or spec.synthetic:
+        return
+    root = Path(spec.data_root)
+    if spec.dataset == "folder":
+        held = set(read_dataset_json(root).sources)
+        missing = [source for source in spec.extra_sources if source not in held]
+        why = f"not among the sources of {root / 'dataset.json'}"
+    else:
+        missing = [source for source in spec.extra_sources if not (root / data_dir(source)).is_dir()]
+        why = "no " + ", ".join(f"{data_dir(source)}/" for source in missing)
+    if missing:
+        raise DataError(
+            f"{checkpoint}: the model reads the sources {' '.join(spec.sources)}; {root} lacks {' '.join(missing)} "
+            f"({why}): select on data that holds every source of the model"
+        )
 
 
 def default_window(args: argparse.Namespace, selection: SelectionModel | None) -> int:
@@ -788,7 +875,9 @@ def select(args: argparse.Namespace) -> dict:
                 "fine-tuned checkpoint (best.tar/last.tar of fine-tuning); random and kcenter take a backbone"
             )
     run_args = raw.get("args") if fine_tuned and isinstance(raw.get("args"), dict) else None
-    spec = resolve_spec(args, run_args)
+    sources = model_sources(args.checkpoint, raw, fine_tuned) if raw is not None else (PRIMARY_DEFAULT,)
+    spec = resolve_spec(args, run_args, sources)
+    check_data_sources(spec, args.checkpoint)
     info = info_for(spec)
     selection = None
     if args.strategy in NEEDS_MODEL:
@@ -826,9 +915,10 @@ def select(args: argparse.Namespace) -> dict:
         device = resolve_device(args.device)
         amp = resolve_amp(args.amp, device)
         log.info(
-            "%s: %s model on %d training patches (%d windows of %s px), %s",
+            "%s: %s model%s on %d training patches (%d windows of %s px), %s",
             args.strategy,
             selection.kind,
+            f" (sources {' '.join(spec.sources)})" if spec.extra_sources else "",
             len(ids),
             len(dataset),
             dataset.crop_size or "whole",
@@ -859,6 +949,7 @@ def select(args: argparse.Namespace) -> dict:
         "test_folds": spec.split_folds("test_folds"),
         "window": dataset.crop_size or 0,
         "temporal": temporal,
+        **({"sources": list(spec.sources)} if spec.extra_sources else {}),
         "n_candidates": len(candidates),
         "excluded": excluded,
         "selected": [

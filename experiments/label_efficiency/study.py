@@ -149,8 +149,6 @@ def check_selection_flags(parser: argparse.ArgumentParser, args: argparse.Namesp
         parser.error("--selection takes one lr (--lrs LR): every round and strategy fine-tunes with the arm's recipe")
     if args.dataset == "mtlcc":
         parser.error("--selection needs PASTIS-layout samples (synthetic, pastis, folder), not MTLCC tiles")
-    if len(args.sources) > 1:
-        parser.error("--selection reads single-source models (utils.select_labels): give a single --sources")
 
 
 def study(args: argparse.Namespace) -> dict:
