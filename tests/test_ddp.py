@@ -2,6 +2,7 @@
 rank skips together under --skip_nonfinite, and the entry scripts run train + test with --compile."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -133,23 +134,33 @@ def test_compiled_ddp_finetuning_tests_the_final_best_checkpoint_on_every_rank(t
         assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
 
 
-def test_two_source_ddp_scripts_train_and_test(tmp_path):
-    """--sources S2 S1 under a 2-process gloo torchrun with --compile (aot_eager) and --amp: pre-training, then fine-tuning from its export (train and
-    test on both ranks); the DDP test metrics equal a one-process test of the final best.tar whose sources the
-    test script reads from the checkpoint (no --sources given)."""
+def test_two_source_ddp_scripts_train_and_test(tmp_path, caplog):
+    """--sources S2 S1 (late fusion) end to end under a 2-process gloo torchrun with --compile (aot_eager) and
+    --amp: pre-training (every radar source masked), then fine-tuning that loads the whole export (train and test
+    on both ranks); the DDP test metrics equal a one-process test of the final best.tar whose sources the test
+    script reads from the checkpoint (no --sources given). The CI smoke of issue 38's scripts with two sources."""
     from utils.finetune import main
 
     two = [*FAST, "--amp", "--sources", "S2", "S1", "--epochs", "1"]  # the GPU path: compiled, bf16
     pretrain = torchrun([str(REPO / "pretrain_STCLN.py"), *two, "--output_dir", str(tmp_path / "pt")], tmp_path)
     assert pretrain.returncode == 0, pretrain.stderr[-3000:]
+    last = torch.load(tmp_path / "pt" / "last.tar", weights_only=True)
+    assert last["model_config"]["extra_sources"] == ["S1A", "S1D"] and last["model_config"]["fusion"] == "late"
+    for name in ("S1A", "S1D"):
+        assert 0.2 < last["metrics"][f"masked_fraction_{name}"] < 0.6  # radar cells masked at ~--mask_ratio 0.4
     export = tmp_path / "pt" / "checkpoint_0.stcln.tar"
-    assert any(".S1D." in key for key in torch.load(export, weights_only=True)["model"])
+    exported = torch.load(export, weights_only=True)["model"]
+    assert any(".S1D." in key for key in exported)
     out = tmp_path / "ft"
     finetune = torchrun([str(REPO / "PASTIS/finetuning_STCLN.py"), "--dataset", "synthetic", *two, "--label_ratio", "0.5",
                          "--output_dir", str(out), "--pretrain_pth", str(export)], tmp_path)
     assert finetune.returncode == 0, finetune.stderr[-3000:]
+    assert f"loaded {len(exported)} backbone tensors" in finetune.stdout  # every source's encoder
+    best = torch.load(out / "best.tar", weights_only=True)
+    assert best["args"]["sources"] == ["S2", "S1A", "S1D"] and best["model_config"]["extra_channels"] == [3, 3]
     ddp = json.loads((out / "summary.json").read_text())["test"]
     cwd = os.getcwd()
+    caplog.set_level(logging.INFO)
     try:
         os.chdir(tmp_path)  # the synthetic data set (with its radar) cached by the runs above
         status = main("pastis", "test", ["--dataset", "synthetic", "--smoke", "--device", "cpu", "--num_workers", "0",
@@ -158,6 +169,7 @@ def test_two_source_ddp_scripts_train_and_test(tmp_path):
     finally:
         os.chdir(cwd)
     assert status == 0
+    assert "testing on the checkpoint's sources S2 S1A S1D" in caplog.text
     single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
     assert ddp["n_pixels"] > 0
     for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
