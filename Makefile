@@ -19,8 +19,8 @@ lint:  ## ruff lint rules of ruff.toml
 format-check:  ## ruff format on the files ruff.toml does not exclude yet
 	$(PYTHON) -m ruff format --check .
 
-test: install lint  ## lint, then the whole test suite on CPU (what CI runs)
-	$(PYTHON) -m pytest -q
+test: install lint  ## lint, then the whole test suite on CPU (what CI runs), one pytest worker per core (at most 4)
+	$(PYTHON) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 parity: install  ## our STCLN vs the authors' model output
 	$(PYTHON) -m utils.check_parity --fixture tests/data/authors_parity_small
