@@ -5,6 +5,7 @@
     python predict_STCLN.py --checkpoint best.tar --scene_list scenes.txt --output_dir maps/   # one folder per line
     torchrun --nproc_per_node 4 predict_STCLN.py --checkpoint best.tar --scene_list scenes.txt --output_dir maps/
     python predict_STCLN.py --checkpoint best.tar --cube ndvi.npy --dates dates.txt --output_dir maps/ --pixel_size_m 10
+    python predict_STCLN.py --checkpoint s2_s1.tar --geotiff_dir s2/ --s1a_dir s1_asc/ --s1d_dir s1_desc/ --output_dir maps/
 
 Each scene is normalised with the statistics of the checkpoint's training folds (read from its
 --data_root, which --data_root here can replace), the same temporal subset is applied, and the
@@ -12,6 +13,12 @@ model runs on windows of the training crop size every --stride pixels; logits ar
 the overlaps (utils/predict.py). Rasters are read through rasterio in full-width row strips, never
 staged. The scene flags are the converter's (several acquisitions on a date, cloud masks); a model
 fine-tuned with --drop_invalid ignores the cloudy cells they mark.
+
+A model trained with Sentinel-1 (``--sources S2 S1`` or ``S2 S1A``) maps a scene with the converter's
+radar flags (``--s1a_dir``/``--s1d_dir``, ``--radar_units``, ``--radar_nodata``: one folder per
+--geotiff_dir), read by the same code (utils/datasets/radar.py): every source is cut into the same
+windows, each on its own dates, normalised with its own training statistics. --cube and --scene_list
+take single-source (Sentinel-2) models only.
 
 Writes per scene (into --output_dir for one scene, into --output_dir/<scene folder name> for several):
 class_map.tif (a Cloud-Optimised GeoTIFF with the source's CRS and transform, class names and colours;
@@ -43,6 +50,7 @@ from utils.args import HelpFormatter
 from utils.atomic import write_atomic
 from utils.checkpoint import checkpoint_sources, load_finetuned, load_state_checked
 from utils.datasets.protocols import selects_a_date
+from utils.datasets.radar import RADAR_FLAGS, add_radar_args, check_radar_args, flag_of, open_radar_sources, radar_folders
 from utils.datasets.scene import (
     add_scene_args,
     check_scene_source,
@@ -67,6 +75,7 @@ PARTIAL_DIR = ".partial"
 RUN_FILE = "run.json"
 RUN_KEYS = ("checkpoint_sha256", "scenes", "window", "stride", "blend", "margin", "amp", "same_date",
             "cloud_threshold", "pixel_size_m")
+RADAR_RUN_KEYS = ("radar", "radar_units", "radar_nodata")  # recorded only for a run with radar folders
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -74,6 +83,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="fine-tuned checkpoint (best.tar or last.tar of fine-tuning)")
     add_scene_args(parser, many=True)
+    add_radar_args(parser, many=True)
     parser.add_argument("--data_root", type=Path, default=None,
                         help="the training data folder (its dataset.json and statistics); default: the checkpoint's --data_root")
     windows = parser.add_argument_group("sliding windows")
@@ -111,6 +121,7 @@ class SceneJob:
     folder: Path | None  # a raster folder, or None for the --cube scene
     cloud_dir: Path | None
     output_dir: Path
+    radar: tuple = ()  # (source, folder) pairs of the Sentinel-1 folders (a multi-source model)
 
 
 def read_scene_list(path: Path) -> list[tuple[Path, Path | None]]:
@@ -141,14 +152,17 @@ def scene_jobs(args) -> list[SceneJob]:
     else:
         clouds = args.cloud_dir or [None] * len(args.geotiff_dir)
         pairs = list(zip(args.geotiff_dir, clouds))
+    folders = radar_folders(args)
+    radar = [tuple((source, folders[source][index]) for source in folders) for index in range(len(pairs))]
     if len(pairs) == 1:
-        return [SceneJob(pairs[0][0].name, pairs[0][0], pairs[0][1], args.output_dir)]
+        return [SceneJob(pairs[0][0].name, pairs[0][0], pairs[0][1], args.output_dir, radar[0])]
     names = [folder.resolve().name for folder, _ in pairs]
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise DataError(f"scenes {', '.join(twice)}: several scene folders of one name; each scene's maps go to "
                         "--output_dir/<folder name>: rename them")
-    return [SceneJob(name, folder, clouds, args.output_dir / name) for name, (folder, clouds) in zip(names, pairs)]
+    return [SceneJob(name, folder, clouds, args.output_dir / name, own)
+            for name, (folder, clouds), own in zip(names, pairs, radar)]
 
 
 def sha256_of(path: Path) -> str:
@@ -161,7 +175,11 @@ def sha256_of(path: Path) -> str:
 
 def run_record(args, jobs: list[SceneJob], window: int) -> dict:
     """What makes two runs' maps the same: the weights, the scenes and every flag that changes a pixel."""
-    return {
+    radar = {}
+    if any(job.radar for job in jobs):
+        radar = {"radar": [{source: str(folder.resolve()) for source, folder in job.radar} for job in jobs],
+                 "radar_units": args.radar_units, "radar_nodata": args.radar_nodata}
+    return radar | {
         "checkpoint_sha256": sha256_of(args.checkpoint),
         "scenes": [str(job.folder.resolve() if job.folder else args.cube.resolve()) for job in jobs],
         "window": window,
@@ -188,12 +206,13 @@ def prepare_output_dir(args, jobs: list[SceneJob], record: dict) -> None:
     if not os.access(out, os.W_OK | os.X_OK):
         raise DataError(f"{out}: the output folder is not writable")
     previous = read_run(out)
-    same = previous is not None and all(previous.get(key) == record[key] for key in RUN_KEYS)
+    keys = RUN_KEYS + tuple(key for key in RADAR_RUN_KEYS if key in record or key in (previous or {}))
+    same = previous is not None and all(previous.get(key) == record.get(key) for key in keys)
     if not same:
         found = [name for name in (RUN_FILE, *MAP_OUTPUTS, PARTIAL_DIR) if (out / name).exists()]
         found += [f"{job.name}/" for job in jobs if job.output_dir != out and job.output_dir.exists()]
         if found and not args.overwrite:
-            differs = [key for key in RUN_KEYS if previous is not None and previous.get(key) != record[key]]
+            differs = [key for key in keys if previous is not None and previous.get(key) != record.get(key)]
             why = f"its run.json differs in {', '.join(differs)}" if differs else "maps of an earlier run"
             raise DataError(f"{out}: holds another run ({why}: {', '.join(found[:4])}); choose another --output_dir "
                             "or pass --overwrite to replace it (the same command again resumes)")
@@ -235,7 +254,13 @@ def open_job_scene(args, job: SceneJob):
             frames, _, height, width = scene.cube.shape
             scene.valid = open_valid_cube(args.cloud_cube, args.cloud_threshold, (frames, height, width))
         return scene
-    return open_raster_folder(job.folder, (), job.cloud_dir, args.cloud_threshold, args.same_date)
+    scene = open_raster_folder(job.folder, (), job.cloud_dir, args.cloud_threshold, args.same_date)
+    try:
+        scene.sources = open_radar_sources(dict(job.radar), scene, args.radar_units, args.radar_nodata, args.same_date)
+    except BaseException:
+        scene.close()
+        raise
+    return scene
 
 
 def warn_outside_season(dates: list, training: tuple | None, source: str) -> None:
@@ -267,12 +292,29 @@ def check_window_finite(raw: np.ndarray, valid: np.ndarray | None, scene, frames
                         "cloudy with --cloud_dir/--cloud_cube and map with a --drop_invalid model)")
 
 
+def check_sources(args, sources: tuple[str, ...]) -> None:
+    """The scene's sources are the model's: Sentinel-2 first, a radar folder flag for each further source
+    (and none it does not take); one line otherwise."""
+    given = list(radar_folders(args))
+    wanted = " ".join(sources)
+    if sources[0] != "S2" or any(source not in RADAR_FLAGS for source in sources[1:]):
+        raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}; predict_STCLN.py maps Sentinel-2 "
+                              f"scenes with Sentinel-1 {' and '.join(RADAR_FLAGS)} folders (test other models with "
+                              "PASTIS/test_STCLN.py)")
+    if len(sources) > 1 and args.geotiff_dir is None:
+        raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: map it from --geotiff_dir with "
+                              f"{' '.join(flag_of(source) for source in sources[1:])} (--cube and --scene_list take "
+                              "Sentinel-2 models only)")
+    missing = [flag_of(source) for source in sources[1:] if source not in given]
+    unused = [flag_of(source) for source in given if source not in sources[1:]]
+    if missing or unused:
+        raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: "
+                              + (f"give {' '.join(missing)}" if missing else f"it takes no {' '.join(unused)}"))
+
+
 def load_model(args) -> tuple[STCLNSegmenter, dict]:
     ckpt, config = load_finetuned(args.checkpoint, args.trust_checkpoint)
-    sources = checkpoint_sources(ckpt, config, str(args.checkpoint))
-    if sources != ("S2",):  # scenes are optical cubes; radar scenes have no reader here (docs/your_region.md)
-        raise CheckpointError(f"{args.checkpoint}: the model takes --sources {' '.join(sources)}; predict_STCLN.py maps "
-                              "Sentinel-2 scenes only (test a multi-source model with PASTIS/test_STCLN.py)")
+    check_sources(args, checkpoint_sources(ckpt, config, str(args.checkpoint)))
     config.sta_chunk = args.sta_chunk or config.sta_chunk
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(args.checkpoint))
@@ -295,7 +337,8 @@ class Mapper:
     device: torch.device
 
     def prepare(self, args, scene, warn: bool = True) -> tuple:
-        """The scene checked against the model; (frames used, model positions, window plan)."""
+        """The scene checked against the model; (frames used, model positions, window plan, further sources:
+        {source: (frames, positions)})."""
         context, config = self.context, self.model.config
         if warn and config.use_valid_mask and scene.valid is None:
             log.warning("%s: the model was fine-tuned with --drop_invalid but the scene has no cloud information "
@@ -311,12 +354,26 @@ class Mapper:
         days = [(scene.dates[f] - context.reference_date).days for f in frames]
         positions = torch.tensor(days if config.positions == "doy" else range(len(frames)), dtype=torch.int64)
         plan = plan_windows(H, W, self.window, args.stride or max(1, self.window // 2), args.blend, args.margin)
-        return frames, positions, plan
+        extra = {}
+        for name, channels in config.extra_source_channels().items():  # each on its own dates
+            radar = scene.sources[name]
+            if radar.cube.shape[1] != channels:
+                raise DataError(f"{radar.source}: {radar.cube.shape[1]} {name} bands, the model takes {channels}")
+            if not selects_a_date(context.temporal, radar.dates):
+                raise DataError(f"{radar.source}: no {name} date inside the training run's temporal subset "
+                                f"({context.temporal!r})")
+            own = np.asarray(context.temporal(radar.dates) if context.temporal else range(len(radar.dates)),
+                             dtype=np.int64)
+            if warn:
+                warn_outside_season(radar.dates, context.source_date_range.get(name), f"{radar.source} ({name})")
+            days = [(radar.dates[f] - context.reference_date).days for f in own]
+            extra[name] = (own, torch.tensor(days if config.positions == "doy" else range(len(own)), dtype=torch.int64))
+        return frames, positions, plan, extra
 
     def map_strips(self, args, scene, prepared: tuple, strips: list[int], partial: Path, progress: bool) -> None:
         """Map the strips ``strips`` of ``scene`` (``prepared`` by :meth:`prepare`), saving each strip's class
         rows to ``partial`` as it ends."""
-        frames, positions, plan = prepared
+        frames, positions, plan, extra = prepared
         mean, std = self.context.mean[:, None, None], self.context.std[:, None, None]
         drops_invalid = self.model.config.use_valid_mask and scene.valid is not None
 
@@ -325,6 +382,14 @@ class Mapper:
             valid = read_valid(row, col, h, w) if drops_invalid else None
             check_window_finite(raw, valid, scene, frames, row, col)
             return np.nan_to_num((raw.astype(np.float32) - mean) / std)  # non-finite only where never read
+
+        def read_extra(row: int, col: int, h: int, w: int) -> dict[str, np.ndarray]:
+            windows = {}
+            for name, (own, _) in extra.items():  # finite dB: gaps filled or refused (utils/datasets/radar.py)
+                own_mean, own_std = (value[:, None, None] for value in self.context.source_norm[name])
+                raw = np.asarray(scene.sources[name].cube[:, :, row:row + h, col:col + w])[own]  # (T_s', C_s, h, w)
+                windows[name] = (raw - own_mean) / own_std
+            return windows
 
         def read_valid(row: int, col: int, h: int, w: int) -> np.ndarray:
             return np.asarray(scene.valid[:, row:row + h, col:col + w])[frames] != 0  # (T', h, w)
@@ -341,7 +406,9 @@ class Mapper:
         start = time.perf_counter()
         sliding_window_logits(self.model, read_window, positions, plan, self.model.config.num_classes, keep_rows,
                               batch_size=args.batch_size, device=self.device, progress=progress,
-                              read_valid=read_valid if scene.valid is not None else None, strips=strips, amp=self.amp)
+                              read_valid=read_valid if scene.valid is not None else None, strips=strips, amp=self.amp,
+                              **({"read_extra": read_extra, "extra_positions": {name: place for name, (_, place)
+                                                                               in extra.items()}} if extra else {}))
         seconds = time.perf_counter() - start
         n_windows = len(strips_needed(plan, strips)) * len(plan.col_starts)
         log.info("%s: %d windows in %.1f s (%.2f windows/s, reading included)", scene.source, n_windows, seconds,
@@ -455,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     check_scene_source(parser, args)
+    check_radar_args(parser, args)
     if args.batch_size < 1 or args.margin < 0 or (args.window is not None and args.window < 1):
         parser.error("--batch_size and --window must be >= 1 and --margin >= 0")
     if args.stride is not None and args.stride < 1:

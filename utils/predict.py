@@ -114,6 +114,8 @@ def sliding_window_logits(
     read_valid: Callable[[int, int, int, int], np.ndarray] | None = None,
     strips: Collection[int] | None = None,
     amp: bool = False,
+    read_extra: Callable[[int, int, int, int], dict[str, np.ndarray]] | None = None,
+    extra_positions: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Run ``model`` over every window of ``plan`` and hand finished rows of averaged logits to ``on_rows``.
 
@@ -130,6 +132,8 @@ def sliding_window_logits(
             the rows equal those of a full pass bit for bit: this is how a run resumes after its
             finished strips and how ranks share a scene (:func:`strips_needed`).
         amp: bf16 autocast around the forward passes (:func:`utils.precision.autocast_context`).
+        read_extra: (row, col, h, w) -> {source: float32 (T_s, C_s, h, w)} normalised input of the further
+            sources (a multi-source model), on their own dates; ``extra_positions`` their (T_s,) positions.
     """
     model.eval()
     height, width, window_h, window_w = plan.height, plan.width, plan.window_h, plan.window_w
@@ -155,9 +159,18 @@ def sliding_window_logits(
             valid = None
             if read_valid is not None:
                 valid = torch.from_numpy(np.stack([read_valid(top, col, window_h, window_w) for col in cols])).to(device)
+            more = {}  # a single-source model is called exactly as before
+            if read_extra is not None:
+                windows = [read_extra(top, col, window_h, window_w) for col in cols]
+                more["extra"] = {
+                    name: (torch.from_numpy(np.stack([own[name] for own in windows])).to(device),
+                           place.to(device).expand(len(cols), -1),
+                           torch.zeros(len(cols), len(place), dtype=torch.bool, device=device))
+                    for name, place in extra_positions.items()}
             with torch.no_grad(), autocast_context(amp, torch.device(device)):
                 logits = model(x, positions.to(device).expand(len(cols), -1),
-                               torch.zeros(len(cols), x.shape[1], dtype=torch.bool, device=device), valid)  # (B, K, h, w)
+                               torch.zeros(len(cols), x.shape[1], dtype=torch.bool, device=device), valid,
+                               **more)  # (B, K, h, w)
             logits = logits.float().cpu().numpy()
             for offset, col in enumerate(cols):
                 weight = row_weight[:, None] * col_weights[first + offset][None, :]  # (h, w)
@@ -222,6 +235,8 @@ class TrainingContext:
     window: int  # training crop size (0: trained on whole patches)
     info: DataInfo
     date_range: tuple[datetime.date, datetime.date] | None = None  # first and last training acquisition
+    source_norm: dict = dataclasses.field(default_factory=dict)  # further source -> (mean, std), (C_s,) float32
+    source_date_range: dict = dataclasses.field(default_factory=dict)  # further source -> (first, last) date
 
 
 def training_context(ckpt_args: dict, data_root: Path | None = None) -> TrainingContext:
@@ -242,15 +257,21 @@ def training_context(ckpt_args: dict, data_root: Path | None = None) -> Training
     if spec.data_root is not None and not spec.data_root.is_dir():
         raise DataError(f"{spec.data_root}: the checkpoint's training data folder is not there (moved?); the map needs "
                         "its normalisation statistics, dates and classes: pass --data_root with its new place")
+    sources = {"sources": spec.sources} if spec.extra_sources else {}  # the further sources' statistics too
     if spec.dataset == "folder":
-        reference = FolderDataset(spec.data_root, folds=spec.split_folds("train_folds"), labels=False)
+        reference = FolderDataset(spec.data_root, folds=spec.split_folds("train_folds"), labels=False, **sources)
     else:
-        reference = PASTISDataset(pastis_root(spec), folds=spec.split_folds("train_folds"))
+        reference = PASTISDataset(pastis_root(spec), folds=spec.split_folds("train_folds"), **sources)
     window = SMOKE_CROP if spec.crop_size and spec.smoke else spec.crop_size
     try:
         temporal = parse_temporal(spec.temporal)
     except ValueError as err:
         raise CheckpointError(f"checkpoint arguments: {err}") from None
     dates = [date for patch in reference.patches for date in patch.meta.dates]
+    ranges = {}
+    for source in spec.extra_sources:
+        own = [date for patch in reference.patches for date in patch.meta.dates_of(source)]
+        ranges[source] = (min(own), max(own)) if own else None
     return TrainingContext(reference.mean, reference.std, reference.reference_date, temporal,
-                           int(window), info_for(spec), (min(dates), max(dates)) if dates else None)
+                           int(window), info_for(spec), (min(dates), max(dates)) if dates else None,
+                           {source: reference.source_norm[source] for source in spec.extra_sources}, ranges)

@@ -18,6 +18,16 @@ pixel, the mean of the day's clear acquisitions). A label raster's nodata value 
 class: its pixels become ``--ignore_index`` (its own value when that is a class index), unless
 ``--keep_label_nodata``.
 
+Sentinel-1 (optional): ``--s1a_dir`` / ``--s1d_dir`` name folders of one Sentinel-1 raster per
+acquisition (ascending / descending orbit; bands VV and VH; on the optical grid), written as the
+further sources ``S1A`` / ``S1D`` of the folder format (``DATA_S1A/S1A_<ID>.npy`` (T_s, 3, P, P)
+float32 VV, VH, VV/VH in dB on the radar's own dates, ``dates-S1A`` in metadata.geojson, ``sources``
+in dataset.json), cut on the optical patch grid; ``--radar_units db|linear`` and ``--radar_nodata
+error|fill`` (utils/datasets/radar.py), read with ``--sources S2 S1`` (or ``S2 S1A``).
+
+    python -m utils.datasets.convert --geotiff_dir s2/ --s1a_dir s1_asc/ --s1d_dir s1_desc/ \
+        --radar_units linear --label labels.tif --out data/my_region
+
 Cloud information (optional): ``--cloud_dir`` holds one single-band GeoTIFF per acquisition (a
 cloud mask, 1 = cloud, or a cloud probability), matched to the images by the date and time in the
 names; ``--cloud_cube`` a (T, H, W) array beside ``--cube``. A cell is valid (clear) where the
@@ -53,7 +63,8 @@ import numpy as np
 
 from utils.args import HelpFormatter
 from utils.datasets.folder import DATASET_FILE, VALID_DIR, valid_path
-from utils.datasets.pastis import METADATA_FILE, S2_DIR, TARGET_DIR, s2_path, target_path
+from utils.datasets.pastis import METADATA_FILE, S2_DIR, TARGET_DIR, s2_path, source_path, target_path
+from utils.datasets.radar import add_radar_args, check_radar_args, open_radar_sources, radar_folders
 from utils.datasets.scene import (
     Scene,
     add_scene_args,
@@ -62,6 +73,7 @@ from utils.datasets.scene import (
     read_scene,
     transform_of,
 )
+from utils.datasets.sources import data_dir, dates_key
 from utils.errors import DataError, STCLNError
 
 log = logging.getLogger("stcln")
@@ -195,8 +207,9 @@ def dataset_json(args, scene: Scene, label: np.ndarray | None, ignore: int | Non
     scale = args.reflectance_scale
     if scale is None:
         scale = INTEGER_SCALE if np.issubdtype(scene.cube.dtype, np.integer) else 1.0
-    reference = args.reference_date or datetime.date(scene.dates[0].year, 1, 1).isoformat()
-    return {
+    first = min(other.dates[0] for other in (scene, *scene.sources.values()))
+    reference = args.reference_date or datetime.date(first.year, 1, 1).isoformat()
+    spec = {
         "band_names": band_names,
         "red_band": red,
         "nir_band": nir,
@@ -213,6 +226,17 @@ def dataset_json(args, scene: Scene, label: np.ndarray | None, ignore: int | Non
         "source": scene.source,
         "georeferencing": scene.georeferencing,
     }
+    if scene.sources:
+        spec["sources"] = {
+            name: {
+                "band_names": list(radar.band_names),
+                "units": "dB",
+                "source": radar.source,
+                "dates": [date.isoformat() for date in radar.dates],
+            }
+            for name, radar in scene.sources.items()
+        }
+    return spec
 
 
 def _footprint(scene: Scene, row: int, col: int, size: int) -> dict | None:
@@ -240,6 +264,13 @@ def write_patches(
         (root / TARGET_DIR).mkdir()
     dtype = np.float32 if scene.cube.dtype == np.float64 else scene.cube.dtype
     dates = {str(k): int(date.strftime("%Y%m%d")) for k, date in enumerate(scene.dates)}
+    further = {  # further sources (Sentinel-1): their own dates, the same patch grid
+        name: {str(k): int(date.strftime("%Y%m%d")) for k, date in enumerate(radar.dates)}
+        for name, radar in scene.sources.items()
+    }
+    for name in further:
+        (root / data_dir(name)).mkdir()
+    lowest = dict.fromkeys(further, np.inf)
     features = []
     clear = np.zeros(scene.cube.shape[0], dtype=np.int64)  # (T,) clear cells written per date
     for (grid_row, grid_col), fold in np.ndenumerate(folds):
@@ -254,6 +285,10 @@ def write_patches(
                 )
             series = np.nan_to_num(series, nan=nan_value, posinf=nan_value, neginf=nan_value)
         np.save(s2_path(root, patch_id), series)
+        for name, radar in scene.sources.items():
+            values = np.asarray(radar.cube[:, :, row : row + size, col : col + size])  # (T_s, 3, P, P) float32 dB
+            np.save(source_path(root, name, patch_id), values)
+            lowest[name] = min(lowest[name], float(values[:, :2].min()))
         if scene.valid is not None:
             valid = np.asarray(scene.valid[:, row : row + size, col : col + size], dtype=np.uint8)  # (T, P, P)
             np.save(valid_path(root, patch_id), valid)
@@ -267,9 +302,17 @@ def write_patches(
             {
                 "type": "Feature",
                 "geometry": _footprint(scene, row, col, size),
-                "properties": {"ID_PATCH": patch_id, "Fold": int(fold), "ROW": row, "COL": col, "dates-S2": dates},
+                "properties": {"ID_PATCH": patch_id, "Fold": int(fold), "ROW": row, "COL": col, "dates-S2": dates}
+                | {dates_key(name): own for name, own in further.items()},
             }
         )
+    for name, value in lowest.items():
+        if value >= 0:
+            log.warning(
+                "%s: no negative VV or VH value in the written patches: backscatter in dB is mostly negative; "
+                "are the files linear power (--radar_units linear)?",
+                name,
+            )
     if scene.valid is not None:
         share = clear / (folds.size * size * size)  # (T,) clear share per date over the written patches
         log.info(
@@ -308,6 +351,9 @@ def convert(args: argparse.Namespace) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         scene = read_scene(args, exclude=(args.label,) if args.label is not None else ())
+        scene.sources = open_radar_sources(
+            radar_folders(args), scene, args.radar_units, args.radar_nodata, args.same_date
+        )
         height, width = scene.shape
         n_rows, n_cols = height // args.patch_size, width // args.patch_size
         if n_rows == 0 or n_cols == 0:
@@ -337,6 +383,7 @@ def convert(args: argparse.Namespace) -> Path:
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
     add_scene_args(parser)
+    add_radar_args(parser)
     parser.add_argument_group("scene").add_argument(
         "--label",
         type=Path,
@@ -411,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     check_scene_source(parser, args)
+    check_radar_args(parser, args)
     if args.patch_size < 1 or args.fold_block < 1 or args.n_folds < 3:
         parser.error("--patch_size and --fold_block must be >= 1 and --n_folds >= 3")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stdout)

@@ -41,7 +41,8 @@ hard-codes (bands, classes, ignored classes, reflectance scale)::
     georeferencing      optional, written by ``python -m utils.datasets.convert`` (source tags)
     sources             optional {"<SRC>": {"band_names": [...]}, ...}: further image sources, each
                         on its own dates (``--sources S2 <SRC> ...``); "S2" names the main series.
-                        :func:`write_folder_source` adds one (the GeoTIFF converter writes S2 only)
+                        :func:`write_folder_source` adds one; the GeoTIFF converter writes
+                        Sentinel-1 folders as S1A/S1D (--s1a_dir/--s1d_dir, utils/datasets/radar.py)
 
 Normalisation statistics are those of utae-paps' ``compute_norm_vals`` (per fold, the average
 over patches of per-patch band means and unbiased stds), computed once for every fold and

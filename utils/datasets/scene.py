@@ -33,6 +33,7 @@ import logging
 import math
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,15 +64,19 @@ class Scene:
     source: str
     valid: "np.ndarray | RasterValidity | None" = None  # 1 = clear observation; None = no cloud information
     band_names: list[str] | None = None  # the rasters' band descriptions, when every band has a distinct one
+    sources: dict = field(default_factory=dict)  # further sources on the same grid (utils/datasets/radar.py)
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.cube.shape[2:])
 
     def close(self) -> None:
-        """Close the scene's raster files (a numpy cube has none)."""
-        if isinstance(self.cube, RasterSeries):
-            self.cube.close()
+        """Close the scene's raster files and those of its further sources (a numpy cube has none)."""
+        close = getattr(self.cube, "close", None)
+        if callable(close) and not isinstance(self.cube, np.ndarray):
+            close()
+        for scene in self.sources.values():
+            scene.close()
 
     def __enter__(self) -> "Scene":
         return self
@@ -393,7 +398,8 @@ def combine_same_date(
         weight = np.stack(clear).astype(np.float64)  # (n, h, w)
         any_clear = weight.any(axis=0)
         weight[:, ~any_clear] = 1.0  # no clear acquisition at that pixel: the plain mean
-        mean = (stack * weight[:, None]).sum(axis=0) / weight.sum(axis=0)[None]  # (n, 1, h, w) -> (C, h, w)
+        kept = np.where(weight[:, None] > 0, stack, 0.0)  # a NaN nodata of a cell left out never spoils the mean
+        mean = (kept * weight[:, None]).sum(axis=0) / weight.sum(axis=0)[None]  # (n, 1, h, w) -> (C, h, w)
     if np.issubdtype(bands[0].dtype, np.integer):
         mean = np.rint(mean)
     return mean.astype(bands[0].dtype), any_clear
@@ -416,6 +422,8 @@ class RasterSeries:
     dtype: np.dtype
     chosen: list[int] = field(default_factory=list)  # --same_date clearest: the member kept per date
     nodata: dict = field(default_factory=dict)  # file -> its declared nodata value (files that declare one)
+    bands: tuple[int, ...] | None = None  # the 1-based bands read from every file (None: all)
+    invalid: Callable[[np.ndarray], np.ndarray] | None = None  # (C, h, w) image -> (h, w) cells without data
     _handles: dict = field(default_factory=dict, repr=False)
     _strip: tuple | None = field(default=None, repr=False)  # (first row, end row, cube, valid)
 
@@ -425,8 +433,8 @@ class RasterSeries:
 
     @property
     def has_validity(self) -> bool:
-        """Cloud files, or rasters that declare a nodata value: the series carries per-cell validity."""
-        return self.clouds is not None or bool(self.nodata)
+        """Cloud files, rasters that declare a nodata value, or an ``invalid`` rule: per-cell validity."""
+        return self.clouds is not None or bool(self.nodata) or self.invalid is not None
 
     def _dataset(self, path: Path):
         if path not in self._handles:
@@ -436,7 +444,13 @@ class RasterSeries:
     def _read(self, path: Path, first: int, end: int):
         from rasterio.windows import Window
 
-        return self._dataset(path).read(window=Window(0, first, self.shape[3], end - first))  # (C, rows, W)
+        indexes = None if self.bands is None else list(self.bands)
+        return self._dataset(path).read(indexes, window=Window(0, first, self.shape[3], end - first))  # (C, rows, W)
+
+    def has_data(self, image: np.ndarray, path: Path) -> np.ndarray:
+        """(h, w) bool: cells of one file's (C, h, w) image that hold data (its nodata, ``invalid`` rule)."""
+        data = has_data(image, self.nodata.get(path))
+        return data if self.invalid is None else data & ~self.invalid(image)
 
     def read_rows(self, first: int, end: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(T, C, end - first, W) images and (T, end - first, W) uint8 validity (or None) of rows first..end-1."""
@@ -455,8 +469,8 @@ class RasterSeries:
                 clouds = None if self.clouds is None else self.clouds[t]
             bands = [self._read(path, first, end) for path in members]
             clear = None if clouds is None else [self._read(path, first, end)[0] <= self.threshold for path in clouds]
-            if any(path in self.nodata for path in members):
-                data = [has_data(image, self.nodata.get(path)) for image, path in zip(bands, members)]
+            if self.invalid is not None or any(path in self.nodata for path in members):
+                data = [self.has_data(image, path) for image, path in zip(bands, members)]
                 clear = data if clear is None else [c & d for c, d in zip(clear, data)]
             if len(bands) == 1:
                 cube[t], day_clear = bands[0], None if clear is None else clear[0]
@@ -547,10 +561,17 @@ def open_raster_folder(
     cloud_dir: Path | None = None,
     threshold: float = 0.5,
     same_date: str = "error",
+    *,
+    bands: tuple[int, ...] | None = None,
+    invalid: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Scene:
     """A raster folder as a lazy :class:`Scene`: every file's header read and checked against the first
     (bands, data type, CRS, grid, size), cloud files matched; no pixel is read here except for
-    ``same_date='clearest'``, which counts each candidate's clear cells."""
+    ``same_date='clearest'``, which counts each candidate's clear cells.
+
+    ``bands`` (1-based) reads only those bands of every file; ``invalid`` marks further cells without data
+    (:attr:`RasterSeries.invalid`), and then ``clearest`` without cloud files keeps the acquisition with
+    the most cells holding data (the radar sources, utils/datasets/radar.py)."""
     files = geotiff_files(Path(folder), exclude)
     cloud_files = match_clouds(files, Path(cloud_dir)) if cloud_dir is not None else None
     groups: dict[datetime.date, list[int]] = {}
@@ -578,7 +599,7 @@ def open_raster_folder(
             f"{files[multiple[0][1]].path}: same date as {files[multiple[0][0]].path.name} (pass --same_date "
             "first, mean or clearest to combine acquisitions of one day)"
         )
-    if multiple and same_date == "clearest" and cloud_files is None:
+    if multiple and same_date == "clearest" and cloud_files is None and invalid is None:
         raise DataError(
             f"{files[multiple[0][1]].path}: --same_date clearest needs cloud information (--cloud_dir) for the "
             "acquisitions of that date"
@@ -588,12 +609,18 @@ def open_raster_folder(
         clouds=None if cloud_files is None else [[cloud_files[i] for i in members] for members in groups.values()],
         threshold=threshold,
         same_date=same_date,
-        shape=(len(groups), expected[0], grid["height"], grid["width"]),
+        shape=(len(groups), expected[0] if bands is None else len(bands), grid["height"], grid["width"]),
         dtype=np.dtype(expected[1]),
         nodata=nodata,
+        bands=bands,
+        invalid=invalid,
     )
     if same_date == "clearest" and cloud_files is not None:
         series.chosen = [_clearest(series.clouds[t], threshold) for t in range(len(series.groups))]
+    elif same_date == "clearest":
+        series.chosen = [_most_data(series, members) for members in series.groups]
+    if names is not None and bands is not None:
+        names = [names[band - 1] for band in bands]
     scene = Scene(series, list(groups), grid, str(folder), None, names)
     if series.has_validity:
         scene.valid = RasterValidity(series)
@@ -615,6 +642,18 @@ def _clearest(clouds: list[Path], threshold: float) -> int:
     for path in clouds:
         with open_raster(path) as dataset:
             counts.append(int((dataset.read(1) <= threshold).sum()))
+    return int(np.argmax(counts))
+
+
+def _most_data(series: RasterSeries, members: list[Path]) -> int:
+    """Index of the acquisition whose file has the most cells holding data (ties: the first)."""
+    if len(members) == 1:
+        return 0
+    counts = []
+    for path in members:
+        with open_raster(path) as dataset:
+            image = dataset.read(None if series.bands is None else list(series.bands))  # (C, H, W)
+        counts.append(int(series.has_data(image, path).sum()))
     return int(np.argmax(counts))
 
 
