@@ -46,7 +46,7 @@ REAL="--dataset folder --data_root checkpoints/slovenia --cv --pretrain_scope sc
   --selection random kcenter entropy margin badge --seeds 2 --jobs 2 --output_dir checkpoints/selection/real_scene_tiny"
 python -m experiments.label_efficiency $REAL --budgets 10 25 --arms wp_cell
 python -m experiments.label_efficiency $REAL --budgets 10 25 50 --arms wp_cell
-python -m experiments.label_efficiency $REAL --budgets 10 25 50 --arms wp_cell scratch
+python -m experiments.label_efficiency $REAL --budgets 10 25 50 --arms wp_cell scratch   # run 2026-12-05 20:17-21:29 (120 scratch fine-tunes, 72 min)
 python -m experiments.label_efficiency $REAL --budgets 10 25 50 --arms wp_cell scratch --report
 # then: cp checkpoints/selection/real_scene_tiny/{results.md,results.json,selection_curves.png} results/selection/real_scene_tiny/
 
