@@ -79,3 +79,5 @@ python results/multisource/compare.py $OUT/s2s1_late $OUT/s2s1_merged --json $OU
 #     --only_seeds 0 --arms scratch rf majority
 # OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --output_dir $OUT/s2 --only_seeds 0 --arms scratch rf majority
 # (then each with --report)
+# Run: the first command 2026-12-05 21:32-22:49 (report: results/multisource/README.md); the second was queued after it
+# and had not finished when the session ended (it resumes with the same line).
