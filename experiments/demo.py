@@ -31,6 +31,7 @@ import shutil
 from pathlib import Path
 
 from experiments import label_efficiency
+from experiments.common import add_source_flags
 from utils.atomic import write_atomic
 
 # Reduced from the full study in size (one budget, two seeds, two learned arms) and run with --fast (bf16 autocast +
@@ -59,12 +60,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="pre-train the backbone here for N epochs (5-10 min each on 2 CPU cores) instead of "
                              "fine-tuning the released 35-epoch one")
     parser.add_argument("--smoke", action="store_true", help="tiny data, one epoch per run (CI)")
-    parser.add_argument("--sources", nargs="+", default=["S2"],
-                        help="image sources of every run, primary first, e.g. --sources S2 S1 (the synthetic "
-                             "Sentinel-1 series; 'S1' = 'S1A S1D')")
-    parser.add_argument("--fusion", choices=("late", "merged"), default="late",
-                        help="with several --sources, how they meet (merged: day-of-year positions, needs "
-                             "--pretrain_epochs: the released backbone uses date indices)")
+    add_source_flags(parser)  # --fusion merged also needs --pretrain_epochs here: the released backbone uses date indices
     args = parser.parse_args(argv)
     if args.pretrain_epochs is not None and args.pretrain_epochs < 1:
         parser.error(f"--pretrain_epochs must be at least 1, got {args.pretrain_epochs}")
