@@ -17,8 +17,21 @@ fine-tuned with --drop_invalid ignores the cloudy cells they mark.
 A model trained with Sentinel-1 (``--sources S2 S1`` or ``S2 S1A``) maps a scene with the converter's
 radar flags (``--s1a_dir``/``--s1d_dir``, ``--radar_units``, ``--radar_nodata``: one folder per
 --geotiff_dir), read by the same code (utils/datasets/radar.py): every source is cut into the same
-windows, each on its own dates, normalised with its own training statistics. --cube and --scene_list
-take single-source (Sentinel-2) models only.
+windows, each on its own dates, normalised with its own training statistics. With --scene_list each line
+names its scene's radar folders (``s1a=``/``s1d=`` fields, below). --cube takes single-source
+(Sentinel-2) models only.
+
+--scene_list: one scene per line, '#' comments, relative paths relative to the list file::
+
+    tile_a/                                   # a scene folder alone
+    tile_b/  clouds/tile_b/                   # and its cloud folder (or clouds=clouds/tile_b/)
+    tile_c/  s1a=s1_asc/tile_c/  s1d=s1_desc/tile_c/  clouds=clouds/tile_c/
+
+The scene folder comes first; a second plain field is its cloud folder; named fields NAME=FOLDER follow
+in any order: ``clouds=`` (the cloud folder), ``s1a=``/``s1d=`` (the scene's Sentinel-1 ascending and
+descending folders, as --s1a_dir/--s1d_dir: exactly those of the model's sources). An unknown or repeated
+field, or radar folders that do not match the model's sources, are refused in one line naming the list
+file and line (a folder whose name holds '=' is written ./NAME).
 
 Writes per scene (into --output_dir for one scene, into --output_dir/<scene folder name> for several):
 class_map.tif (a Cloud-Optimised GeoTIFF with the source's CRS and transform, class names and colours;
@@ -36,6 +49,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -122,22 +136,52 @@ class SceneJob:
     cloud_dir: Path | None
     output_dir: Path
     radar: tuple = ()  # (source, folder) pairs of the Sentinel-1 folders (a multi-source model)
+    where: str = ""  # "<list file>:<line>" of a --scene_list scene (for messages)
 
 
-def read_scene_list(path: Path) -> list[tuple[Path, Path | None]]:
-    """--scene_list: one raster folder per line, optionally followed by its cloud folder; '#' comments;
-    relative paths are relative to the list file."""
+LIST_FIELDS = ("clouds", *(source.lower() for source in RADAR_FLAGS))  # named fields of a --scene_list line
+FIELD_NAME = re.compile(r"[A-Za-z_]\w*")  # NAME of NAME=FOLDER; a folder "tile=1" is written ./tile=1
+
+
+def read_scene_list(path: Path) -> list[tuple[Path, Path | None, tuple, str]]:
+    """--scene_list (the module docstring's format): per scene (folder, cloud folder or None, radar
+    ((source, folder), ...) in source order, "<list file>:<line>"); relative paths are relative to the list file."""
     if not path.is_file():
         raise DataError(f"{path}: scene list not found (--scene_list)")
+
+    def located(field: str) -> Path:
+        return Path(field) if Path(field).is_absolute() else path.parent / field
+
     scenes = []
+    known = ", ".join(f"{name}=" for name in LIST_FIELDS)
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
-        if len(fields) > 2:
-            raise DataError(f"{path}:{number}: expected a scene folder and optionally its cloud folder, got {len(fields)} fields")
-        folder, *clouds = (Path(field) if Path(field).is_absolute() else path.parent / field for field in fields)
-        scenes.append((folder, clouds[0] if clouds else None))
+        where, plain, named = f"{path}:{number}", [], {}
+        for index, field in enumerate(fields):
+            name, equals, value = field.partition("=")
+            if not equals or not FIELD_NAME.fullmatch(name):  # a folder
+                plain.append(field)
+                continue
+            if index == 0:
+                raise DataError(f"{where}: starts with the field {name}=; the scene folder comes first")
+            if name not in LIST_FIELDS:
+                raise DataError(f"{where}: unknown field {name}= (known: {known}; a folder whose name holds '=' is "
+                                "written ./NAME)")
+            if name in named:
+                raise DataError(f"{where}: {name}= given twice")
+            if not value:
+                raise DataError(f"{where}: {name}= names no folder")
+            named[name] = value
+        if len(plain) > 2:
+            raise DataError(f"{where}: expected a scene folder and optionally its cloud folder, got {len(plain)} "
+                            f"fields (further folders are named: {known})")
+        if len(plain) == 2 and "clouds" in named:
+            raise DataError(f"{where}: the cloud folder given twice (the second field and clouds=)")
+        clouds = plain[1] if len(plain) == 2 else named.get("clouds")
+        radar = tuple((source, located(named[source.lower()])) for source in RADAR_FLAGS if source.lower() in named)
+        scenes.append((located(plain[0]), located(clouds) if clouds else None, radar, where))
     if not scenes:
         raise DataError(f"{path}: no scene in the list (--scene_list)")
     return scenes
@@ -147,22 +191,29 @@ def scene_jobs(args) -> list[SceneJob]:
     """The run's scenes; one scene maps into --output_dir itself, several into one sub-folder each."""
     if args.cube is not None:
         return [SceneJob(args.cube.stem, None, None, args.output_dir)]
+    folders = radar_folders(args)
     if args.scene_list is not None:
-        pairs = read_scene_list(args.scene_list)
+        if folders:
+            flags = " ".join(flag_of(source) for source in folders)
+            fields = " ".join(f"{source.lower()}=FOLDER" for source in folders)
+            verb = "goes" if len(folders) == 1 else "go"
+            raise DataError(f"{args.scene_list}: {flags} {verb} with --geotiff_dir; with --scene_list each line names "
+                            f"its scene's radar folders ({fields})")
+        scenes = read_scene_list(args.scene_list)
     else:
         clouds = args.cloud_dir or [None] * len(args.geotiff_dir)
-        pairs = list(zip(args.geotiff_dir, clouds))
-    folders = radar_folders(args)
-    radar = [tuple((source, folders[source][index]) for source in folders) for index in range(len(pairs))]
-    if len(pairs) == 1:
-        return [SceneJob(pairs[0][0].name, pairs[0][0], pairs[0][1], args.output_dir, radar[0])]
-    names = [folder.resolve().name for folder, _ in pairs]
+        scenes = [(folder, cloud, tuple((source, folders[source][index]) for source in folders), "")
+                  for index, (folder, cloud) in enumerate(zip(args.geotiff_dir, clouds))]
+    if len(scenes) == 1:
+        folder, clouds, radar, where = scenes[0]
+        return [SceneJob(folder.name, folder, clouds, args.output_dir, radar, where)]
+    names = [folder.resolve().name for folder, *_ in scenes]
     if len(set(names)) < len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise DataError(f"scenes {', '.join(twice)}: several scene folders of one name; each scene's maps go to "
                         "--output_dir/<folder name>: rename them")
-    return [SceneJob(name, folder, clouds, args.output_dir / name, own)
-            for name, (folder, clouds), own in zip(names, pairs, radar)]
+    return [SceneJob(name, folder, clouds, args.output_dir / name, radar, where)
+            for name, (folder, clouds, radar, where) in zip(names, scenes)]
 
 
 def sha256_of(path: Path) -> str:
@@ -292,29 +343,39 @@ def check_window_finite(raw: np.ndarray, valid: np.ndarray | None, scene, frames
                         "cloudy with --cloud_dir/--cloud_cube and map with a --drop_invalid model)")
 
 
-def check_sources(args, sources: tuple[str, ...]) -> None:
-    """The scene's sources are the model's: Sentinel-2 first, a radar folder flag for each further source
-    (and none it does not take); one line otherwise."""
-    given = list(radar_folders(args))
+def check_sources(args, sources: tuple[str, ...], jobs: list[SceneJob]) -> None:
+    """The scenes' sources are the model's: Sentinel-2 first, a radar folder for each further source (and
+    none it does not take), from the radar flags or from each --scene_list line; one line otherwise."""
     wanted = " ".join(sources)
     if sources[0] != "S2" or any(source not in RADAR_FLAGS for source in sources[1:]):
         raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}; predict_STCLN.py maps Sentinel-2 "
                               f"scenes with Sentinel-1 {' and '.join(RADAR_FLAGS)} folders (test other models with "
                               "PASTIS/test_STCLN.py)")
-    if len(sources) > 1 and args.geotiff_dir is None:
+    if len(sources) > 1 and args.cube is not None:
         raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: map it from --geotiff_dir with "
-                              f"{' '.join(flag_of(source) for source in sources[1:])} (--cube and --scene_list take "
+                              f"{' '.join(flag_of(source) for source in sources[1:])}, or from --scene_list with "
+                              f"{' '.join(f'{source.lower()}=' for source in sources[1:])} on each line (--cube takes "
                               "Sentinel-2 models only)")
-    missing = [flag_of(source) for source in sources[1:] if source not in given]
-    unused = [flag_of(source) for source in given if source not in sources[1:]]
-    if missing or unused:
-        raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: "
-                              + (f"give {' '.join(missing)}" if missing else f"it takes no {' '.join(unused)}"))
+    if args.scene_list is None:
+        given = list(radar_folders(args))
+        missing = [flag_of(source) for source in sources[1:] if source not in given]
+        unused = [flag_of(source) for source in given if source not in sources[1:]]
+        if missing or unused:
+            raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: "
+                                  + (f"give {' '.join(missing)}" if missing else f"it takes no {' '.join(unused)}"))
+        return
+    for job in jobs:  # each line of the list names its own radar folders
+        given = [source for source, _ in job.radar]
+        missing = [f"{source.lower()}=FOLDER" for source in sources[1:] if source not in given]
+        unused = [f"{source.lower()}=" for source in given if source not in sources[1:]]
+        if missing or unused:
+            raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: {job.where}: "
+                                  + (f"give {' '.join(missing)}" if missing else f"it takes no {' '.join(unused)}"))
 
 
-def load_model(args) -> tuple[STCLNSegmenter, dict]:
+def load_model(args, jobs: list[SceneJob]) -> tuple[STCLNSegmenter, dict]:
     ckpt, config = load_finetuned(args.checkpoint, args.trust_checkpoint)
-    check_sources(args, checkpoint_sources(ckpt, config, str(args.checkpoint)))
+    check_sources(args, checkpoint_sources(ckpt, config, str(args.checkpoint)), jobs)
     config.sta_chunk = args.sta_chunk or config.sta_chunk
     model = STCLNSegmenter(config)
     load_state_checked(model, ckpt["model"], str(args.checkpoint))
@@ -475,7 +536,8 @@ def write_run_areas(args, jobs: list[SceneJob], classes: list[str]) -> list[dict
 # the run
 # ---------------------------------------------------------------------------------------------
 def predict(args, runtime: Runtime) -> None:
-    model, ckpt_args = load_model(args)
+    jobs = scene_jobs(args)  # a bad --scene_list is refused before the checkpoint is read
+    model, ckpt_args = load_model(args, jobs)
     context = training_context(ckpt_args, args.data_root)
     window = args.window or context.window
     if not window:
@@ -483,7 +545,6 @@ def predict(args, runtime: Runtime) -> None:
     if len(context.info.classes) != model.config.num_classes:
         raise CheckpointError(f"{args.checkpoint}: {model.config.num_classes} classes, the training data declares "
                               f"{len(context.info.classes)} ({context.info.classes[:5]}...)")
-    jobs = scene_jobs(args)
     if runtime.is_main:
         prepare_output_dir(args, jobs, run_record(args, jobs, window))
     runtime.barrier()
@@ -522,7 +583,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
     args = parser.parse_args(argv)
     check_scene_source(parser, args)
-    check_radar_args(parser, args)
+    if args.scene_list is None:  # with --scene_list the radar flags are refused naming the list (scene_jobs)
+        check_radar_args(parser, args)
     if args.batch_size < 1 or args.margin < 0 or (args.window is not None and args.window < 1):
         parser.error("--batch_size and --window must be >= 1 and --margin >= 0")
     if args.stride is not None and args.stride < 1:

@@ -9,6 +9,8 @@ arrays are computed here from the values written, independently of utils/dataset
 
 import datetime
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ import torch
 
 import predict_STCLN
 import pretrain_STCLN
-from models import STCLNConfig, STCLNSegmenter
+from models import STCLNConfig, STCLNSegmenter, tiny_config
 from tests.region_fakes import BANDS, make_scene, write_geotiff_scene
 from utils import finetune
 from utils.datasets.convert import main as convert_main
@@ -223,11 +225,10 @@ def trained(converted) -> dict:
     return converted | {"checkpoint": tmp / "ft" / "best.tar"}
 
 
-def test_predict_with_one_window_is_the_two_source_model_on_the_normalised_scene(trained):
-    """--window = scene size: the map is the argmax of one forward pass on every source normalised with its
-    training fold's statistics (NORM_*_patch.json), each on its own dates, computed here. The checkpoint's
-    radar fusion layers are made large first, so that the map depends on what is read from the radar files."""
-    tmp, root = trained["tmp"], trained["root"]
+@pytest.fixture(scope="module")
+def radar_heavy(trained) -> dict:
+    """The two-source checkpoint with its radar fusion layers made large, so that a map depends on what is
+    read from the radar files (``radar_heavy``: its path)."""
     ckpt = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
     config = STCLNConfig.from_dict(ckpt["model_config"])
     assert config.extra_sources == ("S1A", "S1D") and config.fusion == "late"
@@ -236,7 +237,18 @@ def test_predict_with_one_window_is_the_two_source_model_on_the_normalised_scene
     assert len(fusion) == 2
     for key in fusion:
         ckpt["model"][key] = torch.randn(ckpt["model"][key].shape, generator=generator)
-    torch.save(ckpt, tmp / "radar_heavy.tar")
+    torch.save(ckpt, trained["tmp"] / "radar_heavy.tar")
+    return trained | {"radar_heavy": trained["tmp"] / "radar_heavy.tar"}
+
+
+def test_predict_with_one_window_is_the_two_source_model_on_the_normalised_scene(radar_heavy):
+    """--window = scene size: the map is the argmax of one forward pass on every source normalised with its
+    training fold's statistics (NORM_*_patch.json), each on its own dates, computed here. The checkpoint's
+    radar fusion layers are made large first, so that the map depends on what is read from the radar files."""
+    trained = radar_heavy
+    tmp, root = trained["tmp"], trained["root"]
+    ckpt = torch.load(trained["radar_heavy"], map_location="cpu", weights_only=True)
+    config = STCLNConfig.from_dict(ckpt["model_config"])
     out = tmp / "map"
     argv = ["--checkpoint", str(tmp / "radar_heavy.tar"), "--geotiff_dir", str(tmp / "s2"), "--window", str(SIZE)]
     argv += trained["radar"] + ["--radar_nodata", "fill", "--output_dir", str(out), "--no_progress"]
@@ -289,10 +301,161 @@ def test_predict_needs_the_model_sources(trained, capsys):
         (["--geotiff_dir", str(tmp / "s2"), "--s1a_dir", str(tmp / "s1a")], "give --s1d_dir"),
         (
             ["--cube", str(tmp / "cube.npy"), "--dates", str(tmp / "dates.txt")],
-            "--cube and --scene_list take Sentinel-2",
+            "--cube takes Sentinel-2 models only",
         ),
     ]
     for argv, message in refusals:
         assert predict_STCLN.main(common + argv) == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and message in error[0], error
+
+
+# ---------------------------------------------------------------------------------------------
+# --scene_list with the two-source model: each line names its scene's radar folders
+# ---------------------------------------------------------------------------------------------
+LIST_WINDOW = ["--window", "32", "--stride", "16"]  # 2 x 2 overlapping windows on the 48 px scene
+
+
+def test_scene_list_lines_name_clouds_and_radar_in_any_order(tmp_path):
+    """The positional cloud folder and clouds= are one field; named fields in any order; paths relative to the
+    list file (absolute ones kept); radar pairs in source order; a line without fields as before."""
+    absolute = tmp_path / "elsewhere" / "asc"
+    listed = tmp_path / "lists" / "scenes.txt"
+    listed.parent.mkdir()
+    listed.write_text(
+        "# header\n"
+        "a ../clouds/a\n"
+        f"b s1d=../s1d/b clouds=../clouds/b s1a={absolute}  # the fields in another order\n"
+        "\n"
+        "c\n"
+    )
+    base = listed.parent
+    assert predict_STCLN.read_scene_list(listed) == [
+        (base / "a", base / "../clouds/a", (), f"{listed}:2"),
+        (base / "b", base / "../clouds/b", (("S1A", absolute), ("S1D", base / "../s1d/b")), f"{listed}:3"),
+        (base / "c", None, (), f"{listed}:5"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def listed(radar_heavy) -> dict:
+    """Two copies of the optical scene (tiles/tile_a, tiles/tile_b) mapped from one scene list, tile_b with its
+    orbits swapped (s1a= the descending folder, s1d= the ascending one); and each mapped alone with --geotiff_dir
+    and the radar flags: the reference maps."""
+    tmp = radar_heavy["tmp"]
+    for name in ("tile_a", "tile_b"):
+        shutil.copytree(tmp / "s2", tmp / "tiles" / name)
+    scene_list = tmp / "lists" / "scenes.txt"
+    scene_list.parent.mkdir()
+    scene_list.write_text(  # relative paths (to the list's folder), then absolute ones in another field order
+        "# two tiles of one grid\n"
+        "../tiles/tile_a s1a=../s1a s1d=../s1d\n"
+        f"{tmp / 'tiles' / 'tile_b'} s1d={tmp / 's1a'} s1a={tmp / 's1d'}  # orbits swapped\n"
+    )
+    common = ["--checkpoint", str(radar_heavy["radar_heavy"]), "--radar_units", "linear", "--radar_nodata", "fill"]
+    common += LIST_WINDOW + ["--no_progress"]
+    orbits = {"tile_a": ("s1a", "s1d"), "tile_b": ("s1d", "s1a")}
+    references = {}
+    for name, (asc, desc) in orbits.items():
+        out = tmp / f"alone_{name}"
+        radar = ["--s1a_dir", str(tmp / asc), "--s1d_dir", str(tmp / desc)]
+        assert (
+            predict_STCLN.main(common + ["--geotiff_dir", str(tmp / "tiles" / name), *radar, "--output_dir", str(out)])
+            == 0
+        )
+        with rasterio.open(out / "class_map.tif") as dataset:
+            references[name] = dataset.read(1)
+    command = common + ["--scene_list", str(scene_list), "--output_dir", str(tmp / "listed")]
+    assert predict_STCLN.main(command) == 0
+    return radar_heavy | {"list": scene_list, "command": command, "references": references, "orbits": orbits}
+
+
+def test_a_scene_list_maps_two_source_scenes_as_the_radar_flags_do(listed):
+    """Each scene's map equals its map made alone from --geotiff_dir with --s1a_dir/--s1d_dir; the run's
+    areas.json sums the scenes' pixels and hectares."""
+    out, references = listed["tmp"] / "listed", listed["references"]
+    total = np.zeros(len(CLASSES), dtype=np.int64)
+    hectares = np.zeros(len(CLASSES))
+    for name, expected in references.items():
+        with rasterio.open(out / name / "class_map.tif") as dataset:
+            np.testing.assert_array_equal(dataset.read(1), expected)
+        total += np.bincount(expected.ravel(), minlength=len(CLASSES))
+        own = json.loads((out / name / "areas.json").read_text())["classes"]
+        hectares += [row["hectares"] for row in own]
+    run = json.loads((out / "areas.json").read_text())
+    assert [scene["scene"] for scene in run["scenes"]] == ["tile_a", "tile_b"]
+    assert [row["pixels"] for row in run["classes"]] == total.tolist()
+    transform = listed["profile"]["transform"]
+    np.testing.assert_allclose(
+        [row["hectares"] for row in run["classes"]], total * abs(transform.a * transform.e) / 1e4
+    )
+    np.testing.assert_allclose([row["hectares"] for row in run["classes"]], hectares)
+
+
+def test_the_radar_is_read_from_each_lines_folders_and_recorded(listed, capsys):
+    """The two tiles hold the same optical images, so tile_b's map differs from tile_a's only through its
+    line's swapped orbits; run.json records each scene's radar folders: the same command again resumes, and
+    a list naming other radar folders into the same --output_dir is refused as another run."""
+    out, references = listed["tmp"] / "listed", listed["references"]
+    assert (references["tile_a"] != references["tile_b"]).mean() > 0.05
+    tmp = listed["tmp"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["radar"] == [
+        {"S1A": str((tmp / asc).resolve()), "S1D": str((tmp / desc).resolve())}
+        for asc, desc in listed["orbits"].values()
+    ]
+    assert run["radar_units"] == "linear" and run["radar_nodata"] == "fill"
+    assert predict_STCLN.main(listed["command"]) == 0  # the same run again: both scenes kept
+    capsys.readouterr()
+    other = tmp / "lists" / "unswapped.txt"
+    other.write_text("../tiles/tile_a s1a=../s1a s1d=../s1d\n../tiles/tile_b s1a=../s1a s1d=../s1d\n")
+    command = list(listed["command"])
+    command[command.index("--scene_list") + 1] = str(other)
+    assert predict_STCLN.main(command) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "holds another run (its run.json differs in radar" in error[0], error
+
+
+@pytest.fixture(scope="module")
+def other_models(trained) -> dict:
+    """Randomly initialised checkpoints of a single-source (S2) and an S2 + S1A model (the sources come from
+    their model configuration: no saved run arguments)."""
+    ckpt = torch.load(trained["checkpoint"], map_location="cpu", weights_only=True)
+    two = STCLNConfig.from_dict(ckpt["model_config"])
+    configs = {
+        "S2": tiny_config(in_channels=len(BANDS), num_classes=len(CLASSES)),
+        "S2 S1A": replace(two, extra_sources=("S1A",), extra_channels=two.extra_channels[:1]),
+    }
+    paths = {}
+    for name, config in configs.items():
+        paths[name] = trained["tmp"] / f"model_{name.replace(' ', '_')}.tar"
+        torch.save({"model": STCLNSegmenter(config).state_dict(), "model_config": config.to_dict()}, paths[name])
+    return paths
+
+
+REFUSALS = {  # case: (model, the list's third line, further flags, the refused line or None, the refusal's words)
+    "unknown field": ("S2 S1", "../tiles/tile_b s1a=../s1a s1b=../s1d", [], 3, "unknown field s1b= (known: clouds="),
+    "field twice": ("S2 S1", "../tiles/tile_b s1a=../s1a s1a=../s1d s1d=../s1d", [], 3, "s1a= given twice"),
+    "clouds twice": ("S2 S1", "../tiles/tile_b ../c s1a=../s1a clouds=../c", [], 3, "the cloud folder given twice"),
+    "radar missing": ("S2 S1", "../tiles/tile_b s1a=../s1a", [], 3, "takes --sources S2 S1A S1D: {where} give s1d="),
+    "single-source model": ("S2", "../tiles/tile_b", [], 2, "takes --sources S2: {where} it takes no s1a= s1d="),
+    "orbit not trained": ("S2 S1A", "../tiles/tile_b s1a=../s1a", [], 2, "S2 S1A: {where} it takes no s1d="),
+    "radar flags": ("S2 S1", "../tiles/tile_b s1a=../s1a s1d=../s1d", ["--s1a_dir", "s1a"], None, "--s1a_dir goes"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_scene_list_refusals_are_one_line_naming_the_list_and_line(listed, other_models, case, capsys):
+    """Exit 2 and one line naming the list file (and the line: ``<list>:<line>:``), before any map is written."""
+    model, third, flags, line, words = REFUSALS[case]
+    tmp = listed["tmp"]
+    scene_list = tmp / "lists" / f"{case.replace(' ', '_')}.txt"
+    scene_list.write_text(f"# the next line names both orbits\n../tiles/tile_a s1a=../s1a s1d=../s1d\n{third}\n")
+    checkpoint = listed["radar_heavy"] if model == "S2 S1" else other_models[model]
+    argv = ["--checkpoint", str(checkpoint), "--scene_list", str(scene_list), *flags, "--no_progress"]
+    assert predict_STCLN.main(argv + ["--output_dir", str(tmp / "refused_list")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    where = f"{scene_list}:{line}:" if line else f"{scene_list}:"
+    assert len(error) == 1 and error[0].startswith("error: ") and where in error[0], error
+    assert words.format(where=where) in error[0], error
+    assert not (tmp / "refused_list").exists()

@@ -425,7 +425,7 @@ def test_sources_and_fusion_refusals(runs, capsys):
     checkpoint = cwd / "merged" / "best.tar"  # a two-source (merged) model
     assert exit_status(predict_STCLN.main, ["--checkpoint", checkpoint, "--cube", cwd / "cube.npy", "--dates",
                                             cwd / "dates.txt", "--output_dir", cwd / "maps"]) == 2
-    assert "--cube and --scene_list take Sentinel-2 models only" in capsys.readouterr().err
+    assert "--cube takes Sentinel-2 models only" in capsys.readouterr().err
     # utils.select_labels reads the data with the checkpoint's sources (the radar this job's runs added to the set)
     assert exit_status(select_labels.main, ["--checkpoint", checkpoint, "--strategy", "entropy", "--n", 1,
                                             "--data_root", cwd / "data_cache" / "synthetic_pastis_v2_smoke",

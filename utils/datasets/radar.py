@@ -66,7 +66,7 @@ def add_radar_args(parser, many: bool = False) -> None:
     """The Sentinel-1 flags shared by the converter (one scene) and predict_STCLN.py (``many``: one folder
     per --geotiff_dir)."""
     group = parser.add_argument_group("Sentinel-1 (optional; utils/datasets/radar.py)")
-    per_scene = "; one folder per --geotiff_dir, in the same order" if many else ""
+    per_scene = "; one folder per --geotiff_dir, in the same order (--scene_list: s1a=/s1d= fields)" if many else ""
     for source, dest in RADAR_FLAGS.items():
         orbit = "ascending" if source == "S1A" else "descending"
         group.add_argument(

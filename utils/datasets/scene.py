@@ -105,7 +105,9 @@ def add_scene_args(parser, many: bool = False) -> None:
             "--scene_list",
             type=Path,
             default=None,
-            help="text file: one scene folder per line, optionally followed by its cloud folder ('#' comments)",
+            help="text file: one scene folder per line, optionally followed by its cloud folder, then named "
+            "fields clouds=FOLDER, s1a=FOLDER, s1d=FOLDER (the scene's Sentinel-1 folders) in any order; '#' "
+            "comments; paths relative to the list file (predict_STCLN.py's docstring)",
         )
     source.add_argument("--cube", type=Path, default=None, help="numpy .npy array (T, C, H, W) of raw values")
     source.add_argument("--dates", type=Path, default=None, help="with --cube: one date per line (or a JSON list)")
