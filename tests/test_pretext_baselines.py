@@ -1,10 +1,17 @@
 """Non-learned pretext baselines against slow, obviously-correct loops (independent computation)."""
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from models.heads import masked_mse
+from utils.args import check_sources
+from utils.datasets.collate import pad_collate
+from utils.engine import primary_mask
+from utils.masking import MaskingConfig, build_source_mask
 from utils.pretext_baselines import ConstantStats, baseline_sse, masked_sse, neighbour_mean, temporal_interpolation
 
 
@@ -130,3 +137,150 @@ def test_neighbour_baseline_is_exact_on_a_spatially_constant_date_and_never_read
     corrupted = torch.where(mask[:, :, None], torch.full_like(x, 1e6), x)  # masked values must not leak
     pred = neighbour_mean(corrupted, mask)
     torch.testing.assert_close(pred[mask[:, :, None].expand_as(x)], x[mask[:, :, None].expand_as(x)])
+
+
+# experiments/pretext_baselines.py with several sources (--sources S2 S1): every row against slow loops over
+# masks rebuilt here the way pre-training draws them (utils.engine's primary_mask, then build_source_mask)
+
+SCRIPT_FLAGS = ["--smoke", "--limit", "6", "--batch_size", "4", "--mask_mode", "cell", "block", "frame", "--seed", "3"]
+
+
+@pytest.fixture(scope="module")
+def script_runs(tmp_path_factory):
+    """The script's results.json with --sources S2 S1, S2 alone and a radar primary (S1A), on the smoke set written
+    to a temporary cache, with that set's pre-training data (the radar run's and the radar primary's)."""
+    from experiments import pretext_baselines
+    from utils import data as data_module
+
+    tmp = tmp_path_factory.mktemp("pretext_sources")
+    runs, data = {}, {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data_module, "CACHE_ROOT", tmp / "cache")
+        for name, sources in (("S2 S1", ["S2", "S1"]), ("S2", ["S2"]), ("S1A", ["S1A"])):
+            assert pretext_baselines.main(SCRIPT_FLAGS + ["--sources", *sources, "--output_dir", str(tmp / name)]) == 0
+            runs[name] = json.loads((tmp / name / "results.json").read_text())
+            parser = pretext_baselines.get_parser()
+            args = parser.parse_args(SCRIPT_FLAGS + ["--sources", *sources])
+            check_sources(parser, args)  # S1 -> S1A S1D
+            pretext_baselines.resolve(args)
+            data[name] = data_module.build_pretrain_data(data_module.resolve_data_spec(args))
+    return runs, data, tmp / "cache"
+
+
+def reference_rows(data, modes=("cell", "block", "frame"), limit=6, batch_size=4, seed=3) -> list[dict]:
+    """The rows recomputed with loops: the same evenly spaced samples and batches, each mode's masks drawn as
+    pre-training draws them (primary first, then the further sources in order, from generators seeded seed and
+    seed + 1), scored cell by cell."""
+    dataset, info = data.train, data.info
+    indices = np.linspace(0, len(dataset) - 1, limit).round().astype(int).tolist()
+    batches = [pad_collate([dataset[i] for i in indices[k : k + batch_size]]) for k in range(0, limit, batch_size)]
+    rows = {}
+    for mode in modes:
+        masking = MaskingConfig(0.4, mode, 0.2, 0.9, block=4, ndvi_gate=info.ndvi_gate)
+        primary, further = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+        cases = {source: [] for source in info.sources}  # source -> [(x, mask, days, pad, gate dates or None)]
+        for batch in batches:
+            x, pad = batch["image"], batch["pad_mask"]
+            mask = primary_mask(batch, x, pad, masking, info.red_index, info.nir_index, primary)
+            gate = None
+            if info.ndvi_gate:  # the dates the NDVI gate lets through: those of (b')
+                ndvi = batch["ndvi"].numpy()
+                gate = np.array([[(ndvi[b, t] > 0.2).mean() > 0.9 for t in range(x.shape[1])] for b in range(len(x))])
+                gate &= ~pad.numpy()
+            cases[info.sources[0]].append((x, mask, batch["days"], pad, gate))
+            for source in info.sources[1:]:
+                image, source_pad = batch[f"image_{source}"], batch[f"pad_mask_{source}"]
+                source_mask = build_source_mask(image, source_pad, masking, further)
+                cases[source].append((image, source_mask, batch[f"days_{source}"], source_pad, None))
+        for source, batches_of_source in cases.items():
+            rows[source, mode] = slow_row(batches_of_source)
+    return rows
+
+
+def slow_row(cases) -> dict:
+    """Masked-cell MSE of (a), (b), (b') and (c), masked fraction and 'no neighbour' share, cell by cell."""
+    sse_a = sse_b = sse_gated = 0.0
+    masked = cells = no_neighbour = 0
+    values = []
+    for x, mask, days, pad, gate in cases:
+        xn, visible, dn = x.double().numpy(), visible_of(mask, pad), days.double().numpy()
+        gated = visible & gate[:, :, None, None] if gate is not None else None  # (b') reads the gate's dates only
+        H, W = xn.shape[3:]
+        cells += int((~pad).sum()) * H * W
+        for b, t, i, j in masked_cells(mask):
+            target = xn[b, t, :, i, j]
+            sse_a += np.mean((slow_neighbour(xn, visible, b, t, i, j) - target) ** 2)
+            sse_b += np.mean((slow_interp(xn, visible, dn, b, t, i, j) - target) ** 2)
+            if gated is not None:
+                sse_gated += np.mean((slow_interp(xn, gated, dn, b, t, i, j) - target) ** 2)
+            near = [(i + di, j + dj) for di in (-1, 0, 1) for dj in (-1, 0, 1) if (di, dj) != (0, 0)]
+            no_neighbour += not any(0 <= r < H and 0 <= c < W and visible[b, t, r, c] for r, c in near)
+            masked += 1
+            values.append(target)
+    values = np.stack(values)  # (masked cells, C)
+    return {
+        "masked cells": masked,
+        "masked fraction": masked / cells,
+        "(a) neighbour mean": sse_a / masked,
+        "(b) temporal interp": sse_b / masked,
+        "(b') gated dates": sse_gated / masked if cases[0][4] is not None else None,
+        "(c) best constant": float(np.mean(values.var(axis=0))),
+        "(a) no neighbour": no_neighbour / masked,
+    }
+
+
+def assert_rows_match(rows: list[dict], reference: dict, sources: list[str]) -> None:
+    mask_names = {"cell": "cell", "block": "block 4x4", "frame": "frame"}
+    assert [(row["source"], row["mask"]) for row in rows] == [
+        (source, mask_names[mode]) for source in sources for mode in mask_names
+    ]  # one row per (source, mode), grouped by source
+    for row in rows:
+        mode = next(mode for mode, name in mask_names.items() if name == row["mask"])
+        expected = reference[row["source"], mode]
+        assert row["masked cells"] == expected["masked cells"] > 0
+        assert row["masked fraction"] == expected["masked fraction"]
+        for key in ("(a) neighbour mean", "(b) temporal interp", "(b') gated dates", "(c) best constant"):
+            if expected[key] is None:
+                assert row[key] is None, (row["source"], key)
+            else:
+                assert row[key] == pytest.approx(expected[key], rel=1e-4), (row["source"], row["mask"], key)
+        assert row["(a) no neighbour"] == pytest.approx(expected["(a) no neighbour"], abs=1e-12)
+
+
+def test_script_radar_rows_match_loops_over_the_masks_pre_training_draws(script_runs):
+    runs, data, _ = script_runs
+    run = runs["S2 S1"]
+    assert run["sources"] == ["S2", "S1A", "S1D"] and run["settings"]["sources"] == ["S2", "S1A", "S1D"]
+    assert_rows_match(run["rows"], reference_rows(data["S2 S1"]), run["sources"])
+    radar = [row for row in run["rows"] if row["source"] != "S2"]
+    assert all(row["masked fraction"] == row["masked of eligible"] for row in radar)  # no gate: all cells eligible
+
+
+def test_script_optical_rows_do_not_change_when_radar_is_added(script_runs):
+    runs, _, _ = script_runs
+    assert runs["S2"]["sources"] == ["S2"] and len(runs["S2"]["rows"]) == 3
+    # two batches: a shared generator would shift the second batch's optical masks
+    assert [row for row in runs["S2 S1"]["rows"] if row["source"] == "S2"] == runs["S2"]["rows"]
+
+
+def test_script_radar_primary_has_no_ndvi_gate(script_runs):
+    runs, data, _ = script_runs
+    assert runs["S1A"]["sources"] == ["S1A"]
+    assert_rows_match(runs["S1A"]["rows"], reference_rows(data["S1A"]), ["S1A"])
+
+
+def test_script_refuses_a_source_the_data_lacks_in_one_line(script_runs, tmp_path, capsys):
+    from experiments import pretext_baselines
+
+    root = tmp_path / "no_s1d"
+    shutil.copytree(script_runs[2] / "synthetic_pastis_v2_smoke", root)
+    shutil.rmtree(root / "DATA_S1D")
+    (root / "NORM_S1D_patch.json").unlink()
+    capsys.readouterr()
+    argv = ["--smoke", "--dataset", "pastis", "--data_root", str(root), "--sources", "S2", "S1", "--limit", "2"]
+    assert pretext_baselines.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(root) in err and "S1D" in err, err
+    with pytest.raises(SystemExit) as stop:  # a source named twice: an argument error, not a traceback
+        pretext_baselines.main(["--smoke", "--sources", "S2", "S1", "S1A"])
+    assert stop.value.code == 2 and "S1A is listed twice" in capsys.readouterr().err
