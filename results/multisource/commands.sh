@@ -61,7 +61,8 @@
 # 35 epochs exactly as a 35-epoch run). Both folders' study.json were edited from 10 to 35 by hand (the recorded
 # schedule; no finished run depends on the pre-training length). Cost on this CPU (measured above, per fold-epoch):
 # S2 ~3.2 h, S2+S1 late ~12 h, merged ~22 h of pre-training: these pre-trainings belong on a GPU when one is lent (a
-# backbone pre-trained elsewhere is copied into <folder>/pretrain_cell/ as the demo does). Meanwhile the CPU runs the
+# backbone pre-trained elsewhere is copied into <folder>/pretrain_cell/ as the demo does: results/multisource/gpu_pretrain.sh
+# is the prepared GPU call, dry-run on the CPU with --smoke). Meanwhile the CPU runs the
 # arms that need no backbone first (--arms scratch rf majority), which answer half of the question (radar from
 # scratch); the full commands below then add wp_cell.
 set -e
