@@ -356,20 +356,15 @@ def check_sources(args, sources: tuple[str, ...], jobs: list[SceneJob]) -> None:
                               f"{' '.join(flag_of(source) for source in sources[1:])}, or from --scene_list with "
                               f"{' '.join(f'{source.lower()}=' for source in sources[1:])} on each line (--cube takes "
                               "Sentinel-2 models only)")
-    if args.scene_list is None:
-        given = list(radar_folders(args))
-        missing = [flag_of(source) for source in sources[1:] if source not in given]
-        unused = [flag_of(source) for source in given if source not in sources[1:]]
+    listed = args.scene_list is not None  # radar named per line (fields) rather than by the flags (scene_jobs)
+    for job in jobs:
+        given = [source for source, _ in job.radar]
+        missing = [f"{source.lower()}=FOLDER" if listed else flag_of(source) for source in sources[1:]
+                   if source not in given]
+        unused = [f"{source.lower()}=" if listed else flag_of(source) for source in given if source not in sources[1:]]
         if missing or unused:
             raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: "
-                                  + (f"give {' '.join(missing)}" if missing else f"it takes no {' '.join(unused)}"))
-        return
-    for job in jobs:  # each line of the list names its own radar folders
-        given = [source for source, _ in job.radar]
-        missing = [f"{source.lower()}=FOLDER" for source in sources[1:] if source not in given]
-        unused = [f"{source.lower()}=" for source in given if source not in sources[1:]]
-        if missing or unused:
-            raise CheckpointError(f"{args.checkpoint}: the model takes --sources {wanted}: {job.where}: "
+                                  + (f"{job.where}: " if listed else "")
                                   + (f"give {' '.join(missing)}" if missing else f"it takes no {' '.join(unused)}"))
 
 
