@@ -20,6 +20,7 @@ from models.heads import PRIMARY
 from utils.checkpoint import backbone_export, load_finetuned, load_pretrained_backbone, resume_state, save_checkpoint
 from utils.engine import LoopOptions, dihedral_augment, evaluate, extra_inputs, pretrain_one_epoch, train_one_epoch
 from utils.errors import CheckpointError, STCLNError
+from utils.precision import compile_model
 from utils.masking import MaskingConfig, build_source_mask
 
 RADAR = TwoSourceSITS.extra_sources
@@ -404,3 +405,27 @@ def test_each_source_is_reconstructed_from_both(fusion):
     other_radar = {name: (x_s + 1.0, days_s, pad_s) for name, (x_s, days_s, pad_s) in extra.items()}
     assert not torch.allclose(run(batch["image"], other_radar)["pred"], out["pred"], atol=1e-4)
     assert not torch.allclose(run(batch["image"] + 1.0, extra)["preds"]["S1A"], out["preds"]["S1A"], atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:Error detected in IndexPutBackward0")  # said by torch while compiling the backward
+def test_a_compiled_two_source_model_trains_as_the_eager_one():
+    """The scripts' --compile (torch.compile, aot_eager) on a late-fusion model, one training step of the engine's
+    loop on a batch of three sources of different lengths: the loss and the updated weights are the eager
+    model's (the same aten ops; only the summation order may differ). Under torchrun, --compile runs in
+    tests/test_real_scene.py with one source; the two-source scripts' torchrun test is eager (tests/test_ddp.py)."""
+    config = multi_config("late", dropout=0.0)  # dropout draws differ between eager and compiled graphs
+    batch = one_batch()
+    weight = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = STCLNSegmenter(config)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        wrapped = compile_model(model, "aot_eager") if compiled else model
+        train = train_one_epoch(wrapped, [batch], optimizer, 0, config=config, class_weight=weight, options=OPTIONS)
+        results.append((train["loss"], {k: v.detach().clone() for k, v in model.state_dict().items()}))
+    (eager_loss, eager_state), (compiled_loss, compiled_state) = results
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+    assert compiled_state.keys() == eager_state.keys()
+    for key, value in eager_state.items():
+        torch.testing.assert_close(compiled_state[key], value, rtol=1e-4, atol=1e-6, msg=key)

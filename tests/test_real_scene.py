@@ -527,7 +527,8 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tiny_model, tmp_pat
 def test_two_process_torchrun_with_clouds_compiled_in_bf16_trains_and_tests(converted, tmp_path):
     """The GPU path with cloud masks on CPU: 2-process gloo torchrun of pre-training (--drop_invalid
     --hide_invalid) and of fine-tuning from its export (--drop_invalid --augment) through the test, both
-    --compile (aot_eager) and --amp (bf16)."""
+    --compile (aot_eager) and --amp (bf16). The suite's one compiled torchrun run of the scripts: checkpoints of
+    DDP(compiled) models hold unwrapped keys, and the DDP test metrics equal a one-process test of best.tar."""
     from tests.test_ddp import torchrun
 
     common = [
@@ -556,6 +557,9 @@ def test_two_process_torchrun_with_clouds_compiled_in_bf16_trains_and_tests(conv
         [str(repo / "pretrain_STCLN.py"), *common, "--hide_invalid", "--output_dir", str(tmp_path / "pt")], tmp_path
     )
     assert pre.returncode == 0, pre.stderr[-2000:]
+    assert "torch.compile: STCLNPretrain with backend aot_eager" in pre.stdout
+    last = torch.load(tmp_path / "pt" / "last.tar", weights_only=True)
+    assert last["model"] and not any(key.startswith(("module.", "_orig_mod.")) for key in last["model"])
     fine = torchrun(
         [
             str(repo / "PASTIS" / "finetuning_STCLN.py"),
@@ -569,5 +573,21 @@ def test_two_process_torchrun_with_clouds_compiled_in_bf16_trains_and_tests(conv
         tmp_path,
     )
     assert fine.returncode == 0, fine.stderr[-2000:]
-    metrics = json.loads((tmp_path / "ft" / "test_stcln" / "metrics.json").read_text())
-    assert metrics["metrics"]["n_pixels"] > 0
+    assert "torch.compile: STCLNSegmenter with backend aot_eager" in fine.stdout
+    best = torch.load(tmp_path / "ft" / "best.tar", weights_only=True)
+    assert not any(key.startswith(("module.", "_orig_mod.")) for key in best["model"])
+    ddp = json.loads((tmp_path / "ft" / "summary.json").read_text())["test"]
+    eager = [a for a in common if a not in ("--compile", "--compile_backend", "aot_eager")]
+    single = tmp_path / "single"
+    one_process = [
+        *eager,
+        "--eval_only",
+        "--checkpoint",
+        str(tmp_path / "ft" / "best.tar"),
+        "--output_dir",
+        str(single),
+    ]
+    assert finetune.main("pastis", "test", one_process) == 0
+    assert ddp["n_pixels"] > 0
+    for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
+        assert ddp[key] == pytest.approx(json.loads((single / "summary.json").read_text())["test"][key], abs=1e-12), key

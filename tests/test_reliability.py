@@ -2,7 +2,8 @@
 
 1. ``kill -9`` mid-training then ``--resume`` ends bitwise equal to an uninterrupted run
    (pre-training and fine-tuning), and ``last.tar`` is never half-written.
-2. Two identical fine-tuning runs write identical test metrics.
+2. Determinism: the resumed fine-tune of 1 is a second run of the same command, so its bitwise equal
+   weights and test metrics are also the check that identical runs give identical results.
 3. Bad inputs (corrupt data, bad flags, bad checkpoints, unwritable output) end with exit status 2
    and ONE ``error: ...`` line naming the file or flag, never a traceback (most cases run the
    scripts' ``main`` in-process; a few run the real scripts).
@@ -113,7 +114,7 @@ def kill_after_checkpoint(script: Path, out: Path, args: list, epochs: int) -> N
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. kill -9 + --resume
+# 1. kill -9 + --resume (and 2. determinism: the resumed run equals the reference bitwise)
 # ---------------------------------------------------------------------------------------------
 def test_pretrain_kill9_then_resume_is_bitwise_identical(tmp_path):
     args = ["--smoke", "--epochs", PRETRAIN_EPOCHS, "--save_every", 1, *COMMON]
@@ -135,53 +136,45 @@ FINETUNE_ARGS = ["--dataset", "synthetic", "--smoke", "--epochs", FINETUNE_EPOCH
 
 
 @pytest.fixture(scope="module")
-def finetune_runs(tmp_path_factory):
-    """Two uninterrupted fine-tunes with the same seed, started in the background at once (the kill test
-    runs beside them); ``finished(name)`` waits for one and returns its output folder."""
-    root = tmp_path_factory.mktemp("ft_runs")
-    runs = {name: Background(PASTIS_FT, *FINETUNE_ARGS, "--output_dir", root / name) for name in ("reference", "again")}
+def finetune_reference(tmp_path_factory):
+    """An uninterrupted fine-tune, started in the background at once (the kill test runs beside it); calling the
+    fixture's value waits for it and returns its output folder."""
+    out = tmp_path_factory.mktemp("ft_runs") / "reference"
+    run = Background(PASTIS_FT, *FINETUNE_ARGS, "--output_dir", out)
 
-    def finished(name: str) -> Path:
-        check_ok(runs[name].result())
-        return root / name
+    def finished() -> Path:
+        check_ok(run.result())
+        return out
 
     yield finished
-    for run in runs.values():
-        if run.proc.poll() is None:
-            run.proc.kill()
-            run.proc.communicate()
+    if run.proc.poll() is None:
+        run.proc.kill()
+        run.proc.communicate()
 
 
-def test_finetune_kill9_then_resume_is_bitwise_identical(finetune_runs, tmp_path):
+def test_finetune_kill9_then_resume_is_bitwise_identical(finetune_reference, tmp_path):
+    """Also the determinism check: the killed and resumed run is a second run of the reference's command, and
+    its weights, best checkpoint and test metrics are bitwise the reference's."""
     resumed = tmp_path / "resumed"
     kill_after_checkpoint(PASTIS_FT, resumed, FINETUNE_ARGS, FINETUNE_EPOCHS)
     check_ok(run_script(PASTIS_FT, *FINETUNE_ARGS, "--output_dir", resumed, "--resume"))
-    finetune_reference = finetune_runs("reference")
-    ref, res = load(finetune_reference / "last.tar"), load(resumed / "last.tar")
+    reference = finetune_reference()
+    ref, res = load(reference / "last.tar"), load(resumed / "last.tar")
     assert ref["epoch"] == res["epoch"] == FINETUNE_EPOCHS - 1
     assert_same_tensors(ref["model"], res["model"])
     assert ref["extra"] == res["extra"]  # best validation score carried across the kill
-    assert_same_tensors(load(finetune_reference / "best.tar")["model"], load(resumed / "best.tar")["model"])
-    assert test_numbers(finetune_reference) == test_numbers(resumed)
+    assert_same_tensors(load(reference / "best.tar")["model"], load(resumed / "best.tar")["model"])
+    first, second = test_numbers(reference), test_numbers(resumed)
+    assert first["metrics"]["OA"] is not None and np.asarray(first["confusion_matrix"]).sum() > 0
+    assert first == second
 
 
-# ---------------------------------------------------------------------------------------------
-# 2. determinism
-# ---------------------------------------------------------------------------------------------
 def test_numbers(out: Path) -> dict:
     payload = json.loads((out / "test_stcln" / "metrics.json").read_text())
     return {"metrics": payload["metrics"], "confusion_matrix": payload["confusion_matrix"]}
 
 
 test_numbers.__test__ = False  # a helper, not a test
-
-
-def test_identical_finetuning_runs_give_identical_metrics(finetune_runs):
-    reference, again = finetune_runs("reference"), finetune_runs("again")
-    first, second = test_numbers(reference), test_numbers(again)
-    assert first["metrics"]["OA"] is not None and np.asarray(first["confusion_matrix"]).sum() > 0
-    assert first == second
-    assert_same_tensors(load(reference / "last.tar")["model"], load(again / "last.tar")["model"])
 
 
 # ---------------------------------------------------------------------------------------------
