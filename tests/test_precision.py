@@ -16,7 +16,7 @@ from utils.checkpoint import unwrap
 from utils.datasets.collate import pad_collate
 from utils.distributed import Runtime
 from utils.engine import LoopOptions, train_one_epoch
-from utils.precision import cpu_flags, cpu_native_bf16, resolve_amp, use_fused_adam, use_tf32
+from utils.precision import compile_model, cpu_flags, cpu_native_bf16, resolve_amp, use_fused_adam, use_tf32
 from utils.runner import make_loader, start_epoch
 
 CPU = torch.device("cpu")
@@ -254,3 +254,21 @@ def test_finetune_script_amp_pad_mask_on_cpu(tmp_path, caplog, monkeypatch, fres
         assert "--amp: this CPU has no native bf16" in text
     assert (tmp_path / "out" / "summary.json").is_file()
     assert os.path.isfile(tmp_path / "out" / "best.tar")
+
+
+def test_compile_gives_every_source_its_share_of_graphs(monkeypatch):
+    """A three-source model's per-date CNN is one compiled function with a graph per source (band counts differ),
+    mode and date dynamism: ten graphs in the engine's pre-training, training and evaluation of
+    tests/test_multisource.py's data, where torch's limit of 8 sent the rest to eager. compile_model raises the
+    limit to 8 per source (and never lowers one set higher); a one-source model keeps torch's."""
+    import torch._dynamo
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)
+    compile_model(STCLNSegmenter(tiny_config(in_channels=4, num_classes=3)), "aot_eager")  # lazy: nothing compiled
+    assert torch._dynamo.config.recompile_limit == 8
+    radar = tiny_config(in_channels=4, num_classes=3, extra_sources=("S1A", "S1D"), extra_channels=(3, 3))
+    compile_model(STCLNSegmenter(radar), "aot_eager")
+    assert torch._dynamo.config.recompile_limit == 24
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
+    compile_model(STCLNSegmenter(radar), "aot_eager")
+    assert torch._dynamo.config.recompile_limit == 64

@@ -126,6 +126,9 @@ def make_adam(params, lr: float, weight_decay: float, strict_fp32: bool) -> torc
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **({"fused": True} if fused else {}))
 
 
+RECOMPILE_LIMIT_PER_SOURCE = 8  # torch._dynamo's default recompile_limit, for one source
+
+
 def compile_model(model: nn.Module, backend: str) -> nn.Module:
     """``torch.compile`` with ``backend`` (said once in the log)."""
     import torch._dynamo
@@ -137,4 +140,11 @@ def compile_model(model: nn.Module, backend: str) -> nn.Module:
         examples = ", ".join(b for b in ("inductor", "aot_eager", "eager") if b in known)
         raise STCLNError(f"--compile_backend {backend!r}: not a torch.compile backend (e.g. {examples})")
     _once(logging.INFO, "torch.compile: %s with backend %s", type(model).__name__, backend)
+    sources = 1 + len(getattr(getattr(model, "config", None), "extra_sources", ()))
+    limit = RECOMPILE_LIMIT_PER_SOURCE * sources
+    if sources > 1 and torch._dynamo.config.recompile_limit < limit:
+        # Every source's per-date CNN is a graph of the same function (band counts differ), in training and in
+        # evaluation, with static then dynamic dates: three sources passed torch's 8 and ran the CNN eager.
+        torch._dynamo.config.recompile_limit = limit
+        _once(logging.INFO, "torch.compile: up to %d graphs per function (%d sources)", limit, sources)
     return torch.compile(model, backend=backend)
