@@ -392,6 +392,27 @@ def test_a_scene_list_maps_two_source_scenes_as_the_radar_flags_do(listed):
     np.testing.assert_allclose([row["hectares"] for row in run["classes"]], hectares)
 
 
+def test_a_two_source_scene_list_under_torchrun_writes_the_maps_of_one_process(listed):
+    """The multi-GPU path of a two-source scene list on CPU: 2-process gloo torchrun, the ranks sharing the
+    scenes' strips and each reading the radar of its windows from its line's folders; every map equals the
+    scene's map made alone with the radar flags in one process, and the run's areas are the one-process run's."""
+    from tests.test_ddp import REPO, torchrun
+
+    out = listed["tmp"] / "listed_torchrun"
+    command = list(listed["command"])
+    command[command.index("--output_dir") + 1] = str(out)
+    result = torchrun([str(REPO / "predict_STCLN.py"), *command, "--device", "cpu"], cwd=listed["tmp"], timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, expected in listed["references"].items():
+        with rasterio.open(out / name / "class_map.tif") as dataset:
+            np.testing.assert_array_equal(dataset.read(1), expected)
+    assert (out / "areas.json").read_text() == (listed["tmp"] / "listed" / "areas.json").read_text()
+    assert (
+        json.loads((out / "run.json").read_text())["radar"]
+        == json.loads((listed["tmp"] / "listed" / "run.json").read_text())["radar"]
+    )
+
+
 def test_the_radar_is_read_from_each_lines_folders_and_recorded(listed, capsys):
     """The two tiles hold the same optical images, so tile_b's map differs from tile_a's only through its
     line's swapped orbits; run.json records each scene's radar folders: the same command again resumes, and
