@@ -82,6 +82,15 @@ def torchrun(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Compl
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
+def assert_same_test_metrics(ddp_run: Path, one_process_run: Path) -> None:
+    """The test metrics (summary.json) of a torchrun fine-tune equal a one-process test of its best.tar."""
+    ddp = json.loads((ddp_run / "summary.json").read_text())["test"]
+    single = json.loads((one_process_run / "summary.json").read_text())["test"]
+    assert ddp["n_pixels"] > 0
+    for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
+        assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
+
+
 def test_ddp_pretraining_writes_and_resumes_checkpoints(tmp_path):
     """DDP(model) with bf16 autocast: checkpoints are written (unwrap) and a resumed run continues from them.
     (DDP(compiled) checkpoints holding unwrapped keys: test_real_scene.py's torchrun test.)"""
@@ -118,8 +127,6 @@ def test_ddp_finetuning_tests_the_final_best_checkpoint_on_every_rank(tmp_path):
                       "--epochs", "2", "--amp"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "epoch 2/2" in first.stdout
-    ddp = json.loads((out / "summary.json").read_text())["test"]
-    assert ddp["n_pixels"] > 0
     cwd = os.getcwd()
     try:
         os.chdir(tmp_path)  # the synthetic data set cached by the runs above
@@ -130,9 +137,7 @@ def test_ddp_finetuning_tests_the_final_best_checkpoint_on_every_rank(tmp_path):
     finally:
         os.chdir(cwd)
     assert status == 0
-    single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
-    for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
-        assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
+    assert_same_test_metrics(out, tmp_path / "single")
 
 
 def test_two_source_ddp_scripts_train_and_test(tmp_path, caplog):
@@ -163,7 +168,6 @@ def test_two_source_ddp_scripts_train_and_test(tmp_path, caplog):
     assert f"loaded {len(exported)} backbone tensors" in finetune.stdout  # every source's encoder
     best = torch.load(out / "best.tar", weights_only=True)
     assert best["args"]["sources"] == ["S2", "S1A", "S1D"] and best["model_config"]["extra_channels"] == [3, 3]
-    ddp = json.loads((out / "summary.json").read_text())["test"]
     cwd = os.getcwd()
     caplog.set_level(logging.INFO)
     try:
@@ -175,7 +179,4 @@ def test_two_source_ddp_scripts_train_and_test(tmp_path, caplog):
         os.chdir(cwd)
     assert status == 0
     assert "testing on the checkpoint's sources S2 S1A S1D" in caplog.text
-    single = json.loads((tmp_path / "single" / "summary.json").read_text())["test"]
-    assert ddp["n_pixels"] > 0
-    for key in ("OA", "mIoU", "mF1", "kappa", "n_pixels"):
-        assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
+    assert_same_test_metrics(out, tmp_path / "single")

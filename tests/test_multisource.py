@@ -20,8 +20,8 @@ from models.heads import PRIMARY
 from utils.checkpoint import backbone_export, load_finetuned, load_pretrained_backbone, resume_state, save_checkpoint
 from utils.engine import LoopOptions, dihedral_augment, evaluate, extra_inputs, pretrain_one_epoch, train_one_epoch
 from utils.errors import CheckpointError, STCLNError
-from utils.precision import compile_model
 from utils.masking import MaskingConfig, build_source_mask
+from utils.precision import compile_model
 
 RADAR = TwoSourceSITS.extra_sources
 OPTIONS = LoopOptions(torch.device("cpu"), grad_clip=5.0, progress=False)
