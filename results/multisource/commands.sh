@@ -103,3 +103,11 @@ python results/multisource/compare.py $OUT/s2s1_late $OUT/s2s1_merged --json $OU
 # (then each with --report)
 # Run: the first command 2026-12-05 21:32-22:49 (report: results/multisource/README.md); the second was queued after it
 # and had not finished when the session ended (it resumes with the same line).
+
+# --- Diagnostic, written 2026-12-06 04:45, before it ran (no decision of the design depends on it) ----------------
+# How much crop information does the simulated radar carry on its own? Command 0 found no benefit of radar from
+# scratch and +0.003 for the forest with the radar bands; without an S1-only anchor, a reader cannot tell "radar adds
+# nothing the optical series does not already give" from "the simulated radar carries little crop information". The
+# forest and the majority class on S1A + S1D alone, same seeds, budgets and test patches as command 0 (about 1 min of
+# CPU per (budget, seed)); no learned arm (an S1-only fine-tune costs about 35 min each). Reported next to command 0.
+OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --sources S1 --output_dir $OUT/s1 --arms rf majority
