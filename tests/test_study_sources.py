@@ -147,3 +147,47 @@ def test_compare_pairs_two_folders_by_seed_and_refuses_another_schedule(tmp_path
     (s1s2 / "study.json").write_text(json.dumps({"precision": "bf16"}))
     assert compare.main([str(s2), str(s1s2)]) == 2
     assert "differ in precision" in capsys.readouterr().err
+
+
+def test_compare_per_class_pairs_each_class_iou_by_seed(tmp_path, capsys):
+    """compare.py --per_class: each class's IoU difference per seed, by hand, from the runs' metrics.json; a class
+    absent from the test pixels gets no row; a run without its metrics.json is refused in one line naming it."""
+    import importlib.util
+    import json
+
+    from experiments.label_efficiency.design import REPO
+
+    spec = importlib.util.spec_from_file_location("compare", REPO / "results" / "multisource" / "compare.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    settings = {key: 1 for key in le.SCHEDULE_KEYS}
+
+    def study(name, ious):  # ious[seed] = (IoU of Meadow, IoU of Corn)
+        runs = []
+        for seed, (meadow, corn) in enumerate(ious):
+            run = tmp_path / name / "runs" / "scratch" / f"b5_s{seed}_lr0.003"
+            (run / "test_stcln").mkdir(parents=True)
+            classes = [
+                {"index": 1, "name": "Meadow", "IoU": meadow, "support": 100},
+                {"index": 3, "name": "Corn", "IoU": corn, "support": 50},
+                {"index": 11, "name": "Winter durum wheat", "IoU": None, "support": 0},
+            ]
+            (run / "test_stcln" / "metrics.json").write_text(json.dumps({"metrics": {"per_class": classes}}))
+            runs.append({"arm": "scratch", "budget": 5.0, "seed": seed, "dir": str(run), "test": {"mIoU": 0.5}})
+        record = {"settings": dict(settings), "labelled_crops": {"5": [150] * 3}, "runs": runs}
+        (tmp_path / name / "results.json").write_text(json.dumps(record))
+        return tmp_path / name
+
+    first = study("s2", [(0.9, 0.5), (0.8, 0.6), (0.7, 0.4)])
+    second = study("s2s1", [(0.8, 0.6), (0.9, 0.7), (0.6, 0.5)])
+    studies = (compare.read_study(first), compare.read_study(second))
+    rows = {row["class"]: row for row in compare.per_class((first, second), studies, "scratch")}
+    assert set(rows) == {"Meadow", "Corn"}
+    assert rows["Meadow"]["diffs"] == pytest.approx([-0.1, 0.1, -0.1]) and rows["Meadow"]["wins"] == 1
+    assert rows["Corn"]["diffs"] == pytest.approx([0.1, 0.1, 0.1]) and rows["Corn"]["first"] == pytest.approx(0.5)
+    assert compare.main([str(first), str(second), "--per_class", "scratch"]) == 0
+    assert "| 5 % | Corn | 0.500 | 0.600 | +0.100" in capsys.readouterr().out
+    (second / "runs" / "scratch" / "b5_s1_lr0.003" / "test_stcln" / "metrics.json").unlink()
+    assert compare.main([str(first), str(second), "--per_class", "scratch"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "b5_s1_lr0.003/test_stcln/metrics.json" in err

@@ -7,13 +7,17 @@ For every arm and budget both folders ran, the per-seed test differences (second
 interval, the seeds won and the exact Wilcoxon p (experiments.label_efficiency.statistics.paired_difference).
 A seed is a fair pair across the folders: it draws the same labelled crops in both (the draw reads labels and
 seed only), which is checked here from each folder's ``labelled_crops``. Prints a Markdown table; ``--json``
-also writes the numbers.
+also writes the numbers. ``--per_class ARM`` adds, for that learned arm at every budget, each class's test IoU in
+both folders and its paired difference (read from every run's ``test_<protocol>/metrics.json``): where the
+difference comes from.
 """
 
 import argparse
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the one sys.path edit: allows `python results/...`
 
@@ -75,6 +79,52 @@ def compare(first: dict, second: dict, metric: str = "mIoU") -> list[dict]:
     return rows
 
 
+def per_class(folders: tuple[Path, Path], studies: tuple[dict, dict], arm: str, protocol: str = "stcln") -> list[dict]:
+    """Rows (budget, class, the two folders' mean test IoU, the paired difference second - first) of every class
+    scored in both folders' runs of the learned ``arm``, per budget both ran, read from each run's
+    ``test_<protocol>/metrics.json``; the pairing is :func:`compare`'s (same seeds, same labelled draws)."""
+    records = []
+    for k, (folder, study) in enumerate(zip(folders, studies), start=1):
+        for run in study["runs"]:
+            if run["arm"] != arm:
+                continue
+            path = folder / "runs" / arm / Path(run.get("dir", "")).name / f"test_{protocol}" / "metrics.json"
+            try:
+                classes = json.loads(path.read_text())["metrics"]["per_class"]
+            except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DataError(f"{path}: no per-class test metrics of {arm} ({err})") from None
+            for row in classes:
+                if row.get("support") and row.get("IoU") is not None:  # a class absent from the test pixels: no IoU
+                    records.append(
+                        {
+                            "arm": f"{k}:{row['name']}",
+                            "budget": run["budget"],
+                            "seed": run["seed"],
+                            "test": {"IoU": row["IoU"]},
+                        }
+                    )
+    rows = []
+    for budget in sorted({r["budget"] for r in records}):
+        for name in dict.fromkeys(r["arm"][2:] for r in records if r["budget"] == budget):
+            diff = paired_difference(records, f"2:{name}", f"1:{name}", budget, "IoU")
+            if diff is None:
+                continue
+            means = [
+                float(
+                    np.mean(
+                        [
+                            r["test"]["IoU"]
+                            for r in records
+                            if r["arm"] == f"{k}:{name}" and r["budget"] == budget and r["seed"] in diff["seeds"]
+                        ]
+                    )
+                )
+                for k in (1, 2)
+            ]
+            rows.append({"arm": arm, "budget": budget, "class": name, "first": means[0], "second": means[1], **diff})
+    return sorted(rows, key=lambda row: (row["budget"], row["mean"]))
+
+
 def markdown(rows: list[dict], names: tuple[str, str], metric: str) -> str:
     lines = [
         f"| arm | budget | {names[0]} {metric} | {names[1]} {metric} | difference [95 % CI] | seeds won | Wilcoxon p |",
@@ -89,21 +139,47 @@ def markdown(rows: list[dict], names: tuple[str, str], metric: str) -> str:
     return "\n".join(lines)
 
 
+def per_class_markdown(rows: list[dict], names: tuple[str, str]) -> str:
+    lines = [
+        f"| budget | class | {names[0]} IoU | {names[1]} IoU | difference [95 % CI] | seeds won |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['budget']:g} % | {row['class']} | {row['first']:.3f} | {row['second']:.3f} | "
+            f"{row['mean']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] | {row['wins']}/{row['n']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("first", type=Path, help="a study folder (its results.json), e.g. the S2 one")
     parser.add_argument("second", type=Path, help="the folder compared with it, e.g. the S1+S2 one")
     parser.add_argument("--metric", default="mIoU", choices=("mIoU", "OA", "mF1"))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--per_class",
+        metavar="ARM",
+        default=None,
+        help="also each class's test IoU of this learned arm (e.g. scratch), paired by seed",
+    )
+    parser.add_argument("--protocol", default="stcln", help="the test protocol whose metrics --per_class reads")
     args = parser.parse_args(argv)
+    names = (args.first.name, args.second.name)
     try:
-        rows = compare(read_study(args.first), read_study(args.second), args.metric)
+        studies = (read_study(args.first), read_study(args.second))
+        rows = compare(*studies, args.metric)
+        classes = per_class((args.first, args.second), studies, args.per_class, args.protocol) if args.per_class else []
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(markdown(rows, (args.first.name, args.second.name), args.metric))
+    print(markdown(rows, names, args.metric))
+    if args.per_class:
+        print(f"\nPer class, {args.per_class} (test IoU, {args.protocol} protocol):\n")
+        print(per_class_markdown(classes, names))
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "per_class": classes} if args.per_class else rows, indent=1))
     return 0
 
 
