@@ -70,10 +70,11 @@ RECIPE="--budgets 1 5 --seeds 5 --sweep_budget 1 --arms scratch wp_cell rf major
     --min_epochs 1 --validations 4 --val_limit 32 --test_limit 100 --pretrain_epochs 35 --positions doy --fast --jobs 2"
 OUT=checkpoints/multisource
 # 0. (amendment) the arms without a backbone first, S2 then S2+S1 late, all seeds; then the pairing of commands 1-2
+#    (run: complete 2026-12-06 07:06; results/multisource/README.md "Command 0 complete")
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --output_dir $OUT/s2 --arms scratch rf majority
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --sources S2 S1 --fusion late --output_dir $OUT/s2s1_late \
     --arms scratch rf majority
-python results/multisource/compare.py $OUT/s2 $OUT/s2s1_late --json $OUT/s2_vs_s2s1_late_scratch.json
+python results/multisource/compare.py $OUT/s2 $OUT/s2s1_late --per_class scratch --json $OUT/s2_vs_s2s1_late_scratch.json
 # 1. S2, normal sky
 OMP_NUM_THREADS=1 python -m experiments.label_efficiency $RECIPE --output_dir $OUT/s2
 # 2. S2+S1, late fusion, normal sky
