@@ -106,17 +106,24 @@ def test_random_forest_features_hold_every_source_on_its_own_dates(tmp_path):
         start += len(grid) * C
 
 
-def test_compare_pairs_two_folders_by_seed_and_refuses_another_schedule(tmp_path, capsys):
-    """results/multisource/compare.py: second - first per seed, by hand; another schedule or another labelled
-    draw is refused in one line (exit 2)."""
+def load_compare():
+    """results/multisource/compare.py as a module (a script outside the packages)."""
     import importlib.util
-    import json
 
     from experiments.label_efficiency.design import REPO
 
     spec = importlib.util.spec_from_file_location("compare", REPO / "results" / "multisource" / "compare.py")
     compare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare)
+    return compare
+
+
+def test_compare_pairs_two_folders_by_seed_and_refuses_another_schedule(tmp_path, capsys):
+    """results/multisource/compare.py: second - first per seed, by hand; another schedule or another labelled
+    draw is refused in one line (exit 2)."""
+    import json
+
+    compare = load_compare()
     settings = {key: 1 for key in le.SCHEDULE_KEYS}
 
     def study(name, sources, scores, **changed):
@@ -152,14 +159,9 @@ def test_compare_pairs_two_folders_by_seed_and_refuses_another_schedule(tmp_path
 def test_compare_per_class_pairs_each_class_iou_by_seed(tmp_path, capsys):
     """compare.py --per_class: each class's IoU difference per seed, by hand, from the runs' metrics.json; a class
     absent from the test pixels gets no row; a run without its metrics.json is refused in one line naming it."""
-    import importlib.util
     import json
 
-    from experiments.label_efficiency.design import REPO
-
-    spec = importlib.util.spec_from_file_location("compare", REPO / "results" / "multisource" / "compare.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    compare = load_compare()
     settings = {key: 1 for key in le.SCHEDULE_KEYS}
 
     def study(name, ious):  # ious[seed] = (IoU of Meadow, IoU of Corn)

@@ -40,6 +40,22 @@ def read_study(folder: Path) -> dict:
     return study
 
 
+def paired_means(records: list[dict], arm: str, budget: float, metric: str, seeds: list[int]) -> list[float]:
+    """The first and second folder's mean ``metric`` of ``arm`` at ``budget`` over the paired ``seeds``."""
+    return [
+        float(
+            np.mean(
+                [
+                    r["test"][metric]
+                    for r in records
+                    if r["arm"] == f"{k}:{arm}" and r["budget"] == budget and r["seed"] in seeds
+                ]
+            )
+        )
+        for k in (1, 2)
+    ]
+
+
 def compare(first: dict, second: dict, metric: str = "mIoU") -> list[dict]:
     """Rows (arm, budget, the two settings' means, the paired difference second - first) of every arm and
     budget both studies ran. Refuses studies of different schedules or labelled draws."""
@@ -66,15 +82,7 @@ def compare(first: dict, second: dict, metric: str = "mIoU") -> list[dict]:
             diff = paired_difference(records, f"2:{arm}", f"1:{arm}", budget, metric)
             if diff is None:
                 continue
-            means = [
-                sum(
-                    r["test"][metric]
-                    for r in records
-                    if r["arm"] == f"{k}:{arm}" and r["budget"] == budget and r["seed"] in diff["seeds"]
-                )
-                / diff["n"]
-                for k in (1, 2)
-            ]
+            means = paired_means(records, arm, budget, metric, diff["seeds"])
             rows.append({"arm": arm, "budget": budget, "first": means[0], "second": means[1], **diff})
     return rows
 
@@ -109,18 +117,7 @@ def per_class(folders: tuple[Path, Path], studies: tuple[dict, dict], arm: str, 
             diff = paired_difference(records, f"2:{name}", f"1:{name}", budget, "IoU")
             if diff is None:
                 continue
-            means = [
-                float(
-                    np.mean(
-                        [
-                            r["test"]["IoU"]
-                            for r in records
-                            if r["arm"] == f"{k}:{name}" and r["budget"] == budget and r["seed"] in diff["seeds"]
-                        ]
-                    )
-                )
-                for k in (1, 2)
-            ]
+            means = paired_means(records, name, budget, "IoU", diff["seeds"])
             rows.append({"arm": arm, "budget": budget, "class": name, "first": means[0], "second": means[1], **diff})
     return sorted(rows, key=lambda row: (row["budget"], row["mean"]))
 
