@@ -189,6 +189,8 @@ def test_compare_per_class_pairs_each_class_iou_by_seed(tmp_path, capsys):
     assert rows["Corn"]["diffs"] == pytest.approx([0.1, 0.1, 0.1]) and rows["Corn"]["first"] == pytest.approx(0.5)
     assert compare.main([str(first), str(second), "--per_class", "scratch"]) == 0
     assert "| 5 % | Corn | 0.500 | 0.600 | +0.100" in capsys.readouterr().out
+    assert compare.main([str(first), str(second), "--per_class", "scrach"]) == 2  # a typo is not an empty table
+    assert "no learned arm 'scrach'" in capsys.readouterr().err
     (second / "runs" / "scratch" / "b5_s1_lr0.003" / "test_stcln" / "metrics.json").unlink()
     assert compare.main([str(first), str(second), "--per_class", "scratch"]) == 2
     err = capsys.readouterr().err.strip()

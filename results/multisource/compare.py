@@ -93,6 +93,11 @@ def per_class(folders: tuple[Path, Path], studies: tuple[dict, dict], arm: str, 
     ``test_<protocol>/metrics.json``; the pairing is :func:`compare`'s (same seeds, same labelled draws)."""
     records = []
     for k, (folder, study) in enumerate(zip(folders, studies), start=1):
+        learned = dict.fromkeys(
+            run["arm"] for run in study["runs"] if run.get("dir")
+        )  # runs with a folder of their own
+        if arm not in learned:
+            raise DataError(f"{folder}: no learned arm {arm!r} to compare per class (it has: {', '.join(learned)})")
         for run in study["runs"]:
             if run["arm"] != arm:
                 continue
